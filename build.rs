@@ -1,0 +1,84 @@
+//! Finds the SeetaFace model that ships inside the `rustface` package cargo
+//! has already downloaded, so the binary can embed it without the repository
+//! carrying a copy. `ENROLLD_SEETA_MODEL=/path/model.bin` overrides the search
+//! (vendored or offline builds).
+
+use std::env;
+use std::path::{Path, PathBuf};
+
+/// Must match the `=x.y.z` pin of `rustface` in Cargo.toml.
+const RUSTFACE_VERSION: &str = "0.1.7";
+const MODEL_REL: &str = "model/seeta_fd_frontal_v1.0.bin";
+const PHOTO_REL: &str = "test.png";
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=ENROLLD_SEETA_MODEL");
+    println!("cargo:rerun-if-env-changed=CARGO_HOME");
+
+    let package_dir = find_rustface_dir();
+    let model = match env::var_os("ENROLLD_SEETA_MODEL") {
+        Some(path) => PathBuf::from(path),
+        None => match &package_dir {
+            Some(dir) => dir.join(MODEL_REL),
+            None => fail(),
+        },
+    };
+    if !model.is_file() {
+        fail();
+    }
+    println!("cargo:rerun-if-changed={}", model.display());
+    println!(
+        "cargo:rustc-env=ENROLLD_SEETA_MODEL_PATH={}",
+        model.display()
+    );
+    // The sample photo is only used by `enrolld demo` and the tests, as a
+    // path on the build machine; it is not embedded.
+    let photo = package_dir
+        .map(|dir| dir.join(PHOTO_REL))
+        .filter(|p| p.is_file())
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    println!("cargo:rustc-env=ENROLLD_SAMPLE_PHOTO={photo}");
+}
+
+fn find_rustface_dir() -> Option<PathBuf> {
+    let wanted = format!("rustface-{RUSTFACE_VERSION}");
+    let mut roots: Vec<PathBuf> = Vec::new();
+    if let Some(home) = env::var_os("CARGO_HOME") {
+        roots.push(PathBuf::from(home).join("registry").join("src"));
+    }
+    if let Some(home) = env::var_os("HOME") {
+        roots.push(
+            PathBuf::from(home)
+                .join(".cargo")
+                .join("registry")
+                .join("src"),
+        );
+    }
+    for root in roots {
+        let Ok(entries) = std::fs::read_dir(&root) else {
+            continue;
+        };
+        for index_dir in entries.flatten() {
+            let candidate = index_dir.path().join(&wanted);
+            if candidate.join(MODEL_REL).is_file() {
+                return Some(candidate);
+            }
+        }
+    }
+    if let Some(manifest) = env::var_os("CARGO_MANIFEST_DIR") {
+        let vendored = Path::new(&manifest).join("vendor").join("rustface");
+        if vendored.join(MODEL_REL).is_file() {
+            return Some(vendored);
+        }
+    }
+    None
+}
+
+fn fail() -> ! {
+    panic!(
+        "enrolld build: cannot find the SeetaFace model {MODEL_REL} of rustface {RUSTFACE_VERSION}. \
+         Run `cargo fetch` first, or set ENROLLD_SEETA_MODEL=/path/to/seeta_fd_frontal_v1.0.bin"
+    );
+}

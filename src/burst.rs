@@ -1,0 +1,285 @@
+//! Best shot: score every frame of a burst and keep the best (distinct) ones.
+
+use crate::config::{BurstConfig, QualityConfig};
+use crate::detect::{FaceBox, FaceDetector};
+use crate::frame::Frame;
+use crate::quality::{self, FaceScores, Rect, Rejection};
+use crate::source::{FrameSource, SourceError};
+use image::{GrayImage, RgbImage};
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// What happened to one frame.
+#[derive(Debug, Clone, Serialize)]
+pub struct FrameReport {
+    pub index: u32,
+    pub origin: String,
+    pub width: u32,
+    pub height: u32,
+    pub faces_seen: u32,
+    /// Every face found, largest first.
+    pub faces: Vec<FaceBox>,
+    /// The face judged (the largest).
+    pub chosen: Option<FaceBox>,
+    pub crop: Option<Rect>,
+    pub scores: Option<FaceScores>,
+    pub accepted: bool,
+    pub rejection: Option<Rejection>,
+}
+
+/// An acceptable face crop from one frame.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub frame_index: u32,
+    pub crop: RgbImage,
+    pub scores: FaceScores,
+    thumb: GrayImage,
+}
+
+/// Detects, chooses and scores the face of one frame.
+pub fn assess_frame(
+    frame: &Frame,
+    detector: &mut dyn FaceDetector,
+    qcfg: &QualityConfig,
+) -> (FrameReport, Option<Candidate>) {
+    let gray = image::DynamicImage::ImageRgb8(frame.image.clone()).into_luma8();
+    let mut faces = detector.detect(&gray);
+    faces.sort_by(|a, b| b.area().cmp(&a.area()));
+    let a = quality::assess(&gray, &faces, qcfg);
+    let candidate = match (&a.decision, a.crop, a.scores, a.thumb) {
+        (Ok(()), Some(rect), Some(scores), Some(thumb)) => Some(Candidate {
+            frame_index: frame.index,
+            crop: quality::crop(&frame.image, rect),
+            scores,
+            thumb,
+        }),
+        _ => None,
+    };
+    let report = FrameReport {
+        index: frame.index,
+        origin: frame.origin.clone(),
+        width: frame.image.width(),
+        height: frame.image.height(),
+        faces_seen: a.faces_seen,
+        faces,
+        chosen: a.chosen,
+        crop: a.crop,
+        scores: a.scores,
+        accepted: a.decision.is_ok(),
+        rejection: a.decision.err(),
+    };
+    (report, candidate)
+}
+
+/// The result of a burst.
+#[derive(Debug, Clone)]
+pub struct BurstResult {
+    pub frames: Vec<FrameReport>,
+    /// Best distinct candidates, best first (at most `keep`); empty when rejected.
+    pub chosen: Vec<Candidate>,
+    /// Why nothing was chosen (the verdict on the most promising frame).
+    pub rejection: Option<Rejection>,
+    /// Frames that could not be read or decoded, with the reason.
+    pub unreadable: Vec<String>,
+}
+
+/// Captures up to `cfg.frames` frames within `cfg.time_budget_ms`, scores each
+/// and keeps the best `keep` distinct ones. `on_frame` sees every report as it
+/// is made (progress for the socket and the LED).
+pub fn run_burst(
+    source: &mut dyn FrameSource,
+    detector: &mut dyn FaceDetector,
+    cfg: &BurstConfig,
+    qcfg: &QualityConfig,
+    keep: usize,
+    on_frame: &mut dyn FnMut(&FrameReport),
+) -> Result<BurstResult, SourceError> {
+    let started = Instant::now();
+    let budget = Duration::from_millis(cfg.time_budget_ms);
+    let mut frames = Vec::new();
+    let mut candidates: Vec<Candidate> = Vec::new();
+    let mut unreadable = Vec::new();
+    let mut last_error = None;
+    let keep = keep.clamp(1, 4);
+    for _ in 0..cfg.frames {
+        if started.elapsed() > budget && !frames.is_empty() {
+            break;
+        }
+        let frame = match source.next_frame() {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            // A file that does not decode is skipped; the next may be fine.
+            Err(e @ SourceError::Decode { .. }) => {
+                unreadable.push(e.to_string());
+                last_error = Some(e);
+                continue;
+            }
+            // The device itself failed: nothing more will come.
+            Err(e) => {
+                if frames.is_empty() {
+                    return Err(e);
+                }
+                unreadable.push(e.to_string());
+                break;
+            }
+        };
+        let (report, candidate) = assess_frame(&frame, detector, qcfg);
+        on_frame(&report);
+        frames.push(report);
+        if let Some(c) = candidate {
+            candidates.push(c);
+            // Bound memory: only the best few crops can matter.
+            candidates.sort_by(|a, b| b.scores.overall.total_cmp(&a.scores.overall));
+            candidates.truncate(keep * 4);
+        }
+    }
+    if frames.is_empty() {
+        if let Some(e) = last_error {
+            return Err(e);
+        }
+    }
+    let chosen = pick_distinct(candidates, keep, cfg.distinct_min_diff);
+    let rejection = if chosen.is_empty() {
+        Some(most_promising_rejection(&frames))
+    } else {
+        None
+    };
+    Ok(BurstResult {
+        frames,
+        chosen,
+        rejection,
+        unreadable,
+    })
+}
+
+/// Greedy: best first, skipping any too similar to one already kept.
+fn pick_distinct(mut candidates: Vec<Candidate>, keep: usize, min_diff: f32) -> Vec<Candidate> {
+    candidates.sort_by(|a, b| b.scores.overall.total_cmp(&a.scores.overall));
+    let mut chosen: Vec<Candidate> = Vec::new();
+    for c in candidates {
+        if chosen.len() >= keep {
+            break;
+        }
+        if chosen
+            .iter()
+            .all(|k| quality::thumb_difference(&k.thumb, &c.thumb) >= min_diff)
+        {
+            chosen.push(c);
+        }
+    }
+    chosen
+}
+
+/// The rejection of the frame that came closest: a face beats no face, then
+/// the higher overall score wins.
+fn most_promising_rejection(frames: &[FrameReport]) -> Rejection {
+    frames
+        .iter()
+        .filter_map(|f| Some((f.scores?.overall, f.rejection?)))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, r)| r)
+        .unwrap_or(Rejection::NoFace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::FixedDetector;
+    use crate::source::MemorySource;
+    use image::Rgb;
+
+    fn textured(w: u32, h: u32, seed: u32) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| {
+            let v = ((x * 7 + y * 13 + seed * 31) % 97) as u8 + 70;
+            Rgb([v, v, v])
+        })
+    }
+
+    fn frames(n: u32) -> MemorySource {
+        let mut s = MemorySource::default();
+        for i in 0..n {
+            s.frames.push_back(Ok(Frame {
+                image: textured(320, 240, i),
+                index: i,
+                origin: "mem".into(),
+            }));
+        }
+        s
+    }
+
+    fn face() -> FaceBox {
+        FaceBox {
+            x: 100,
+            y: 60,
+            width: 100,
+            height: 100,
+            score: 3.0,
+        }
+    }
+
+    #[test]
+    fn no_face_in_any_frame_is_rejected_with_no_face() {
+        let mut src = frames(3);
+        let mut det = FixedDetector(vec![]);
+        let mut seen = 0;
+        let r = run_burst(
+            &mut src,
+            &mut det,
+            &BurstConfig::default(),
+            &QualityConfig::default(),
+            1,
+            &mut |_| seen += 1,
+        )
+        .expect("burst");
+        assert_eq!(seen, 3);
+        assert!(r.chosen.is_empty());
+        assert_eq!(r.rejection, Some(Rejection::NoFace));
+    }
+
+    #[test]
+    fn keeps_at_most_keep_and_only_distinct_frames() {
+        let mut det = FixedDetector(vec![face()]);
+        let cfg = BurstConfig {
+            frames: 6,
+            keep: 3,
+            ..BurstConfig::default()
+        };
+        let q = QualityConfig {
+            min_sharpness: 0.0,
+            min_contrast: 0.0,
+            ..QualityConfig::default()
+        };
+        let r = run_burst(&mut frames(6), &mut det, &cfg, &q, 3, &mut |_| {}).expect("burst");
+        assert_eq!(r.chosen.len(), 3);
+        // Identical frames are not distinct: only one survives.
+        let mut same = MemorySource::default();
+        for i in 0..4 {
+            same.frames.push_back(Ok(Frame {
+                image: textured(320, 240, 0),
+                index: i,
+                origin: "m".into(),
+            }));
+        }
+        let r = run_burst(&mut same, &mut det, &cfg, &q, 3, &mut |_| {}).expect("burst");
+        assert_eq!(r.chosen.len(), 1);
+    }
+
+    #[test]
+    fn device_errors_before_any_frame_are_returned() {
+        let mut src = MemorySource::default();
+        src.frames.push_back(Err(SourceError::Timeout {
+            what: "/dev/video9".into(),
+            ms: 100,
+        }));
+        let err = run_burst(
+            &mut src,
+            &mut FixedDetector(vec![]),
+            &BurstConfig::default(),
+            &QualityConfig::default(),
+            1,
+            &mut |_| {},
+        )
+        .expect_err("timeout");
+        assert_eq!(err.code(), "camera_timeout");
+    }
+}

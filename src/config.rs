@@ -1,0 +1,837 @@
+//! The configuration file: one TOML file, every key documented here with its
+//! default, validated at start. Unknown keys are an error.
+//!
+//! Secrets are never in this file: it names files that hold them. A relative
+//! secret path is looked up in `$CREDENTIALS_DIRECTORY` (systemd's
+//! `LoadCredential=`), so the unit can hand secrets over without the daemon's
+//! user being able to read the originals.
+
+use crate::frame::PixelFormat;
+use crate::provider::Provider;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Where the daemon looks when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/enrolld/enrolld.toml";
+
+/// Largest config or secret file read, in bytes.
+const MAX_FILE_BYTES: u64 = 1024 * 1024;
+
+/// The whole configuration. Field defaults are the documented defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory for the outbox database and receipts. Default `/var/lib/enrolld`.
+    pub state_dir: PathBuf,
+    pub camera: CameraConfig,
+    pub detect: DetectConfig,
+    pub quality: QualityConfig,
+    pub burst: BurstConfig,
+    pub encode: EncodeConfig,
+    pub queue: QueueConfig,
+    pub upload: UploadConfig,
+    pub jd: JdConfig,
+    pub tencent: TencentConfig,
+    pub tls: TlsConfig,
+    pub control: ControlConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from("/var/lib/enrolld"),
+            camera: CameraConfig::default(),
+            detect: DetectConfig::default(),
+            quality: QualityConfig::default(),
+            burst: BurstConfig::default(),
+            encode: EncodeConfig::default(),
+            queue: QueueConfig::default(),
+            upload: UploadConfig::default(),
+            jd: JdConfig::default(),
+            tencent: TencentConfig::default(),
+            tls: TlsConfig::default(),
+            control: ControlConfig::default(),
+        }
+    }
+}
+
+/// `[camera]`: where frames come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CameraConfig {
+    /// `v4l2:/dev/videoN`, `v4l2:N`, or `file:PATH` (one image, or a directory
+    /// of images played as successive frames). Default `v4l2:/dev/video0`.
+    pub source: String,
+    /// Requested width in pixels; the closest the camera offers is used. Default 1280.
+    pub width: u32,
+    /// Requested height in pixels. Default 720.
+    pub height: u32,
+    /// Requested pixel format: `MJPG`, `YUYV`, `NV12`, `GREY`, `RGB3`, `BGR3`. Default `MJPG`.
+    pub fourcc: String,
+    /// Requested frame rate (the closest offered is used). Default 30.
+    pub fps: u32,
+    /// Frames read and discarded after opening, so auto-exposure settles. Default 5.
+    pub warmup_frames: u32,
+    /// Deadline for one frame, in milliseconds. Default 2000.
+    pub read_timeout_ms: u64,
+}
+
+impl Default for CameraConfig {
+    fn default() -> Self {
+        Self {
+            source: "v4l2:/dev/video0".into(),
+            width: 1280,
+            height: 720,
+            fourcc: "MJPG".into(),
+            fps: 30,
+            warmup_frames: 5,
+            read_timeout_ms: 2000,
+        }
+    }
+}
+
+/// `[detect]`: the face detector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectConfig {
+    /// A SeetaFace model file to use instead of the embedded one. Default: embedded.
+    pub model: Option<PathBuf>,
+    /// Smallest face searched for, in pixels of the full frame (>= 20). Default 80.
+    pub min_face_px: u32,
+    /// Detector score threshold; higher means fewer false faces. Default 2.0.
+    pub score_threshold: f64,
+    /// Image pyramid scale factor, in (0.1, 0.99). Default 0.8.
+    pub pyramid_scale: f32,
+    /// Sliding window step in pixels. Default 4.
+    pub window_step: u32,
+    /// Frames with a longer edge are downscaled to this for detection only. Default 1280.
+    pub max_edge: u32,
+}
+
+impl Default for DetectConfig {
+    fn default() -> Self {
+        Self {
+            model: None,
+            min_face_px: 80,
+            score_threshold: 2.0,
+            pyramid_scale: 0.8,
+            window_step: 4,
+            max_edge: 1280,
+        }
+    }
+}
+
+/// `[quality]`: when a face is good enough to enroll.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QualityConfig {
+    /// Smallest accepted face (the shorter side of its box), in pixels. Default 80.
+    pub min_face_px: u32,
+    /// Margin added around the face box on each side, as a fraction of its size. Default 0.4.
+    pub margin: f32,
+    /// Mean face luma below this is `too_dark` (0-255). Default 50.
+    pub min_brightness: f32,
+    /// Mean face luma above this is `too_bright` (0-255). Default 210.
+    pub max_brightness: f32,
+    /// Face luma standard deviation below this is `low_contrast`. Default 18.
+    pub min_contrast: f32,
+    /// Variance of the Laplacian of the face below this is `blurry`. Default 40.
+    pub min_sharpness: f32,
+    /// More faces than this in the frame is `too_many_faces`; 0 = any number. Default 0.
+    pub max_faces: u32,
+}
+
+impl Default for QualityConfig {
+    fn default() -> Self {
+        Self {
+            min_face_px: 80,
+            margin: 0.4,
+            min_brightness: 50.0,
+            max_brightness: 210.0,
+            min_contrast: 18.0,
+            min_sharpness: 40.0,
+            max_faces: 0,
+        }
+    }
+}
+
+/// `[burst]`: how many frames one enrollment looks at.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BurstConfig {
+    /// Frames captured and scored per enrollment (1-100). Default 8.
+    pub frames: u32,
+    /// Time budget for the whole burst, in milliseconds. Default 4000.
+    pub time_budget_ms: u64,
+    /// Best distinct frames kept (1-4; more than 1 only helps Tencent). Default 1.
+    pub keep: u32,
+    /// Mean absolute difference (0-255) two face thumbnails need to count as distinct. Default 6.
+    pub distinct_min_diff: f32,
+}
+
+impl Default for BurstConfig {
+    fn default() -> Self {
+        Self {
+            frames: 8,
+            time_budget_ms: 4000,
+            keep: 1,
+            distinct_min_diff: 6.0,
+        }
+    }
+}
+
+/// `[encode]`: the image sent to the cloud.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EncodeConfig {
+    /// Longest edge of the stored crop, in pixels (also capped by the provider). Default 1024.
+    pub max_edge: u32,
+    /// Lowest JPEG quality the search may choose (1-100). Default 40.
+    pub min_quality: u8,
+    /// Highest JPEG quality the search may choose (1-100). Default 92.
+    pub max_quality: u8,
+}
+
+impl Default for EncodeConfig {
+    fn default() -> Self {
+        Self {
+            max_edge: 1024,
+            min_quality: 40,
+            max_quality: 92,
+        }
+    }
+}
+
+/// `[queue]`: the on-device outbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Most enrollments held (pending, in flight and dead). Default 1000.
+    pub max_entries: u64,
+    /// Most image bytes held. Default 268435456 (256 MiB).
+    pub max_bytes: u64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            max_entries: 1000,
+            max_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[upload]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UploadConfig {
+    /// `"jd"` or `"tencent"`. Default `"jd"`.
+    pub provider: Provider,
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        Self {
+            provider: Provider::Jd,
+        }
+    }
+}
+
+/// `[jd]`: JD NeuHub.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JdConfig {
+    /// Base URL. Default `https://aiapi.jd.com`.
+    pub endpoint: String,
+    /// The appkey from JD's console. Default empty (uploads cannot start).
+    pub appkey: String,
+    /// File holding the secretKey. Default `jd-secret-key` (in `$CREDENTIALS_DIRECTORY`).
+    pub secret_key_file: PathBuf,
+    /// Face group id; wins over `group_name`. Default empty.
+    pub group_id: String,
+    /// Face group name. Default empty.
+    pub group_name: String,
+}
+
+impl Default for JdConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: "https://aiapi.jd.com".into(),
+            appkey: String::new(),
+            secret_key_file: PathBuf::from("jd-secret-key"),
+            group_id: String::new(),
+            group_name: String::new(),
+        }
+    }
+}
+
+/// `[tencent]`: Tencent Cloud IAI.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TencentConfig {
+    /// Base URL. Default `https://iai.tencentcloudapi.com`.
+    pub endpoint: String,
+    /// SecretId. Default empty (uploads cannot start).
+    pub secret_id: String,
+    /// File holding the SecretKey. Default `tencent-secret-key` (in `$CREDENTIALS_DIRECTORY`).
+    pub secret_key_file: PathBuf,
+    /// `X-TC-Region`; empty sends none. Default empty.
+    pub region: String,
+    /// API version: `2018-03-01` or `2020-03-03`. Default `2018-03-01`.
+    pub version: String,
+    /// Group for CreatePerson when a person does not exist yet. Default empty.
+    pub group_id: String,
+}
+
+impl Default for TencentConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: "https://iai.tencentcloudapi.com".into(),
+            secret_id: String::new(),
+            secret_key_file: PathBuf::from("tencent-secret-key"),
+            region: String::new(),
+            version: "2018-03-01".into(),
+            group_id: String::new(),
+        }
+    }
+}
+
+/// `[tls]`
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM file of extra trusted CA certificates (private gateways, tests). Default none.
+    pub extra_ca_file: Option<PathBuf>,
+}
+
+/// `[control]`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// Unix socket of the running daemon. Default `/run/enrolld/control.sock`.
+    pub socket: PathBuf,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from("/run/enrolld/control.sock"),
+        }
+    }
+}
+
+/// A camera source, parsed from `[camera] source`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    /// A V4L2 device node such as `/dev/video0` (symlinks are followed).
+    V4l2Path(PathBuf),
+    /// A V4L2 device index (`N` in `/dev/videoN`).
+    V4l2Index(u32),
+    /// One image file, or a directory of images.
+    File(PathBuf),
+}
+
+impl SourceSpec {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if let Some(rest) = s.strip_prefix("v4l2:") {
+            if rest.is_empty() {
+                return Err("v4l2: needs a device path or index".into());
+            }
+            if let Ok(n) = rest.parse::<u32>() {
+                return Ok(Self::V4l2Index(n));
+            }
+            if !rest.starts_with('/') {
+                return Err(format!("v4l2:{rest}: expected /dev/videoN or an index"));
+            }
+            return Ok(Self::V4l2Path(PathBuf::from(rest)));
+        }
+        if let Some(rest) = s.strip_prefix("file:") {
+            if rest.is_empty() {
+                return Err("file: needs a path".into());
+            }
+            return Ok(Self::File(PathBuf::from(rest)));
+        }
+        Err(format!(
+            "{s:?}: expected v4l2:/dev/videoN, v4l2:N or file:PATH"
+        ))
+    }
+}
+
+impl fmt::Display for SourceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::V4l2Path(p) => write!(f, "v4l2:{}", p.display()),
+            Self::V4l2Index(n) => write!(f, "v4l2:{n}"),
+            Self::File(p) => write!(f, "file:{}", p.display()),
+        }
+    }
+}
+
+/// A problem with the configuration, naming the file and key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConfigError {
+    /// The file could not be read.
+    Read { path: PathBuf, why: String },
+    /// TOML syntax, a wrong type, or an unknown key (the text names the key and line).
+    Parse { path: PathBuf, why: String },
+    /// Values that parse but are not acceptable.
+    Invalid {
+        path: PathBuf,
+        problems: Vec<(String, String)>,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, why } => write!(f, "{}: {why}", path.display()),
+            ConfigError::Parse { path, why } => write!(f, "{}: {}", path.display(), why.trim_end()),
+            ConfigError::Invalid { path, problems } => {
+                for (i, (key, why)) in problems.iter().enumerate() {
+                    if i > 0 {
+                        writeln!(f)?;
+                    }
+                    write!(f, "{}: {key}: {why}", path.display())?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Where the effective configuration came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigOrigin {
+    File(PathBuf),
+    /// No `--config` and no file at the default path: built-in defaults.
+    Defaults,
+}
+
+impl Config {
+    /// Loads `path`, or the default path; with no `--config` and no file at
+    /// the default path, the built-in defaults are used.
+    pub fn load(path: Option<&Path>) -> Result<(Config, ConfigOrigin), ConfigError> {
+        let (path, explicit) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+        };
+        let text = match read_bounded(&path) {
+            Ok(t) => t,
+            Err(e) if !explicit && e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((Config::default(), ConfigOrigin::Defaults));
+            }
+            Err(e) => {
+                return Err(ConfigError::Read {
+                    path,
+                    why: e.to_string(),
+                })
+            }
+        };
+        let text = String::from_utf8(text).map_err(|_| ConfigError::Read {
+            path: path.clone(),
+            why: "not UTF-8 text".into(),
+        })?;
+        let config = Config::parse(&text, &path)?;
+        Ok((config, ConfigOrigin::File(path)))
+    }
+
+    /// Parses and validates TOML text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            why: e.to_string(),
+        })?;
+        let problems = config.problems();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems,
+            })
+        }
+    }
+
+    /// Every value that parses but cannot work, as (key, reason).
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut p: Vec<(String, String)> = Vec::new();
+        let mut bad = |key: &str, why: String| p.push((key.to_string(), why));
+        if self.state_dir.as_os_str().is_empty() {
+            bad("state_dir", "must not be empty".into());
+        }
+        if let Err(e) = SourceSpec::parse(&self.camera.source) {
+            bad("camera.source", e);
+        }
+        if PixelFormat::from_fourcc(&self.camera.fourcc).is_none() {
+            bad(
+                "camera.fourcc",
+                format!(
+                    "{:?} is not one of MJPG, YUYV, NV12, GREY, RGB3, BGR3",
+                    self.camera.fourcc
+                ),
+            );
+        }
+        if !(16..=8192).contains(&self.camera.width) {
+            bad("camera.width", "must be 16..=8192".into());
+        }
+        if !(16..=8192).contains(&self.camera.height) {
+            bad("camera.height", "must be 16..=8192".into());
+        }
+        if !(1..=240).contains(&self.camera.fps) {
+            bad("camera.fps", "must be 1..=240".into());
+        }
+        if self.camera.warmup_frames > 120 {
+            bad("camera.warmup_frames", "must be 0..=120".into());
+        }
+        if !(100..=60_000).contains(&self.camera.read_timeout_ms) {
+            bad("camera.read_timeout_ms", "must be 100..=60000".into());
+        }
+        let d = &self.detect;
+        if d.min_face_px < 20 {
+            bad("detect.min_face_px", "must be at least 20".into());
+        }
+        if !(d.score_threshold > 0.0 && d.score_threshold.is_finite()) {
+            bad("detect.score_threshold", "must be a positive number".into());
+        }
+        if !(d.pyramid_scale > 0.1 && d.pyramid_scale < 0.99) {
+            bad(
+                "detect.pyramid_scale",
+                "must be between 0.1 and 0.99".into(),
+            );
+        }
+        if !(1..=32).contains(&d.window_step) {
+            bad("detect.window_step", "must be 1..=32".into());
+        }
+        if d.max_edge < 160 {
+            bad("detect.max_edge", "must be at least 160".into());
+        }
+        let q = &self.quality;
+        if q.min_face_px < 20 {
+            bad("quality.min_face_px", "must be at least 20".into());
+        }
+        if !(0.0..=2.0).contains(&q.margin) {
+            bad("quality.margin", "must be 0.0..=2.0".into());
+        }
+        if !(0.0..=255.0).contains(&q.min_brightness)
+            || !(0.0..=255.0).contains(&q.max_brightness)
+            || q.min_brightness >= q.max_brightness
+        {
+            bad(
+                "quality.min_brightness",
+                "min_brightness and max_brightness must be 0..=255 with min < max".into(),
+            );
+        }
+        if !(q.min_contrast >= 0.0 && q.min_contrast.is_finite()) {
+            bad("quality.min_contrast", "must be >= 0".into());
+        }
+        if !(q.min_sharpness >= 0.0 && q.min_sharpness.is_finite()) {
+            bad("quality.min_sharpness", "must be >= 0".into());
+        }
+        let b = &self.burst;
+        if !(1..=100).contains(&b.frames) {
+            bad("burst.frames", "must be 1..=100".into());
+        }
+        if !(100..=120_000).contains(&b.time_budget_ms) {
+            bad("burst.time_budget_ms", "must be 100..=120000".into());
+        }
+        if !(1..=4).contains(&b.keep) {
+            bad(
+                "burst.keep",
+                "must be 1..=4 (Tencent takes at most 4 images per call)".into(),
+            );
+        }
+        if b.keep > b.frames {
+            bad("burst.keep", "cannot be more than burst.frames".into());
+        }
+        let e = &self.encode;
+        if !(64..=4096).contains(&e.max_edge) {
+            bad("encode.max_edge", "must be 64..=4096".into());
+        }
+        if !(1..=100).contains(&e.min_quality)
+            || !(1..=100).contains(&e.max_quality)
+            || e.min_quality > e.max_quality
+        {
+            bad(
+                "encode.min_quality",
+                "min_quality and max_quality must be 1..=100 with min <= max".into(),
+            );
+        }
+        if self.queue.max_entries == 0 {
+            bad("queue.max_entries", "must be at least 1".into());
+        }
+        if self.queue.max_bytes < 1024 * 1024 {
+            bad("queue.max_bytes", "must be at least 1048576 (1 MiB)".into());
+        }
+        for (key, url) in [
+            ("jd.endpoint", &self.jd.endpoint),
+            ("tencent.endpoint", &self.tencent.endpoint),
+        ] {
+            if !url.starts_with("https://") || url.len() <= "https://".len() {
+                bad(key, format!("{url:?} must be an https:// URL"));
+            }
+        }
+        if !matches!(self.tencent.version.as_str(), "2018-03-01" | "2020-03-03") {
+            bad(
+                "tencent.version",
+                format!("{:?} is not 2018-03-01 or 2020-03-03", self.tencent.version),
+            );
+        }
+        if self.control.socket.as_os_str().is_empty() {
+            bad("control.socket", "must not be empty".into());
+        }
+        p
+    }
+
+    /// The parsed camera source (validated at load).
+    pub fn source(&self) -> Result<SourceSpec, String> {
+        SourceSpec::parse(&self.camera.source)
+    }
+
+    /// Things that do not stop the daemon but stop uploads, as (key, reason).
+    pub fn upload_warnings(&self) -> Vec<(String, String)> {
+        let mut w = Vec::new();
+        match self.upload.provider {
+            Provider::Jd => {
+                if self.jd.appkey.is_empty() {
+                    w.push((
+                        "jd.appkey".into(),
+                        "not set: uploads to JD cannot start".into(),
+                    ));
+                }
+                if self.jd.group_id.is_empty() && self.jd.group_name.is_empty() {
+                    w.push((
+                        "jd.group_id".into(),
+                        "neither group_id nor group_name is set".into(),
+                    ));
+                }
+                if let Err(e) = resolve_secret_path(&self.jd.secret_key_file).and_then(|p| {
+                    std::fs::metadata(&p).map_err(|e| format!("{}: {e}", p.display()))
+                }) {
+                    w.push(("jd.secret_key_file".into(), e));
+                }
+            }
+            Provider::Tencent => {
+                if self.tencent.secret_id.is_empty() {
+                    w.push((
+                        "tencent.secret_id".into(),
+                        "not set: uploads to Tencent cannot start".into(),
+                    ));
+                }
+                if let Err(e) = resolve_secret_path(&self.tencent.secret_key_file).and_then(|p| {
+                    std::fs::metadata(&p).map_err(|e| format!("{}: {e}", p.display()))
+                }) {
+                    w.push(("tencent.secret_key_file".into(), e));
+                }
+            }
+        }
+        w
+    }
+
+    /// The effective configuration as TOML, with identifiers masked.
+    pub fn to_masked_toml(&self) -> String {
+        let mut c = self.clone();
+        c.jd.appkey = mask(&c.jd.appkey);
+        c.tencent.secret_id = mask(&c.tencent.secret_id);
+        toml::to_string_pretty(&c).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
+    }
+}
+
+/// Shows only the first and last two characters of a credential identifier.
+pub fn mask(s: &str) -> String {
+    let chars: Vec<char> = s.chars().collect();
+    if chars.is_empty() {
+        String::new()
+    } else if chars.len() <= 8 {
+        "********".into()
+    } else {
+        let head: String = chars[..2].iter().collect();
+        let tail: String = chars[chars.len() - 2..].iter().collect();
+        format!("{head}****{tail}")
+    }
+}
+
+/// Reads at most `MAX_FILE_BYTES` of a file.
+fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    let file = std::fs::File::open(path)?;
+    let mut buf = Vec::new();
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {MAX_FILE_BYTES} bytes"),
+        ));
+    }
+    Ok(buf)
+}
+
+/// Resolves a secret file name: absolute paths stay, relative ones are looked
+/// up in `$CREDENTIALS_DIRECTORY`.
+pub fn resolve_secret_path(path: &Path) -> Result<PathBuf, String> {
+    if path.as_os_str().is_empty() {
+        return Err("no secret file configured".into());
+    }
+    if path.is_absolute() {
+        return Ok(path.to_path_buf());
+    }
+    match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(dir) => Ok(Path::new(&dir).join(path)),
+        None => Err(format!(
+            "{} is relative and $CREDENTIALS_DIRECTORY is not set (use an absolute path or systemd LoadCredential=)",
+            path.display()
+        )),
+    }
+}
+
+/// A secret read from a file; never printed, wiped when dropped.
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    /// Reads a secret file (see [`resolve_secret_path`]); one trailing newline is removed.
+    pub fn from_file(path: &Path) -> Result<Secret, String> {
+        let path = resolve_secret_path(path)?;
+        let mut bytes = read_bounded(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            bytes.pop();
+        }
+        if bytes.is_empty() {
+            return Err(format!("{}: secret file is empty", path.display()));
+        }
+        Ok(Secret(bytes))
+    }
+
+    pub fn from_bytes(bytes: Vec<u8>) -> Secret {
+        Secret(bytes)
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        for b in self.0.iter_mut() {
+            *b = 0;
+        }
+        std::hint::black_box(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn empty_file_gives_documented_defaults() {
+        let c = parse("").expect("defaults are valid");
+        assert_eq!(c, Config::default());
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/enrolld"));
+        assert_eq!(c.camera.source, "v4l2:/dev/video0");
+        assert_eq!(c.upload.provider, Provider::Jd);
+        assert_eq!(c.tencent.version, "2018-03-01");
+        assert_eq!(c.control.socket, PathBuf::from("/run/enrolld/control.sock"));
+    }
+
+    #[test]
+    fn contract_keys_parse() {
+        let c = parse(
+            r#"
+state_dir = "/tmp/x"
+[camera]
+source = "v4l2:2"
+width = 640
+height = 480
+fourcc = "YUYV"
+[jd]
+endpoint = "https://127.0.0.1:8443"
+appkey = "k"
+secret_key_file = "/run/creds/jd"
+group_id = "g1"
+group_name = "n1"
+[tencent]
+endpoint = "https://127.0.0.1:9443"
+secret_id = "AKIDxxx"
+secret_key_file = "tc"
+region = "ap-guangzhou"
+version = "2020-03-03"
+group_id = "grp"
+[tls]
+extra_ca_file = "/tmp/ca.pem"
+[upload]
+provider = "tencent"
+[control]
+socket = "/tmp/enrolld.sock"
+"#,
+        )
+        .expect("valid");
+        assert_eq!(c.source(), Ok(SourceSpec::V4l2Index(2)));
+        assert_eq!(c.upload.provider, Provider::Tencent);
+        assert_eq!(c.tls.extra_ca_file, Some(PathBuf::from("/tmp/ca.pem")));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        let err = parse("[camera]\nsorce = \"file:/x\"\n").expect_err("unknown key");
+        let text = err.to_string();
+        assert!(text.contains("sorce"), "{text}");
+        assert!(text.contains("test.toml"), "{text}");
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        let err = parse("[camera]\nsource = \"usb:0\"\n[burst]\nkeep = 5\n").expect_err("invalid");
+        let text = err.to_string();
+        assert!(text.contains("test.toml: camera.source:"), "{text}");
+        assert!(text.contains("test.toml: burst.keep:"), "{text}");
+        let err = parse("[upload]\nprovider = \"aws\"\n").expect_err("bad provider");
+        assert!(err.to_string().contains("aws"), "{err}");
+        let err = parse("[jd]\nendpoint = \"http://a\"\n").expect_err("http");
+        assert!(err.to_string().contains("jd.endpoint"), "{err}");
+    }
+
+    #[test]
+    fn source_specs() {
+        assert_eq!(
+            SourceSpec::parse("v4l2:/dev/video3"),
+            Ok(SourceSpec::V4l2Path("/dev/video3".into()))
+        );
+        assert_eq!(
+            SourceSpec::parse("file:/srv/photos"),
+            Ok(SourceSpec::File("/srv/photos".into()))
+        );
+        assert!(SourceSpec::parse("v4l2:").is_err());
+        assert!(SourceSpec::parse("v4l2:video0").is_err());
+        assert!(SourceSpec::parse("/dev/video0").is_err());
+    }
+
+    #[test]
+    fn masks_identifiers() {
+        assert_eq!(mask(""), "");
+        assert_eq!(mask("short"), "********");
+        assert_eq!(mask("AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE"), "AK****LE");
+        let mut c = Config::default();
+        c.tencent.secret_id = "AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE".into();
+        let printed = c.to_masked_toml();
+        assert!(!printed.contains("z8krbs"), "{printed}");
+    }
+
+    #[test]
+    fn secret_debug_is_masked() {
+        let s = Secret::from_bytes(b"hunter2".to_vec());
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+    }
+}

@@ -1,0 +1,167 @@
+//! The enrollment pipeline: source -> burst -> best crop(s) -> encode -> outbox.
+
+use crate::burst::{run_burst, FrameReport};
+use crate::config::{Config, SourceSpec};
+use crate::detect::FaceDetector;
+use crate::encode::{encode_for, EncodeError, EncodedImage};
+use crate::frame::DecodeLimits;
+use crate::outbox::{
+    validate_person_id, Enrollment, Group, NewEnrollment, NewImage, Outbox, OutboxError,
+};
+use crate::provider::Provider;
+use crate::quality::Rejection;
+use crate::source::{self, SourceError};
+use serde::Serialize;
+use std::fmt;
+
+/// What to enroll, and from where.
+#[derive(Debug, Clone)]
+pub struct EnrollRequest {
+    pub person_id: String,
+    pub provider: Provider,
+    pub source: SourceSpec,
+    /// Overrides `burst.frames`.
+    pub frames: Option<u32>,
+}
+
+/// Progress events, in order: `capturing`, one `frame` per frame, then the
+/// outcome is returned.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Progress {
+    Capturing { source: String },
+    Frame { report: FrameReport },
+}
+
+/// How an enrollment ended when nothing failed.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum EnrollOutcome {
+    /// Durably queued.
+    Queued {
+        entry: Enrollment,
+        images: Vec<EncodedImage>,
+        frames: Vec<FrameReport>,
+    },
+    /// No frame was good enough.
+    Rejected {
+        reason: Rejection,
+        advice: &'static str,
+        frames: Vec<FrameReport>,
+        unreadable: Vec<String>,
+    },
+}
+
+/// Failures that are not a verdict on the face.
+#[derive(Debug)]
+pub enum EnrollError {
+    InvalidPerson(String),
+    Source(SourceError),
+    Encode(EncodeError),
+    Outbox(OutboxError),
+}
+
+impl EnrollError {
+    /// Stable machine-readable name.
+    pub fn code(&self) -> &'static str {
+        match self {
+            EnrollError::InvalidPerson(_) => "invalid_person",
+            EnrollError::Source(e) => e.code(),
+            EnrollError::Encode(_) => "encode_failed",
+            EnrollError::Outbox(e) => e.code(),
+        }
+    }
+}
+
+impl fmt::Display for EnrollError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EnrollError::InvalidPerson(why) => write!(f, "invalid person id: {why}"),
+            EnrollError::Source(e) => e.fmt(f),
+            EnrollError::Encode(e) => e.fmt(f),
+            EnrollError::Outbox(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for EnrollError {}
+
+/// The group configured for a provider.
+pub fn group_for(cfg: &Config, provider: Provider) -> Group {
+    match provider {
+        Provider::Jd => Group {
+            id: cfg.jd.group_id.clone(),
+            name: cfg.jd.group_name.clone(),
+        },
+        Provider::Tencent => Group {
+            id: cfg.tencent.group_id.clone(),
+            name: String::new(),
+        },
+    }
+}
+
+/// Runs one enrollment end to end. Returns `Queued` only once the entry is durable.
+pub fn enroll(
+    cfg: &Config,
+    detector: &mut dyn FaceDetector,
+    outbox: &Outbox,
+    req: &EnrollRequest,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<EnrollOutcome, EnrollError> {
+    validate_person_id(&req.person_id).map_err(EnrollError::InvalidPerson)?;
+    let mut source = source::open(&req.source, &cfg.camera, DecodeLimits::default())
+        .map_err(EnrollError::Source)?;
+    on_progress(Progress::Capturing {
+        source: source.describe(),
+    });
+    let limits = req.provider.limits();
+    let keep = (cfg.burst.keep as usize).min(limits.max_images_per_call);
+    let mut burst_cfg = cfg.burst.clone();
+    if let Some(n) = req.frames {
+        burst_cfg.frames = n.clamp(1, 100);
+    }
+    let burst = run_burst(
+        source.as_mut(),
+        detector,
+        &burst_cfg,
+        &cfg.quality,
+        keep,
+        &mut |r| on_progress(Progress::Frame { report: r.clone() }),
+    )
+    .map_err(EnrollError::Source)?;
+    drop(source);
+    if burst.chosen.is_empty() {
+        let reason = burst.rejection.unwrap_or(Rejection::NoFace);
+        return Ok(EnrollOutcome::Rejected {
+            reason,
+            advice: reason.advice(),
+            frames: burst.frames,
+            unreadable: burst.unreadable,
+        });
+    }
+    let mut encoded = Vec::with_capacity(burst.chosen.len());
+    for c in &burst.chosen {
+        encoded.push(encode_for(&c.crop, &limits, &cfg.encode).map_err(EnrollError::Encode)?);
+    }
+    let entry = outbox
+        .enqueue(NewEnrollment {
+            person_id: req.person_id.clone(),
+            provider: req.provider,
+            group: group_for(cfg, req.provider),
+            images: encoded
+                .iter()
+                .map(|e| NewImage {
+                    bytes: e.bytes.clone(),
+                    width: e.width,
+                    height: e.height,
+                })
+                .collect(),
+            scores: burst.chosen.iter().map(|c| c.scores).collect(),
+        })
+        .map_err(EnrollError::Outbox)?;
+    Ok(EnrollOutcome::Queued {
+        entry,
+        images: encoded,
+        frames: burst.frames,
+    })
+}

@@ -1,0 +1,447 @@
+//! Frames, pixel formats and bounded decoding of untrusted images.
+//!
+//! Everything that turns bytes from outside (a camera, a file, a socket) into
+//! pixels goes through here, with limits on file size, dimensions and
+//! allocation so that a hostile or broken input is an error, not an OOM.
+
+use image::{ImageFormat, ImageReader, Limits, RgbImage};
+use serde::Serialize;
+use std::fmt;
+use std::io::Cursor;
+
+/// One captured or loaded picture, in RGB.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub image: RgbImage,
+    /// Position of the frame in its burst or source (0-based).
+    pub index: u32,
+    /// Where it came from, for messages (`/dev/video0`, a file name).
+    pub origin: String,
+}
+
+/// Limits applied when decoding images from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Largest encoded input accepted, in bytes.
+    pub max_input_bytes: usize,
+    /// Largest width or height accepted, in pixels.
+    pub max_edge: u32,
+    /// Largest number of pixels accepted.
+    pub max_pixels: u64,
+    /// Largest allocation the decoder may make, in bytes.
+    pub max_alloc: u64,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        Self {
+            max_input_bytes: 32 * 1024 * 1024,
+            max_edge: 8192,
+            max_pixels: 40_000_000,
+            max_alloc: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// Why bytes could not become a picture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// The input is larger than `max_input_bytes`.
+    InputTooLarge { bytes: usize, max: usize },
+    /// The declared dimensions are over the limits.
+    DimensionsTooLarge { width: u32, height: u32 },
+    /// Not an image format enrolld reads (JPEG, PNG, BMP).
+    UnsupportedFormat,
+    /// The image is corrupt or truncated.
+    Corrupt(String),
+    /// A raw frame's length does not match its format and size.
+    BadRawFrame {
+        format: PixelFormat,
+        expected: usize,
+        got: usize,
+    },
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::InputTooLarge { bytes, max } => {
+                write!(
+                    f,
+                    "image file is {bytes} bytes, more than the {max} allowed"
+                )
+            }
+            DecodeError::DimensionsTooLarge { width, height } => {
+                write!(
+                    f,
+                    "image declares {width}x{height} pixels, more than allowed"
+                )
+            }
+            DecodeError::UnsupportedFormat => {
+                write!(f, "not a supported image (JPEG, PNG or BMP expected)")
+            }
+            DecodeError::Corrupt(why) => write!(f, "corrupt or truncated image: {why}"),
+            DecodeError::BadRawFrame {
+                format,
+                expected,
+                got,
+            } => write!(
+                f,
+                "{format} frame has {got} bytes, expected {expected} for its size"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Decodes an encoded image (JPEG, PNG, BMP) from untrusted bytes.
+pub fn decode_untrusted(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage, DecodeError> {
+    if bytes.len() > limits.max_input_bytes {
+        return Err(DecodeError::InputTooLarge {
+            bytes: bytes.len(),
+            max: limits.max_input_bytes,
+        });
+    }
+    let format = image::guess_format(bytes).map_err(|_| DecodeError::UnsupportedFormat)?;
+    if !matches!(
+        format,
+        ImageFormat::Jpeg | ImageFormat::Png | ImageFormat::Bmp
+    ) {
+        return Err(DecodeError::UnsupportedFormat);
+    }
+    let reader = || {
+        let mut r = ImageReader::with_format(Cursor::new(bytes), format);
+        r.limits(decoder_limits(limits));
+        r
+    };
+    // Read the header first, so huge declared sizes fail before any allocation.
+    let (width, height) = reader()
+        .into_dimensions()
+        .map_err(|e| map_image_error(e, 0, 0))?;
+    check_dimensions(width, height, limits)?;
+    let img = reader()
+        .decode()
+        .map_err(|e| map_image_error(e, width, height))?;
+    Ok(img.into_rgb8())
+}
+
+fn decoder_limits(limits: &DecodeLimits) -> Limits {
+    let mut l = Limits::default();
+    l.max_image_width = Some(limits.max_edge);
+    l.max_image_height = Some(limits.max_edge);
+    l.max_alloc = Some(limits.max_alloc);
+    l
+}
+
+fn check_dimensions(width: u32, height: u32, limits: &DecodeLimits) -> Result<(), DecodeError> {
+    if width == 0 || height == 0 {
+        return Err(DecodeError::Corrupt(format!("image is {width}x{height}")));
+    }
+    if width > limits.max_edge
+        || height > limits.max_edge
+        || u64::from(width) * u64::from(height) > limits.max_pixels
+    {
+        return Err(DecodeError::DimensionsTooLarge { width, height });
+    }
+    Ok(())
+}
+
+fn map_image_error(e: image::ImageError, width: u32, height: u32) -> DecodeError {
+    match e {
+        image::ImageError::Limits(_) => DecodeError::DimensionsTooLarge { width, height },
+        image::ImageError::Unsupported(_) => DecodeError::UnsupportedFormat,
+        other => DecodeError::Corrupt(other.to_string()),
+    }
+}
+
+/// Pixel layouts a camera can deliver (V4L2 fourcc names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum PixelFormat {
+    /// Motion JPEG, one JPEG per frame (`MJPG`).
+    Mjpeg,
+    /// Packed YUV 4:2:2 (`YUYV`).
+    Yuyv,
+    /// Planar Y with interleaved UV, 4:2:0 (`NV12`).
+    Nv12,
+    /// 8-bit grey (`GREY`).
+    Grey,
+    /// Packed RGB 8:8:8 (`RGB3`).
+    Rgb24,
+    /// Packed BGR 8:8:8 (`BGR3`).
+    Bgr24,
+}
+
+impl PixelFormat {
+    /// Parses a V4L2 fourcc such as `MJPG` or `YUYV` (case-insensitive).
+    pub fn from_fourcc(s: &str) -> Option<Self> {
+        match s.to_ascii_uppercase().as_str() {
+            "MJPG" | "MJPEG" => Some(Self::Mjpeg),
+            "YUYV" | "YUY2" => Some(Self::Yuyv),
+            "NV12" => Some(Self::Nv12),
+            "GREY" | "GRAY" | "Y800" => Some(Self::Grey),
+            "RGB3" => Some(Self::Rgb24),
+            "BGR3" => Some(Self::Bgr24),
+            _ => None,
+        }
+    }
+
+    pub fn fourcc(self) -> &'static str {
+        match self {
+            Self::Mjpeg => "MJPG",
+            Self::Yuyv => "YUYV",
+            Self::Nv12 => "NV12",
+            Self::Grey => "GREY",
+            Self::Rgb24 => "RGB3",
+            Self::Bgr24 => "BGR3",
+        }
+    }
+
+    /// Bytes an uncompressed frame of this size occupies (`None` for MJPEG).
+    pub fn raw_len(self, width: u32, height: u32) -> Option<usize> {
+        let px = width as usize * height as usize;
+        match self {
+            Self::Mjpeg => None,
+            Self::Yuyv => Some(px * 2),
+            Self::Nv12 => Some(px + 2 * (width.div_ceil(2) as usize * height.div_ceil(2) as usize)),
+            Self::Grey => Some(px),
+            Self::Rgb24 | Self::Bgr24 => Some(px * 3),
+        }
+    }
+}
+
+impl fmt::Display for PixelFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.fourcc())
+    }
+}
+
+/// Converts one raw camera buffer to RGB.
+///
+/// Drivers may pad buffers, so longer input is accepted; shorter is an error.
+pub fn raw_to_rgb(
+    format: PixelFormat,
+    width: u32,
+    height: u32,
+    data: &[u8],
+    limits: &DecodeLimits,
+) -> Result<RgbImage, DecodeError> {
+    check_dimensions(width, height, limits)?;
+    let Some(expected) = format.raw_len(width, height) else {
+        let img = decode_untrusted(data, limits)?;
+        if img.dimensions() != (width, height) {
+            log::debug!(
+                "MJPEG frame is {}x{}, camera reported {width}x{height}",
+                img.width(),
+                img.height()
+            );
+        }
+        return Ok(img);
+    };
+    if data.len() < expected {
+        return Err(DecodeError::BadRawFrame {
+            format,
+            expected,
+            got: data.len(),
+        });
+    }
+    let (w, h) = (width as usize, height as usize);
+    let mut out = vec![0u8; w * h * 3];
+    match format {
+        // Decoded above: MJPEG has no raw length.
+        PixelFormat::Mjpeg => {}
+        PixelFormat::Grey => {
+            for (dst, &y) in out.chunks_exact_mut(3).zip(&data[..w * h]) {
+                dst.copy_from_slice(&[y, y, y]);
+            }
+        }
+        PixelFormat::Rgb24 => out.copy_from_slice(&data[..w * h * 3]),
+        PixelFormat::Bgr24 => {
+            for (dst, src) in out.chunks_exact_mut(3).zip(data.chunks_exact(3)) {
+                dst.copy_from_slice(&[src[2], src[1], src[0]]);
+            }
+        }
+        PixelFormat::Yuyv => {
+            // Each 4 bytes Y0 U Y1 V describe two pixels. Width may be odd in
+            // theory; V4L2 rounds YUYV lines up to even, handle it per pixel.
+            let line = w.div_ceil(2) * 4;
+            for y in 0..h {
+                let row = &data[y * line..];
+                for x in 0..w {
+                    let pair = &row[(x / 2) * 4..(x / 2) * 4 + 4];
+                    let luma = if x % 2 == 0 { pair[0] } else { pair[2] };
+                    let px = yuv_to_rgb(luma, pair[1], pair[3]);
+                    out[(y * w + x) * 3..(y * w + x) * 3 + 3].copy_from_slice(&px);
+                }
+            }
+        }
+        PixelFormat::Nv12 => {
+            let uv_plane = &data[w * h..];
+            let uv_line = w.div_ceil(2) * 2;
+            for y in 0..h {
+                for x in 0..w {
+                    let luma = data[y * w + x];
+                    let uv = &uv_plane[(y / 2) * uv_line + (x / 2) * 2..];
+                    let px = yuv_to_rgb(luma, uv[0], uv[1]);
+                    out[(y * w + x) * 3..(y * w + x) * 3 + 3].copy_from_slice(&px);
+                }
+            }
+        }
+    }
+    RgbImage::from_raw(width, height, out).ok_or(DecodeError::BadRawFrame {
+        format,
+        expected,
+        got: data.len(),
+    })
+}
+
+/// BT.601 limited-range YUV to RGB, in integer arithmetic.
+fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
+    let c = i32::from(y) - 16;
+    let d = i32::from(u) - 128;
+    let e = i32::from(v) - 128;
+    let clamp = |x: i32| x.clamp(0, 255) as u8;
+    [
+        clamp((298 * c + 409 * e + 128) >> 8),
+        clamp((298 * c - 100 * d - 208 * e + 128) >> 8),
+        clamp((298 * c + 516 * d + 128) >> 8),
+    ]
+}
+
+/// Converts RGB to YUYV (used by tests and the V4L2 loopback helpers).
+pub fn rgb_to_yuyv(img: &RgbImage) -> Vec<u8> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let mut out = Vec::with_capacity(w.div_ceil(2) * 4 * h);
+    let yuv = |p: &image::Rgb<u8>| {
+        let [r, g, b] = p.0.map(i32::from);
+        let y = ((66 * r + 129 * g + 25 * b + 128) >> 8) + 16;
+        let u = ((-38 * r - 74 * g + 112 * b + 128) >> 8) + 128;
+        let v = ((112 * r - 94 * g - 18 * b + 128) >> 8) + 128;
+        [y, u, v].map(|c| c.clamp(0, 255) as u8)
+    };
+    for y in 0..h {
+        for x in (0..w).step_by(2) {
+            let a = yuv(img.get_pixel(x as u32, y as u32));
+            let b = yuv(img.get_pixel(((x + 1).min(w - 1)) as u32, y as u32));
+            let u = ((u16::from(a[1]) + u16::from(b[1])) / 2) as u8;
+            let v = ((u16::from(a[2]) + u16::from(b[2])) / 2) as u8;
+            out.extend_from_slice(&[a[0], u, b[0], v]);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::Rgb;
+
+    fn encode(img: &RgbImage, fmt: ImageFormat) -> Vec<u8> {
+        let mut buf = Cursor::new(Vec::new());
+        img.write_to(&mut buf, fmt).expect("encode test image");
+        buf.into_inner()
+    }
+
+    #[test]
+    fn decodes_png_and_jpeg() {
+        let img = RgbImage::from_pixel(40, 30, Rgb([10, 200, 30]));
+        for fmt in [ImageFormat::Png, ImageFormat::Jpeg, ImageFormat::Bmp] {
+            let out =
+                decode_untrusted(&encode(&img, fmt), &DecodeLimits::default()).expect("decodes");
+            assert_eq!(out.dimensions(), (40, 30));
+        }
+    }
+
+    #[test]
+    fn rejects_non_images_and_truncation() {
+        let limits = DecodeLimits::default();
+        assert_eq!(
+            decode_untrusted(b"hello, not an image", &limits),
+            Err(DecodeError::UnsupportedFormat)
+        );
+        let png = encode(
+            &RgbImage::from_pixel(64, 64, Rgb([1, 2, 3])),
+            ImageFormat::Png,
+        );
+        let err = decode_untrusted(&png[..png.len() / 2], &limits).expect_err("truncated");
+        assert!(matches!(err, DecodeError::Corrupt(_)), "{err:?}");
+    }
+
+    #[test]
+    fn refuses_huge_declared_dimensions_before_allocating() {
+        // A BMP header declaring 60000 x 60000 pixels, with no pixel data.
+        let mut bmp = Vec::new();
+        bmp.extend_from_slice(b"BM");
+        bmp.extend_from_slice(&(54u32).to_le_bytes());
+        bmp.extend_from_slice(&[0; 4]);
+        bmp.extend_from_slice(&(54u32).to_le_bytes());
+        bmp.extend_from_slice(&(40u32).to_le_bytes());
+        bmp.extend_from_slice(&(60_000i32).to_le_bytes());
+        bmp.extend_from_slice(&(60_000i32).to_le_bytes());
+        bmp.extend_from_slice(&(1u16).to_le_bytes());
+        bmp.extend_from_slice(&(24u16).to_le_bytes());
+        bmp.extend_from_slice(&[0; 24]);
+        let err = decode_untrusted(&bmp, &DecodeLimits::default()).expect_err("too large");
+        assert!(
+            matches!(err, DecodeError::DimensionsTooLarge { .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn input_size_is_capped() {
+        let limits = DecodeLimits {
+            max_input_bytes: 10,
+            ..DecodeLimits::default()
+        };
+        assert!(matches!(
+            decode_untrusted(&[0u8; 11], &limits),
+            Err(DecodeError::InputTooLarge { bytes: 11, max: 10 })
+        ));
+    }
+
+    #[test]
+    fn yuyv_round_trip_is_close() {
+        let mut img = RgbImage::new(8, 4);
+        for (x, y, p) in img.enumerate_pixels_mut() {
+            *p = Rgb([(x * 30) as u8, (y * 60) as u8, 128]);
+        }
+        let yuyv = rgb_to_yuyv(&img);
+        let back =
+            raw_to_rgb(PixelFormat::Yuyv, 8, 4, &yuyv, &DecodeLimits::default()).expect("converts");
+        // Chroma is shared by pixel pairs, so compare the luma-ish sum loosely.
+        for (a, b) in img.pixels().zip(back.pixels()) {
+            let sa: i32 = a.0.iter().map(|&c| i32::from(c)).sum();
+            let sb: i32 = b.0.iter().map(|&c| i32::from(c)).sum();
+            assert!((sa - sb).abs() < 60, "{a:?} vs {b:?}");
+        }
+    }
+
+    #[test]
+    fn short_raw_frames_are_errors() {
+        let err = raw_to_rgb(
+            PixelFormat::Yuyv,
+            640,
+            480,
+            &[0; 100],
+            &DecodeLimits::default(),
+        )
+        .expect_err("short");
+        assert_eq!(
+            err,
+            DecodeError::BadRawFrame {
+                format: PixelFormat::Yuyv,
+                expected: 640 * 480 * 2,
+                got: 100
+            }
+        );
+    }
+
+    #[test]
+    fn fourcc_names() {
+        assert_eq!(PixelFormat::from_fourcc("mjpg"), Some(PixelFormat::Mjpeg));
+        assert_eq!(PixelFormat::from_fourcc("YUYV"), Some(PixelFormat::Yuyv));
+        assert_eq!(PixelFormat::from_fourcc("H264"), None);
+    }
+}

@@ -1,0 +1,581 @@
+//! The `enrolld` command. See README.md for the commands and exit codes.
+
+#![forbid(unsafe_code)]
+
+use clap::{Parser, Subcommand};
+use enrolld::burst::{assess_frame, FrameReport};
+use enrolld::clock::{rfc3339, Clock, SystemClock};
+use enrolld::config::{Config, ConfigOrigin, SourceSpec};
+use enrolld::detect::SeetaDetector;
+use enrolld::encode::encode_for;
+use enrolld::enroll::{enroll, EnrollError, EnrollOutcome, EnrollRequest, Progress};
+use enrolld::frame::DecodeLimits;
+use enrolld::outbox::{Enrollment, EntryState, Outbox, OutboxError, OutboxLimits};
+use enrolld::provider::Provider;
+use enrolld::source::{FileSource, FrameSource};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Exit codes; fixed meanings, documented in README.md and `--help`.
+mod exit {
+    pub const OK: u8 = 0;
+    pub const FAILURE: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const REJECTED: u8 = 3;
+    pub const QUEUE_FULL: u8 = 4;
+    pub const INPUT: u8 = 5;
+    pub const NOT_FOUND: u8 = 6;
+}
+
+const EXIT_CODES: &str = "Exit codes: 0 success; 1 runtime failure (storage, encoding); 2 usage or configuration error; \
+3 rejected (no acceptable face); 4 queue or storage full; 5 camera or input image unreadable; 6 no such queue entry.";
+
+#[derive(Parser)]
+#[command(name = "enrolld", version, about = "Edge face enrollment: camera -> best face -> durable queue -> cloud", after_help = EXIT_CODES)]
+struct Cli {
+    /// Configuration file [default: /etc/enrolld/enrolld.toml, built-in defaults if absent].
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    /// Use this state directory instead of the configured `state_dir`.
+    #[arg(long, global = true, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Find faces in image files, show the choice and its scores, optionally write the crops.
+    Detect {
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<PathBuf>,
+        /// Write the encoded crop of each accepted image here.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+        /// Encode for this provider's limits [default: upload.provider].
+        #[arg(long)]
+        provider: Option<Provider>,
+    },
+    /// Capture, select, encode and queue one enrollment.
+    Enroll {
+        /// Person id (JD outerId / Tencent PersonId); UTF-8 allowed.
+        #[arg(long)]
+        person: String,
+        /// Frame source [default: camera.source], e.g. file:/photo.jpg or v4l2:/dev/video0.
+        #[arg(long)]
+        source: Option<String>,
+        /// Provider [default: upload.provider].
+        #[arg(long)]
+        provider: Option<Provider>,
+        /// Frames in the burst [default: burst.frames].
+        #[arg(long)]
+        frames: Option<u32>,
+    },
+    /// Inspect and manage the outbox.
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Enroll the sample photo into a local queue: no camera, no credentials.
+    Demo {
+        /// Photo to enroll [default: the sample photo shipped with rustface].
+        #[arg(long)]
+        photo: Option<PathBuf>,
+        /// Person id to enroll under.
+        #[arg(long, default_value = "demo-person")]
+        person: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// List every entry, oldest first.
+    List,
+    /// Show one entry.
+    Show { id: u64 },
+    /// Make an entry due now (a dead entry becomes pending).
+    Retry { id: u64 },
+    /// Delete an entry and its images, or every dead entry with --dead.
+    Purge {
+        #[arg(required_unless_present = "dead", conflicts_with = "dead")]
+        id: Option<u64>,
+        #[arg(long)]
+        dead: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate the configuration and print it with identifiers masked.
+    Check,
+}
+
+/// A failure of a command: what to print and which exit code.
+struct Failure {
+    code: &'static str,
+    message: String,
+    exit: u8,
+}
+
+impl Failure {
+    fn new(code: &'static str, message: impl Into<String>, exit: u8) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            exit,
+        }
+    }
+}
+
+impl From<OutboxError> for Failure {
+    fn from(e: OutboxError) -> Self {
+        let exit = match e {
+            OutboxError::QueueFull { .. } | OutboxError::StorageFull(_) => exit::QUEUE_FULL,
+            OutboxError::NotFound(_) => exit::NOT_FOUND,
+            OutboxError::InvalidRequest(_) | OutboxError::InvalidState { .. } => exit::USAGE,
+            _ => exit::FAILURE,
+        };
+        Failure::new(e.code(), e.to_string(), exit)
+    }
+}
+
+impl From<EnrollError> for Failure {
+    fn from(e: EnrollError) -> Self {
+        match e {
+            EnrollError::Outbox(o) => o.into(),
+            EnrollError::InvalidPerson(_) => Failure::new(e.code(), e.to_string(), exit::USAGE),
+            EnrollError::Source(_) => Failure::new(e.code(), e.to_string(), exit::INPUT),
+            EnrollError::Encode(_) => Failure::new(e.code(), e.to_string(), exit::FAILURE),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    enrolld::logger::init(log::LevelFilter::Warn);
+    let cli = Cli::parse();
+    let json = cli.json;
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            if json {
+                println!("{}", json!({"error": f.code, "message": f.message}));
+            } else {
+                eprintln!("enrolld: {}", f.message);
+            }
+            ExitCode::from(f.exit)
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<(Config, ConfigOrigin), Failure> {
+    let (mut cfg, origin) = Config::load(cli.config.as_deref())
+        .map_err(|e| Failure::new("config_invalid", e.to_string(), exit::USAGE))?;
+    if let Some(dir) = &cli.state_dir {
+        cfg.state_dir = dir.clone();
+    }
+    Ok((cfg, origin))
+}
+
+fn open_outbox(cfg: &Config) -> Result<Outbox, Failure> {
+    let limits = OutboxLimits {
+        max_entries: cfg.queue.max_entries,
+        max_bytes: cfg.queue.max_bytes,
+    };
+    let (outbox, recovery) = Outbox::open(&cfg.state_dir, limits, Arc::new(SystemClock))?;
+    if recovery.corrupt > 0 {
+        log::error!(
+            "{} unreadable queue record(s) left in place",
+            recovery.corrupt
+        );
+    }
+    Ok(outbox)
+}
+
+fn detector(cfg: &Config) -> Result<SeetaDetector, Failure> {
+    SeetaDetector::new(&cfg.detect)
+        .map_err(|e| Failure::new("model_invalid", e.to_string(), exit::USAGE))
+}
+
+fn run(cli: Cli) -> Result<u8, Failure> {
+    let (cfg, origin) = load_config(&cli)?;
+    match &cli.command {
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => config_check(&cfg, &origin, cli.json),
+        Command::Detect {
+            images,
+            out_dir,
+            provider,
+        } => detect_images(
+            &cfg,
+            images,
+            out_dir.as_deref(),
+            provider.unwrap_or(cfg.upload.provider),
+            cli.json,
+        ),
+        Command::Enroll {
+            person,
+            source,
+            provider,
+            frames,
+        } => {
+            let source = match source {
+                Some(s) => SourceSpec::parse(s)
+                    .map_err(|e| Failure::new("invalid_source", e, exit::USAGE))?,
+                None => cfg
+                    .source()
+                    .map_err(|e| Failure::new("invalid_source", e, exit::USAGE))?,
+            };
+            let req = EnrollRequest {
+                person_id: person.clone(),
+                provider: provider.unwrap_or(cfg.upload.provider),
+                source,
+                frames: *frames,
+            };
+            run_enroll(&cfg, &req, cli.json)
+        }
+        Command::Queue { command } => queue(&cfg, command, cli.json),
+        Command::Demo { photo, person } => demo(
+            cfg,
+            cli.state_dir.is_some(),
+            photo.clone(),
+            person,
+            cli.json,
+        ),
+    }
+}
+
+fn config_check(cfg: &Config, origin: &ConfigOrigin, json: bool) -> Result<u8, Failure> {
+    let warnings = cfg.upload_warnings();
+    let from = match origin {
+        ConfigOrigin::File(p) => p.display().to_string(),
+        ConfigOrigin::Defaults => "built-in defaults (no config file)".into(),
+    };
+    if json {
+        let effective: toml::Value =
+            toml::from_str(&cfg.to_masked_toml()).unwrap_or(toml::Value::Table(Default::default()));
+        let warnings: Vec<_> = warnings
+            .iter()
+            .map(|(k, w)| json!({"key": k, "warning": w}))
+            .collect();
+        println!(
+            "{}",
+            json!({"source": from, "valid": true, "warnings": warnings, "config": effective})
+        );
+    } else {
+        println!("# configuration from {from}: valid");
+        for (key, w) in &warnings {
+            println!("# warning: {key}: {w}");
+        }
+        print!("{}", cfg.to_masked_toml());
+    }
+    Ok(exit::OK)
+}
+
+fn describe_report(r: &FrameReport) -> String {
+    let mut s = format!("{} face(s)", r.faces_seen);
+    if let (Some(face), Some(sc)) = (r.chosen, r.scores) {
+        s.push_str(&format!(
+            "; largest {}x{} at ({},{}): size {} px, brightness {:.0}, contrast {:.0}, sharpness {:.0}, score {:.0}",
+            face.width, face.height, face.x, face.y, sc.face_px, sc.brightness, sc.contrast, sc.sharpness, sc.overall
+        ));
+    }
+    match r.rejection {
+        None => s.push_str(": accepted"),
+        Some(rej) => s.push_str(&format!(": rejected: {rej} ({})", rej.advice())),
+    }
+    s
+}
+
+fn detect_images(
+    cfg: &Config,
+    images: &[PathBuf],
+    out_dir: Option<&Path>,
+    provider: Provider,
+    json: bool,
+) -> Result<u8, Failure> {
+    let mut det = detector(cfg)?;
+    if let Some(dir) = out_dir {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Failure::new(
+                "output_failed",
+                format!("{}: {e}", dir.display()),
+                exit::FAILURE,
+            )
+        })?;
+    }
+    let mut results = Vec::new();
+    let (mut rejected, mut unreadable) = (false, false);
+    for path in images {
+        let frame = FileSource::open(path, DecodeLimits::default()).and_then(|mut s| {
+            s.next_frame().and_then(|f| {
+                f.ok_or(enrolld::source::SourceError::Empty {
+                    what: path.display().to_string(),
+                })
+            })
+        });
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                unreadable = true;
+                if !json {
+                    println!("{}: error: {}: {e}", path.display(), e.code());
+                }
+                results.push(json!({"image": path, "error": e.code(), "message": e.to_string()}));
+                continue;
+            }
+        };
+        let (report, candidate) = assess_frame(&frame, &mut det, &cfg.quality);
+        rejected |= !report.accepted;
+        let mut output = None;
+        if let (Some(dir), Some(c)) = (out_dir, &candidate) {
+            let enc = encode_for(&c.crop, &provider.limits(), &cfg.encode)
+                .map_err(|e| Failure::new("encode_failed", e.to_string(), exit::FAILURE))?;
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "image".into());
+            let out = dir.join(format!("{stem}.face.jpg"));
+            std::fs::write(&out, &enc.bytes).map_err(|e| {
+                Failure::new(
+                    "output_failed",
+                    format!("{}: {e}", out.display()),
+                    exit::FAILURE,
+                )
+            })?;
+            output = Some((out, enc));
+        }
+        if json {
+            results.push(json!({
+                "image": path,
+                "report": report,
+                "advice": report.rejection.map(|r| r.advice()),
+                "output": output.as_ref().map(|(p, e)| json!({"path": p, "image": e})),
+            }));
+        } else {
+            let mut line = format!("{}: {}", path.display(), describe_report(&report));
+            if let Some((p, e)) = &output {
+                line.push_str(&format!(
+                    " -> {} ({}x{}, {} bytes, JPEG q{})",
+                    p.display(),
+                    e.width,
+                    e.height,
+                    e.len,
+                    e.quality
+                ));
+            }
+            println!("{line}");
+        }
+    }
+    if json {
+        println!("{}", serde_json::Value::Array(results));
+    }
+    Ok(if unreadable {
+        exit::INPUT
+    } else if rejected {
+        exit::REJECTED
+    } else {
+        exit::OK
+    })
+}
+
+fn run_enroll(cfg: &Config, req: &EnrollRequest, json: bool) -> Result<u8, Failure> {
+    let mut det = detector(cfg)?;
+    let outbox = open_outbox(cfg)?;
+    let outcome = enroll(cfg, &mut det, &outbox, req, &mut |p| {
+        if json {
+            return;
+        }
+        match p {
+            Progress::Capturing { source } => eprintln!("capturing from {source}"),
+            Progress::Frame { report } => {
+                eprintln!("  frame {}: {}", report.index, describe_report(&report))
+            }
+        }
+    })?;
+    if json {
+        println!("{}", serde_json::to_string(&outcome).unwrap_or_default());
+    }
+    match outcome {
+        EnrollOutcome::Queued { entry, images, .. } => {
+            if !json {
+                let sizes: Vec<String> = images
+                    .iter()
+                    .map(|i| format!("{}x{} {} bytes q{}", i.width, i.height, i.len, i.quality))
+                    .collect();
+                println!(
+                    "queued enrollment {} for person {:?} ({}, {} image(s): {})",
+                    entry.id,
+                    entry.person_id,
+                    entry.provider,
+                    images.len(),
+                    sizes.join(", ")
+                );
+            }
+            Ok(exit::OK)
+        }
+        EnrollOutcome::Rejected { reason, advice, .. } => {
+            if !json {
+                println!("rejected: {reason}: {advice}");
+            }
+            Ok(exit::REJECTED)
+        }
+    }
+}
+
+fn entry_line(e: &Enrollment, now: i64) -> String {
+    let state = match &e.state {
+        EntryState::Dead { reason, .. } => format!("dead ({reason})"),
+        s => s.name().to_string(),
+    };
+    let age_s = (now - e.created_at_ms).max(0) / 1000;
+    let mut line = format!(
+        "{:>8}  {:<16} {:<8} {:>3} att  {:>7} B  {:>6}s ago  {}",
+        e.id,
+        state,
+        e.provider,
+        e.attempts,
+        e.image_bytes(),
+        age_s,
+        e.person_id
+    );
+    if let Some(err) = &e.last_error {
+        line.push_str(&format!("  last error: {} {}", err.code, err.message));
+    }
+    line
+}
+
+fn queue(cfg: &Config, cmd: &QueueCommand, json: bool) -> Result<u8, Failure> {
+    let outbox = open_outbox(cfg)?;
+    let print_entry = |e: &Enrollment| {
+        if json {
+            println!("{}", serde_json::to_string(e).unwrap_or_default());
+        } else {
+            println!("{}", serde_json::to_string_pretty(e).unwrap_or_default());
+            println!("created {}", rfc3339(e.created_at_ms));
+        }
+    };
+    match cmd {
+        QueueCommand::List => {
+            let entries = outbox.list()?;
+            let usage = outbox.usage();
+            if json {
+                println!(
+                    "{}",
+                    json!({"usage": usage, "limits": {"max_entries": cfg.queue.max_entries, "max_bytes": cfg.queue.max_bytes}, "entries": entries})
+                );
+            } else {
+                let now = SystemClock.now_ms();
+                println!(
+                    "{} entries ({} pending, {} in flight, {} dead), {} of {} bytes",
+                    usage.entries,
+                    usage.pending,
+                    usage.in_flight,
+                    usage.dead,
+                    usage.bytes,
+                    cfg.queue.max_bytes
+                );
+                if usage.corrupt > 0 {
+                    println!("{} unreadable record(s) left in place", usage.corrupt);
+                }
+                for e in &entries {
+                    println!("{}", entry_line(e, now));
+                }
+            }
+        }
+        QueueCommand::Show { id } => print_entry(&outbox.get(*id)?),
+        QueueCommand::Retry { id } => {
+            let e = outbox.retry(*id)?;
+            if json {
+                print_entry(&e);
+            } else {
+                println!("entry {id} is pending and due now");
+            }
+        }
+        QueueCommand::Purge { id: Some(id), .. } => {
+            let e = outbox.purge(*id)?;
+            if json {
+                println!("{}", json!({"purged": [e.id]}));
+            } else {
+                println!("purged entry {id} ({:?}) and its images", e.person_id);
+            }
+        }
+        QueueCommand::Purge { id: None, .. } => {
+            let ids = outbox.purge_dead()?;
+            if json {
+                println!("{}", json!({"purged": ids}));
+            } else {
+                println!(
+                    "purged {} dead entr{}",
+                    ids.len(),
+                    if ids.len() == 1 { "y" } else { "ies" }
+                );
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn demo(
+    mut cfg: Config,
+    state_dir_given: bool,
+    photo: Option<PathBuf>,
+    person: &str,
+    json: bool,
+) -> Result<u8, Failure> {
+    let photo = match photo {
+        Some(p) => p,
+        None => {
+            let built_in = env!("ENROLLD_SAMPLE_PHOTO");
+            if built_in.is_empty() || !Path::new(built_in).is_file() {
+                return Err(Failure::new(
+                    "no_sample_photo",
+                    "the sample photo of the rustface package is not on this machine; pass --photo PATH",
+                    exit::USAGE,
+                ));
+            }
+            PathBuf::from(built_in)
+        }
+    };
+    if !state_dir_given {
+        cfg.state_dir = PathBuf::from("enrolld-demo-state");
+    }
+    // The sample is a group photo with ~50 px faces: search and accept
+    // smaller faces than the kiosk defaults (80 px).
+    cfg.detect.min_face_px = 40;
+    cfg.quality.min_face_px = 40;
+    cfg.burst.frames = 1;
+    if !json {
+        println!("demo: enrolling {} as person {person:?}", photo.display());
+        println!(
+            "demo: queue in {}/ (minimum face size lowered to 40 px for the group photo)",
+            cfg.state_dir.display()
+        );
+    }
+    let req = EnrollRequest {
+        person_id: person.to_string(),
+        provider: cfg.upload.provider,
+        source: SourceSpec::File(photo),
+        frames: Some(1),
+    };
+    let code = run_enroll(&cfg, &req, json)?;
+    if code == exit::OK && !json {
+        println!("demo: the queue now holds:");
+        queue(&cfg, &QueueCommand::List, false)?;
+        println!(
+            "demo: inspect it with: enrolld --state-dir {} queue list",
+            cfg.state_dir.display()
+        );
+    }
+    Ok(code)
+}

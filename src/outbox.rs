@@ -1,0 +1,919 @@
+//! The durable outbox: enrollments waiting to be uploaded, in sled.
+//!
+//! Layout (all keys big-endian so iteration is oldest first):
+//! - tree `entries`: id (u64) -> JSON [`Enrollment`] (carries `format_version`)
+//! - tree `images`:  id (u64) ++ index (u8) -> image bytes
+//! - default tree:   `format_version` -> u32 of the database layout
+//!
+//! Rules:
+//! - `enqueue` returns only after `flush()` made the record durable.
+//! - On open, whatever a crash left in flight goes back to pending, marked
+//!   `outcome_unknown` so the uploader checks the cloud before sending again.
+//! - The queue is bounded by entries and image bytes; a full queue refuses new
+//!   enrollments with `queue_full` and never touches what is queued.
+//! - All writes go through one lock, so the usage counters stay exact.
+
+use crate::clock::{Clock, UnixMillis};
+use crate::provider::Provider;
+use crate::quality::FaceScores;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Layout version of records and database. Bump with a migration in `open`.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Most images one enrollment may hold (Tencent takes 4 per call).
+pub const MAX_IMAGES: usize = 4;
+
+/// Longest person id accepted, in characters.
+pub const MAX_PERSON_ID_CHARS: usize = 64;
+
+const META_FORMAT_KEY: &[u8] = b"format_version";
+
+/// Where the enrollment should go in the provider's account.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Group {
+    /// JD `groupId` / Tencent `GroupId`; may be empty.
+    pub id: String,
+    /// JD `groupName`; may be empty.
+    pub name: String,
+}
+
+/// Life-cycle state of an entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum EntryState {
+    /// Waiting for `next_attempt_at_ms`.
+    Pending,
+    /// An upload is under way since `since_ms`.
+    InFlight { since_ms: UnixMillis },
+    /// Will never be uploaded without an operator: kept until purged.
+    Dead {
+        reason: String,
+        since_ms: UnixMillis,
+    },
+}
+
+impl EntryState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            EntryState::Pending => "pending",
+            EntryState::InFlight { .. } => "in_flight",
+            EntryState::Dead { .. } => "dead",
+        }
+    }
+}
+
+/// The last failure of an entry, as the uploader classified it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastError {
+    /// Error class (`retry`, `clock`, `operator`, `never`).
+    pub class: String,
+    /// The vendor's or enrolld's error code.
+    pub code: String,
+    pub message: String,
+    pub at_ms: UnixMillis,
+}
+
+/// Facts about one stored image; the bytes live in the `images` tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageMeta {
+    pub len: u64,
+    pub width: u32,
+    pub height: u32,
+    /// Always `jpeg` today.
+    pub format: String,
+    /// Hex SHA-256 of the bytes, checked on every read.
+    pub sha256: String,
+}
+
+/// One queued enrollment (without its image bytes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Enrollment {
+    pub format_version: u32,
+    pub id: u64,
+    /// JD `outerId` / Tencent `PersonId` (UTF-8 allowed).
+    pub person_id: String,
+    pub provider: Provider,
+    pub group: Group,
+    pub created_at_ms: UnixMillis,
+    pub attempts: u32,
+    pub next_attempt_at_ms: UnixMillis,
+    #[serde(flatten)]
+    pub state: EntryState,
+    pub last_error: Option<LastError>,
+    /// An upload may have reached the cloud without an answer (crash,
+    /// timeout): check the cloud before sending again.
+    #[serde(default)]
+    pub outcome_unknown: bool,
+    /// Face ids the cloud already confirmed for some of the images.
+    #[serde(default)]
+    pub uploaded_face_ids: Vec<String>,
+    pub images: Vec<ImageMeta>,
+    /// Scores of the chosen faces, for audit.
+    #[serde(default)]
+    pub scores: Vec<FaceScores>,
+}
+
+impl Enrollment {
+    pub fn image_bytes(&self) -> u64 {
+        self.images.iter().map(|i| i.len).sum()
+    }
+}
+
+/// One image to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewImage {
+    pub bytes: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// What `enqueue` needs.
+#[derive(Debug, Clone)]
+pub struct NewEnrollment {
+    pub person_id: String,
+    pub provider: Provider,
+    pub group: Group,
+    pub images: Vec<NewImage>,
+    pub scores: Vec<FaceScores>,
+}
+
+/// Capacity limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxLimits {
+    pub max_entries: u64,
+    pub max_bytes: u64,
+}
+
+/// Current use of the queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub entries: u64,
+    pub bytes: u64,
+    pub pending: u64,
+    pub in_flight: u64,
+    pub dead: u64,
+    /// Records that could not be read; kept on disk, never uploaded.
+    pub corrupt: u64,
+    /// Creation time of the oldest pending entry.
+    pub oldest_pending_ms: Option<UnixMillis>,
+}
+
+/// Outbox failures; `code()` gives the stable name.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum OutboxError {
+    /// The queue is at `max_entries` or `max_bytes`.
+    QueueFull {
+        entries: u64,
+        max_entries: u64,
+        bytes: u64,
+        max_bytes: u64,
+        needed: u64,
+    },
+    /// The filesystem is full.
+    StorageFull(String),
+    /// Another process has the database open.
+    Locked(PathBuf),
+    /// No entry with this id.
+    NotFound(u64),
+    /// The operation does not apply in the entry's state.
+    InvalidState {
+        id: u64,
+        state: &'static str,
+        wanted: &'static str,
+    },
+    /// The request itself is unacceptable (empty person id, no images...).
+    InvalidRequest(String),
+    /// A record or image failed to parse or its checksum does not match.
+    Corrupt { id: u64, why: String },
+    /// Written by a newer release.
+    UnsupportedFormat { found: u32 },
+    /// Any other storage error.
+    Storage(String),
+}
+
+impl OutboxError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            OutboxError::QueueFull { .. } => "queue_full",
+            OutboxError::StorageFull(_) => "storage_full",
+            OutboxError::Locked(_) => "queue_locked",
+            OutboxError::NotFound(_) => "not_found",
+            OutboxError::InvalidState { .. } => "invalid_state",
+            OutboxError::InvalidRequest(_) => "invalid_request",
+            OutboxError::Corrupt { .. } => "corrupt_entry",
+            OutboxError::UnsupportedFormat { .. } => "unsupported_format",
+            OutboxError::Storage(_) => "storage_error",
+        }
+    }
+}
+
+impl fmt::Display for OutboxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OutboxError::QueueFull { entries, max_entries, bytes, max_bytes, needed } => write!(
+                f,
+                "queue full: {entries}/{max_entries} entries, {bytes}/{max_bytes} bytes, this enrollment needs {needed} bytes; \
+                 upload or purge entries first"
+            ),
+            OutboxError::StorageFull(why) => write!(f, "storage full: {why}"),
+            OutboxError::Locked(p) => write!(f, "{}: the queue is in use by another enrolld process", p.display()),
+            OutboxError::NotFound(id) => write!(f, "no queue entry {id}"),
+            OutboxError::InvalidState { id, state, wanted } => write!(f, "entry {id} is {state}; {wanted}"),
+            OutboxError::InvalidRequest(why) => write!(f, "{why}"),
+            OutboxError::Corrupt { id, why } => write!(f, "entry {id} is corrupt: {why}"),
+            OutboxError::UnsupportedFormat { found } => write!(
+                f,
+                "queue format {found} was written by a newer enrolld (this one reads {FORMAT_VERSION})"
+            ),
+            OutboxError::Storage(why) => write!(f, "storage error: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for OutboxError {}
+
+fn storage_error(e: sled::Error) -> OutboxError {
+    match e {
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+            OutboxError::StorageFull(io.to_string())
+        }
+        sled::Error::Io(io) if io.raw_os_error() == Some(28) => {
+            OutboxError::StorageFull(io.to_string())
+        }
+        other => OutboxError::Storage(other.to_string()),
+    }
+}
+
+fn tx_error(e: sled::transaction::TransactionError<OutboxError>) -> OutboxError {
+    match e {
+        sled::transaction::TransactionError::Abort(e) => e,
+        sled::transaction::TransactionError::Storage(e) => storage_error(e),
+    }
+}
+
+fn image_key(id: u64, index: u8) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[..8].copy_from_slice(&id.to_be_bytes());
+    k[8] = index;
+    k
+}
+
+fn id_from_key(k: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(k.get(..8)?.try_into().ok()?))
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Checks a person id: 1 to 64 characters, no control characters.
+pub fn validate_person_id(id: &str) -> Result<(), String> {
+    let n = id.chars().count();
+    if n == 0 {
+        return Err("person id is empty".into());
+    }
+    if n > MAX_PERSON_ID_CHARS {
+        return Err(format!(
+            "person id has {n} characters, at most {MAX_PERSON_ID_CHARS} allowed"
+        ));
+    }
+    if id.chars().any(char::is_control) {
+        return Err("person id contains control characters".into());
+    }
+    if id.trim() != id {
+        return Err("person id starts or ends with white space".into());
+    }
+    Ok(())
+}
+
+/// What `open` found and repaired.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Recovery {
+    /// In-flight entries returned to pending.
+    pub requeued: u64,
+    /// Unreadable records left in place.
+    pub corrupt: u64,
+}
+
+/// The outbox. Cheap to share behind an `Arc`.
+pub struct Outbox {
+    db: sled::Db,
+    entries: sled::Tree,
+    images: sled::Tree,
+    limits: OutboxLimits,
+    clock: Arc<dyn Clock>,
+    usage: Mutex<Usage>,
+    path: PathBuf,
+}
+
+impl fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Outbox")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Outbox {
+    /// Opens (or creates) the outbox in `state_dir/outbox`, recovering what a
+    /// crash left in flight.
+    pub fn open(
+        state_dir: &Path,
+        limits: OutboxLimits,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(Outbox, Recovery), OutboxError> {
+        let path = state_dir.join("outbox");
+        std::fs::create_dir_all(state_dir).map_err(|e| {
+            if e.raw_os_error() == Some(28) {
+                OutboxError::StorageFull(format!("{}: {e}", state_dir.display()))
+            } else {
+                OutboxError::Storage(format!("{}: {e}", state_dir.display()))
+            }
+        })?;
+        let db = sled::Config::new()
+            .path(&path)
+            // Small devices: bound the page cache; flush at least every second.
+            .cache_capacity(16 * 1024 * 1024)
+            .flush_every_ms(Some(1000))
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("lock") =>
+                {
+                    OutboxError::Locked(path.clone())
+                }
+                other => storage_error(other),
+            })?;
+        match db.get(META_FORMAT_KEY).map_err(storage_error)? {
+            Some(v) => {
+                let found = v
+                    .as_ref()
+                    .try_into()
+                    .map(u32::from_be_bytes)
+                    .unwrap_or(u32::MAX);
+                if found > FORMAT_VERSION {
+                    return Err(OutboxError::UnsupportedFormat { found });
+                }
+            }
+            None => {
+                db.insert(META_FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
+                    .map_err(storage_error)?;
+            }
+        }
+        let entries = db.open_tree("entries").map_err(storage_error)?;
+        let images = db.open_tree("images").map_err(storage_error)?;
+        let outbox = Outbox {
+            db,
+            entries,
+            images,
+            limits,
+            clock,
+            usage: Mutex::new(Usage::default()),
+            path,
+        };
+        let recovery = outbox.recover()?;
+        Ok((outbox, recovery))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Usage> {
+        // A panic while holding the lock cannot leave sled inconsistent (every
+        // write is one sled operation or transaction); keep going.
+        self.usage.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn recover(&self) -> Result<Recovery, OutboxError> {
+        let mut usage = self.lock();
+        let mut rec = Recovery::default();
+        for item in self.entries.iter() {
+            let (key, value) = item.map_err(storage_error)?;
+            let Ok(mut e) = serde_json::from_slice::<Enrollment>(&value) else {
+                rec.corrupt += 1;
+                let id = id_from_key(&key).unwrap_or(0);
+                log::error!("outbox entry {id} is unreadable; left in place");
+                continue;
+            };
+            if matches!(e.state, EntryState::InFlight { .. }) {
+                e.state = EntryState::Pending;
+                e.outcome_unknown = true;
+                self.entries
+                    .insert(
+                        key,
+                        serde_json::to_vec(&e).map_err(|x| OutboxError::Storage(x.to_string()))?,
+                    )
+                    .map_err(storage_error)?;
+                rec.requeued += 1;
+            }
+        }
+        if rec.requeued > 0 {
+            self.db.flush().map_err(storage_error)?;
+            log::warn!(
+                "outbox: {} upload(s) interrupted by a restart are pending again",
+                rec.requeued
+            );
+        }
+        *usage = self.scan_usage()?;
+        Ok(rec)
+    }
+
+    fn scan_usage(&self) -> Result<Usage, OutboxError> {
+        let mut u = Usage::default();
+        for item in self.entries.iter() {
+            let (_, value) = item.map_err(storage_error)?;
+            u.entries += 1;
+            match serde_json::from_slice::<Enrollment>(&value) {
+                Ok(e) => {
+                    u.bytes += e.image_bytes();
+                    match e.state {
+                        EntryState::Pending => {
+                            u.pending += 1;
+                            u.oldest_pending_ms = Some(
+                                u.oldest_pending_ms
+                                    .map_or(e.created_at_ms, |o| o.min(e.created_at_ms)),
+                            );
+                        }
+                        EntryState::InFlight { .. } => u.in_flight += 1,
+                        EntryState::Dead { .. } => u.dead += 1,
+                    }
+                }
+                Err(_) => u.corrupt += 1,
+            }
+        }
+        Ok(u)
+    }
+
+    /// Where the database lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn limits(&self) -> OutboxLimits {
+        self.limits
+    }
+
+    /// Current use of the queue.
+    pub fn usage(&self) -> Usage {
+        *self.lock()
+    }
+
+    /// Adds an enrollment; returns once it is durable on disk.
+    pub fn enqueue(&self, new: NewEnrollment) -> Result<Enrollment, OutboxError> {
+        validate_person_id(&new.person_id).map_err(OutboxError::InvalidRequest)?;
+        if new.images.is_empty() || new.images.len() > MAX_IMAGES {
+            return Err(OutboxError::InvalidRequest(format!(
+                "an enrollment holds 1 to {MAX_IMAGES} images, not {}",
+                new.images.len()
+            )));
+        }
+        if new.images.iter().any(|i| i.bytes.is_empty()) {
+            return Err(OutboxError::InvalidRequest("empty image".into()));
+        }
+        let needed: u64 = new.images.iter().map(|i| i.bytes.len() as u64).sum();
+        let mut usage = self.lock();
+        if usage.entries + 1 > self.limits.max_entries
+            || usage.bytes + needed > self.limits.max_bytes
+        {
+            return Err(OutboxError::QueueFull {
+                entries: usage.entries,
+                max_entries: self.limits.max_entries,
+                bytes: usage.bytes,
+                max_bytes: self.limits.max_bytes,
+                needed,
+            });
+        }
+        let id = self.db.generate_id().map_err(storage_error)?;
+        let now = self.clock.now_ms();
+        let record = Enrollment {
+            format_version: FORMAT_VERSION,
+            id,
+            person_id: new.person_id,
+            provider: new.provider,
+            group: new.group,
+            created_at_ms: now,
+            attempts: 0,
+            next_attempt_at_ms: now,
+            state: EntryState::Pending,
+            last_error: None,
+            outcome_unknown: false,
+            uploaded_face_ids: Vec::new(),
+            images: new
+                .images
+                .iter()
+                .map(|i| ImageMeta {
+                    len: i.bytes.len() as u64,
+                    width: i.width,
+                    height: i.height,
+                    format: "jpeg".into(),
+                    sha256: sha256_hex(&i.bytes),
+                })
+                .collect(),
+            scores: new.scores,
+        };
+        let json = serde_json::to_vec(&record).map_err(|e| OutboxError::Storage(e.to_string()))?;
+        let key = id.to_be_bytes();
+        use sled::Transactional;
+        (&self.entries, &self.images)
+            .transaction(|(entries, images)| {
+                for (i, img) in new.images.iter().enumerate() {
+                    images.insert(&image_key(id, i as u8), img.bytes.as_slice())?;
+                }
+                entries.insert(&key, json.as_slice())?;
+                Ok::<(), sled::transaction::ConflictableTransactionError<OutboxError>>(())
+            })
+            .map_err(tx_error)?;
+        if let Err(e) = self.db.flush() {
+            // Not durable, so not acknowledged: take it back out so a retry by
+            // the caller cannot become a duplicate.
+            let _ = self.remove_records(id, record.images.len());
+            return Err(storage_error(e));
+        }
+        usage.entries += 1;
+        usage.bytes += needed;
+        usage.pending += 1;
+        usage.oldest_pending_ms = Some(usage.oldest_pending_ms.map_or(now, |o| o.min(now)));
+        Ok(record)
+    }
+
+    fn remove_records(&self, id: u64, images: usize) -> Result<(), OutboxError> {
+        use sled::Transactional;
+        (&self.entries, &self.images)
+            .transaction(|(entries, imgs)| {
+                entries.remove(&id.to_be_bytes())?;
+                for i in 0..images.max(MAX_IMAGES) {
+                    imgs.remove(&image_key(id, i as u8))?;
+                }
+                Ok::<(), sled::transaction::ConflictableTransactionError<OutboxError>>(())
+            })
+            .map_err(tx_error)
+    }
+
+    /// One entry, without images.
+    pub fn get(&self, id: u64) -> Result<Enrollment, OutboxError> {
+        let value = self
+            .entries
+            .get(id.to_be_bytes())
+            .map_err(storage_error)?
+            .ok_or(OutboxError::NotFound(id))?;
+        serde_json::from_slice(&value).map_err(|e| OutboxError::Corrupt {
+            id,
+            why: e.to_string(),
+        })
+    }
+
+    /// The images of an entry, checked against their stored checksums.
+    pub fn images(&self, id: u64) -> Result<Vec<Vec<u8>>, OutboxError> {
+        let entry = self.get(id)?;
+        let mut out = Vec::with_capacity(entry.images.len());
+        for (i, meta) in entry.images.iter().enumerate() {
+            let bytes = self
+                .images
+                .get(image_key(id, i as u8))
+                .map_err(storage_error)?
+                .ok_or_else(|| OutboxError::Corrupt {
+                    id,
+                    why: format!("image {i} is missing"),
+                })?;
+            if sha256_hex(&bytes) != meta.sha256 {
+                return Err(OutboxError::Corrupt {
+                    id,
+                    why: format!("image {i} fails its checksum"),
+                });
+            }
+            out.push(bytes.to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Every readable entry, oldest first.
+    pub fn list(&self) -> Result<Vec<Enrollment>, OutboxError> {
+        let mut out = Vec::new();
+        for item in self.entries.iter() {
+            let (_, value) = item.map_err(storage_error)?;
+            if let Ok(e) = serde_json::from_slice::<Enrollment>(&value) {
+                out.push(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Pending entries whose next attempt is due at `now`, oldest first.
+    pub fn due(&self, now: UnixMillis, max: usize) -> Result<Vec<Enrollment>, OutboxError> {
+        let mut out = Vec::new();
+        for item in self.entries.iter() {
+            if out.len() >= max {
+                break;
+            }
+            let (_, value) = item.map_err(storage_error)?;
+            if let Ok(e) = serde_json::from_slice::<Enrollment>(&value) {
+                if e.state == EntryState::Pending && e.next_attempt_at_ms <= now {
+                    out.push(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Changes one entry under the write lock and makes it durable.
+    fn update(
+        &self,
+        id: u64,
+        f: impl FnOnce(&mut Enrollment) -> Result<(), OutboxError>,
+    ) -> Result<Enrollment, OutboxError> {
+        let mut usage = self.lock();
+        let mut e = self.get(id)?;
+        f(&mut e)?;
+        let json = serde_json::to_vec(&e).map_err(|x| OutboxError::Storage(x.to_string()))?;
+        self.entries
+            .insert(id.to_be_bytes(), json)
+            .map_err(storage_error)?;
+        self.db.flush().map_err(storage_error)?;
+        *usage = self.scan_usage()?;
+        Ok(e)
+    }
+
+    /// Marks a pending entry in flight (an upload starts).
+    pub fn claim(&self, id: u64) -> Result<Enrollment, OutboxError> {
+        let now = self.clock.now_ms();
+        self.update(id, |e| {
+            if e.state != EntryState::Pending {
+                return Err(OutboxError::InvalidState {
+                    id,
+                    state: e.state.name(),
+                    wanted: "only pending entries can be uploaded",
+                });
+            }
+            e.state = EntryState::InFlight { since_ms: now };
+            e.attempts += 1;
+            Ok(())
+        })
+    }
+
+    /// Returns an in-flight entry to pending after a failed attempt.
+    pub fn reschedule(
+        &self,
+        id: u64,
+        next_attempt_at_ms: UnixMillis,
+        error: Option<LastError>,
+        outcome_unknown: bool,
+    ) -> Result<Enrollment, OutboxError> {
+        self.update(id, |e| {
+            e.state = EntryState::Pending;
+            e.next_attempt_at_ms = next_attempt_at_ms;
+            e.outcome_unknown = outcome_unknown;
+            if error.is_some() {
+                e.last_error = error;
+            }
+            Ok(())
+        })
+    }
+
+    /// Marks an entry dead: it stays, with its images, until purged or retried.
+    pub fn mark_dead(
+        &self,
+        id: u64,
+        reason: &str,
+        error: Option<LastError>,
+    ) -> Result<Enrollment, OutboxError> {
+        let now = self.clock.now_ms();
+        self.update(id, |e| {
+            e.state = EntryState::Dead {
+                reason: reason.to_string(),
+                since_ms: now,
+            };
+            if error.is_some() {
+                e.last_error = error;
+            }
+            Ok(())
+        })
+    }
+
+    /// Makes an entry due now: a dead entry becomes pending again.
+    pub fn retry(&self, id: u64) -> Result<Enrollment, OutboxError> {
+        let now = self.clock.now_ms();
+        self.update(id, |e| {
+            if matches!(e.state, EntryState::InFlight { .. }) {
+                return Err(OutboxError::InvalidState {
+                    id,
+                    state: "in_flight",
+                    wanted: "wait for the upload to finish",
+                });
+            }
+            e.state = EntryState::Pending;
+            e.next_attempt_at_ms = now;
+            Ok(())
+        })
+    }
+
+    /// Deletes an entry and its images (not while in flight).
+    pub fn purge(&self, id: u64) -> Result<Enrollment, OutboxError> {
+        let mut usage = self.lock();
+        let e = self.get(id)?;
+        if matches!(e.state, EntryState::InFlight { .. }) {
+            return Err(OutboxError::InvalidState {
+                id,
+                state: "in_flight",
+                wanted: "wait for the upload to finish",
+            });
+        }
+        self.remove_records(id, e.images.len())?;
+        self.db.flush().map_err(storage_error)?;
+        *usage = self.scan_usage()?;
+        Ok(e)
+    }
+
+    /// Deletes every dead entry; returns their ids.
+    pub fn purge_dead(&self) -> Result<Vec<u64>, OutboxError> {
+        let mut usage = self.lock();
+        let mut purged = Vec::new();
+        for e in self.list()? {
+            if matches!(e.state, EntryState::Dead { .. }) {
+                self.remove_records(e.id, e.images.len())?;
+                purged.push(e.id);
+            }
+        }
+        self.db.flush().map_err(storage_error)?;
+        *usage = self.scan_usage()?;
+        Ok(purged)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::FakeClock;
+
+    fn open(dir: &Path, clock: &FakeClock, limits: OutboxLimits) -> Outbox {
+        Outbox::open(dir, limits, Arc::new(clock.clone()))
+            .expect("opens")
+            .0
+    }
+
+    fn new(person: &str, bytes: Vec<u8>) -> NewEnrollment {
+        NewEnrollment {
+            person_id: person.into(),
+            provider: Provider::Jd,
+            group: Group {
+                id: "g".into(),
+                name: String::new(),
+            },
+            images: vec![NewImage {
+                bytes,
+                width: 10,
+                height: 10,
+            }],
+            scores: Vec::new(),
+        }
+    }
+
+    const BIG: OutboxLimits = OutboxLimits {
+        max_entries: 100,
+        max_bytes: 1 << 30,
+    };
+
+    #[test]
+    fn enqueue_get_and_images_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = FakeClock::new(1_000);
+        let ob = open(dir.path(), &clock, BIG);
+        let e = ob.enqueue(new("张三", vec![1, 2, 3])).expect("enqueue");
+        assert_eq!(e.format_version, FORMAT_VERSION);
+        assert_eq!(e.person_id, "张三");
+        assert_eq!(ob.get(e.id).expect("get"), e);
+        assert_eq!(ob.images(e.id).expect("images"), vec![vec![1, 2, 3]]);
+        let u = ob.usage();
+        assert_eq!((u.entries, u.bytes, u.pending), (1, 3, 1));
+    }
+
+    #[test]
+    fn capacity_limits_refuse_without_touching_the_queue() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = FakeClock::new(0);
+        let ob = open(
+            dir.path(),
+            &clock,
+            OutboxLimits {
+                max_entries: 2,
+                max_bytes: 10,
+            },
+        );
+        let a = ob.enqueue(new("a", vec![0; 4])).expect("a");
+        let err = ob.enqueue(new("b", vec![0; 7])).expect_err("bytes");
+        assert_eq!(err.code(), "queue_full");
+        let b = ob.enqueue(new("b", vec![0; 6])).expect("b fits exactly");
+        let err = ob.enqueue(new("c", vec![0; 1])).expect_err("entries");
+        assert_eq!(err.code(), "queue_full");
+        assert!(err.to_string().contains("2/2 entries"), "{err}");
+        assert_eq!(
+            ob.list()
+                .expect("list")
+                .iter()
+                .map(|e| e.id)
+                .collect::<Vec<_>>(),
+            vec![a.id, b.id]
+        );
+        ob.purge(a.id).expect("purge");
+        ob.enqueue(new("c", vec![0; 1])).expect("room again");
+    }
+
+    #[test]
+    fn in_flight_goes_back_to_pending_on_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = FakeClock::new(0);
+        let id = {
+            let ob = open(dir.path(), &clock, BIG);
+            let e = ob.enqueue(new("p", vec![9; 10])).expect("enqueue");
+            let claimed = ob.claim(e.id).expect("claim");
+            assert_eq!(claimed.attempts, 1);
+            assert!(matches!(claimed.state, EntryState::InFlight { .. }));
+            e.id
+        };
+        let (ob, rec) = Outbox::open(dir.path(), BIG, Arc::new(clock.clone())).expect("reopen");
+        assert_eq!(rec.requeued, 1);
+        let e = ob.get(id).expect("get");
+        assert_eq!(e.state, EntryState::Pending);
+        assert!(e.outcome_unknown);
+    }
+
+    #[test]
+    fn due_respects_next_attempt_and_state() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = FakeClock::new(100);
+        let ob = open(dir.path(), &clock, BIG);
+        let a = ob.enqueue(new("a", vec![1])).expect("a");
+        let b = ob.enqueue(new("b", vec![1])).expect("b");
+        ob.claim(b.id).expect("claim");
+        ob.reschedule(b.id, 5_000, None, false).expect("reschedule");
+        assert_eq!(
+            ob.due(100, 10)
+                .expect("due")
+                .iter()
+                .map(|e| e.id)
+                .collect::<Vec<_>>(),
+            vec![a.id]
+        );
+        assert_eq!(ob.due(5_000, 10).expect("due").len(), 2);
+        ob.mark_dead(a.id, "no_face", None).expect("dead");
+        assert_eq!(ob.due(5_000, 10).expect("due").len(), 1);
+        assert_eq!(ob.usage().dead, 1);
+        ob.retry(a.id).expect("retry");
+        assert_eq!(ob.get(a.id).expect("get").state, EntryState::Pending);
+        ob.mark_dead(a.id, "no_face", None).expect("dead");
+        assert_eq!(ob.purge_dead().expect("purge"), vec![a.id]);
+        assert!(matches!(ob.get(a.id), Err(OutboxError::NotFound(_))));
+    }
+
+    #[test]
+    fn bad_requests_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ob = open(dir.path(), &FakeClock::new(0), BIG);
+        for person in ["", " padded", "a\nb", &"x".repeat(65)] {
+            let err = ob.enqueue(new(person, vec![1])).expect_err("invalid");
+            assert_eq!(err.code(), "invalid_request", "{person:?}");
+        }
+        let mut none = new("p", vec![1]);
+        none.images.clear();
+        assert_eq!(
+            ob.enqueue(none).expect_err("no images").code(),
+            "invalid_request"
+        );
+        assert_eq!(ob.usage().entries, 0);
+    }
+
+    #[test]
+    fn format_version_is_stored_and_newer_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let ob = open(dir.path(), &FakeClock::new(0), BIG);
+            let v = ob.db.get(META_FORMAT_KEY).expect("get").expect("present");
+            assert_eq!(v.as_ref(), FORMAT_VERSION.to_be_bytes());
+            ob.db
+                .insert(META_FORMAT_KEY, &(FORMAT_VERSION + 1).to_be_bytes())
+                .expect("insert");
+            ob.db.flush().expect("flush");
+        }
+        let err = Outbox::open(dir.path(), BIG, Arc::new(FakeClock::new(0))).expect_err("newer");
+        assert_eq!(err.code(), "unsupported_format");
+    }
+
+    #[test]
+    fn in_flight_entries_cannot_be_purged() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ob = open(dir.path(), &FakeClock::new(0), BIG);
+        let e = ob.enqueue(new("p", vec![1])).expect("enqueue");
+        ob.claim(e.id).expect("claim");
+        assert_eq!(
+            ob.purge(e.id).expect_err("in flight").code(),
+            "invalid_state"
+        );
+        assert_eq!(ob.claim(e.id).expect_err("twice").code(), "invalid_state");
+    }
+}

@@ -1,0 +1,114 @@
+//! The cloud services enrolld uploads to, and the image limits each imposes.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// A face-recognition service enrollments are uploaded to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// JD NeuHub `faceCreate`.
+    Jd,
+    /// Tencent Cloud IAI `CreateFace`.
+    Tencent,
+}
+
+impl Provider {
+    pub const ALL: [Provider; 2] = [Provider::Jd, Provider::Tencent];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Jd => "jd",
+            Provider::Tencent => "tencent",
+        }
+    }
+
+    /// The image limits of this provider's enrollment API.
+    pub fn limits(self) -> ImageLimits {
+        match self {
+            // JD: bmp/jpg/png, 48x48 .. 4096x4096 px, file under 2 MB.
+            Provider::Jd => ImageLimits {
+                min_edge: 48,
+                max_edge_jpeg: 4096,
+                max_bytes: 2_000_000 - 1,
+                max_base64_bytes: None,
+                max_images_per_call: 1,
+            },
+            // Tencent: base64 at most 5 MB, long edge <= 4000 px for JPEG,
+            // short edge >= 64 px; at most 4 images per CreateFace call.
+            Provider::Tencent => ImageLimits {
+                min_edge: 64,
+                max_edge_jpeg: 4000,
+                max_bytes: usize::MAX,
+                max_base64_bytes: Some(5 * 1024 * 1024),
+                max_images_per_call: 4,
+            },
+        }
+    }
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Provider {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "jd" => Ok(Provider::Jd),
+            "tencent" => Ok(Provider::Tencent),
+            other => Err(format!(
+                "unknown provider {other:?} (expected \"jd\" or \"tencent\")"
+            )),
+        }
+    }
+}
+
+/// What an encoded enrollment image must satisfy for one provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageLimits {
+    /// Shortest allowed edge in pixels.
+    pub min_edge: u32,
+    /// Longest allowed edge in pixels for JPEG.
+    pub max_edge_jpeg: u32,
+    /// Largest allowed file, in bytes, before base64.
+    pub max_bytes: usize,
+    /// Largest allowed base64 text, when the provider limits that instead.
+    pub max_base64_bytes: Option<usize>,
+    /// Most images one enrollment call may carry.
+    pub max_images_per_call: usize,
+}
+
+impl ImageLimits {
+    /// Whether `len` raw bytes fit, counting base64 expansion where it matters.
+    pub fn fits_bytes(&self, len: usize) -> bool {
+        let b64 = len.div_ceil(3) * 4;
+        len <= self.max_bytes && self.max_base64_bytes.is_none_or(|max| b64 <= max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_limits_follow_the_vendor_docs() {
+        let jd = Provider::Jd.limits();
+        assert!(jd.fits_bytes(1_999_999));
+        assert!(!jd.fits_bytes(2_000_000));
+        let tc = Provider::Tencent.limits();
+        // 3,932,160 raw bytes is exactly 5 MiB of base64.
+        assert!(tc.fits_bytes(3_932_160));
+        assert!(!tc.fits_bytes(3_932_161));
+    }
+
+    #[test]
+    fn parses_names() {
+        assert_eq!("jd".parse::<Provider>(), Ok(Provider::Jd));
+        assert_eq!("tencent".parse::<Provider>(), Ok(Provider::Tencent));
+        assert!("aws".parse::<Provider>().is_err());
+    }
+}

@@ -1,0 +1,423 @@
+//! Choosing the face to enroll and judging whether it is good enough.
+//!
+//! Pure functions over pixels: no camera, no detector, no clock.
+
+use crate::config::QualityConfig;
+use crate::detect::FaceBox;
+use image::imageops::FilterType;
+use image::{GrayImage, RgbImage};
+use serde::Serialize;
+use std::fmt;
+
+/// Side of the normalised face thumbnail the scores are measured on, so that
+/// thresholds mean the same for near and far faces.
+const NORM_SIDE: u32 = 128;
+/// Side of the thumbnail used to tell frames apart.
+const THUMB_SIDE: u32 = 16;
+
+/// Why a frame or an enrollment was not accepted. The `snake_case` names are
+/// part of the interface (CLI `--json`, socket protocol, LED patterns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rejection {
+    /// No face in the frame.
+    NoFace,
+    /// The largest face is smaller than `quality.min_face_px`.
+    FaceTooSmall,
+    /// The face is darker than `quality.min_brightness`.
+    TooDark,
+    /// The face is brighter than `quality.max_brightness`.
+    TooBright,
+    /// The face has less contrast than `quality.min_contrast`.
+    LowContrast,
+    /// The face is less sharp than `quality.min_sharpness`.
+    Blurry,
+    /// More faces than `quality.max_faces`.
+    TooManyFaces,
+}
+
+impl Rejection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::NoFace => "no_face",
+            Rejection::FaceTooSmall => "face_too_small",
+            Rejection::TooDark => "too_dark",
+            Rejection::TooBright => "too_bright",
+            Rejection::LowContrast => "low_contrast",
+            Rejection::Blurry => "blurry",
+            Rejection::TooManyFaces => "too_many_faces",
+        }
+    }
+
+    /// What the technician should do about it.
+    pub fn advice(self) -> &'static str {
+        match self {
+            Rejection::NoFace => {
+                "no face found: face the camera, remove anything covering the face"
+            }
+            Rejection::FaceTooSmall => "face too small: step closer to the camera",
+            Rejection::TooDark => "too dark: add light in front of the face",
+            Rejection::TooBright => "too bright: avoid direct light or glare on the face",
+            Rejection::LowContrast => "low contrast: improve lighting, clean the lens",
+            Rejection::Blurry => "blurry: hold still, clean or focus the lens",
+            Rejection::TooManyFaces => "too many faces: only one person in front of the camera",
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Measurements of the chosen face.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+pub struct FaceScores {
+    /// Shorter side of the face box, in frame pixels.
+    pub face_px: u32,
+    /// Mean luma of the face (0-255).
+    pub brightness: f32,
+    /// Standard deviation of the face's luma.
+    pub contrast: f32,
+    /// Variance of the Laplacian of the normalised face.
+    pub sharpness: f32,
+    /// Faces detected in the frame.
+    pub faces_seen: u32,
+    /// Detector confidence of the chosen face.
+    pub detector_score: f64,
+    /// Combined score 0-100 used to rank frames of a burst.
+    pub overall: f32,
+}
+
+/// A pixel rectangle inside a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Rect {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// The verdict on one frame.
+#[derive(Debug, Clone)]
+pub struct Assessment {
+    pub faces_seen: u32,
+    /// The largest face, when there is one.
+    pub chosen: Option<FaceBox>,
+    pub scores: Option<FaceScores>,
+    /// `Ok` when the face is good enough to enroll.
+    pub decision: Result<(), Rejection>,
+    /// The crop rectangle (face plus margin, clamped to the frame).
+    pub crop: Option<Rect>,
+    /// Small grey thumbnail of the face, to tell frames apart.
+    pub thumb: Option<GrayImage>,
+}
+
+/// The face with the largest box (what the vendors enroll too).
+pub fn largest_face(faces: &[FaceBox]) -> Option<FaceBox> {
+    faces.iter().copied().max_by_key(|f| f.area())
+}
+
+/// Intersection of a face box with the frame.
+pub fn clamp_box(face: &FaceBox, width: u32, height: u32) -> Option<Rect> {
+    let x0 = i64::from(face.x).clamp(0, i64::from(width));
+    let y0 = i64::from(face.y).clamp(0, i64::from(height));
+    let x1 = (i64::from(face.x) + i64::from(face.width)).clamp(0, i64::from(width));
+    let y1 = (i64::from(face.y) + i64::from(face.height)).clamp(0, i64::from(height));
+    if x1 <= x0 || y1 <= y0 {
+        return None;
+    }
+    Some(Rect {
+        x: x0 as u32,
+        y: y0 as u32,
+        width: (x1 - x0) as u32,
+        height: (y1 - y0) as u32,
+    })
+}
+
+/// The face box grown by `margin` (a fraction of its size) on each side,
+/// clamped to the frame.
+pub fn crop_rect(face: &FaceBox, margin: f32, width: u32, height: u32) -> Option<Rect> {
+    let mx = (face.width as f32 * margin).round() as i64;
+    let my = (face.height as f32 * margin).round() as i64;
+    let grown = FaceBox {
+        x: (i64::from(face.x) - mx).clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
+        y: (i64::from(face.y) - my).clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
+        width: (i64::from(face.width) + 2 * mx).clamp(0, i64::from(u32::MAX)) as u32,
+        height: (i64::from(face.height) + 2 * my).clamp(0, i64::from(u32::MAX)) as u32,
+        score: face.score,
+    };
+    clamp_box(&grown, width, height)
+}
+
+/// Cuts `rect` out of an image.
+pub fn crop(img: &RgbImage, rect: Rect) -> RgbImage {
+    image::imageops::crop_imm(img, rect.x, rect.y, rect.width, rect.height).to_image()
+}
+
+/// Chooses the largest face in `faces`, scores it and decides.
+pub fn assess(gray: &GrayImage, faces: &[FaceBox], cfg: &QualityConfig) -> Assessment {
+    let faces_seen = u32::try_from(faces.len()).unwrap_or(u32::MAX);
+    let (w, h) = gray.dimensions();
+    let chosen = largest_face(faces);
+    let inner = chosen.and_then(|f| clamp_box(&f, w, h));
+    let (Some(face), Some(inner)) = (chosen, inner) else {
+        return Assessment {
+            faces_seen,
+            chosen: None,
+            scores: None,
+            decision: Err(Rejection::NoFace),
+            crop: None,
+            thumb: None,
+        };
+    };
+    let region =
+        image::imageops::crop_imm(gray, inner.x, inner.y, inner.width, inner.height).to_image();
+    let norm = image::imageops::resize(&region, NORM_SIDE, NORM_SIDE, FilterType::Triangle);
+    let (brightness, contrast) = mean_and_stddev(&norm);
+    let sharpness = laplacian_variance(&norm);
+    let face_px = face.size();
+    let overall = overall_score(face_px, brightness, contrast, sharpness, cfg);
+    let scores = FaceScores {
+        face_px,
+        brightness,
+        contrast,
+        sharpness,
+        faces_seen,
+        detector_score: face.score,
+        overall,
+    };
+    let decision = decide(&scores, cfg);
+    Assessment {
+        faces_seen,
+        chosen: Some(face),
+        scores: Some(scores),
+        decision,
+        crop: crop_rect(&face, cfg.margin, w, h),
+        thumb: Some(image::imageops::resize(
+            &norm,
+            THUMB_SIDE,
+            THUMB_SIDE,
+            FilterType::Triangle,
+        )),
+    }
+}
+
+/// The first rule the scores break, in the order a technician should fix them.
+pub fn decide(s: &FaceScores, cfg: &QualityConfig) -> Result<(), Rejection> {
+    if cfg.max_faces > 0 && s.faces_seen > cfg.max_faces {
+        return Err(Rejection::TooManyFaces);
+    }
+    if s.face_px < cfg.min_face_px {
+        return Err(Rejection::FaceTooSmall);
+    }
+    if s.brightness < cfg.min_brightness {
+        return Err(Rejection::TooDark);
+    }
+    if s.brightness > cfg.max_brightness {
+        return Err(Rejection::TooBright);
+    }
+    if s.contrast < cfg.min_contrast {
+        return Err(Rejection::LowContrast);
+    }
+    if s.sharpness < cfg.min_sharpness {
+        return Err(Rejection::Blurry);
+    }
+    Ok(())
+}
+
+/// 0-100: bigger, sharper, well exposed, contrasty faces rank higher.
+fn overall_score(
+    face_px: u32,
+    brightness: f32,
+    contrast: f32,
+    sharpness: f32,
+    cfg: &QualityConfig,
+) -> f32 {
+    let unit = |x: f32| x.clamp(0.0, 1.0);
+    let size = unit(face_px as f32 / (2.0 * cfg.min_face_px.max(1) as f32));
+    let sharp = unit(sharpness / (4.0 * cfg.min_sharpness.max(1.0)));
+    let exposure = unit(1.0 - (brightness - 128.0).abs() / 128.0);
+    let contr = unit(contrast / (3.0 * cfg.min_contrast.max(1.0)));
+    100.0 * (0.3 * size + 0.35 * sharp + 0.2 * exposure + 0.15 * contr)
+}
+
+/// Mean and standard deviation of the pixels.
+pub fn mean_and_stddev(img: &GrayImage) -> (f32, f32) {
+    let n = img.as_raw().len().max(1) as f64;
+    let (sum, sq) = img.as_raw().iter().fold((0f64, 0f64), |(s, q), &p| {
+        let p = f64::from(p);
+        (s + p, q + p * p)
+    });
+    let mean = sum / n;
+    let var = (sq / n - mean * mean).max(0.0);
+    (mean as f32, var.sqrt() as f32)
+}
+
+/// Variance of the 4-neighbour Laplacian: low for blurred images.
+pub fn laplacian_variance(img: &GrayImage) -> f32 {
+    let (w, h) = img.dimensions();
+    if w < 3 || h < 3 {
+        return 0.0;
+    }
+    let px = |x: u32, y: u32| i32::from(img.get_pixel(x, y).0[0]);
+    let mut sum = 0f64;
+    let mut sq = 0f64;
+    let mut n = 0f64;
+    for y in 1..h - 1 {
+        for x in 1..w - 1 {
+            let l =
+                f64::from(px(x - 1, y) + px(x + 1, y) + px(x, y - 1) + px(x, y + 1) - 4 * px(x, y));
+            sum += l;
+            sq += l * l;
+            n += 1.0;
+        }
+    }
+    let mean = sum / n;
+    ((sq / n - mean * mean).max(0.0)) as f32
+}
+
+/// Mean absolute difference of two thumbnails (0-255).
+pub fn thumb_difference(a: &GrayImage, b: &GrayImage) -> f32 {
+    if a.dimensions() != b.dimensions() {
+        return 255.0;
+    }
+    let n = a.as_raw().len().max(1) as f32;
+    let total: u32 = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(&x, &y)| u32::from(x.abs_diff(y)))
+        .sum();
+    total as f32 / n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::Luma;
+
+    fn face(x: i32, y: i32, w: u32, h: u32) -> FaceBox {
+        FaceBox {
+            x,
+            y,
+            width: w,
+            height: h,
+            score: 5.0,
+        }
+    }
+
+    fn checker(w: u32, h: u32, cell: u32, lo: u8, hi: u8) -> GrayImage {
+        GrayImage::from_fn(w, h, |x, y| {
+            Luma([if (x / cell + y / cell) % 2 == 0 {
+                lo
+            } else {
+                hi
+            }])
+        })
+    }
+
+    #[test]
+    fn largest_face_wins() {
+        let faces = [
+            face(0, 0, 50, 50),
+            face(100, 100, 90, 80),
+            face(10, 10, 85, 85),
+        ];
+        assert_eq!(largest_face(&faces), Some(faces[1]));
+        assert_eq!(largest_face(&[]), None);
+    }
+
+    #[test]
+    fn crop_is_grown_by_margin_and_clamped() {
+        let r = crop_rect(&face(100, 100, 100, 100), 0.5, 1000, 1000).expect("inside");
+        assert_eq!(
+            r,
+            Rect {
+                x: 50,
+                y: 50,
+                width: 200,
+                height: 200
+            }
+        );
+        let r = crop_rect(&face(10, 20, 100, 100), 0.5, 150, 140).expect("clamped");
+        assert_eq!(
+            r,
+            Rect {
+                x: 0,
+                y: 0,
+                width: 150,
+                height: 140
+            }
+        );
+        assert_eq!(crop_rect(&face(-500, -500, 10, 10), 0.1, 100, 100), None);
+    }
+
+    #[test]
+    fn rejection_reasons_follow_the_thresholds() {
+        let cfg = QualityConfig::default();
+        let good = FaceScores {
+            face_px: 120,
+            brightness: 120.0,
+            contrast: 40.0,
+            sharpness: 200.0,
+            faces_seen: 1,
+            detector_score: 5.0,
+            overall: 0.0,
+        };
+        assert_eq!(decide(&good, &cfg), Ok(()));
+        let with = |f: &dyn Fn(&mut FaceScores)| {
+            let mut s = good;
+            f(&mut s);
+            decide(&s, &cfg)
+        };
+        assert_eq!(with(&|s| s.face_px = 60), Err(Rejection::FaceTooSmall));
+        assert_eq!(with(&|s| s.brightness = 20.0), Err(Rejection::TooDark));
+        assert_eq!(with(&|s| s.brightness = 240.0), Err(Rejection::TooBright));
+        assert_eq!(with(&|s| s.contrast = 5.0), Err(Rejection::LowContrast));
+        assert_eq!(with(&|s| s.sharpness = 3.0), Err(Rejection::Blurry));
+        let strict = QualityConfig {
+            max_faces: 1,
+            ..QualityConfig::default()
+        };
+        let mut two = good;
+        two.faces_seen = 2;
+        assert_eq!(decide(&two, &strict), Err(Rejection::TooManyFaces));
+    }
+
+    #[test]
+    fn no_face_is_a_rejection() {
+        let a = assess(&GrayImage::new(100, 100), &[], &QualityConfig::default());
+        assert_eq!(a.decision, Err(Rejection::NoFace));
+        assert_eq!(a.faces_seen, 0);
+    }
+
+    #[test]
+    fn sharp_beats_blurred() {
+        let sharp = checker(128, 128, 4, 40, 200);
+        let blurred = image::imageops::blur(&sharp, 3.0);
+        assert!(laplacian_variance(&sharp) > 10.0 * laplacian_variance(&blurred));
+        let (m, s) = mean_and_stddev(&sharp);
+        assert!((m - 120.0).abs() < 1.0 && (s - 80.0).abs() < 1.0, "{m} {s}");
+    }
+
+    #[test]
+    fn thumbnails_tell_frames_apart() {
+        let a = checker(16, 16, 4, 0, 255);
+        let b = checker(16, 16, 4, 255, 0);
+        assert_eq!(thumb_difference(&a, &a), 0.0);
+        assert_eq!(thumb_difference(&a, &b), 255.0);
+    }
+
+    #[test]
+    fn rejection_names_are_stable() {
+        assert_eq!(
+            serde_json::to_string(&Rejection::FaceTooSmall)
+                .ok()
+                .as_deref(),
+            Some("\"face_too_small\"")
+        );
+        assert_eq!(Rejection::NoFace.to_string(), "no_face");
+    }
+}

@@ -1,0 +1,109 @@
+//! Images from disk: one file, or every image of a directory in name order.
+
+use super::{FrameSource, SourceError};
+use crate::frame::{decode_untrusted, DecodeLimits, Frame};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+const EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "jfif", "png", "bmp"];
+
+/// Plays image files as successive frames, then ends.
+#[derive(Debug)]
+pub struct FileSource {
+    root: PathBuf,
+    files: Vec<PathBuf>,
+    next: usize,
+    limits: DecodeLimits,
+}
+
+impl FileSource {
+    pub fn open(path: &Path, limits: DecodeLimits) -> Result<Self, SourceError> {
+        let what = path.display().to_string();
+        let meta = std::fs::metadata(path).map_err(|e| io_error(&what, &e))?;
+        let files = if meta.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| io_error(&what, &e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.is_file()
+                        && p.extension()
+                            .and_then(|e| e.to_str())
+                            .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+                })
+                .collect();
+            files.sort();
+            files
+        } else {
+            vec![path.to_path_buf()]
+        };
+        if files.is_empty() {
+            return Err(SourceError::Empty { what });
+        }
+        Ok(Self {
+            root: path.to_path_buf(),
+            files,
+            next: 0,
+            limits,
+        })
+    }
+
+    /// Number of images the source will play.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+}
+
+fn io_error(what: &str, e: &std::io::Error) -> SourceError {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => SourceError::NotFound { what: what.into() },
+        std::io::ErrorKind::PermissionDenied => SourceError::PermissionDenied { what: what.into() },
+        _ => SourceError::Read {
+            what: what.into(),
+            why: e.to_string(),
+        },
+    }
+}
+
+/// Reads at most `max + 1` bytes, so an oversized file is detected without reading it all.
+pub fn read_capped(path: &Path, max: usize) -> Result<Vec<u8>, SourceError> {
+    let what = path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|e| io_error(&what, &e))?;
+    let mut bytes = Vec::new();
+    file.take(max as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| io_error(&what, &e))?;
+    Ok(bytes)
+}
+
+impl FrameSource for FileSource {
+    fn describe(&self) -> String {
+        if self.files.len() == 1 {
+            format!("file:{}", self.root.display())
+        } else {
+            format!("file:{} ({} images)", self.root.display(), self.files.len())
+        }
+    }
+
+    fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+        let Some(path) = self.files.get(self.next).cloned() else {
+            return Ok(None);
+        };
+        let index = self.next as u32;
+        self.next += 1;
+        let bytes = read_capped(&path, self.limits.max_input_bytes)?;
+        let what = path.display().to_string();
+        let image = decode_untrusted(&bytes, &self.limits).map_err(|why| SourceError::Decode {
+            what: what.clone(),
+            why,
+        })?;
+        Ok(Some(Frame {
+            image,
+            index,
+            origin: what,
+        }))
+    }
+}

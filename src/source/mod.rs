@@ -1,0 +1,141 @@
+//! Frame sources: where enrollment pictures come from.
+//!
+//! A source is opened for one enrollment and dropped afterwards, so the camera
+//! is free between enrollments and a file source starts from its first image.
+
+mod file;
+mod v4l2;
+
+pub use file::FileSource;
+pub use v4l2::V4l2Source;
+
+use crate::config::{CameraConfig, SourceSpec};
+use crate::frame::{DecodeError, DecodeLimits, Frame};
+use std::fmt;
+use std::path::PathBuf;
+
+/// Something that delivers frames.
+pub trait FrameSource {
+    /// A short description for messages (`/dev/video0 1280x720 MJPG`).
+    fn describe(&self) -> String;
+    /// The next frame; `Ok(None)` when a finite source has no more.
+    fn next_frame(&mut self) -> Result<Option<Frame>, SourceError>;
+}
+
+/// Why a source could not deliver a frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// The device or file does not exist.
+    NotFound { what: String },
+    /// No permission to open it.
+    PermissionDenied { what: String },
+    /// Another process is using the camera.
+    Busy { what: String },
+    /// The device exists but could not be set up (formats, streaming).
+    Open { what: String, why: String },
+    /// No frame arrived within the deadline.
+    Timeout { what: String, ms: u64 },
+    /// The device stopped delivering frames or a read failed.
+    Read { what: String, why: String },
+    /// A frame or image file could not be decoded.
+    Decode { what: String, why: DecodeError },
+    /// A file source holds no images.
+    Empty { what: String },
+}
+
+impl SourceError {
+    /// A stable machine-readable name.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SourceError::NotFound { .. } => "camera_not_found",
+            SourceError::PermissionDenied { .. } => "camera_permission_denied",
+            SourceError::Busy { .. } => "camera_busy",
+            SourceError::Open { .. } => "camera_open_failed",
+            SourceError::Timeout { .. } => "camera_timeout",
+            SourceError::Read { .. } => "camera_read_failed",
+            SourceError::Decode { .. } => "bad_image",
+            SourceError::Empty { .. } => "no_images",
+        }
+    }
+}
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceError::NotFound { what } => {
+                write!(f, "{what}: not found (is the camera plugged in?)")
+            }
+            SourceError::PermissionDenied { what } => {
+                write!(
+                    f,
+                    "{what}: permission denied (is the user in the video group?)"
+                )
+            }
+            SourceError::Busy { what } => {
+                write!(f, "{what}: busy, another program is using the camera")
+            }
+            SourceError::Open { what, why } => write!(f, "{what}: cannot set up the camera: {why}"),
+            SourceError::Timeout { what, ms } => write!(f, "{what}: no frame within {ms} ms"),
+            SourceError::Read { what, why } => write!(f, "{what}: reading a frame failed: {why}"),
+            SourceError::Decode { what, why } => write!(f, "{what}: {why}"),
+            SourceError::Empty { what } => {
+                write!(f, "{what}: no images (jpg, jpeg, jfif, png, bmp) found")
+            }
+        }
+    }
+}
+
+impl std::error::Error for SourceError {}
+
+/// Opens the source `spec` with the camera settings of `cfg`.
+pub fn open(
+    spec: &SourceSpec,
+    cfg: &CameraConfig,
+    limits: DecodeLimits,
+) -> Result<Box<dyn FrameSource>, SourceError> {
+    match spec {
+        SourceSpec::File(path) => Ok(Box::new(FileSource::open(path, limits)?)),
+        SourceSpec::V4l2Path(path) => Ok(Box::new(V4l2Source::open(
+            DeviceRef::Path(path.clone()),
+            cfg,
+            limits,
+        )?)),
+        SourceSpec::V4l2Index(n) => Ok(Box::new(V4l2Source::open(
+            DeviceRef::Index(*n),
+            cfg,
+            limits,
+        )?)),
+    }
+}
+
+/// How a V4L2 device was named in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceRef {
+    Path(PathBuf),
+    Index(u32),
+}
+
+impl fmt::Display for DeviceRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceRef::Path(p) => write!(f, "{}", p.display()),
+            DeviceRef::Index(n) => write!(f, "/dev/video{n}"),
+        }
+    }
+}
+
+/// Frames from memory, for tests of the code that consumes frames.
+#[derive(Debug, Default)]
+pub struct MemorySource {
+    pub frames: std::collections::VecDeque<Result<Frame, SourceError>>,
+}
+
+impl FrameSource for MemorySource {
+    fn describe(&self) -> String {
+        "memory".into()
+    }
+    fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+        self.frames.pop_front().transpose()
+    }
+}
