@@ -190,7 +190,9 @@ mod tests {
 
     fn textured(w: u32, h: u32, seed: u32) -> RgbImage {
         RgbImage::from_fn(w, h, |x, y| {
-            let v = ((x * 7 + y * 13 + seed * 31) % 97) as u8 + 70;
+            // Texture plus a per-frame brightness step, so frames differ
+            // even in a 16 px thumbnail.
+            let v = ((x * 7 + y * 13) % 97) as u8 + 40 + (seed * 12) as u8;
             Rgb([v, v, v])
         })
     }

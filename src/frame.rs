@@ -111,20 +111,33 @@ pub fn decode_untrusted(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage,
     ) {
         return Err(DecodeError::UnsupportedFormat);
     }
-    let reader = || {
-        let mut r = ImageReader::with_format(Cursor::new(bytes), format);
-        r.limits(decoder_limits(limits));
-        r
-    };
-    // Read the header first, so huge declared sizes fail before any allocation.
-    let (width, height) = reader()
+    if format == ImageFormat::Jpeg && !jpeg_is_complete(bytes) {
+        // The JPEG decoder pads a cut-off file with grey and reports success;
+        // a truncated upload or capture must be an error instead.
+        return Err(DecodeError::Corrupt(
+            "JPEG has no end-of-image marker (truncated)".into(),
+        ));
+    }
+    // Read the header first (no pixel buffer is allocated for it), so huge
+    // declared sizes fail with their dimensions named, before any allocation.
+    let (width, height) = ImageReader::with_format(Cursor::new(bytes), format)
         .into_dimensions()
         .map_err(|e| map_image_error(e, 0, 0))?;
     check_dimensions(width, height, limits)?;
-    let img = reader()
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    reader.limits(decoder_limits(limits));
+    let img = reader
         .decode()
         .map_err(|e| map_image_error(e, width, height))?;
     Ok(img.into_rgb8())
+}
+
+/// A complete JPEG ends with the EOI marker (FF D9), possibly followed by
+/// zero padding as some cameras send. Inside entropy-coded data FF is always
+/// stuffed, so FF D9 at the end cannot be image data.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    bytes[..end].ends_with(&[0xFF, 0xD9])
 }
 
 fn decoder_limits(limits: &DecodeLimits) -> Limits {
@@ -387,6 +400,18 @@ mod tests {
             matches!(err, DecodeError::DimensionsTooLarge { .. }),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn truncated_jpeg_is_corrupt_but_padding_is_fine() {
+        let img = RgbImage::from_fn(64, 48, |x, y| Rgb([x as u8 * 4, y as u8 * 5, 90]));
+        let jpeg = encode(&img, ImageFormat::Jpeg);
+        let limits = DecodeLimits::default();
+        let err = decode_untrusted(&jpeg[..jpeg.len() - 40], &limits).expect_err("truncated");
+        assert!(err.to_string().contains("truncated"), "{err}");
+        let mut padded = jpeg.clone();
+        padded.extend_from_slice(&[0; 16]);
+        assert!(decode_untrusted(&padded, &limits).is_ok());
     }
 
     #[test]

@@ -322,8 +322,8 @@ mod tests {
     fn largest_face_wins() {
         let faces = [
             face(0, 0, 50, 50),
-            face(100, 100, 90, 80),
-            face(10, 10, 85, 85),
+            face(100, 100, 90, 90),
+            face(10, 10, 95, 80),
         ];
         assert_eq!(largest_face(&faces), Some(faces[1]));
         assert_eq!(largest_face(&[]), None);

@@ -1,0 +1,168 @@
+//! Shared helpers for the integration tests: real face photos cut out of the
+//! group photo that ships with the rustface crate, and a harness around the
+//! real `enrolld` binary.
+#![allow(dead_code)]
+
+use image::{imageops::FilterType, ImageFormat, Rgb, RgbImage};
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// Faces in rustface's `test.png` (x, y, size), as SeetaFace finds them at
+/// a 40 px minimum; all frontal and confidently detected.
+pub const FACES: [(u32, u32, u32); 6] = [
+    (863, 250, 62),
+    (1165, 250, 60),
+    (1263, 208, 59),
+    (104, 251, 56),
+    (1356, 260, 55),
+    (765, 189, 56),
+];
+
+/// The group photo (1666x1136, about 30 faces).
+pub fn group_photo() -> &'static RgbImage {
+    static PHOTO: OnceLock<RgbImage> = OnceLock::new();
+    PHOTO.get_or_init(|| {
+        let path = env!("ENROLLD_SAMPLE_PHOTO");
+        assert!(!path.is_empty(), "build.rs found no rustface sample photo");
+        image::open(path).expect("sample photo decodes").into_rgb8()
+    })
+}
+
+pub fn group_photo_path() -> PathBuf {
+    PathBuf::from(env!("ENROLLD_SAMPLE_PHOTO"))
+}
+
+/// One person's head and shoulders cut out of the group photo around face
+/// `i`, scaled by `scale` (the face is then about `size * scale` px).
+pub fn portrait(i: usize, scale: f32) -> RgbImage {
+    let (x, y, s) = FACES[i];
+    let photo = group_photo();
+    let m = s * 6 / 10;
+    let (x0, y0) = (x.saturating_sub(m), y.saturating_sub(m));
+    let w = (s + 2 * m).min(photo.width() - x0);
+    let h = (s + 2 * m + s / 2).min(photo.height() - y0);
+    let crop = image::imageops::crop_imm(photo, x0, y0, w, h).to_image();
+    let (nw, nh) = ((w as f32 * scale) as u32, (h as f32 * scale) as u32);
+    image::imageops::resize(&crop, nw, nh, FilterType::CatmullRom)
+}
+
+/// A `width`x`height` frame with face `i` in the middle, its face about
+/// `face_px` pixels; the background is a slice of the same photo's pavement
+/// (real texture, no faces).
+pub fn frame_with_face(width: u32, height: u32, i: usize, face_px: u32) -> RgbImage {
+    let scale = face_px as f32 / FACES[i].2 as f32;
+    let p = portrait(i, scale);
+    let mut frame = image::imageops::resize(&no_face_photo(), width, height, FilterType::Triangle);
+    let px = (width.saturating_sub(p.width())) / 2;
+    let py = (height.saturating_sub(p.height())) / 2;
+    image::imageops::overlay(&mut frame, &p, i64::from(px), i64::from(py));
+    frame
+}
+
+/// The lower part of the group photo: pavement and printed names, no face.
+pub fn no_face_photo() -> RgbImage {
+    let photo = group_photo();
+    image::imageops::crop_imm(photo, 0, 700, 1000, 400).to_image()
+}
+
+pub fn encode(img: &RgbImage, format: ImageFormat) -> Vec<u8> {
+    let mut out = Cursor::new(Vec::new());
+    img.write_to(&mut out, format).expect("encode");
+    out.into_inner()
+}
+
+pub fn write_jpeg(img: &RgbImage, path: &Path) {
+    std::fs::write(path, encode(img, ImageFormat::Jpeg)).expect("write jpeg");
+}
+
+/// Scales all pixels (darken < 1.0 < brighten).
+pub fn exposure(img: &RgbImage, factor: f32) -> RgbImage {
+    let mut out = img.clone();
+    for p in out.pixels_mut() {
+        *p = Rgb(p.0.map(|c| (c as f32 * factor).clamp(0.0, 255.0) as u8));
+    }
+    out
+}
+
+/// Overexposes like a camera does: every pixel is pushed towards white,
+/// keeping only `keep` of its distance to 255.
+pub fn overexpose(img: &RgbImage, keep: f32) -> RgbImage {
+    let mut out = img.clone();
+    for p in out.pixels_mut() {
+        *p = Rgb(p.0.map(|c| (255.0 - (255.0 - c as f32) * keep) as u8));
+    }
+    out
+}
+
+/// A BMP header that declares `w` x `h` pixels and carries none.
+pub fn huge_bmp_header(w: i32, h: i32) -> Vec<u8> {
+    let mut bmp = Vec::new();
+    bmp.extend_from_slice(b"BM");
+    bmp.extend_from_slice(&54u32.to_le_bytes());
+    bmp.extend_from_slice(&[0; 4]);
+    bmp.extend_from_slice(&54u32.to_le_bytes());
+    bmp.extend_from_slice(&40u32.to_le_bytes());
+    bmp.extend_from_slice(&w.to_le_bytes());
+    bmp.extend_from_slice(&h.to_le_bytes());
+    bmp.extend_from_slice(&1u16.to_le_bytes());
+    bmp.extend_from_slice(&24u16.to_le_bytes());
+    bmp.extend_from_slice(&[0; 24]);
+    bmp
+}
+
+/// The real binary, with a config file and state dir of the test's own.
+pub struct Enrolld {
+    pub dir: tempfile::TempDir,
+}
+
+impl Enrolld {
+    /// A work dir with `enrolld.toml` holding `extra` plus a private state dir.
+    pub fn new(extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = format!(
+            "state_dir = {:?}\n{extra}\n",
+            dir.path().join("state").display().to_string()
+        );
+        std::fs::write(dir.path().join("enrolld.toml"), config).expect("write config");
+        Self { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.path("state")
+    }
+
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_enrolld"));
+        c.arg("--config").arg(self.path("enrolld.toml"));
+        c.env_remove("CREDENTIALS_DIRECTORY");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("run enrolld")
+    }
+
+    /// Runs with `--json` and parses stdout.
+    pub fn json(&self, args: &[&str]) -> (i32, serde_json::Value) {
+        let out = self
+            .command()
+            .arg("--json")
+            .args(args)
+            .output()
+            .expect("run enrolld");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}): {stdout}\nstderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code().unwrap_or(-1), value)
+    }
+}
