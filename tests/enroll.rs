@@ -1,0 +1,326 @@
+//! `enrolld enroll`, `queue ...` and `config check` through the real binary.
+
+mod support;
+
+use serde_json::Value;
+use support::*;
+
+fn queue_list(e: &Enrolld) -> Value {
+    let (code, v) = e.json(&["queue", "list"]);
+    assert_eq!(code, 0, "{v:#}");
+    v
+}
+
+#[test]
+fn a_photo_is_enrolled_durably_and_listed() {
+    let e = Enrolld::new("");
+    let p = e.path("alice.jpg");
+    write_jpeg(&portrait(0, 3.0), &p);
+    let source = format!("file:{}", p.display());
+    let (code, v) = e.json(&["enroll", "--person", "alice-01", "--source", &source]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["result"], "queued");
+    let id = v["entry"]["id"].as_u64().expect("id");
+    assert_eq!(v["entry"]["person_id"], "alice-01");
+    assert_eq!(v["entry"]["provider"], "jd");
+    assert_eq!(v["entry"]["state"], "pending");
+    assert_eq!(v["entry"]["format_version"], 1);
+    let list = queue_list(&e);
+    assert_eq!(list["usage"]["entries"], 1);
+    assert_eq!(list["entries"][0]["id"], id);
+    let (code, shown) = e.json(&["queue", "show", &id.to_string()]);
+    assert_eq!(code, 0);
+    assert_eq!(shown["images"][0]["len"], v["images"][0]["len"]);
+    // Text listing for technicians.
+    let out = e.run(&["queue", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("alice-01") && text.contains("pending"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_burst_from_a_directory_keeps_the_best_frame() {
+    let e = Enrolld::new("");
+    let dir = e.path("frames");
+    std::fs::create_dir(&dir).expect("mkdir");
+    // Frame 0: no face. Frame 1: blurred. Frame 2: sharp and large. Frame 3: smaller.
+    write_jpeg(&no_face_photo(), &dir.join("0.jpg"));
+    write_jpeg(
+        &image::imageops::blur(&portrait(3, 3.0), 6.0),
+        &dir.join("1.jpg"),
+    );
+    write_jpeg(&portrait(3, 3.5), &dir.join("2.jpg"));
+    write_jpeg(&portrait(3, 1.7), &dir.join("3.jpg"));
+    std::fs::write(dir.join("README.txt"), "not a frame").expect("write");
+    let source = format!("file:{}", dir.display());
+    let (code, v) = e.json(&["enroll", "--person", "bob", "--source", &source]);
+    assert_eq!(code, 0, "{v:#}");
+    let frames = v["frames"].as_array().expect("frames");
+    assert_eq!(frames.len(), 4, "the text file is not a frame");
+    assert_eq!(frames[0]["rejection"], "no_face");
+    let best = frames
+        .iter()
+        .filter(|f| f["accepted"] == true)
+        .max_by(|a, b| {
+            a["scores"]["overall"]
+                .as_f64()
+                .unwrap_or(0.0)
+                .total_cmp(&b["scores"]["overall"].as_f64().unwrap_or(0.0))
+        })
+        .expect("an accepted frame");
+    assert_eq!(best["index"], 2, "{v:#}");
+    assert_eq!(
+        v["entry"]["scores"][0]["overall"],
+        best["scores"]["overall"]
+    );
+}
+
+#[test]
+fn tencent_keeps_up_to_k_distinct_frames() {
+    let e = Enrolld::new("[burst]\nkeep = 3\n[upload]\nprovider = \"tencent\"\n");
+    let dir = e.path("frames");
+    std::fs::create_dir(&dir).expect("mkdir");
+    for (i, scale) in [3.0f32, 3.4, 2.6, 3.0].iter().enumerate() {
+        write_jpeg(
+            &exposure(&portrait(4, *scale), 0.8 + 0.1 * i as f32),
+            &dir.join(format!("{i}.jpg")),
+        );
+    }
+    let source = format!("file:{}", dir.display());
+    let (code, v) = e.json(&["enroll", "--person", "carol", "--source", &source]);
+    assert_eq!(code, 0, "{v:#}");
+    let n = v["entry"]["images"].as_array().expect("images").len();
+    assert!((2..=3).contains(&n), "kept {n} images: {v:#}");
+    // JD takes one image per call: keep is capped at 1 for it.
+    let (code, v) = e.json(&[
+        "enroll",
+        "--person",
+        "carol2",
+        "--provider",
+        "jd",
+        "--source",
+        &source,
+    ]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["entry"]["images"].as_array().expect("images").len(), 1);
+}
+
+#[test]
+fn rejected_enrollments_queue_nothing() {
+    let e = Enrolld::new("");
+    let p = e.path("street.jpg");
+    write_jpeg(&no_face_photo(), &p);
+    let (code, v) = e.json(&[
+        "enroll",
+        "--person",
+        "dave",
+        "--source",
+        &format!("file:{}", p.display()),
+    ]);
+    assert_eq!(code, 3, "{v:#}");
+    assert_eq!(v["result"], "rejected");
+    assert_eq!(v["reason"], "no_face");
+    assert_eq!(queue_list(&e)["usage"]["entries"], 0);
+}
+
+#[test]
+fn a_full_queue_refuses_with_queue_full_and_keeps_what_it_has() {
+    let e = Enrolld::new("[queue]\nmax_entries = 2\n");
+    let p = e.path("p.jpg");
+    write_jpeg(&portrait(5, 3.0), &p);
+    let source = format!("file:{}", p.display());
+    for person in ["p1", "p2"] {
+        let (code, v) = e.json(&["enroll", "--person", person, "--source", &source]);
+        assert_eq!(code, 0, "{v:#}");
+    }
+    let before = queue_list(&e);
+    let (code, v) = e.json(&["enroll", "--person", "p3", "--source", &source]);
+    assert_eq!(code, 4, "{v:#}");
+    assert_eq!(v["error"], "queue_full");
+    assert_eq!(
+        queue_list(&e)["entries"],
+        before["entries"],
+        "nothing queued was touched"
+    );
+    // Purging makes room again.
+    let first = before["entries"][0]["id"].as_u64().expect("id").to_string();
+    assert_eq!(e.json(&["queue", "purge", &first]).0, 0);
+    assert_eq!(
+        e.json(&["enroll", "--person", "p3", "--source", &source]).0,
+        0
+    );
+}
+
+#[test]
+fn bad_requests_have_documented_exit_codes() {
+    let e = Enrolld::new("");
+    let p = e.path("p.jpg");
+    write_jpeg(&portrait(0, 3.0), &p);
+    let source = format!("file:{}", p.display());
+    // Invalid person id: usage error, nothing captured.
+    let (code, v) = e.json(&["enroll", "--person", "", "--source", &source]);
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (2, Some("invalid_person")),
+        "{v:#}"
+    );
+    // A camera that is not there.
+    let (code, v) = e.json(&[
+        "enroll",
+        "--person",
+        "x",
+        "--source",
+        "v4l2:/dev/video-enrolld-none",
+    ]);
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (5, Some("camera_not_found")),
+        "{v:#}"
+    );
+    assert!(v["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("/dev/video-enrolld-none"));
+    // An unknown source scheme.
+    let (code, v) = e.json(&["enroll", "--person", "x", "--source", "usb:0"]);
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (2, Some("invalid_source")),
+        "{v:#}"
+    );
+    // A missing entry.
+    let (code, v) = e.json(&["queue", "show", "999999"]);
+    assert_eq!((code, v["error"].as_str()), (6, Some("not_found")), "{v:#}");
+    // A corrupt frame file.
+    let bad = e.path("bad.jpg");
+    std::fs::write(&bad, b"\xff\xd8\xff\xe0 not really").expect("write");
+    let (code, v) = e.json(&[
+        "enroll",
+        "--person",
+        "x",
+        "--source",
+        &format!("file:{}", bad.display()),
+    ]);
+    assert_eq!((code, v["error"].as_str()), (5, Some("bad_image")), "{v:#}");
+    assert_eq!(queue_list(&e)["usage"]["entries"], 0);
+}
+
+#[test]
+fn queue_retry_and_purge_dead() {
+    let e = Enrolld::new("");
+    let p = e.path("p.jpg");
+    write_jpeg(&portrait(1, 3.0), &p);
+    let (_, v) = e.json(&[
+        "enroll",
+        "--person",
+        "eve",
+        "--source",
+        &format!("file:{}", p.display()),
+    ]);
+    let id = v["entry"]["id"].as_u64().expect("id");
+    // Mark it dead through the library, as the uploader will.
+    {
+        let (ob, _) = enrolld::outbox::Outbox::open(
+            &e.state_dir(),
+            enrolld::outbox::OutboxLimits {
+                max_entries: 10,
+                max_bytes: 1 << 30,
+            },
+            std::sync::Arc::new(enrolld::clock::SystemClock),
+        )
+        .expect("open");
+        ob.mark_dead(id, "no_face", None).expect("dead");
+    }
+    assert_eq!(queue_list(&e)["usage"]["dead"], 1);
+    assert_eq!(e.json(&["queue", "retry", &id.to_string()]).0, 0);
+    assert_eq!(queue_list(&e)["entries"][0]["state"], "pending");
+    {
+        let (ob, _) = enrolld::outbox::Outbox::open(
+            &e.state_dir(),
+            enrolld::outbox::OutboxLimits {
+                max_entries: 10,
+                max_bytes: 1 << 30,
+            },
+            std::sync::Arc::new(enrolld::clock::SystemClock),
+        )
+        .expect("open");
+        ob.mark_dead(id, "no_face", None).expect("dead");
+    }
+    let (code, v) = e.json(&["queue", "purge", "--dead"]);
+    assert_eq!(code, 0);
+    assert_eq!(v["purged"], serde_json::json!([id]));
+    assert_eq!(queue_list(&e)["usage"]["entries"], 0);
+}
+
+#[test]
+fn config_errors_name_the_key_and_check_masks_identifiers() {
+    let e = Enrolld::new("[camera]\nsorce = \"file:/x\"\n");
+    let out = e.run(&["config", "check"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("sorce") && err.contains("enrolld.toml"),
+        "{err}"
+    );
+
+    let e = Enrolld::new("[burst]\nframes = 0\n");
+    let out = e.run(&["config", "check"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("burst.frames"));
+
+    let secret = tempfile::NamedTempFile::new().expect("tmp");
+    std::fs::write(secret.path(), "Gu5t9xGARNpq86cd98joQYCN3EXAMPLE\n").expect("write");
+    let e = Enrolld::new(&format!(
+        "[upload]\nprovider = \"tencent\"\n[tencent]\nsecret_id = \"AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE\"\nsecret_key_file = {:?}\n",
+        secret.path().display().to_string()
+    ));
+    let out = e.run(&["config", "check"]);
+    assert_eq!(out.status.code(), Some(0));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains("z8krbsJ5yKBZ"), "secret id printed: {all}");
+    assert!(!all.contains("Gu5t9xGARNpq"), "secret key printed: {all}");
+    assert!(all.contains("AK****LE"), "{all}");
+    let (code, v) = e.json(&["config", "check"]);
+    assert_eq!(code, 0);
+    assert_eq!(v["config"]["tencent"]["secret_id"], "AK****LE");
+}
+
+#[test]
+fn an_explicit_missing_config_is_an_error() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_enrolld"))
+        .args(["--config", "/nonexistent/enrolld.toml", "config", "check"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/enrolld.toml"));
+}
+
+#[test]
+fn the_demo_runs_without_camera_or_credentials() {
+    let e = Enrolld::new("");
+    let out = e
+        .command()
+        .current_dir(e.dir.path())
+        .args([
+            "--state-dir",
+            e.path("demo").to_str().expect("utf8"),
+            "demo",
+        ])
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("queued enrollment"), "{stdout}");
+    assert!(stdout.contains("demo-person"), "{stdout}");
+}
