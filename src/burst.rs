@@ -42,9 +42,10 @@ pub fn assess_frame(
     detector: &mut dyn FaceDetector,
     qcfg: &QualityConfig,
 ) -> (FrameReport, Option<Candidate>) {
-    let gray = image::DynamicImage::ImageRgb8(frame.image.clone()).into_luma8();
+    let gray = image::imageops::grayscale(&frame.image);
     let mut faces = detector.detect(&gray);
-    faces.sort_by(|a, b| b.area().cmp(&a.area()));
+    // Detectors promise no order; reports list the largest first.
+    faces.sort_by_key(|f| std::cmp::Reverse(f.area()));
     let a = quality::assess(&gray, &faces, qcfg);
     let candidate = match (&a.decision, a.crop, a.scores, a.thumb) {
         (Ok(()), Some(rect), Some(scores), Some(thumb)) => Some(Candidate {

@@ -124,8 +124,7 @@ impl FaceDetector for SeetaDetector {
         }
         self.set_min(min);
         let data = rustface::ImageData::new(img.as_raw(), img.width(), img.height());
-        let mut faces: Vec<FaceBox> = self
-            .inner
+        self.inner
             .detect(&data)
             .into_iter()
             .map(|f| {
@@ -138,9 +137,7 @@ impl FaceDetector for SeetaDetector {
                     score: f.score(),
                 }
             })
-            .collect();
-        faces.sort_by(|a, b| b.area().cmp(&a.area()));
-        faces
+            .collect()
     }
 }
 

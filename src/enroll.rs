@@ -39,7 +39,7 @@ pub enum Progress {
 pub enum EnrollOutcome {
     /// Durably queued.
     Queued {
-        entry: Enrollment,
+        entry: Box<Enrollment>,
         images: Vec<EncodedImage>,
         frames: Vec<FrameReport>,
     },
@@ -160,7 +160,7 @@ pub fn enroll(
         })
         .map_err(EnrollError::Outbox)?;
     Ok(EnrollOutcome::Queued {
-        entry,
+        entry: Box::new(entry),
         images: encoded,
         frames: burst.frames,
     })

@@ -2,11 +2,18 @@
 //!
 //! Layout (all keys big-endian so iteration is oldest first):
 //! - tree `entries`: id (u64) -> JSON [`Enrollment`] (carries `format_version`)
-//! - tree `images`:  id (u64) ++ index (u8) -> image bytes
+//! - tree `images`:  id (u64) ++ image index (u8) ++ chunk (u16) -> up to 64 KiB
+//!   of image bytes
 //! - default tree:   `format_version` -> u32 of the database layout
 //!
 //! Rules:
-//! - `enqueue` returns only after `flush()` made the record durable.
+//! - `enqueue` returns only after the record is durable. sled's `flush()`
+//!   alone is not enough for power loss: it syncs its log with
+//!   `sync_file_range` (no drive cache flush, no file size), and writes pages
+//!   over ~128 KiB to files in `blobs/` that it never fsyncs. So `persist()`
+//!   flushes, fsyncs every blob file not yet synced and the `blobs/`
+//!   directory, then `fdatasync`s the log file.
+//! - Images are stored in 64 KiB chunks, so no single value is large.
 //! - On open, whatever a crash left in flight goes back to pending, marked
 //!   `outcome_unknown` so the uploader checks the cloud before sending again.
 //! - The queue is bounded by entries and image bytes; a full queue refuses new
@@ -32,6 +39,9 @@ pub const MAX_IMAGES: usize = 4;
 pub const MAX_PERSON_ID_CHARS: usize = 64;
 
 const META_FORMAT_KEY: &[u8] = b"format_version";
+
+/// Image bytes per stored value.
+pub const CHUNK_BYTES: usize = 64 * 1024;
 
 /// Where the enrollment should go in the provider's account.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -257,11 +267,34 @@ fn tx_error(e: sled::transaction::TransactionError<OutboxError>) -> OutboxError 
     }
 }
 
-fn image_key(id: u64, index: u8) -> [u8; 9] {
+fn image_key(id: u64, index: u8, chunk: u16) -> [u8; 11] {
+    let mut k = [0u8; 11];
+    k[..8].copy_from_slice(&id.to_be_bytes());
+    k[8] = index;
+    k[9..].copy_from_slice(&chunk.to_be_bytes());
+    k
+}
+
+fn image_prefix(id: u64, index: u8) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[..8].copy_from_slice(&id.to_be_bytes());
     k[8] = index;
     k
+}
+
+fn io_error(context: &Path, e: std::io::Error) -> OutboxError {
+    if e.kind() == std::io::ErrorKind::StorageFull || e.raw_os_error() == Some(28) {
+        OutboxError::StorageFull(format!("{}: {e}", context.display()))
+    } else {
+        OutboxError::Storage(format!("{}: {e}", context.display()))
+    }
+}
+
+/// fsync of a directory, so the names of files created in it are durable.
+fn sync_dir(dir: &Path) -> Result<(), OutboxError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error(dir, e))
 }
 
 fn id_from_key(k: &[u8]) -> Option<u64> {
@@ -307,6 +340,10 @@ pub struct Recovery {
 /// The outbox. Cheap to share behind an `Arc`.
 pub struct Outbox {
     db: sled::Db,
+    /// sled's log file, opened again so it can be fdatasync'ed.
+    log_file: std::fs::File,
+    /// Blob files already fsynced (sled writes each one once).
+    synced_blobs: Mutex<std::collections::HashSet<std::ffi::OsString>>,
     entries: sled::Tree,
     images: sled::Tree,
     limits: OutboxLimits,
@@ -332,13 +369,7 @@ impl Outbox {
         clock: Arc<dyn Clock>,
     ) -> Result<(Outbox, Recovery), OutboxError> {
         let path = state_dir.join("outbox");
-        std::fs::create_dir_all(state_dir).map_err(|e| {
-            if e.raw_os_error() == Some(28) {
-                OutboxError::StorageFull(format!("{}: {e}", state_dir.display()))
-            } else {
-                OutboxError::Storage(format!("{}: {e}", state_dir.display()))
-            }
-        })?;
+        std::fs::create_dir_all(state_dir).map_err(|e| io_error(state_dir, e))?;
         let db = sled::Config::new()
             .path(&path)
             // Small devices: bound the page cache; flush at least every second.
@@ -372,8 +403,16 @@ impl Outbox {
         }
         let entries = db.open_tree("entries").map_err(storage_error)?;
         let images = db.open_tree("images").map_err(storage_error)?;
+        db.flush().map_err(storage_error)?;
+        let log_path = path.join("db");
+        let log_file = std::fs::File::open(&log_path).map_err(|e| io_error(&log_path, e))?;
+        log_file.sync_all().map_err(|e| io_error(&log_path, e))?;
+        sync_dir(&path)?;
+        sync_dir(state_dir)?;
         let outbox = Outbox {
             db,
+            log_file,
+            synced_blobs: Mutex::new(std::collections::HashSet::new()),
             entries,
             images,
             limits,
@@ -389,6 +428,47 @@ impl Outbox {
         // A panic while holding the lock cannot leave sled inconsistent (every
         // write is one sled operation or transaction); keep going.
         self.usage.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes everything written so far durable.
+    fn persist(&self) -> Result<(), OutboxError> {
+        self.db.flush().map_err(storage_error)?;
+        self.sync_blobs()?;
+        self.log_file
+            .sync_data()
+            .map_err(|e| io_error(&self.path, e))
+    }
+
+    /// fsyncs blob files sled wrote since the last call, and their directory.
+    fn sync_blobs(&self) -> Result<(), OutboxError> {
+        let dir = self.path.join("blobs");
+        let listing = match std::fs::read_dir(&dir) {
+            Ok(l) => l,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_error(&dir, e)),
+        };
+        let mut synced = self.synced_blobs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut present = std::collections::HashSet::new();
+        let mut new_files = false;
+        for entry in listing {
+            let entry = entry.map_err(|e| io_error(&dir, e))?;
+            let name = entry.file_name();
+            if !synced.contains(&name) {
+                match std::fs::File::open(entry.path()).and_then(|f| f.sync_all()) {
+                    Ok(()) => new_files = true,
+                    // Garbage-collected by sled between listing and opening.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io_error(&entry.path(), e)),
+                }
+            }
+            present.insert(name);
+        }
+        // Forget files sled has removed, so the set stays bounded.
+        *synced = present;
+        if new_files {
+            sync_dir(&dir)?;
+        }
+        Ok(())
     }
 
     fn recover(&self) -> Result<Recovery, OutboxError> {
@@ -415,7 +495,7 @@ impl Outbox {
             }
         }
         if rec.requeued > 0 {
-            self.db.flush().map_err(storage_error)?;
+            self.persist()?;
             log::warn!(
                 "outbox: {} upload(s) interrupted by a restart are pending again",
                 rec.requeued
@@ -524,17 +604,19 @@ impl Outbox {
         (&self.entries, &self.images)
             .transaction(|(entries, images)| {
                 for (i, img) in new.images.iter().enumerate() {
-                    images.insert(&image_key(id, i as u8), img.bytes.as_slice())?;
+                    for (c, chunk) in img.bytes.chunks(CHUNK_BYTES).enumerate() {
+                        images.insert(&image_key(id, i as u8, c as u16), chunk)?;
+                    }
                 }
                 entries.insert(&key, json.as_slice())?;
                 Ok::<(), sled::transaction::ConflictableTransactionError<OutboxError>>(())
             })
             .map_err(tx_error)?;
-        if let Err(e) = self.db.flush() {
+        if let Err(e) = self.persist() {
             // Not durable, so not acknowledged: take it back out so a retry by
             // the caller cannot become a duplicate.
-            let _ = self.remove_records(id, record.images.len());
-            return Err(storage_error(e));
+            let _ = self.remove_records(id);
+            return Err(e);
         }
         usage.entries += 1;
         usage.bytes += needed;
@@ -543,13 +625,19 @@ impl Outbox {
         Ok(record)
     }
 
-    fn remove_records(&self, id: u64, images: usize) -> Result<(), OutboxError> {
+    fn remove_records(&self, id: u64) -> Result<(), OutboxError> {
+        let image_keys: Vec<sled::IVec> = self
+            .images
+            .scan_prefix(id.to_be_bytes())
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(storage_error)?;
         use sled::Transactional;
         (&self.entries, &self.images)
             .transaction(|(entries, imgs)| {
                 entries.remove(&id.to_be_bytes())?;
-                for i in 0..images.max(MAX_IMAGES) {
-                    imgs.remove(&image_key(id, i as u8))?;
+                for k in &image_keys {
+                    imgs.remove(k)?;
                 }
                 Ok::<(), sled::transaction::ConflictableTransactionError<OutboxError>>(())
             })
@@ -574,21 +662,17 @@ impl Outbox {
         let entry = self.get(id)?;
         let mut out = Vec::with_capacity(entry.images.len());
         for (i, meta) in entry.images.iter().enumerate() {
-            let bytes = self
-                .images
-                .get(image_key(id, i as u8))
-                .map_err(storage_error)?
-                .ok_or_else(|| OutboxError::Corrupt {
-                    id,
-                    why: format!("image {i} is missing"),
-                })?;
-            if sha256_hex(&bytes) != meta.sha256 {
+            let mut bytes = Vec::with_capacity(usize::try_from(meta.len).unwrap_or(0));
+            for chunk in self.images.scan_prefix(image_prefix(id, i as u8)).values() {
+                bytes.extend_from_slice(&chunk.map_err(storage_error)?);
+            }
+            if bytes.len() as u64 != meta.len || sha256_hex(&bytes) != meta.sha256 {
                 return Err(OutboxError::Corrupt {
                     id,
-                    why: format!("image {i} fails its checksum"),
+                    why: format!("image {i} is missing or fails its checksum"),
                 });
             }
-            out.push(bytes.to_vec());
+            out.push(bytes);
         }
         Ok(out)
     }
@@ -635,7 +719,7 @@ impl Outbox {
         self.entries
             .insert(id.to_be_bytes(), json)
             .map_err(storage_error)?;
-        self.db.flush().map_err(storage_error)?;
+        self.persist()?;
         *usage = self.scan_usage()?;
         Ok(e)
     }
@@ -724,8 +808,8 @@ impl Outbox {
                 wanted: "wait for the upload to finish",
             });
         }
-        self.remove_records(id, e.images.len())?;
-        self.db.flush().map_err(storage_error)?;
+        self.remove_records(id)?;
+        self.persist()?;
         *usage = self.scan_usage()?;
         Ok(e)
     }
@@ -736,11 +820,11 @@ impl Outbox {
         let mut purged = Vec::new();
         for e in self.list()? {
             if matches!(e.state, EntryState::Dead { .. }) {
-                self.remove_records(e.id, e.images.len())?;
+                self.remove_records(e.id)?;
                 purged.push(e.id);
             }
         }
-        self.db.flush().map_err(storage_error)?;
+        self.persist()?;
         *usage = self.scan_usage()?;
         Ok(purged)
     }
@@ -902,6 +986,44 @@ mod tests {
         }
         let err = Outbox::open(dir.path(), BIG, Arc::new(FakeClock::new(0))).expect_err("newer");
         assert_eq!(err.code(), "unsupported_format");
+    }
+
+    #[test]
+    fn large_images_round_trip_and_every_blob_file_is_synced() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ob = open(dir.path(), &FakeClock::new(0), BIG);
+        let big: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
+        let e = ob.enqueue(new("big", big.clone())).expect("enqueue");
+        assert_eq!(ob.images(e.id).expect("images"), vec![big]);
+        let blobs: std::collections::HashSet<_> =
+            std::fs::read_dir(dir.path().join("outbox").join("blobs"))
+                .map(|d| d.flatten().map(|e| e.file_name()).collect())
+                .unwrap_or_default();
+        assert!(
+            !blobs.is_empty(),
+            "premise: sled writes a 700 KB image page to a blob file"
+        );
+        let synced = ob.synced_blobs.lock().expect("lock").clone();
+        assert!(
+            blobs.is_subset(&synced),
+            "unsynced blob files: {blobs:?} vs {synced:?}"
+        );
+        ob.purge(e.id).expect("purge");
+        assert_eq!(ob.images.len(), 0, "every chunk is removed");
+    }
+
+    #[test]
+    fn a_damaged_image_is_reported_not_returned() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ob = open(dir.path(), &FakeClock::new(0), BIG);
+        let e = ob.enqueue(new("p", vec![7; 100_000])).expect("enqueue");
+        ob.images
+            .insert(image_key(e.id, 0, 1), &[1u8, 2, 3][..])
+            .expect("damage");
+        assert_eq!(
+            ob.images(e.id).expect_err("damaged").code(),
+            "corrupt_entry"
+        );
     }
 
     #[test]

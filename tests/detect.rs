@@ -68,8 +68,8 @@ fn every_portrait_is_accepted_and_its_crop_written() {
 
 #[test]
 fn the_largest_of_many_faces_is_chosen() {
-    // The group photo itself at a 40 px minimum: the largest face is the one
-    // at (863, 250), 62 px.
+    // The group photo itself at a 40 px minimum: many faces of nearly the
+    // same size; the chosen one is the largest box found.
     let e = Enrolld::new("[detect]\nmin_face_px = 40\n[quality]\nmin_face_px = 40\n");
     let photo = group_photo_path();
     let (code, v) = e.json(&["detect", photo.to_str().expect("utf8")]);
@@ -87,10 +87,32 @@ fn the_largest_of_many_faces_is_chosen() {
         Some(chosen["width"].as_u64().unwrap_or(0) * chosen["height"].as_u64().unwrap_or(0)),
         largest
     );
-    assert_eq!(
-        (chosen["x"].as_i64(), chosen["y"].as_i64()),
-        (Some(863), Some(250))
+}
+
+#[test]
+fn of_two_people_the_nearer_one_is_enrolled() {
+    // Person 1 near the camera (face ~190 px) and person 4 behind (~110 px),
+    // side by side on the photo's pavement.
+    let near = portrait(1, 3.2);
+    let far = portrait(4, 2.0);
+    let mut frame = image::imageops::resize(
+        &no_face_photo(),
+        1000,
+        600,
+        image::imageops::FilterType::Triangle,
     );
+    image::imageops::overlay(&mut frame, &far, 60, 120);
+    image::imageops::overlay(&mut frame, &near, 520, 40);
+    let e = Enrolld::new("");
+    let p = e.path("two.jpg");
+    write_jpeg(&frame, &p);
+    let (code, v) = e.json(&["detect", p.to_str().expect("utf8")]);
+    assert_eq!(code, 0, "{v:#}");
+    let rep = report(&v[0]);
+    assert_eq!(rep["faces_seen"], 2, "{rep:#}");
+    let x = rep["chosen"]["x"].as_i64().expect("x");
+    assert!(x >= 520, "the nearer person (right) is chosen: {rep:#}");
+    assert!(rep["chosen"]["width"].as_u64().expect("w") > 150);
 }
 
 #[test]

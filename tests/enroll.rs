@@ -45,14 +45,15 @@ fn a_burst_from_a_directory_keeps_the_best_frame() {
     let e = Enrolld::new("");
     let dir = e.path("frames");
     std::fs::create_dir(&dir).expect("mkdir");
-    // Frame 0: no face. Frame 1: blurred. Frame 2: sharp and large. Frame 3: smaller.
+    // Frame 0: no face. Frame 1: badly blurred. Frame 2: good. Frame 3: the
+    // same framing slightly blurred (still acceptable, but worse).
     write_jpeg(&no_face_photo(), &dir.join("0.jpg"));
     write_jpeg(
         &image::imageops::blur(&portrait(3, 3.0), 6.0),
         &dir.join("1.jpg"),
     );
-    write_jpeg(&portrait(3, 3.5), &dir.join("2.jpg"));
-    write_jpeg(&portrait(3, 1.7), &dir.join("3.jpg"));
+    write_jpeg(&portrait(3, 2.0), &dir.join("2.jpg"));
+    write_jpeg(&soften(&portrait(3, 2.0), 0.85), &dir.join("3.jpg"));
     std::fs::write(dir.join("README.txt"), "not a frame").expect("write");
     let source = format!("file:{}", dir.display());
     let (code, v) = e.json(&["enroll", "--person", "bob", "--source", &source]);
@@ -71,6 +72,14 @@ fn a_burst_from_a_directory_keeps_the_best_frame() {
         })
         .expect("an accepted frame");
     assert_eq!(best["index"], 2, "{v:#}");
+    assert!(
+        frames[2]["scores"]["sharpness"].as_f64() > frames[3]["scores"]["sharpness"].as_f64(),
+        "the blurred copy is less sharp: {v:#}"
+    );
+    assert_eq!(
+        frames[3]["accepted"], true,
+        "the softened frame is acceptable, just worse"
+    );
     assert_eq!(
         v["entry"]["scores"][0]["overall"],
         best["scores"]["overall"]

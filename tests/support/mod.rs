@@ -96,6 +96,19 @@ pub fn overexpose(img: &RgbImage, keep: f32) -> RgbImage {
     out
 }
 
+/// Softens like a slightly defocused lens: resample down by `factor`, then
+/// back up to the original size.
+pub fn soften(img: &RgbImage, factor: f32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let small = image::imageops::resize(
+        img,
+        ((w as f32 * factor) as u32).max(1),
+        ((h as f32 * factor) as u32).max(1),
+        FilterType::Triangle,
+    );
+    image::imageops::resize(&small, w, h, FilterType::Triangle)
+}
+
 /// A BMP header that declares `w` x `h` pixels and carries none.
 pub fn huge_bmp_header(w: i32, h: i32) -> Vec<u8> {
     let mut bmp = Vec::new();
