@@ -154,7 +154,7 @@ pub fn run_burst(
 }
 
 /// Greedy: best first, skipping any too similar to one already kept.
-fn pick_distinct(mut candidates: Vec<Candidate>, keep: usize, min_diff: f32) -> Vec<Candidate> {
+fn pick_distinct(mut candidates: Vec<Candidate>, keep: usize, min_diff: f64) -> Vec<Candidate> {
     candidates.sort_by(|a, b| b.scores.overall.total_cmp(&a.scores.overall));
     let mut chosen: Vec<Candidate> = Vec::new();
     for c in candidates {

@@ -104,7 +104,7 @@ pub struct DetectConfig {
     pub score_threshold: f64,
     /// Image pyramid scale factor, in (0.1, 0.99); lower is faster but may
     /// miss faces between scales. Default 0.7.
-    pub pyramid_scale: f32,
+    pub pyramid_scale: f64,
     /// Sliding window step in pixels. Default 5.
     ///
     /// Speed against recall, measured with `cargo bench --bench pipeline`
@@ -136,15 +136,15 @@ pub struct QualityConfig {
     /// Smallest accepted face (the shorter side of its box), in pixels. Default 80.
     pub min_face_px: u32,
     /// Margin added around the face box on each side, as a fraction of its size. Default 0.4.
-    pub margin: f32,
+    pub margin: f64,
     /// Mean face luma below this is `too_dark` (0-255). Default 50.
-    pub min_brightness: f32,
+    pub min_brightness: f64,
     /// Mean face luma above this is `too_bright` (0-255). Default 210.
-    pub max_brightness: f32,
+    pub max_brightness: f64,
     /// Face luma standard deviation below this is `low_contrast`. Default 18.
-    pub min_contrast: f32,
+    pub min_contrast: f64,
     /// Variance of the Laplacian of the face below this is `blurry`. Default 40.
-    pub min_sharpness: f32,
+    pub min_sharpness: f64,
     /// More faces than this in the frame is `too_many_faces`; 0 = any number. Default 0.
     pub max_faces: u32,
 }
@@ -174,7 +174,7 @@ pub struct BurstConfig {
     /// Best distinct frames kept (1-4; more than 1 only helps Tencent). Default 1.
     pub keep: u32,
     /// Mean absolute difference (0-255) two face thumbnails need to count as distinct. Default 6.
-    pub distinct_min_diff: f32,
+    pub distinct_min_diff: f64,
 }
 
 impl Default for BurstConfig {
@@ -750,6 +750,33 @@ mod tests {
         assert_eq!(c.upload.provider, Provider::Jd);
         assert_eq!(c.tencent.version, "2018-03-01");
         assert_eq!(c.control.socket, PathBuf::from("/run/enrolld/control.sock"));
+    }
+
+    #[test]
+    fn the_example_file_documents_every_key_with_its_default() {
+        let text = include_str!("../enrolld.example.toml");
+        let parsed = parse(text).expect("the example is valid");
+        assert_eq!(
+            parsed,
+            Config::default(),
+            "example values must be the defaults"
+        );
+        let example: toml::Table = toml::from_str(text).expect("toml");
+        let defaults: toml::Table =
+            toml::from_str(&Config::default().to_masked_toml()).expect("toml");
+        for (section, value) in &defaults {
+            match value {
+                toml::Value::Table(keys) => {
+                    for key in keys.keys() {
+                        assert!(
+                            example.get(section).and_then(|s| s.get(key)).is_some(),
+                            "{section}.{key} is missing from enrolld.example.toml"
+                        );
+                    }
+                }
+                _ => assert!(example.contains_key(section), "{section} is missing"),
+            }
+        }
     }
 
     #[test]

@@ -70,7 +70,7 @@ impl SeetaDetector {
         // All values were validated by Config::problems; clamp anyway since
         // rustface panics on out-of-range settings.
         inner.set_score_thresh(cfg.score_threshold.max(0.01));
-        inner.set_pyramid_scale_factor(cfg.pyramid_scale.clamp(0.11, 0.98));
+        inner.set_pyramid_scale_factor(cfg.pyramid_scale.clamp(0.11, 0.98) as f32);
         inner.set_slide_window_step(cfg.window_step.max(1), cfg.window_step.max(1));
         let min = cfg.min_face_px.max(20);
         inner.set_min_face_size(min);

@@ -77,17 +77,17 @@ pub struct FaceScores {
     /// Shorter side of the face box, in frame pixels.
     pub face_px: u32,
     /// Mean luma of the face (0-255).
-    pub brightness: f32,
+    pub brightness: f64,
     /// Standard deviation of the face's luma.
-    pub contrast: f32,
+    pub contrast: f64,
     /// Variance of the Laplacian of the normalised face.
-    pub sharpness: f32,
+    pub sharpness: f64,
     /// Faces detected in the frame.
     pub faces_seen: u32,
     /// Detector confidence of the chosen face.
     pub detector_score: f64,
     /// Combined score 0-100 used to rank frames of a burst.
-    pub overall: f32,
+    pub overall: f64,
 }
 
 /// A pixel rectangle inside a frame.
@@ -138,9 +138,9 @@ pub fn clamp_box(face: &FaceBox, width: u32, height: u32) -> Option<Rect> {
 
 /// The face box grown by `margin` (a fraction of its size) on each side,
 /// clamped to the frame.
-pub fn crop_rect(face: &FaceBox, margin: f32, width: u32, height: u32) -> Option<Rect> {
-    let mx = (face.width as f32 * margin).round() as i64;
-    let my = (face.height as f32 * margin).round() as i64;
+pub fn crop_rect(face: &FaceBox, margin: f64, width: u32, height: u32) -> Option<Rect> {
+    let mx = (face.width as f64 * margin).round() as i64;
+    let my = (face.height as f64 * margin).round() as i64;
     let grown = FaceBox {
         x: (i64::from(face.x) - mx).clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
         y: (i64::from(face.y) - my).clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
@@ -230,13 +230,13 @@ pub fn decide(s: &FaceScores, cfg: &QualityConfig) -> Result<(), Rejection> {
 /// 0-100: bigger, sharper, well exposed, contrasty faces rank higher.
 fn overall_score(
     face_px: u32,
-    brightness: f32,
-    contrast: f32,
-    sharpness: f32,
+    brightness: f64,
+    contrast: f64,
+    sharpness: f64,
     cfg: &QualityConfig,
-) -> f32 {
-    let unit = |x: f32| x.clamp(0.0, 1.0);
-    let size = unit(face_px as f32 / (2.0 * cfg.min_face_px.max(1) as f32));
+) -> f64 {
+    let unit = |x: f64| x.clamp(0.0, 1.0);
+    let size = unit(face_px as f64 / (2.0 * cfg.min_face_px.max(1) as f64));
     let sharp = unit(sharpness / (4.0 * cfg.min_sharpness.max(1.0)));
     let exposure = unit(1.0 - (brightness - 128.0).abs() / 128.0);
     let contr = unit(contrast / (3.0 * cfg.min_contrast.max(1.0)));
@@ -244,7 +244,7 @@ fn overall_score(
 }
 
 /// Mean and standard deviation of the pixels.
-pub fn mean_and_stddev(img: &GrayImage) -> (f32, f32) {
+pub fn mean_and_stddev(img: &GrayImage) -> (f64, f64) {
     let n = img.as_raw().len().max(1) as f64;
     let (sum, sq) = img.as_raw().iter().fold((0f64, 0f64), |(s, q), &p| {
         let p = f64::from(p);
@@ -252,11 +252,11 @@ pub fn mean_and_stddev(img: &GrayImage) -> (f32, f32) {
     });
     let mean = sum / n;
     let var = (sq / n - mean * mean).max(0.0);
-    (mean as f32, var.sqrt() as f32)
+    (mean, var.sqrt())
 }
 
 /// Variance of the 4-neighbour Laplacian: low for blurred images.
-pub fn laplacian_variance(img: &GrayImage) -> f32 {
+pub fn laplacian_variance(img: &GrayImage) -> f64 {
     let (w, h) = img.dimensions();
     if w < 3 || h < 3 {
         return 0.0;
@@ -275,22 +275,22 @@ pub fn laplacian_variance(img: &GrayImage) -> f32 {
         }
     }
     let mean = sum / n;
-    ((sq / n - mean * mean).max(0.0)) as f32
+    (sq / n - mean * mean).max(0.0)
 }
 
 /// Mean absolute difference of two thumbnails (0-255).
-pub fn thumb_difference(a: &GrayImage, b: &GrayImage) -> f32 {
+pub fn thumb_difference(a: &GrayImage, b: &GrayImage) -> f64 {
     if a.dimensions() != b.dimensions() {
         return 255.0;
     }
-    let n = a.as_raw().len().max(1) as f32;
+    let n = a.as_raw().len().max(1) as f64;
     let total: u32 = a
         .as_raw()
         .iter()
         .zip(b.as_raw())
         .map(|(&x, &y)| u32::from(x.abs_diff(y)))
         .sum();
-    total as f32 / n
+    total as f64 / n
 }
 
 #[cfg(test)]
