@@ -79,6 +79,54 @@ pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// Days since 1970-01-01 of a proleptic Gregorian date (inverse of [`civil_from_days`]).
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// Formats an HTTP `Date` header value (IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`).
+pub fn http_date(ms: UnixMillis) -> String {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{}, {d:02} {} {y:04} {:02}:{:02}:{:02} GMT",
+        WEEKDAYS[days.rem_euclid(7) as usize],
+        MONTHS[(m - 1) as usize],
+        sod / 3600,
+        (sod % 3600) / 60,
+        sod % 60
+    )
+}
+
+/// Parses an IMF-fixdate HTTP `Date` header; `None` for anything else.
+pub fn parse_http_date(s: &str) -> Option<UnixMillis> {
+    let rest = s.trim().split_once(", ")?.1;
+    let mut parts = rest.split_ascii_whitespace();
+    let d: u32 = parts.next()?.parse().ok()?;
+    let month = parts.next()?;
+    let m = MONTHS.iter().position(|&n| n.eq_ignore_ascii_case(month))? as u32 + 1;
+    let y: i64 = parts.next()?.parse().ok()?;
+    let mut hms = parts.next()?.split(':').map(|p| p.parse::<i64>().ok());
+    let (h, mi, se) = (hms.next()??, hms.next()??, hms.next()??);
+    if parts.next()? != "GMT" || !(1..=31).contains(&d) || h > 23 || mi > 59 || se > 60 {
+        return None;
+    }
+    Some((days_from_civil(y, m, d) * 86_400 + h * 3600 + mi * 60 + se) * 1000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +137,28 @@ mod tests {
         // Tencent's signing example: 1551113065 is 2019-02-25 UTC.
         assert_eq!(rfc3339(1_551_113_065_000), "2019-02-25T16:44:25.000Z");
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn http_dates_round_trip() {
+        assert_eq!(http_date(784_111_777_000), "Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777_000)
+        );
+        for t in [0, 951_782_400_000, 1_551_113_065_000, 4_102_444_799_000] {
+            assert_eq!(parse_http_date(&http_date(t)), Some(t));
+            assert_eq!(
+                days_from_civil(
+                    civil_from_days(t / 86_400_000).0,
+                    civil_from_days(t / 86_400_000).1,
+                    civil_from_days(t / 86_400_000).2
+                ),
+                t / 86_400_000
+            );
+        }
+        assert_eq!(parse_http_date("yesterday"), None);
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 PST"), None);
     }
 
     #[test]

@@ -16,11 +16,13 @@
 
 pub mod burst;
 pub mod clock;
+pub mod cloud;
 pub mod config;
 pub mod detect;
 pub mod encode;
 pub mod enroll;
 pub mod frame;
+pub mod http;
 pub mod logger;
 pub mod outbox;
 pub mod provider;

@@ -1,0 +1,3 @@
+//! Uploading enrollments to the cloud: one error taxonomy for both vendors.
+
+pub mod sign;
