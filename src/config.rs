@@ -235,12 +235,34 @@ impl Default for QueueConfig {
 pub struct UploadConfig {
     /// `"jd"` or `"tencent"`. Default `"jd"`.
     pub provider: Provider,
+    /// Deadline for DNS, TCP and TLS, in milliseconds. Default 10000.
+    pub connect_timeout_ms: u64,
+    /// Deadline for sending a request, in milliseconds. Default 30000.
+    pub send_timeout_ms: u64,
+    /// Deadline for receiving the answer, in milliseconds. Default 30000.
+    pub recv_timeout_ms: u64,
+    /// Largest answer body read, in bytes. Default 1048576.
+    pub max_answer_bytes: u64,
+    /// Delay after the first failed attempt, doubled after each (with ±20%
+    /// jitter), in milliseconds. Default 2000.
+    pub retry_base_ms: u64,
+    /// Longest delay between attempts, in milliseconds. Default 900000 (15 min).
+    pub retry_max_ms: u64,
+    /// Days a receipt of an uploaded enrollment is kept. Default 30.
+    pub receipt_retention_days: u32,
 }
 
 impl Default for UploadConfig {
     fn default() -> Self {
         Self {
             provider: Provider::Jd,
+            connect_timeout_ms: 10_000,
+            send_timeout_ms: 30_000,
+            recv_timeout_ms: 30_000,
+            max_answer_bytes: 1024 * 1024,
+            retry_base_ms: 2_000,
+            retry_max_ms: 900_000,
+            receipt_retention_days: 30,
         }
     }
 }
@@ -259,6 +281,8 @@ pub struct JdConfig {
     pub group_id: String,
     /// Face group name. Default empty.
     pub group_name: String,
+    /// Requests per second at most (the public beta allows about 5). Default 4.
+    pub qps: f64,
 }
 
 impl Default for JdConfig {
@@ -269,6 +293,7 @@ impl Default for JdConfig {
             secret_key_file: PathBuf::from("jd-secret-key"),
             group_id: String::new(),
             group_name: String::new(),
+            qps: 4.0,
         }
     }
 }
@@ -289,6 +314,8 @@ pub struct TencentConfig {
     pub version: String,
     /// Group for CreatePerson when a person does not exist yet. Default empty.
     pub group_id: String,
+    /// Requests per second at most (CreateFace allows 50). Default 20.
+    pub qps: f64,
 }
 
 impl Default for TencentConfig {
@@ -300,6 +327,7 @@ impl Default for TencentConfig {
             region: String::new(),
             version: "2018-03-01".into(),
             group_id: String::new(),
+            qps: 20.0,
         }
     }
 }
@@ -585,6 +613,34 @@ impl Config {
                 "tencent.version",
                 format!("{:?} is not 2018-03-01 or 2020-03-03", self.tencent.version),
             );
+        }
+        let u = &self.upload;
+        for (key, ms) in [
+            ("upload.connect_timeout_ms", u.connect_timeout_ms),
+            ("upload.send_timeout_ms", u.send_timeout_ms),
+            ("upload.recv_timeout_ms", u.recv_timeout_ms),
+        ] {
+            if !(100..=600_000).contains(&ms) {
+                bad(key, "must be 100..=600000".into());
+            }
+        }
+        if !(1024..=64 * 1024 * 1024).contains(&u.max_answer_bytes) {
+            bad("upload.max_answer_bytes", "must be 1024..=67108864".into());
+        }
+        if u.retry_base_ms < 100 || u.retry_max_ms < u.retry_base_ms || u.retry_max_ms > 86_400_000
+        {
+            bad(
+                "upload.retry_base_ms",
+                "retry_base_ms must be >= 100 and <= retry_max_ms <= 86400000".into(),
+            );
+        }
+        if u.receipt_retention_days > 3650 {
+            bad("upload.receipt_retention_days", "must be 0..=3650".into());
+        }
+        for (key, qps) in [("jd.qps", self.jd.qps), ("tencent.qps", self.tencent.qps)] {
+            if !(0.01..=10_000.0).contains(&qps) {
+                bad(key, "must be 0.01..=10000".into());
+            }
         }
         if self.control.socket.as_os_str().is_empty() {
             bad("control.socket", "must not be empty".into());

@@ -4,6 +4,8 @@
 //! - tree `entries`: id (u64) -> JSON [`Enrollment`] (carries `format_version`)
 //! - tree `images`:  id (u64) ++ image index (u8) ++ chunk (u16) -> up to 64 KiB
 //!   of image bytes
+//! - tree `receipts`: id (u64) -> JSON [`Receipt`] of an uploaded enrollment
+//!   (no image), kept for audit until its retention ends
 //! - default tree:   `format_version` -> u32 of the database layout
 //!
 //! Rules:
@@ -122,6 +124,14 @@ pub struct Enrollment {
     /// Face ids the cloud already confirmed for some of the images.
     #[serde(default)]
     pub uploaded_face_ids: Vec<String>,
+    /// Indexes of the images that need no more sending (uploaded, or refused
+    /// for good while others succeeded).
+    #[serde(default)]
+    pub done_images: Vec<u8>,
+    /// The person's face ids in the cloud before the first send (Tencent),
+    /// to tell after an unanswered upload whether it landed.
+    #[serde(default)]
+    pub face_ids_before: Option<Vec<String>>,
     pub images: Vec<ImageMeta>,
     /// Scores of the chosen faces, for audit.
     #[serde(default)]
@@ -132,6 +142,19 @@ impl Enrollment {
     pub fn image_bytes(&self) -> u64 {
         self.images.iter().map(|i| i.len).sum()
     }
+}
+
+/// What is kept of an enrollment once the cloud has it: no image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub id: u64,
+    pub person_id: String,
+    pub provider: Provider,
+    pub group: Group,
+    pub face_ids: Vec<String>,
+    pub created_at_ms: UnixMillis,
+    pub uploaded_at_ms: UnixMillis,
+    pub attempts: u32,
 }
 
 /// One image to enqueue.
@@ -346,6 +369,7 @@ pub struct Outbox {
     synced_blobs: Mutex<std::collections::HashSet<std::ffi::OsString>>,
     entries: sled::Tree,
     images: sled::Tree,
+    receipts: sled::Tree,
     limits: OutboxLimits,
     clock: Arc<dyn Clock>,
     usage: Mutex<Usage>,
@@ -403,6 +427,7 @@ impl Outbox {
         }
         let entries = db.open_tree("entries").map_err(storage_error)?;
         let images = db.open_tree("images").map_err(storage_error)?;
+        let receipts = db.open_tree("receipts").map_err(storage_error)?;
         db.flush().map_err(storage_error)?;
         let log_path = path.join("db");
         let log_file = std::fs::File::open(&log_path).map_err(|e| io_error(&log_path, e))?;
@@ -415,6 +440,7 @@ impl Outbox {
             synced_blobs: Mutex::new(std::collections::HashSet::new()),
             entries,
             images,
+            receipts,
             limits,
             clock,
             usage: Mutex::new(Usage::default()),
@@ -585,6 +611,8 @@ impl Outbox {
             last_error: None,
             outcome_unknown: false,
             uploaded_face_ids: Vec::new(),
+            done_images: Vec::new(),
+            face_ids_before: None,
             images: new
                 .images
                 .iter()
@@ -691,6 +719,16 @@ impl Outbox {
 
     /// Pending entries whose next attempt is due at `now`, oldest first.
     pub fn due(&self, now: UnixMillis, max: usize) -> Result<Vec<Enrollment>, OutboxError> {
+        self.due_where(now, max, |_| true)
+    }
+
+    /// Like [`Outbox::due`], only entries `keep` accepts.
+    pub fn due_where(
+        &self,
+        now: UnixMillis,
+        max: usize,
+        keep: impl Fn(&Enrollment) -> bool,
+    ) -> Result<Vec<Enrollment>, OutboxError> {
         let mut out = Vec::new();
         for item in self.entries.iter() {
             if out.len() >= max {
@@ -698,7 +736,7 @@ impl Outbox {
             }
             let (_, value) = item.map_err(storage_error)?;
             if let Ok(e) = serde_json::from_slice::<Enrollment>(&value) {
-                if e.state == EntryState::Pending && e.next_attempt_at_ms <= now {
+                if e.state == EntryState::Pending && e.next_attempt_at_ms <= now && keep(&e) {
                     out.push(e);
                 }
             }
@@ -795,6 +833,95 @@ impl Outbox {
             e.next_attempt_at_ms = now;
             Ok(())
         })
+    }
+
+    /// Records what an upload learned (progress fields only) while in flight.
+    pub fn save_progress(&self, progress: &Enrollment) -> Result<Enrollment, OutboxError> {
+        let id = progress.id;
+        self.update(id, |e| {
+            if !matches!(e.state, EntryState::InFlight { .. }) {
+                return Err(OutboxError::InvalidState {
+                    id,
+                    state: e.state.name(),
+                    wanted: "progress is only saved during an upload",
+                });
+            }
+            e.uploaded_face_ids.clone_from(&progress.uploaded_face_ids);
+            e.done_images.clone_from(&progress.done_images);
+            e.face_ids_before.clone_from(&progress.face_ids_before);
+            e.outcome_unknown = progress.outcome_unknown;
+            Ok(())
+        })
+    }
+
+    /// The cloud has the enrollment: delete its images and the entry, keep a
+    /// receipt. One transaction, so there is never an entry without images
+    /// or a receipt next to a live entry.
+    pub fn complete(&self, id: u64, face_ids: &[String]) -> Result<Receipt, OutboxError> {
+        let mut usage = self.lock();
+        let e = self.get(id)?;
+        let receipt = Receipt {
+            id,
+            person_id: e.person_id.clone(),
+            provider: e.provider,
+            group: e.group.clone(),
+            face_ids: face_ids.to_vec(),
+            created_at_ms: e.created_at_ms,
+            uploaded_at_ms: self.clock.now_ms(),
+            attempts: e.attempts,
+        };
+        let json = serde_json::to_vec(&receipt).map_err(|x| OutboxError::Storage(x.to_string()))?;
+        let image_keys: Vec<sled::IVec> = self
+            .images
+            .scan_prefix(id.to_be_bytes())
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(storage_error)?;
+        use sled::Transactional;
+        (&self.entries, &self.images, &self.receipts)
+            .transaction(|(entries, imgs, receipts)| {
+                entries.remove(&id.to_be_bytes())?;
+                for k in &image_keys {
+                    imgs.remove(k)?;
+                }
+                receipts.insert(&id.to_be_bytes(), json.as_slice())?;
+                Ok::<(), sled::transaction::ConflictableTransactionError<OutboxError>>(())
+            })
+            .map_err(tx_error)?;
+        self.persist()?;
+        *usage = self.scan_usage()?;
+        Ok(receipt)
+    }
+
+    /// Every receipt, oldest first.
+    pub fn receipts(&self) -> Result<Vec<Receipt>, OutboxError> {
+        let mut out = Vec::new();
+        for item in self.receipts.iter() {
+            let (_, value) = item.map_err(storage_error)?;
+            if let Ok(r) = serde_json::from_slice::<Receipt>(&value) {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes receipts uploaded before `before_ms`; returns how many.
+    pub fn purge_receipts_before(&self, before_ms: UnixMillis) -> Result<usize, OutboxError> {
+        let _usage = self.lock();
+        let mut n = 0;
+        for item in self.receipts.iter() {
+            let (key, value) = item.map_err(storage_error)?;
+            let old = serde_json::from_slice::<Receipt>(&value)
+                .map_or(true, |r| r.uploaded_at_ms < before_ms);
+            if old {
+                self.receipts.remove(key).map_err(storage_error)?;
+                n += 1;
+            }
+        }
+        if n > 0 {
+            self.persist()?;
+        }
+        Ok(n)
     }
 
     /// Deletes an entry and its images (not while in flight).
@@ -1024,6 +1151,35 @@ mod tests {
             ob.images(e.id).expect_err("damaged").code(),
             "corrupt_entry"
         );
+    }
+
+    #[test]
+    fn complete_swaps_the_entry_for_a_receipt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = FakeClock::new(5_000);
+        let ob = open(dir.path(), &clock, BIG);
+        let e = ob.enqueue(new("p", vec![3; 200_000])).expect("enqueue");
+        let mut claimed = ob.claim(e.id).expect("claim");
+        claimed.face_ids_before = Some(vec!["old".into()]);
+        claimed.done_images = vec![0];
+        ob.save_progress(&claimed).expect("progress");
+        assert_eq!(
+            ob.get(e.id).expect("get").face_ids_before,
+            Some(vec!["old".into()])
+        );
+        clock.set(9_000);
+        let r = ob.complete(e.id, &["face-1".into()]).expect("complete");
+        assert_eq!(
+            (r.person_id.as_str(), r.uploaded_at_ms, r.attempts),
+            ("p", 9_000, 1)
+        );
+        assert!(matches!(ob.get(e.id), Err(OutboxError::NotFound(_))));
+        assert_eq!(ob.images.len(), 0, "the image is deleted from the device");
+        assert_eq!(ob.usage().entries, 0);
+        assert_eq!(ob.receipts().expect("receipts"), vec![r]);
+        assert_eq!(ob.purge_receipts_before(9_000).expect("purge"), 0);
+        assert_eq!(ob.purge_receipts_before(9_001).expect("purge"), 1);
+        assert!(ob.receipts().expect("receipts").is_empty());
     }
 
     #[test]

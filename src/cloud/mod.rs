@@ -1,3 +1,296 @@
-//! Uploading enrollments to the cloud: one error taxonomy for both vendors.
+//! Uploading enrollments to the cloud, with one error taxonomy for both
+//! vendors. Classes are decided from vendor codes, never from message text.
 
+pub mod jd;
 pub mod sign;
+pub mod tencent;
+
+use crate::clock::{Clock, UnixMillis};
+use crate::http::{HttpError, HttpErrorKind};
+use crate::outbox::Enrollment;
+use crate::provider::Provider;
+use serde::Serialize;
+use std::fmt;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+/// What the drain loop should do about a failed upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// Network errors, timeouts, 5xx, rate limits, busy: try again later.
+    Retry,
+    /// The device clock is too far off (Tencent `AuthFailure.SignatureExpire`, JD 10045/10046).
+    Clock,
+    /// Credentials, billing, quota, API not ordered: uploads pause until an operator acts.
+    Operator,
+    /// The image or request can never succeed: the entry goes to dead.
+    Never,
+}
+
+impl ErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Retry => "retry",
+            ErrorClass::Clock => "clock",
+            ErrorClass::Operator => "operator",
+            ErrorClass::Never => "never",
+        }
+    }
+}
+
+/// A failed upload, classified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadError {
+    pub class: ErrorClass,
+    /// The vendor's code (`10043`, `AuthFailure.SecretIdNotFound`, `RetCode:-1101`)
+    /// or enrolld's (`network`, `tls`, `http_503`, `bad_answer`).
+    pub code: String,
+    pub message: String,
+    /// The request may have been applied without our knowing (timeout after
+    /// sending, connection lost): check before sending again.
+    pub outcome_unknown: bool,
+    /// Do not try before this time (JD's daily quota).
+    pub not_before_ms: Option<UnixMillis>,
+}
+
+impl UploadError {
+    pub fn new(class: ErrorClass, code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            class,
+            code: code.into(),
+            message: message.into(),
+            outcome_unknown: false,
+            not_before_ms: None,
+        }
+    }
+}
+
+impl fmt::Display for UploadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}): {}",
+            self.code,
+            self.class.as_str(),
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for UploadError {}
+
+impl From<HttpError> for UploadError {
+    fn from(e: HttpError) -> Self {
+        let (class, code) = match e.kind {
+            HttpErrorKind::Connect | HttpErrorKind::Send => (ErrorClass::Retry, "network"),
+            HttpErrorKind::Unknown => (ErrorClass::Retry, "no_answer"),
+            // An untrusted certificate is a configuration problem (or an
+            // attack): keep everything queued and tell the operator.
+            HttpErrorKind::Tls => (ErrorClass::Operator, "tls"),
+            HttpErrorKind::Config => (ErrorClass::Operator, "config"),
+        };
+        let mut u = UploadError::new(class, code, e.message.clone());
+        u.outcome_unknown = e.maybe_applied();
+        u
+    }
+}
+
+/// Classifies an HTTP status that carried no vendor answer.
+pub fn classify_http_status(status: u16) -> UploadError {
+    let class = match status {
+        408 | 425 | 429 | 500..=599 => ErrorClass::Retry,
+        _ => ErrorClass::Operator,
+    };
+    UploadError::new(
+        class,
+        format!("http_{status}"),
+        format!("HTTP status {status}"),
+    )
+}
+
+/// A confirmed upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Uploaded {
+    /// Face ids the cloud assigned (may be empty when the vendor gives none).
+    pub face_ids: Vec<String>,
+}
+
+/// A vendor's enrollment API.
+///
+/// The drain loop claims an entry, calls `prepare`, persists the entry (so
+/// what `prepare` learned survives a crash), then calls `send`, and persists
+/// the entry again whatever the result: both may record progress in it.
+pub trait Uploader: Send {
+    fn provider(&self) -> Provider;
+
+    /// Work that must happen before sending, so a resend cannot duplicate a
+    /// face. May find that an earlier, unanswered upload did land.
+    fn prepare(&mut self, entry: &mut Enrollment) -> Result<Option<Uploaded>, UploadError> {
+        let _ = entry;
+        Ok(None)
+    }
+
+    /// Uploads the entry's images that are not done yet.
+    fn send(&mut self, entry: &mut Enrollment, images: &[Vec<u8>])
+        -> Result<Uploaded, UploadError>;
+}
+
+/// The device clock corrected by what the servers' `Date` headers say.
+pub struct SkewClock {
+    clock: Arc<dyn Clock>,
+    offset_ms: AtomicI64,
+}
+
+impl fmt::Debug for SkewClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SkewClock({} ms)", self.offset_ms())
+    }
+}
+
+/// Offsets up to this are treated as none: `Date` has one-second resolution.
+const SKEW_DEADBAND_MS: i64 = 2_000;
+
+impl SkewClock {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Self {
+            clock,
+            offset_ms: AtomicI64::new(0),
+        }
+    }
+
+    /// The device's own time.
+    pub fn local_ms(&self) -> UnixMillis {
+        self.clock.now_ms()
+    }
+
+    /// The corrected time requests are signed with.
+    pub fn now_ms(&self) -> UnixMillis {
+        self.clock.now_ms() + self.offset_ms()
+    }
+
+    /// Server time minus device time, as last measured (0 within a 2 s deadband).
+    pub fn offset_ms(&self) -> i64 {
+        self.offset_ms.load(Ordering::SeqCst)
+    }
+
+    /// Learns from a server's `Date` (whole seconds) seen at device time `local_ms`.
+    pub fn observe(&self, server_ms: UnixMillis, local_ms: UnixMillis) {
+        let offset = server_ms + 500 - local_ms;
+        let offset = if offset.abs() <= SKEW_DEADBAND_MS {
+            0
+        } else {
+            offset
+        };
+        let old = self.offset_ms.swap(offset, Ordering::SeqCst);
+        if (old - offset).abs() > SKEW_DEADBAND_MS {
+            log::warn!(
+                "device clock is {} s off the cloud's; signing with the cloud's time",
+                -offset / 1000
+            );
+        }
+    }
+}
+
+/// The HTTP settings of `[upload]` and `[tls]`.
+pub fn http_config(cfg: &crate::config::Config) -> crate::http::HttpConfig {
+    use std::time::Duration;
+    crate::http::HttpConfig {
+        connect_timeout: Duration::from_millis(cfg.upload.connect_timeout_ms),
+        send_timeout: Duration::from_millis(cfg.upload.send_timeout_ms),
+        recv_timeout: Duration::from_millis(cfg.upload.recv_timeout_ms),
+        max_body_bytes: cfg.upload.max_answer_bytes,
+        extra_ca_file: cfg.tls.extra_ca_file.clone(),
+    }
+}
+
+/// Builds the uploader of `provider` from the configuration. Missing
+/// credentials are an `Operator` error: uploads to that provider pause and
+/// nothing is dropped.
+pub fn build_uploader(
+    cfg: &crate::config::Config,
+    provider: Provider,
+    http: Arc<crate::http::HttpClient>,
+    clock: Arc<SkewClock>,
+) -> Result<Box<dyn Uploader>, UploadError> {
+    use crate::config::Secret;
+    let missing = |key: &str, why: String| {
+        UploadError::new(ErrorClass::Operator, "credentials", format!("{key}: {why}"))
+    };
+    match provider {
+        Provider::Jd => {
+            if cfg.jd.appkey.is_empty() {
+                return Err(missing("jd.appkey", "not set".into()));
+            }
+            let secret = Secret::from_file(&cfg.jd.secret_key_file)
+                .map_err(|e| missing("jd.secret_key_file", e))?;
+            Ok(Box::new(jd::JdClient::new(
+                http,
+                &cfg.jd.endpoint,
+                &cfg.jd.appkey,
+                secret,
+                clock,
+            )))
+        }
+        Provider::Tencent => {
+            if cfg.tencent.secret_id.is_empty() {
+                return Err(missing("tencent.secret_id", "not set".into()));
+            }
+            let secret = Secret::from_file(&cfg.tencent.secret_key_file)
+                .map_err(|e| missing("tencent.secret_key_file", e))?;
+            let settings = tencent::TencentSettings {
+                endpoint: cfg.tencent.endpoint.clone(),
+                secret_id: cfg.tencent.secret_id.clone(),
+                region: cfg.tencent.region.clone(),
+                version: cfg.tencent.version.clone(),
+                group_id: cfg.tencent.group_id.clone(),
+            };
+            Ok(Box::new(tencent::TencentClient::new(
+                http, &settings, secret, clock,
+            )))
+        }
+    }
+}
+
+/// Base64 of an image, as both vendors want it.
+pub fn base64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::FakeClock;
+
+    #[test]
+    fn skew_is_learned_outside_the_deadband() {
+        let clock = FakeClock::new(1_000_000);
+        let skew = SkewClock::new(Arc::new(clock.clone()));
+        skew.observe(1_000_000 - 1_000, 1_000_000);
+        assert_eq!(skew.offset_ms(), 0);
+        // The device is 3 hours fast.
+        skew.observe(1_000_000 - 3 * 3_600_000, 1_000_000);
+        assert_eq!(skew.offset_ms(), -3 * 3_600_000 + 500);
+        assert_eq!(skew.now_ms(), 1_000_000 - 3 * 3_600_000 + 500);
+    }
+
+    #[test]
+    fn http_failures_map_to_classes() {
+        let e: UploadError = HttpError {
+            kind: HttpErrorKind::Unknown,
+            message: "x".into(),
+        }
+        .into();
+        assert_eq!((e.class, e.outcome_unknown), (ErrorClass::Retry, true));
+        let e: UploadError = HttpError {
+            kind: HttpErrorKind::Tls,
+            message: "x".into(),
+        }
+        .into();
+        assert_eq!((e.class, e.outcome_unknown), (ErrorClass::Operator, false));
+        assert_eq!(classify_http_status(503).class, ErrorClass::Retry);
+        assert_eq!(classify_http_status(429).class, ErrorClass::Retry);
+        assert_eq!(classify_http_status(401).class, ErrorClass::Operator);
+    }
+}

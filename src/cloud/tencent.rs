@@ -1,0 +1,393 @@
+//! Tencent Cloud IAI `CreateFace` (with `CreatePerson` and `GetPersonBaseInfo`).
+//!
+//! Every call is `POST /` with a JSON body, TC3-HMAC-SHA256 signed with service
+//! `iai` whatever the endpoint's host. Errors come with HTTP 200 as
+//! `{"Response": {"Error": {"Code", "Message"}, "RequestId"}}`.
+//!
+//! No duplicates: before the first send the person's face ids are recorded
+//! (`face_ids_before`). When an upload's outcome is unknown, the next attempt
+//! asks `GetPersonBaseInfo` first: new face ids mean it landed.
+
+use super::sign::{tc3_sign, Tc3Request, TC3_CONTENT_TYPE};
+use super::{base64, classify_http_status, ErrorClass, SkewClock, UploadError, Uploaded, Uploader};
+use crate::config::Secret;
+use crate::http::{host_of, HttpClient};
+use crate::outbox::Enrollment;
+use crate::provider::Provider;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// The service name Tencent signs IAI requests with.
+pub const SERVICE: &str = "iai";
+
+const PERSON_NOT_EXIST: &str = "InvalidParameterValue.PersonIdNotExist";
+
+/// Classifies an error code from `Response.Error.Code`.
+pub fn classify_code(code: &str) -> ErrorClass {
+    use ErrorClass::*;
+    const RETRY: [&str; 6] = [
+        "FailedOperation.ServerError",
+        "FailedOperation.RequestTimeout",
+        "FailedOperation.RpcFail",
+        "FailedOperation.CreateFaceConcurrent",
+        "FailedOperation.ConflictOperation",
+        "ResourceUnavailable.Delivering",
+    ];
+    const OPERATOR: [&str; 4] = [
+        "InvalidParameterValue.AccountFaceNumExceed",
+        "InvalidParameterValue.GroupFaceNumExceed",
+        "InvalidParameterValue.GroupIdNotExist",
+        "InvalidParameterValue.GroupNumPerPersonExceed",
+    ];
+    if code == "AuthFailure.SignatureExpire" {
+        Clock
+    } else if code.starts_with("RequestLimitExceeded")
+        || code.starts_with("InternalError")
+        || RETRY.contains(&code)
+    {
+        Retry
+    } else if code.starts_with("AuthFailure")
+        || code.starts_with("UnauthorizedOperation")
+        || code.starts_with("ResourceUnavailable")
+        || code.starts_with("ResourcesSoldOut")
+        || code.starts_with("ResourceInsufficient")
+        || code.starts_with("UnsupportedOperation")
+        || code.starts_with("LimitExceeded")
+        || OPERATOR.contains(&code)
+    {
+        Operator
+    } else if code.starts_with("InvalidParameter")
+        || code.starts_with("MissingParameter")
+        || code.starts_with("FailedOperation.Image")
+        || code.starts_with("FailedOperation.Face")
+    {
+        // Image errors, no face, too many faces for this person, bad ids.
+        Never
+    } else {
+        Retry
+    }
+}
+
+/// Per-image `RetCode`s that retrying will not change.
+fn image_refused(code: i64) -> bool {
+    matches!(code, -1101 | -1102 | -1109 | -1601 | -1604)
+}
+
+/// Tencent Cloud IAI client.
+pub struct TencentClient {
+    http: Arc<HttpClient>,
+    url: String,
+    host: String,
+    secret_id: String,
+    secret: Secret,
+    region: String,
+    version: String,
+    group_id: String,
+    clock: Arc<SkewClock>,
+}
+
+/// Settings of a [`TencentClient`].
+#[derive(Debug, Clone)]
+pub struct TencentSettings {
+    pub endpoint: String,
+    pub secret_id: String,
+    pub region: String,
+    pub version: String,
+    pub group_id: String,
+}
+
+impl TencentClient {
+    pub fn new(
+        http: Arc<HttpClient>,
+        s: &TencentSettings,
+        secret: Secret,
+        clock: Arc<SkewClock>,
+    ) -> Self {
+        let url = format!("{}/", s.endpoint.trim_end_matches('/'));
+        Self {
+            host: host_of(&url).to_string(),
+            url,
+            http,
+            secret_id: s.secret_id.clone(),
+            secret,
+            region: s.region.clone(),
+            version: s.version.clone(),
+            group_id: s.group_id.clone(),
+            clock,
+        }
+    }
+
+    /// One signed API call; the `Response` object of a success.
+    pub fn call(&self, action: &str, params: &Value) -> Result<Value, UploadError> {
+        let body = serde_json::to_vec(params)
+            .map_err(|e| UploadError::new(ErrorClass::Never, "encode", e.to_string()))?;
+        let timestamp = self.clock.now_ms().div_euclid(1000);
+        let sig = tc3_sign(&Tc3Request {
+            secret_id: &self.secret_id,
+            secret_key: self.secret.expose(),
+            host: &self.host,
+            service: SERVICE,
+            content_type: TC3_CONTENT_TYPE,
+            timestamp,
+            body: &body,
+        });
+        let ts = timestamp.to_string();
+        let mut headers = vec![
+            ("authorization", sig.authorization.as_str()),
+            ("content-type", TC3_CONTENT_TYPE),
+            ("x-tc-action", action),
+            ("x-tc-version", self.version.as_str()),
+            ("x-tc-timestamp", ts.as_str()),
+        ];
+        if !self.region.is_empty() {
+            headers.push(("x-tc-region", self.region.as_str()));
+        }
+        let resp = self.http.post(&self.url, &headers, &body)?;
+        if let Some(server) = resp.date_ms {
+            self.clock.observe(server, self.clock.local_ms());
+        }
+        let parsed: Option<Value> = serde_json::from_slice(&resp.body).ok();
+        let Some(response) = parsed
+            .as_ref()
+            .and_then(|v| v.get("Response"))
+            .filter(|r| r.is_object())
+        else {
+            if resp.status != 200 {
+                return Err(classify_http_status(resp.status));
+            }
+            let mut e = UploadError::new(
+                ErrorClass::Retry,
+                "bad_answer",
+                format!("{action}: answer has no Response object"),
+            );
+            e.outcome_unknown = true;
+            return Err(e);
+        };
+        if let Some(err) = response.get("Error") {
+            let code = err
+                .get("Code")
+                .and_then(Value::as_str)
+                .unwrap_or("UnknownError");
+            let message = err.get("Message").and_then(Value::as_str).unwrap_or("");
+            return Err(UploadError::new(
+                classify_code(code),
+                code,
+                format!("{action}: {message}"),
+            ));
+        }
+        Ok(response.clone())
+    }
+
+    /// The person's face ids, or `None` when the person does not exist.
+    pub fn person_faces(&self, person_id: &str) -> Result<Option<Vec<String>>, UploadError> {
+        match self.call("GetPersonBaseInfo", &json!({ "PersonId": person_id })) {
+            Ok(r) => Ok(Some(strings(r.get("FaceIds")))),
+            Err(e) if e.code == PERSON_NOT_EXIST => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn create_person(
+        &self,
+        entry: &mut Enrollment,
+        index: usize,
+        image: &[u8],
+    ) -> Result<(), UploadError> {
+        let r = self.call(
+            "CreatePerson",
+            &json!({
+                "GroupId": self.group_id,
+                "PersonId": entry.person_id,
+                "PersonName": entry.person_id,
+                "Image": base64(image),
+            }),
+        )?;
+        entry.done_images.push(index as u8);
+        if let Some(face) = r.get("FaceId").and_then(Value::as_str) {
+            entry.uploaded_face_ids.push(face.to_string());
+        }
+        Ok(())
+    }
+
+    fn create_faces(
+        &self,
+        entry: &mut Enrollment,
+        pending: &[usize],
+        images: &[Vec<u8>],
+    ) -> Result<(), UploadError> {
+        let encoded: Vec<String> = pending.iter().map(|&i| base64(&images[i])).collect();
+        let r = self.call(
+            "CreateFace",
+            &json!({ "PersonId": entry.person_id, "Images": encoded }),
+        )?;
+        let face_ids = strings(r.get("SucFaceIds"));
+        let ret_codes: Vec<i64> = r
+            .get("RetCode")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_i64).collect())
+            .unwrap_or_else(|| vec![0; face_ids.len().min(pending.len())]);
+        let mut retry_codes = Vec::new();
+        let mut refused_codes = Vec::new();
+        for (k, &i) in pending.iter().enumerate() {
+            match ret_codes.get(k).copied() {
+                Some(0) => entry.done_images.push(i as u8),
+                Some(c) if image_refused(c) => {
+                    entry.done_images.push(i as u8);
+                    refused_codes.push(c);
+                }
+                Some(c) => retry_codes.push(c),
+                None => retry_codes.push(i64::MIN),
+            }
+        }
+        entry.uploaded_face_ids.extend(face_ids);
+        if let Some(c) = retry_codes.first() {
+            return Err(UploadError::new(
+                ErrorClass::Retry,
+                format!("RetCode:{c}"),
+                format!(
+                    "CreateFace: {} image(s) hit a service fault",
+                    retry_codes.len()
+                ),
+            ));
+        }
+        if entry.uploaded_face_ids.is_empty() {
+            let c = refused_codes.first().copied().unwrap_or(0);
+            return Err(UploadError::new(
+                ErrorClass::Never,
+                format!("RetCode:{c}"),
+                "CreateFace: every image was refused (-1101 no face, -1102 decode, -1109 size, -1601 quality, -1604 not similar)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Uploader for TencentClient {
+    fn provider(&self) -> Provider {
+        Provider::Tencent
+    }
+
+    fn prepare(&mut self, entry: &mut Enrollment) -> Result<Option<Uploaded>, UploadError> {
+        if !entry.outcome_unknown && entry.face_ids_before.is_some() {
+            return Ok(None);
+        }
+        let now = self.person_faces(&entry.person_id)?.unwrap_or_default();
+        if entry.outcome_unknown {
+            if let Some(before) = &entry.face_ids_before {
+                let landed: Vec<String> = now
+                    .iter()
+                    .filter(|id| !before.contains(id) && !entry.uploaded_face_ids.contains(id))
+                    .cloned()
+                    .collect();
+                if !landed.is_empty() {
+                    log::info!(
+                        "entry {}: the unanswered upload did land ({} new face(s)); not sending again",
+                        entry.id,
+                        landed.len()
+                    );
+                    entry.uploaded_face_ids.extend(landed);
+                    entry.done_images = (0..entry.images.len() as u8).collect();
+                    entry.outcome_unknown = false;
+                    return Ok(Some(Uploaded {
+                        face_ids: entry.uploaded_face_ids.clone(),
+                    }));
+                }
+            }
+            entry.outcome_unknown = false;
+        }
+        if entry.face_ids_before.is_none() {
+            entry.face_ids_before = Some(now);
+        }
+        Ok(None)
+    }
+
+    fn send(
+        &mut self,
+        entry: &mut Enrollment,
+        images: &[Vec<u8>],
+    ) -> Result<Uploaded, UploadError> {
+        let mut pending: Vec<usize> = (0..images.len())
+            .filter(|i| !entry.done_images.contains(&(*i as u8)))
+            .collect();
+        if !pending.is_empty() {
+            match self.create_faces(entry, &pending, images) {
+                Err(e) if e.code == PERSON_NOT_EXIST => {
+                    if self.group_id.is_empty() {
+                        return Err(UploadError::new(
+                            ErrorClass::Never,
+                            e.code,
+                            "the person does not exist: create it in the console, or set tencent.group_id so enrolld creates it",
+                        ));
+                    }
+                    let first = pending.remove(0);
+                    self.create_person(entry, first, &images[first])?;
+                    if !pending.is_empty() {
+                        self.create_faces(entry, &pending, images)?;
+                    }
+                }
+                other => other?,
+            }
+        }
+        Ok(Uploaded {
+            face_ids: entry.uploaded_face_ids.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_map_to_classes() {
+        use ErrorClass::*;
+        let cases = [
+            ("RequestLimitExceeded", Retry),
+            ("RequestLimitExceeded.UinLimitExceeded", Retry),
+            ("InternalError", Retry),
+            ("FailedOperation.ServerError", Retry),
+            ("FailedOperation.RequestTimeout", Retry),
+            ("FailedOperation.RpcFail", Retry),
+            ("FailedOperation.CreateFaceConcurrent", Retry),
+            ("FailedOperation.ConflictOperation", Retry),
+            ("AuthFailure.SignatureExpire", Clock),
+            ("AuthFailure.SecretIdNotFound", Operator),
+            ("AuthFailure.SignatureFailure", Operator),
+            ("ResourceUnavailable.InArrears", Operator),
+            ("ResourceUnavailable.NotExist", Operator),
+            ("ResourcesSoldOut.ChargeStatusException", Operator),
+            ("InvalidParameterValue.AccountFaceNumExceed", Operator),
+            ("InvalidParameterValue.NoFaceInPhoto", Never),
+            ("FailedOperation.ImageDecodeFailed", Never),
+            ("FailedOperation.ImageFacedetectFailed", Never),
+            ("FailedOperation.ImageResolutionExceed", Never),
+            ("FailedOperation.ImageResolutionTooSmall", Never),
+            ("FailedOperation.ImageSizeExceed", Never),
+            ("InvalidParameterValue.PersonFaceNumExceed", Never),
+            ("InvalidParameterValue.UploadFaceNumExceed", Never),
+            ("SomethingNew.NobodyKnows", Retry),
+        ];
+        for (code, class) in cases {
+            assert_eq!(classify_code(code), class, "{code}");
+        }
+    }
+
+    #[test]
+    fn refused_ret_codes() {
+        for c in [-1101, -1102, -1109, -1601, -1604] {
+            assert!(image_refused(c));
+        }
+        assert!(!image_refused(-1001));
+    }
+}

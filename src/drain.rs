@@ -1,0 +1,613 @@
+//! The drain loop: uploads due enrollments, one at a time, within each
+//! provider's rate limit, and applies the retry policy to failures.
+//!
+//! One entry's life in an attempt: claim (in flight, durable) -> prepare
+//! (Tencent: snapshot or check faces) -> save progress -> send -> complete
+//! (images deleted, receipt kept) or reschedule / dead / pause. A crash at
+//! any point leaves the entry in flight, which the next open turns back into
+//! pending with `outcome_unknown` set.
+
+use crate::clock::{Clock, UnixMillis};
+use crate::cloud::{ErrorClass, SkewClock, UploadError, Uploader};
+use crate::outbox::{LastError, Outbox, OutboxError};
+use crate::provider::Provider;
+use crate::retry::{Decision, Jitter, RetryPolicy, TokenBucket};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Uploads to a provider stopped until an operator acts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Pause {
+    pub provider: Provider,
+    pub code: String,
+    pub message: String,
+    pub since_ms: UnixMillis,
+}
+
+/// One failed attempt, for the summary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    pub id: u64,
+    pub class: ErrorClass,
+    pub code: String,
+    pub message: String,
+}
+
+/// What one drain pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DrainSummary {
+    pub uploaded: u64,
+    pub retried: u64,
+    pub dead: u64,
+    pub paused: Vec<Pause>,
+    /// The most recent failures (at most 20).
+    pub failures: Vec<Failure>,
+    /// Entries still pending after the pass.
+    pub pending: u64,
+    /// When the next pending entry is due, if any.
+    pub next_due_ms: Option<UnixMillis>,
+    /// Cloud time minus device time, as measured from answers.
+    pub clock_skew_ms: i64,
+    pub receipts_expired: usize,
+    /// The pass ended because it was asked to stop.
+    pub stopped: bool,
+}
+
+const MAX_FAILURES_KEPT: usize = 20;
+
+/// Per-provider settings of the drain.
+#[derive(Debug, Clone, Copy)]
+pub struct ProviderLimits {
+    pub qps: f64,
+}
+
+/// The drain: owns the uploaders, rate limits and pauses.
+pub struct Drainer {
+    outbox: Arc<Outbox>,
+    uploaders: HashMap<Provider, Box<dyn Uploader>>,
+    /// Providers that cannot upload at all (no credentials), and why.
+    unavailable: HashMap<Provider, UploadError>,
+    buckets: HashMap<Provider, TokenBucket>,
+    policy: RetryPolicy,
+    clock: Arc<dyn Clock>,
+    skew: Arc<SkewClock>,
+    jitter: Jitter,
+    paused: HashMap<Provider, Pause>,
+    receipt_retention_ms: i64,
+}
+
+impl Drainer {
+    pub fn new(
+        outbox: Arc<Outbox>,
+        policy: RetryPolicy,
+        clock: Arc<dyn Clock>,
+        skew: Arc<SkewClock>,
+        receipt_retention_ms: i64,
+    ) -> Self {
+        Self {
+            outbox,
+            uploaders: HashMap::new(),
+            unavailable: HashMap::new(),
+            buckets: HashMap::new(),
+            policy,
+            clock,
+            skew,
+            jitter: Jitter::seeded(),
+            paused: HashMap::new(),
+            receipt_retention_ms,
+        }
+    }
+
+    /// Installs the uploader of a provider, or the reason there is none.
+    pub fn set_uploader(
+        &mut self,
+        provider: Provider,
+        uploader: Result<Box<dyn Uploader>, UploadError>,
+        limits: ProviderLimits,
+    ) {
+        let now = self.clock.now_ms();
+        self.buckets.insert(
+            provider,
+            TokenBucket::new(limits.qps, limits.qps.clamp(1.0, 10.0), now),
+        );
+        match uploader {
+            Ok(u) => {
+                self.unavailable.remove(&provider);
+                self.uploaders.insert(provider, u);
+            }
+            Err(e) => {
+                self.uploaders.remove(&provider);
+                self.unavailable.insert(provider, e);
+            }
+        }
+    }
+
+    pub fn with_jitter(mut self, jitter: Jitter) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// Current pauses.
+    pub fn paused(&self) -> Vec<Pause> {
+        self.paused.values().cloned().collect()
+    }
+
+    /// Lifts all pauses (after the operator fixed things, or a config reload).
+    pub fn resume(&mut self) {
+        self.paused.clear();
+    }
+
+    /// Uploads everything due now. `wait` sleeps for rate limits and returns
+    /// false when the caller wants the pass to stop.
+    pub fn drain(
+        &mut self,
+        wait: &mut dyn FnMut(Duration) -> bool,
+    ) -> Result<DrainSummary, OutboxError> {
+        let mut summary = DrainSummary::default();
+        if self.receipt_retention_ms > 0 {
+            let before = self.clock.now_ms() - self.receipt_retention_ms;
+            summary.receipts_expired = self.outbox.purge_receipts_before(before)?;
+        }
+        'passes: loop {
+            let now = self.clock.now_ms();
+            let paused: Vec<Provider> = self.paused.keys().copied().collect();
+            let due = self
+                .outbox
+                .due_where(now, 32, |e| !paused.contains(&e.provider))?;
+            if due.is_empty() {
+                break;
+            }
+            for entry in due {
+                if self.paused.contains_key(&entry.provider) {
+                    continue;
+                }
+                if !self.take_token(entry.provider, wait) {
+                    summary.stopped = true;
+                    break 'passes;
+                }
+                self.attempt(entry.id, entry.provider, &mut summary)?;
+            }
+        }
+        summary.paused = self.paused();
+        let usage = self.outbox.usage();
+        summary.pending = usage.pending;
+        summary.next_due_ms = self
+            .outbox
+            .list()?
+            .iter()
+            .filter(|e| e.state == crate::outbox::EntryState::Pending)
+            .map(|e| e.next_attempt_at_ms)
+            .min();
+        summary.clock_skew_ms = self.skew.offset_ms();
+        Ok(summary)
+    }
+
+    fn take_token(&mut self, provider: Provider, wait: &mut dyn FnMut(Duration) -> bool) -> bool {
+        loop {
+            let now = self.clock.now_ms();
+            let Some(bucket) = self.buckets.get_mut(&provider) else {
+                return true;
+            };
+            match bucket.try_take(now) {
+                Ok(()) => return true,
+                Err(ms) => {
+                    if !wait(Duration::from_millis(ms.max(1) as u64)) {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One attempt at one entry.
+    fn attempt(
+        &mut self,
+        id: u64,
+        provider: Provider,
+        summary: &mut DrainSummary,
+    ) -> Result<(), OutboxError> {
+        let mut entry = match self.outbox.claim(id) {
+            Ok(e) => e,
+            // Purged or changed since it was listed.
+            Err(OutboxError::NotFound(_) | OutboxError::InvalidState { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let images = match self.outbox.images(id) {
+            Ok(i) => i,
+            Err(e @ OutboxError::Corrupt { .. }) => {
+                let err = UploadError::new(ErrorClass::Never, "corrupt_entry", e.to_string());
+                self.record(summary, id, &err);
+                self.outbox
+                    .mark_dead(id, "corrupt_entry", Some(self.last_error(&err)))?;
+                summary.dead += 1;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let result = match self.uploaders.get_mut(&provider) {
+            None => Err(self.unavailable.get(&provider).cloned().unwrap_or_else(|| {
+                UploadError::new(
+                    ErrorClass::Operator,
+                    "no_uploader",
+                    format!("no uploader for {provider}"),
+                )
+            })),
+            Some(uploader) => {
+                let mut result = run_upload(uploader.as_mut(), &mut entry, &images, &self.outbox);
+                // A clock error: the client has learnt the cloud's time from
+                // the answer's Date header; try once more at once.
+                if matches!(&result, Err(e) if e.class == ErrorClass::Clock) {
+                    log::warn!("entry {id}: the cloud says the device clock is wrong; retrying with the corrected time");
+                    result = run_upload(uploader.as_mut(), &mut entry, &images, &self.outbox);
+                }
+                result
+            }
+        };
+        match result {
+            Ok(uploaded) => {
+                self.outbox.complete(id, &uploaded.face_ids)?;
+                summary.uploaded += 1;
+            }
+            Err(e) => {
+                entry.outcome_unknown |= e.outcome_unknown;
+                self.record(summary, id, &e);
+                let now = self.clock.now_ms();
+                let last = self.last_error(&e);
+                match self.policy.decide(
+                    e.class,
+                    entry.attempts,
+                    now,
+                    e.not_before_ms,
+                    self.jitter.unit(),
+                ) {
+                    Decision::RetryAt(at) => {
+                        self.outbox
+                            .reschedule(id, at, Some(last), entry.outcome_unknown)?;
+                        summary.retried += 1;
+                    }
+                    Decision::Dead => {
+                        self.outbox.mark_dead(id, &e.code, Some(last))?;
+                        summary.dead += 1;
+                    }
+                    Decision::Pause => {
+                        self.outbox
+                            .reschedule(id, now, Some(last), entry.outcome_unknown)?;
+                        log::error!("uploads to {provider} paused: {e}");
+                        self.paused.insert(
+                            provider,
+                            Pause {
+                                provider,
+                                code: e.code.clone(),
+                                message: e.message.clone(),
+                                since_ms: now,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn last_error(&self, e: &UploadError) -> LastError {
+        LastError {
+            class: e.class.as_str().into(),
+            code: e.code.clone(),
+            message: e.message.clone(),
+            at_ms: self.clock.now_ms(),
+        }
+    }
+
+    fn record(&self, summary: &mut DrainSummary, id: u64, e: &UploadError) {
+        if summary.failures.len() >= MAX_FAILURES_KEPT {
+            summary.failures.remove(0);
+        }
+        summary.failures.push(Failure {
+            id,
+            class: e.class,
+            code: e.code.clone(),
+            message: e.message.clone(),
+        });
+    }
+}
+
+/// prepare -> save progress -> send -> save progress.
+fn run_upload(
+    uploader: &mut dyn Uploader,
+    entry: &mut crate::outbox::Enrollment,
+    images: &[Vec<u8>],
+    outbox: &Outbox,
+) -> Result<crate::cloud::Uploaded, UploadError> {
+    let storage = |e: OutboxError| UploadError::new(ErrorClass::Retry, e.code(), e.to_string());
+    let result = match uploader.prepare(entry) {
+        Ok(Some(done)) => Ok(done),
+        Ok(None) => {
+            outbox.save_progress(entry).map_err(storage)?;
+            uploader.send(entry, images)
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &result {
+        entry.outcome_unknown |= e.outcome_unknown;
+    }
+    outbox.save_progress(entry).map_err(storage)?;
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::FakeClock;
+    use crate::cloud::Uploaded;
+    use crate::outbox::{EntryState, Group, NewEnrollment, NewImage, OutboxLimits};
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    /// Answers with scripted results and records what it was sent.
+    struct Scripted {
+        provider: Provider,
+        results: Arc<Mutex<VecDeque<Result<Uploaded, UploadError>>>>,
+        sent: Arc<Mutex<Vec<u64>>>,
+    }
+
+    impl Uploader for Scripted {
+        fn provider(&self) -> Provider {
+            self.provider
+        }
+        fn send(
+            &mut self,
+            entry: &mut crate::outbox::Enrollment,
+            _: &[Vec<u8>],
+        ) -> Result<Uploaded, UploadError> {
+            self.sent.lock().expect("lock").push(entry.id);
+            self.results
+                .lock()
+                .expect("lock")
+                .pop_front()
+                .unwrap_or(Ok(Uploaded {
+                    face_ids: vec!["f".into()],
+                }))
+        }
+    }
+
+    struct Rig {
+        _dir: tempfile::TempDir,
+        outbox: Arc<Outbox>,
+        clock: FakeClock,
+        drainer: Drainer,
+        results: Arc<Mutex<VecDeque<Result<Uploaded, UploadError>>>>,
+        sent: Arc<Mutex<Vec<u64>>>,
+    }
+
+    fn rig() -> Rig {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = FakeClock::new(1_000_000);
+        let outbox = Arc::new(
+            Outbox::open(
+                dir.path(),
+                OutboxLimits {
+                    max_entries: 100,
+                    max_bytes: 1 << 30,
+                },
+                Arc::new(clock.clone()),
+            )
+            .expect("open")
+            .0,
+        );
+        let skew = Arc::new(SkewClock::new(Arc::new(clock.clone())));
+        let policy = RetryPolicy {
+            jitter: 0.0,
+            ..RetryPolicy::default()
+        };
+        let mut drainer = Drainer::new(outbox.clone(), policy, Arc::new(clock.clone()), skew, 0);
+        let results = Arc::new(Mutex::new(VecDeque::new()));
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let scripted = Scripted {
+            provider: Provider::Jd,
+            results: results.clone(),
+            sent: sent.clone(),
+        };
+        drainer.set_uploader(
+            Provider::Jd,
+            Ok(Box::new(scripted)),
+            ProviderLimits { qps: 1000.0 },
+        );
+        Rig {
+            _dir: dir,
+            outbox,
+            clock,
+            drainer,
+            results,
+            sent,
+        }
+    }
+
+    fn enqueue(r: &Rig, person: &str, provider: Provider) -> u64 {
+        r.outbox
+            .enqueue(NewEnrollment {
+                person_id: person.into(),
+                provider,
+                group: Group::default(),
+                images: vec![NewImage {
+                    bytes: vec![1, 2, 3],
+                    width: 1,
+                    height: 1,
+                }],
+                scores: vec![],
+            })
+            .expect("enqueue")
+            .id
+    }
+
+    fn err(class: ErrorClass, code: &str) -> Result<Uploaded, UploadError> {
+        Err(UploadError::new(class, code, "m"))
+    }
+
+    fn no_wait(_: Duration) -> bool {
+        true
+    }
+
+    #[test]
+    fn success_deletes_the_entry_and_keeps_a_receipt() {
+        let mut r = rig();
+        let id = enqueue(&r, "a", Provider::Jd);
+        let s = r.drainer.drain(&mut no_wait).expect("drain");
+        assert_eq!((s.uploaded, s.retried, s.dead), (1, 0, 0));
+        assert!(r.outbox.get(id).is_err());
+        assert_eq!(
+            r.outbox.receipts().expect("receipts")[0].face_ids,
+            vec!["f".to_string()]
+        );
+    }
+
+    #[test]
+    fn retryable_failures_back_off_and_keep_the_entry() {
+        let mut r = rig();
+        let id = enqueue(&r, "a", Provider::Jd);
+        r.results
+            .lock()
+            .expect("lock")
+            .push_back(err(ErrorClass::Retry, "10043"));
+        let s = r.drainer.drain(&mut no_wait).expect("drain");
+        assert_eq!((s.uploaded, s.retried), (0, 1));
+        let e = r.outbox.get(id).expect("kept");
+        assert_eq!(e.state, EntryState::Pending);
+        assert_eq!(e.next_attempt_at_ms, 1_000_000 + 2_000);
+        assert_eq!(
+            e.last_error.as_ref().map(|l| l.code.as_str()),
+            Some("10043")
+        );
+        assert_eq!(s.next_due_ms, Some(1_002_000));
+        // Not due yet: nothing is sent.
+        r.drainer.drain(&mut no_wait).expect("drain");
+        assert_eq!(r.sent.lock().expect("lock").len(), 1);
+        r.clock.advance(2_000);
+        let s = r.drainer.drain(&mut no_wait).expect("drain");
+        assert_eq!(s.uploaded, 1);
+    }
+
+    #[test]
+    fn never_goes_dead_with_the_vendor_code() {
+        let mut r = rig();
+        let id = enqueue(&r, "a", Provider::Jd);
+        r.results
+            .lock()
+            .expect("lock")
+            .push_back(err(ErrorClass::Never, "status:1"));
+        let s = r.drainer.drain(&mut no_wait).expect("drain");
+        assert_eq!(s.dead, 1);
+        assert!(
+            matches!(r.outbox.get(id).expect("kept").state, EntryState::Dead { ref reason, .. } if reason == "status:1")
+        );
+        assert_eq!(
+            r.outbox.images(id).expect("images kept"),
+            vec![vec![1, 2, 3]]
+        );
+    }
+
+    #[test]
+    fn operator_errors_pause_one_provider_and_keep_everything() {
+        let mut r = rig();
+        let a = enqueue(&r, "a", Provider::Jd);
+        let b = enqueue(&r, "b", Provider::Jd);
+        let t = enqueue(&r, "t", Provider::Tencent);
+        r.results
+            .lock()
+            .expect("lock")
+            .push_back(err(ErrorClass::Operator, "10001"));
+        r.drainer.set_uploader(
+            Provider::Tencent,
+            Err(UploadError::new(
+                ErrorClass::Operator,
+                "credentials",
+                "tencent.secret_id: not set",
+            )),
+            ProviderLimits { qps: 10.0 },
+        );
+        let s = r.drainer.drain(&mut no_wait).expect("drain");
+        assert_eq!(s.uploaded, 0);
+        assert_eq!(s.paused.len(), 2, "{s:?}");
+        // Only the first JD entry was tried; everything is still pending.
+        assert_eq!(*r.sent.lock().expect("lock"), vec![a]);
+        for id in [a, b, t] {
+            assert_eq!(r.outbox.get(id).expect("kept").state, EntryState::Pending);
+        }
+        // After the operator fixed it, uploads resume.
+        r.drainer.resume();
+        r.drainer.set_uploader(
+            Provider::Tencent,
+            Ok(Box::new(Scripted {
+                provider: Provider::Tencent,
+                results: r.results.clone(),
+                sent: r.sent.clone(),
+            })),
+            ProviderLimits { qps: 10.0 },
+        );
+        let s = r.drainer.drain(&mut no_wait).expect("drain");
+        assert_eq!(s.uploaded, 3);
+    }
+
+    #[test]
+    fn a_clock_error_is_retried_once_at_once_then_pauses() {
+        let mut r = rig();
+        enqueue(&r, "a", Provider::Jd);
+        r.results
+            .lock()
+            .expect("lock")
+            .push_back(err(ErrorClass::Clock, "10045"));
+        let s = r.drainer.drain(&mut no_wait).expect("drain");
+        assert_eq!(s.uploaded, 1, "the immediate retry succeeded");
+        assert_eq!(r.sent.lock().expect("lock").len(), 2);
+        enqueue(&r, "b", Provider::Jd);
+        r.results.lock().expect("lock").extend([
+            err(ErrorClass::Clock, "10045"),
+            err(ErrorClass::Clock, "10045"),
+        ]);
+        let s = r.drainer.drain(&mut no_wait).expect("drain");
+        assert_eq!(s.paused.len(), 1);
+        assert_eq!(s.paused[0].code, "10045");
+    }
+
+    #[test]
+    fn an_unknown_outcome_is_remembered_for_the_next_attempt() {
+        let mut r = rig();
+        let id = enqueue(&r, "a", Provider::Jd);
+        let mut e = UploadError::new(ErrorClass::Retry, "no_answer", "timeout");
+        e.outcome_unknown = true;
+        r.results.lock().expect("lock").push_back(Err(e));
+        r.drainer.drain(&mut no_wait).expect("drain");
+        assert!(r.outbox.get(id).expect("kept").outcome_unknown);
+    }
+
+    #[test]
+    fn the_rate_limit_waits_between_uploads() {
+        let mut r = rig();
+        r.drainer.set_uploader(
+            Provider::Jd,
+            Ok(Box::new(Scripted {
+                provider: Provider::Jd,
+                results: r.results.clone(),
+                sent: r.sent.clone(),
+            })),
+            ProviderLimits { qps: 2.0 },
+        );
+        for i in 0..5 {
+            enqueue(&r, &format!("p{i}"), Provider::Jd);
+        }
+        let clock = r.clock.clone();
+        let mut waited = Duration::ZERO;
+        let s = r
+            .drainer
+            .drain(&mut |d| {
+                waited += d;
+                clock.advance(d.as_millis() as i64);
+                true
+            })
+            .expect("drain");
+        assert_eq!(s.uploaded, 5);
+        // Burst of 2, then 3 more at 2 per second.
+        assert_eq!(waited, Duration::from_millis(1_500));
+    }
+}

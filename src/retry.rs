@@ -1,0 +1,210 @@
+//! Retry policy and rate limits: pure functions of (attempts, error class,
+//! now). Nothing here sleeps, reads a clock or does I/O.
+
+use crate::clock::UnixMillis;
+use crate::cloud::ErrorClass;
+
+/// Exponential backoff with jitter and a cap.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Delay after the first failure.
+    pub base_ms: i64,
+    /// Longest delay.
+    pub max_ms: i64,
+    /// Relative jitter: the delay is scaled by a factor in `1 ± jitter`.
+    pub jitter: f64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            base_ms: 2_000,
+            max_ms: 15 * 60_000,
+            jitter: 0.2,
+        }
+    }
+}
+
+/// What to do with an entry after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Keep it pending; try again at this time.
+    RetryAt(UnixMillis),
+    /// Move it to dead: it will never succeed as it is.
+    Dead,
+    /// Keep it pending and stop uploading to this provider until an operator acts.
+    Pause,
+}
+
+impl RetryPolicy {
+    /// Delay before attempt `attempts + 1`; `unit` in [0, 1) picks the jitter.
+    pub fn backoff_ms(&self, attempts: u32, unit: f64) -> i64 {
+        let exp = attempts.saturating_sub(1).min(30);
+        let raw = (self.base_ms as f64) * 2f64.powi(exp as i32);
+        let capped = raw.min(self.max_ms as f64);
+        let factor = 1.0 - self.jitter + 2.0 * self.jitter * unit.clamp(0.0, 1.0);
+        ((capped * factor).round() as i64).clamp(0, self.max_ms)
+    }
+
+    /// The decision for an error of `class` after `attempts` attempts.
+    /// A clock error reaching here was already corrected and retried once.
+    pub fn decide(
+        &self,
+        class: ErrorClass,
+        attempts: u32,
+        now: UnixMillis,
+        not_before: Option<UnixMillis>,
+        unit: f64,
+    ) -> Decision {
+        match class {
+            ErrorClass::Retry => {
+                let at = now + self.backoff_ms(attempts, unit);
+                Decision::RetryAt(not_before.map_or(at, |nb| nb.max(at)))
+            }
+            ErrorClass::Never => Decision::Dead,
+            ErrorClass::Operator | ErrorClass::Clock => Decision::Pause,
+        }
+    }
+}
+
+/// A token bucket: `rate` requests per second, bursts of up to `burst`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenBucket {
+    rate_per_ms: f64,
+    burst: f64,
+    tokens: f64,
+    last_ms: UnixMillis,
+}
+
+impl TokenBucket {
+    pub fn new(rate_per_s: f64, burst: f64, now: UnixMillis) -> Self {
+        let burst = burst.max(1.0);
+        Self {
+            rate_per_ms: rate_per_s.max(0.001) / 1000.0,
+            burst,
+            tokens: burst,
+            last_ms: now,
+        }
+    }
+
+    /// Takes one token, or says how many milliseconds until one is available.
+    pub fn try_take(&mut self, now: UnixMillis) -> Result<(), i64> {
+        let elapsed = (now - self.last_ms).max(0) as f64;
+        self.tokens = (self.tokens + elapsed * self.rate_per_ms).min(self.burst);
+        self.last_ms = now.max(self.last_ms);
+        // The epsilon absorbs float rounding at the exact refill instant.
+        const EPSILON: f64 = 1e-9;
+        if self.tokens >= 1.0 - EPSILON {
+            self.tokens = (self.tokens - 1.0).max(0.0);
+            Ok(())
+        } else {
+            Err((((1.0 - self.tokens) / self.rate_per_ms) - 1e-6)
+                .ceil()
+                .max(1.0) as i64)
+        }
+    }
+}
+
+/// A small xorshift generator for jitter, seeded differently in every process
+/// so a fleet of devices does not retry in step.
+#[derive(Debug, Clone)]
+pub struct Jitter(u64);
+
+impl Jitter {
+    pub fn seeded() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        Self(h.finish() | 1)
+    }
+
+    pub fn with_seed(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+
+    /// A value in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let p = RetryPolicy {
+            jitter: 0.0,
+            ..RetryPolicy::default()
+        };
+        let delays: Vec<i64> = (1..=12).map(|a| p.backoff_ms(a, 0.5)).collect();
+        assert_eq!(&delays[..4], &[2_000, 4_000, 8_000, 16_000]);
+        assert_eq!(*delays.last().expect("last"), 900_000);
+        assert!(delays.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(p.backoff_ms(u32::MAX, 0.5), 900_000);
+    }
+
+    #[test]
+    fn jitter_stays_within_its_band() {
+        let p = RetryPolicy::default();
+        assert_eq!(p.backoff_ms(3, 0.0), 6_400);
+        assert_eq!(p.backoff_ms(3, 0.5), 8_000);
+        assert_eq!(p.backoff_ms(3, 1.0), 9_600);
+        let mut j = Jitter::with_seed(42);
+        for _ in 0..1000 {
+            let u = j.unit();
+            assert!((0.0..1.0).contains(&u));
+        }
+    }
+
+    #[test]
+    fn decisions_by_class() {
+        let p = RetryPolicy {
+            jitter: 0.0,
+            ..RetryPolicy::default()
+        };
+        assert_eq!(
+            p.decide(ErrorClass::Retry, 1, 1_000, None, 0.5),
+            Decision::RetryAt(3_000)
+        );
+        // JD's quota: not before the next day, even if backoff is shorter.
+        assert_eq!(
+            p.decide(ErrorClass::Retry, 1, 1_000, Some(50_000), 0.5),
+            Decision::RetryAt(50_000)
+        );
+        assert_eq!(p.decide(ErrorClass::Never, 1, 0, None, 0.5), Decision::Dead);
+        assert_eq!(
+            p.decide(ErrorClass::Operator, 1, 0, None, 0.5),
+            Decision::Pause
+        );
+        assert_eq!(
+            p.decide(ErrorClass::Clock, 1, 0, None, 0.5),
+            Decision::Pause
+        );
+    }
+
+    #[test]
+    fn token_bucket_limits_the_rate() {
+        let mut b = TokenBucket::new(4.0, 2.0, 0);
+        assert_eq!(b.try_take(0), Ok(()));
+        assert_eq!(b.try_take(0), Ok(()));
+        assert_eq!(b.try_take(0), Err(250));
+        assert_eq!(b.try_take(249), Err(1));
+        assert_eq!(b.try_take(250), Ok(()));
+        // Over a simulated minute, at most rate * 60 + burst requests pass.
+        let mut b = TokenBucket::new(4.0, 2.0, 0);
+        let passed = (0..60_000)
+            .step_by(10)
+            .filter(|&t| b.try_take(t).is_ok())
+            .count();
+        assert!((240..=242).contains(&passed), "{passed}");
+        // A clock stepping back does not mint tokens.
+        let mut b = TokenBucket::new(1.0, 1.0, 10_000);
+        assert_eq!(b.try_take(10_000), Ok(()));
+        assert!(b.try_take(0).is_err());
+    }
+}
