@@ -56,6 +56,8 @@ pub enum EnrollOutcome {
 #[derive(Debug)]
 pub enum EnrollError {
     InvalidPerson(String),
+    /// The provider needs a group and none is configured.
+    GroupMissing(&'static str),
     Source(SourceError),
     Encode(EncodeError),
     Outbox(OutboxError),
@@ -66,6 +68,7 @@ impl EnrollError {
     pub fn code(&self) -> &'static str {
         match self {
             EnrollError::InvalidPerson(_) => "invalid_person",
+            EnrollError::GroupMissing(_) => "group_missing",
             EnrollError::Source(e) => e.code(),
             EnrollError::Encode(_) => "encode_failed",
             EnrollError::Outbox(e) => e.code(),
@@ -77,6 +80,7 @@ impl fmt::Display for EnrollError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EnrollError::InvalidPerson(why) => write!(f, "invalid person id: {why}"),
+            EnrollError::GroupMissing(why) => f.write_str(why),
             EnrollError::Source(e) => e.fmt(f),
             EnrollError::Encode(e) => e.fmt(f),
             EnrollError::Outbox(e) => e.fmt(f),
@@ -109,6 +113,13 @@ pub fn enroll(
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<EnrollOutcome, EnrollError> {
     validate_person_id(&req.person_id).map_err(EnrollError::InvalidPerson)?;
+    let group = group_for(cfg, req.provider);
+    if req.provider == Provider::Jd && group.id.is_empty() && group.name.is_empty() {
+        // JD refuses faceCreate without a group: fail now, not as a dead entry later.
+        return Err(EnrollError::GroupMissing(
+            "JD needs a face group: set jd.group_id or jd.group_name in the configuration",
+        ));
+    }
     let mut source = source::open(&req.source, &cfg.camera, DecodeLimits::default())
         .map_err(EnrollError::Source)?;
     on_progress(Progress::Capturing {
@@ -147,7 +158,7 @@ pub fn enroll(
         .enqueue(NewEnrollment {
             person_id: req.person_id.clone(),
             provider: req.provider,
-            group: group_for(cfg, req.provider),
+            group,
             images: encoded
                 .iter()
                 .map(|e| NewImage {

@@ -20,6 +20,7 @@ pub mod cloud;
 pub mod config;
 pub mod detect;
 pub mod drain;
+pub mod emulator;
 pub mod encode;
 pub mod enroll;
 pub mod frame;

@@ -5,13 +5,18 @@
 use clap::{Parser, Subcommand};
 use enrolld::burst::{assess_frame, FrameReport};
 use enrolld::clock::{rfc3339, Clock, SystemClock};
+use enrolld::cloud::{build_uploader, http_config, SkewClock};
 use enrolld::config::{Config, ConfigOrigin, SourceSpec};
 use enrolld::detect::SeetaDetector;
+use enrolld::drain::{DrainSummary, Drainer, ProviderLimits};
+use enrolld::emulator::{Emulator, EmulatorConfig, Fault, JdShape};
 use enrolld::encode::encode_for;
 use enrolld::enroll::{enroll, EnrollError, EnrollOutcome, EnrollRequest, Progress};
 use enrolld::frame::DecodeLimits;
+use enrolld::http::HttpClient;
 use enrolld::outbox::{Enrollment, EntryState, Outbox, OutboxError, OutboxLimits};
 use enrolld::provider::Provider;
+use enrolld::retry::RetryPolicy;
 use enrolld::source::{FileSource, FrameSource};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -27,10 +32,14 @@ mod exit {
     pub const QUEUE_FULL: u8 = 4;
     pub const INPUT: u8 = 5;
     pub const NOT_FOUND: u8 = 6;
+    pub const RETRY_PENDING: u8 = 7;
+    pub const PAUSED: u8 = 8;
+    pub const DEAD: u8 = 9;
 }
 
 const EXIT_CODES: &str = "Exit codes: 0 success; 1 runtime failure (storage, encoding); 2 usage or configuration error; \
-3 rejected (no acceptable face); 4 queue or storage full; 5 camera or input image unreadable; 6 no such queue entry.";
+3 rejected (no acceptable face); 4 queue or storage full; 5 camera or input image unreadable; 6 no such queue entry; \
+drain: 7 some uploads failed and will be retried, 8 uploads paused until an operator acts, 9 the cloud refused some enrollments (dead).";
 
 #[derive(Parser)]
 #[command(name = "enrolld", version, about = "Edge face enrollment: camera -> best face -> durable queue -> cloud", after_help = EXIT_CODES)]
@@ -86,7 +95,39 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Enroll the sample photo into a local queue: no camera, no credentials.
+    /// Upload every due enrollment, then print what happened.
+    Drain,
+    /// Run a local JD or Tencent cloud emulator over HTTPS (loopback only).
+    Emulate {
+        /// `jd` or `tencent`.
+        vendor: Provider,
+        /// Address to listen on; port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: std::net::SocketAddr,
+        /// Where to write the emulator's CA certificate (for tls.extra_ca_file).
+        #[arg(long, value_name = "PATH")]
+        ca_out: PathBuf,
+        /// The JD appkey or Tencent SecretId requests must carry.
+        #[arg(long)]
+        key_id: String,
+        /// File holding the secret signatures are checked with.
+        #[arg(long, value_name = "PATH")]
+        secret_key_file: PathBuf,
+        /// Misbehave for the next requests: rate-limit, busy, 5xx, drop,
+        /// drop-unapplied, slow:MS, bad-credentials, quota, billing; `*N` for N requests.
+        #[arg(long = "fault", value_name = "FAULT")]
+        faults: Vec<Fault>,
+        /// Run the emulator's clock this many seconds off.
+        #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+        skew: i64,
+        /// Accept images without checking that they hold a face.
+        #[arg(long)]
+        no_face_check: bool,
+        /// JD success answer envelope: object, string or status.
+        #[arg(long, default_value = "object")]
+        jd_shape: JdShape,
+    },
+    /// Enroll the sample photo and upload it to a local emulator: no camera, no credentials.
     Demo {
         /// Photo to enroll [default: the sample photo shipped with rustface].
         #[arg(long)]
@@ -105,6 +146,8 @@ enum QueueCommand {
     Show { id: u64 },
     /// Make an entry due now (a dead entry becomes pending).
     Retry { id: u64 },
+    /// Show the receipts of uploaded enrollments (no images are kept).
+    Receipts,
     /// Delete an entry and its images, or every dead entry with --dead.
     Purge {
         #[arg(required_unless_present = "dead", conflicts_with = "dead")]
@@ -153,7 +196,9 @@ impl From<EnrollError> for Failure {
     fn from(e: EnrollError) -> Self {
         match e {
             EnrollError::Outbox(o) => o.into(),
-            EnrollError::InvalidPerson(_) => Failure::new(e.code(), e.to_string(), exit::USAGE),
+            EnrollError::InvalidPerson(_) | EnrollError::GroupMissing(_) => {
+                Failure::new(e.code(), e.to_string(), exit::USAGE)
+            }
             EnrollError::Source(_) => Failure::new(e.code(), e.to_string(), exit::INPUT),
             EnrollError::Encode(_) => Failure::new(e.code(), e.to_string(), exit::FAILURE),
         }
@@ -245,6 +290,37 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             run_enroll(&cfg, &req, cli.json)
         }
         Command::Queue { command } => queue(&cfg, command, cli.json),
+        Command::Drain => {
+            let outbox = Arc::new(open_outbox(&cfg)?);
+            let summary = run_drain(&cfg, outbox)?;
+            print_drain(&summary, cli.json);
+            Ok(drain_exit(&summary))
+        }
+        Command::Emulate {
+            vendor,
+            listen,
+            ca_out,
+            key_id,
+            secret_key_file,
+            faults,
+            skew,
+            no_face_check,
+            jd_shape,
+        } => {
+            let secret = enrolld::config::Secret::from_file(secret_key_file)
+                .map_err(|e| Failure::new("secret_unreadable", e, exit::USAGE))?;
+            let config = EmulatorConfig {
+                vendor: *vendor,
+                listen: *listen,
+                key_id: key_id.clone(),
+                secret: secret.expose().to_vec(),
+                faults: faults.clone(),
+                skew_s: *skew,
+                check_faces: !no_face_check,
+                jd_shape: *jd_shape,
+            };
+            emulate(config, ca_out, cli.json)
+        }
         Command::Demo { photo, person } => demo(
             cfg,
             cli.state_dir.is_some(),
@@ -502,6 +578,24 @@ fn queue(cfg: &Config, cmd: &QueueCommand, json: bool) -> Result<u8, Failure> {
                 println!("entry {id} is pending and due now");
             }
         }
+        QueueCommand::Receipts => {
+            let receipts = outbox.receipts()?;
+            if json {
+                println!("{}", json!({ "receipts": receipts }));
+            } else {
+                println!("{} receipt(s)", receipts.len());
+                for r in &receipts {
+                    println!(
+                        "{:>8}  uploaded {}  {:<8} {}  face {}",
+                        r.id,
+                        rfc3339(r.uploaded_at_ms),
+                        r.provider,
+                        r.person_id,
+                        r.face_ids.join(",")
+                    );
+                }
+            }
+        }
         QueueCommand::Purge { id: Some(id), .. } => {
             let e = outbox.purge(*id)?;
             if json {
@@ -523,6 +617,133 @@ fn queue(cfg: &Config, cmd: &QueueCommand, json: bool) -> Result<u8, Failure> {
             }
         }
     }
+    Ok(exit::OK)
+}
+
+/// Runs one drain pass over the outbox with uploaders built from `cfg`.
+fn run_drain(cfg: &Config, outbox: Arc<Outbox>) -> Result<DrainSummary, Failure> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let skew = Arc::new(SkewClock::new(clock.clone()));
+    let http = Arc::new(
+        HttpClient::new(&http_config(cfg))
+            .map_err(|e| Failure::new("tls_config", e.to_string(), exit::USAGE))?,
+    );
+    let policy = RetryPolicy {
+        base_ms: cfg.upload.retry_base_ms as i64,
+        max_ms: cfg.upload.retry_max_ms as i64,
+        ..RetryPolicy::default()
+    };
+    let retention_ms = i64::from(cfg.upload.receipt_retention_days) * 86_400_000;
+    let mut drainer = Drainer::new(outbox, policy, clock, skew.clone(), retention_ms);
+    for (provider, qps) in [
+        (Provider::Jd, cfg.jd.qps),
+        (Provider::Tencent, cfg.tencent.qps),
+    ] {
+        drainer.set_uploader(
+            provider,
+            build_uploader(cfg, provider, http.clone(), skew.clone()),
+            ProviderLimits { qps },
+        );
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register(signal, stop.clone());
+    }
+    let summary = drainer.drain(&mut |d| {
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            return false;
+        }
+        std::thread::sleep(d.min(std::time::Duration::from_secs(1)));
+        !stop.load(std::sync::atomic::Ordering::SeqCst)
+    })?;
+    Ok(summary)
+}
+
+fn drain_exit(s: &DrainSummary) -> u8 {
+    if !s.paused.is_empty() {
+        exit::PAUSED
+    } else if s.dead > 0 {
+        exit::DEAD
+    } else if s.retried > 0 || s.pending > 0 {
+        exit::RETRY_PENDING
+    } else {
+        exit::OK
+    }
+}
+
+fn print_drain(s: &DrainSummary, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(s).unwrap_or_default());
+        return;
+    }
+    println!(
+        "uploaded {}, will retry {}, dead {}, still pending {}",
+        s.uploaded, s.retried, s.dead, s.pending
+    );
+    for p in &s.paused {
+        println!(
+            "paused: uploads to {} stopped: {} {}",
+            p.provider, p.code, p.message
+        );
+        println!("        fix the cause (credentials, billing, clock, CA), then run `enrolld drain` again; nothing was dropped");
+    }
+    for f in &s.failures {
+        println!(
+            "  entry {}: {} ({}) {}",
+            f.id,
+            f.code,
+            f.class.as_str(),
+            f.message
+        );
+    }
+    if let Some(t) = s.next_due_ms {
+        println!("next attempt due {}", rfc3339(t));
+    }
+    if s.clock_skew_ms != 0 {
+        println!(
+            "clock: the cloud's time is {:+} s from this device's; requests were signed with the cloud's time",
+            s.clock_skew_ms / 1000
+        );
+    }
+    if s.receipts_expired > 0 {
+        println!("{} old receipt(s) expired", s.receipts_expired);
+    }
+}
+
+fn emulate(config: EmulatorConfig, ca_out: &Path, json: bool) -> Result<u8, Failure> {
+    let vendor = config.vendor;
+    let mut emulator = Emulator::start(config)
+        .map_err(|e| Failure::new("emulator_failed", e.to_string(), exit::USAGE))?;
+    emulator.write_ca(ca_out).map_err(|e| {
+        Failure::new(
+            "emulator_failed",
+            format!("{}: {e}", ca_out.display()),
+            exit::FAILURE,
+        )
+    })?;
+    if json {
+        println!(
+            "{}",
+            json!({"vendor": vendor, "endpoint": emulator.endpoint(), "ca": ca_out})
+        );
+    } else {
+        println!(
+            "emulating {vendor} at {} (CA certificate in {})",
+            emulator.endpoint(),
+            ca_out.display()
+        );
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone())
+            .map_err(|e| Failure::new("emulator_failed", e.to_string(), exit::FAILURE))?;
+    }
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    emulator.stop();
     Ok(exit::OK)
 }
 
@@ -555,6 +776,9 @@ fn demo(
     cfg.detect.min_face_px = 40;
     cfg.quality.min_face_px = 40;
     cfg.burst.frames = 1;
+    if cfg.jd.group_id.is_empty() && cfg.jd.group_name.is_empty() {
+        cfg.jd.group_name = "demo".into();
+    }
     if !json {
         println!("demo: enrolling {} as person {person:?}", photo.display());
         println!(
@@ -569,13 +793,52 @@ fn demo(
         frames: Some(1),
     };
     let code = run_enroll(&cfg, &req, json)?;
-    if code == exit::OK && !json {
+    if code != exit::OK {
+        return Ok(code);
+    }
+    if !json {
         println!("demo: the queue now holds:");
         queue(&cfg, &QueueCommand::List, false)?;
+    }
+    // A local JD emulator with demo credentials stands in for the cloud.
+    let dir = cfg.state_dir.clone();
+    let fail = |e: std::io::Error| Failure::new("demo_failed", e.to_string(), exit::FAILURE);
+    std::fs::create_dir_all(&dir).map_err(fail)?;
+    let secret_path = std::fs::canonicalize(&dir)
+        .map_err(fail)?
+        .join("demo-jd-secret");
+    std::fs::write(&secret_path, "demo-secret-key\n").map_err(fail)?;
+    let emulator = Emulator::start(EmulatorConfig {
+        vendor: Provider::Jd,
+        listen: "127.0.0.1:0"
+            .parse()
+            .map_err(|_| Failure::new("demo_failed", "address", exit::FAILURE))?,
+        key_id: "demo-appkey".into(),
+        secret: b"demo-secret-key".to_vec(),
+        faults: Vec::new(),
+        skew_s: 0,
+        check_faces: true,
+        jd_shape: JdShape::StatusString,
+    })
+    .map_err(|e| Failure::new("demo_failed", e.to_string(), exit::FAILURE))?;
+    let ca_path = secret_path.with_file_name("demo-emulator-ca.pem");
+    emulator.write_ca(&ca_path).map_err(fail)?;
+    cfg.jd.endpoint = emulator.endpoint();
+    cfg.jd.appkey = "demo-appkey".into();
+    cfg.jd.secret_key_file = secret_path;
+    cfg.tls.extra_ca_file = Some(ca_path);
+    if !json {
         println!(
-            "demo: inspect it with: enrolld --state-dir {} queue list",
-            cfg.state_dir.display()
+            "demo: uploading to a local JD emulator at {} (signed, over TLS)",
+            emulator.endpoint()
         );
     }
-    Ok(code)
+    let summary = run_drain(&cfg, Arc::new(open_outbox(&cfg)?))?;
+    print_drain(&summary, json);
+    if !json {
+        let stored = emulator.with_state(|s| s.persons.get(person).map_or(0, |p| p.faces.len()));
+        println!("demo: the emulator now holds {stored} face(s) for {person:?}; receipts kept on the device:");
+        queue(&cfg, &QueueCommand::Receipts, false)?;
+    }
+    Ok(drain_exit(&summary))
 }

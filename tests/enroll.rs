@@ -117,6 +117,30 @@ fn tencent_keeps_up_to_k_distinct_frames() {
 }
 
 #[test]
+fn jd_enrollments_need_a_group_before_anything_is_queued() {
+    let e = Enrolld::new("[jd]\nappkey = \"k\"\n");
+    let p = e.path("p.jpg");
+    write_jpeg(&portrait(0, 3.0), &p);
+    let (code, v) = e.json(&[
+        "enroll",
+        "--person",
+        "x",
+        "--source",
+        &format!("file:{}", p.display()),
+    ]);
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (2, Some("group_missing")),
+        "{v:#}"
+    );
+    assert!(v["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("jd.group_name"));
+    assert_eq!(queue_list(&e)["usage"]["entries"], 0);
+}
+
+#[test]
 fn rejected_enrollments_queue_nothing() {
     let e = Enrolld::new("");
     let p = e.path("street.jpg");

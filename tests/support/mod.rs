@@ -131,11 +131,17 @@ pub struct Enrolld {
 }
 
 impl Enrolld {
-    /// A work dir with `enrolld.toml` holding `extra` plus a private state dir.
+    /// A work dir with `enrolld.toml` holding `extra` plus a private state dir
+    /// (and a JD group unless `extra` has a `[jd]` section).
     pub fn new(extra: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        let jd = if extra.contains("[jd]") {
+            ""
+        } else {
+            "[jd]\ngroup_name = \"test-group\"\n"
+        };
         let config = format!(
-            "state_dir = {:?}\n{extra}\n",
+            "state_dir = {:?}\n{extra}\n{jd}",
             dir.path().join("state").display().to_string()
         );
         std::fs::write(dir.path().join("enrolld.toml"), config).expect("write config");
@@ -177,5 +183,97 @@ impl Enrolld {
             )
         });
         (out.status.code().unwrap_or(-1), value)
+    }
+}
+
+/// The key id and secret every test cloud uses; tests check neither leaks.
+pub const KEY_ID: &str = "test-key-id-4f2a9c";
+pub const SECRET: &str = "test-secret-value-7d1e83b5";
+
+/// A JD or Tencent emulator over real TLS on 127.0.0.1, with its CA and the
+/// secret in files, ready to be put into an enrolld configuration.
+pub struct Cloud {
+    pub emulator: enrolld::emulator::Emulator,
+    pub dir: tempfile::TempDir,
+    pub vendor: enrolld::provider::Provider,
+}
+
+impl Cloud {
+    pub fn start(vendor: enrolld::provider::Provider) -> Self {
+        Self::start_with(vendor, enrolld::emulator::JdShape::CodeObject, 0)
+    }
+
+    pub fn start_with(
+        vendor: enrolld::provider::Provider,
+        jd_shape: enrolld::emulator::JdShape,
+        skew_s: i64,
+    ) -> Self {
+        let emulator = enrolld::emulator::Emulator::start(enrolld::emulator::EmulatorConfig {
+            vendor,
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            key_id: KEY_ID.into(),
+            secret: SECRET.as_bytes().to_vec(),
+            faults: Vec::new(),
+            skew_s,
+            check_faces: true,
+            jd_shape,
+        })
+        .expect("emulator starts");
+        let dir = tempfile::tempdir().expect("tempdir");
+        emulator
+            .write_ca(&dir.path().join("ca.pem"))
+            .expect("write ca");
+        std::fs::write(dir.path().join("secret"), format!("{SECRET}\n")).expect("write secret");
+        Self {
+            emulator,
+            dir,
+            vendor,
+        }
+    }
+
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// `[upload]`, vendor and `[tls]` sections; `upload_extra` and
+    /// `vendor_extra` are added to `[upload]` and the vendor's section.
+    pub fn config(&self, upload_extra: &str, vendor_extra: &str) -> String {
+        let secret = self.dir.path().join("secret");
+        let vendor = match self.vendor {
+            enrolld::provider::Provider::Jd => format!(
+                "[jd]\nendpoint = \"{}\"\nappkey = \"{KEY_ID}\"\nsecret_key_file = {:?}\ngroup_name = \"kiosk\"\nqps = 1000.0\n{vendor_extra}\n",
+                self.emulator.endpoint(),
+                secret.display().to_string()
+            ),
+            enrolld::provider::Provider::Tencent => format!(
+                "[tencent]\nendpoint = \"{}\"\nsecret_id = \"{KEY_ID}\"\nsecret_key_file = {:?}\nqps = 1000.0\n{vendor_extra}\n",
+                self.emulator.endpoint(),
+                secret.display().to_string()
+            ),
+        };
+        format!(
+            "[upload]\nprovider = \"{}\"\n{upload_extra}\n{vendor}[tls]\nextra_ca_file = {:?}\n",
+            self.vendor,
+            self.ca_path().display().to_string()
+        )
+    }
+
+    pub fn push_fault(&self, fault: &str) {
+        self.emulator.push_fault(fault.parse().expect("fault"));
+    }
+
+    /// Face count and image hashes the cloud holds for a person.
+    pub fn faces(&self, person: &str) -> Vec<String> {
+        self.emulator.with_state(|s| {
+            s.persons
+                .get(person)
+                .map(|p| p.faces.iter().map(|f| f.image_sha256.clone()).collect())
+                .unwrap_or_default()
+        })
+    }
+
+    pub fn requests(&self, action: &str) -> u64 {
+        self.emulator
+            .with_state(|s| s.requests.get(action).copied().unwrap_or(0))
     }
 }
