@@ -232,6 +232,14 @@ fn classify(e: ureq::Error, host: &str) -> HttpError {
             (K::Config, "invalid endpoint URL".into())
         }
         E::BodyExceedsLimit(n) => (K::Unknown, format!("answer larger than {n} bytes")),
+        // ureq hands rustls' certificate errors over inside an io::Error.
+        E::Io(io)
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>()) =>
+        {
+            (K::Tls, format!("TLS: {io}"))
+        }
         E::Io(io) => {
             use std::io::ErrorKind as I;
             match io.kind() {

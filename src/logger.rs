@@ -1,5 +1,10 @@
 //! A small `log` backend for stderr. Under systemd (`JOURNAL_STREAM` set)
 //! each line carries a `<N>` syslog priority prefix that journald parses.
+//!
+//! Only enrolld's own records go below `warn`: libraries log at debug level
+//! what enrolld must never print (ureq logs whole request URIs, which carry
+//! JD's appkey and signature, and request headers, which carry Tencent's
+//! Authorization).
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use std::io::Write;
@@ -11,7 +16,13 @@ struct StderrLogger {
 
 impl Log for StderrLogger {
     fn enabled(&self, metadata: &Metadata) -> bool {
-        metadata.level() <= self.level
+        let ours = metadata.target() == "enrolld" || metadata.target().starts_with("enrolld::");
+        let cap = if ours {
+            self.level
+        } else {
+            self.level.min(LevelFilter::Warn)
+        };
+        metadata.level() <= cap
     }
 
     fn log(&self, record: &Record) {

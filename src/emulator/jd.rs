@@ -2,7 +2,7 @@
 
 use super::http::Request;
 use super::{
-    check_image, with_faults, FaultKind, ImageProblem, JdShape, Outcome, Person, Shared, StoredFace,
+    check_image, with_faults, FaultKind, ImageProblem, JdShape, Outcome, Shared, StoredFace,
 };
 use crate::cloud::sign::{jd_sign, same_signature};
 use crate::detect::SeetaDetector;
@@ -84,6 +84,7 @@ pub(crate) fn handle(
     }
     with_faults(
         shared,
+        "faceCreate",
         |kind| match kind {
             FaultKind::RateLimit => Some(gateway(shared, "10043", "QPS limit exceeded")),
             FaultKind::Busy => Some(gateway(shared, "10020", "system busy")),
@@ -135,10 +136,7 @@ fn create(shared: &Shared, req: &Request, detector: &mut Option<SeetaDetector>) 
     };
     let mut state = shared.lock();
     let face_id = state.new_face_id();
-    let person = state
-        .persons
-        .entry(outer_id)
-        .or_insert_with(Person::default);
+    let person = state.persons.entry(outer_id).or_default();
     if !person.groups.contains(&group) {
         person.groups.push(group);
     }

@@ -103,18 +103,20 @@ impl FromStr for FaultKind {
     }
 }
 
-/// A fault that hits the next `remaining` vendor requests.
+/// A fault that hits the next `remaining` vendor requests (of `action` only,
+/// when set: `faceCreate`, `CreateFace`, `CreatePerson`, `GetPersonBaseInfo`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Fault {
     pub kind: FaultKind,
     pub remaining: u32,
+    pub action: Option<String>,
 }
 
 impl FromStr for Fault {
     type Err = String;
-    /// `KIND` or `KIND*COUNT` (`slow:3000*2`).
+    /// `KIND[@ACTION][*COUNT]`, e.g. `slow:3000@CreateFace*2`.
     fn from_str(s: &str) -> Result<Self, String> {
-        let (kind, count) = match s.rsplit_once('*') {
+        let (rest, count) = match s.rsplit_once('*') {
             Some((k, n)) => (
                 k,
                 n.parse::<u32>()
@@ -122,9 +124,15 @@ impl FromStr for Fault {
             ),
             None => (s, 1),
         };
+        let (kind, action) = match rest.split_once('@') {
+            Some((k, a)) if !a.is_empty() => (k, Some(a.to_string())),
+            Some(_) => return Err(format!("empty action in {s:?}")),
+            None => (rest, None),
+        };
         Ok(Fault {
             kind: kind.parse()?,
             remaining: count,
+            action,
         })
     }
 }
@@ -167,12 +175,17 @@ impl State {
         format!("{}", 2_875_186_538_564_559_000u64 + self.next_face)
     }
 
-    fn take_fault(&mut self) -> Option<FaultKind> {
-        let front = self.faults.front_mut()?;
-        let kind = front.kind;
-        front.remaining = front.remaining.saturating_sub(1);
-        if front.remaining == 0 {
-            self.faults.pop_front();
+    /// The first queued fault for `action`, used up by one.
+    fn take_fault(&mut self, action: &str) -> Option<FaultKind> {
+        let i = self
+            .faults
+            .iter()
+            .position(|f| f.action.as_deref().is_none_or(|a| a == action))?;
+        let fault = &mut self.faults[i];
+        let kind = fault.kind;
+        fault.remaining = fault.remaining.saturating_sub(1);
+        if fault.remaining == 0 {
+            self.faults.remove(i);
         }
         Some(kind)
     }
@@ -557,10 +570,11 @@ fn handle(shared: &Shared, req: &Request, detector: &mut Option<SeetaDetector>) 
 /// Applies the fault at the front of the queue around a vendor handler.
 pub(crate) fn with_faults(
     shared: &Shared,
+    action: &str,
     vendor_answer: impl FnOnce(FaultKind) -> Option<Outcome>,
     apply: impl FnOnce() -> Outcome,
 ) -> Outcome {
-    let fault = shared.lock().take_fault();
+    let fault = shared.lock().take_fault(action);
     let Some(kind) = fault else {
         return apply();
     };
@@ -595,10 +609,15 @@ fn admin_request(shared: &Shared, what: &str, req: &Request) -> Outcome {
             }
             if let Some(kind) = body.get("fault").and_then(Value::as_str) {
                 let count = body.get("count").and_then(Value::as_u64).unwrap_or(1) as u32;
+                let action = body
+                    .get("action")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
                 match kind.parse::<FaultKind>() {
                     Ok(kind) => state.faults.push_back(Fault {
                         kind,
                         remaining: count,
+                        action,
                     }),
                     Err(e) => return Outcome::Answer(400, json!({"error": e})),
                 }
@@ -634,20 +653,24 @@ mod tests {
 
     #[test]
     fn faults_parse() {
+        let f = |kind, remaining, action: Option<&str>| Fault {
+            kind,
+            remaining,
+            action: action.map(str::to_string),
+        };
         assert_eq!(
             "rate-limit".parse::<Fault>(),
-            Ok(Fault {
-                kind: FaultKind::RateLimit,
-                remaining: 1
-            })
+            Ok(f(FaultKind::RateLimit, 1, None))
         );
         assert_eq!(
             "slow:1500*3".parse::<Fault>(),
-            Ok(Fault {
-                kind: FaultKind::Slow(1500),
-                remaining: 3
-            })
+            Ok(f(FaultKind::Slow(1500), 3, None))
         );
+        assert_eq!(
+            "drop@CreateFace*2".parse::<Fault>(),
+            Ok(f(FaultKind::Drop, 2, Some("CreateFace")))
+        );
+        assert!("drop@".parse::<Fault>().is_err());
         assert!("explode".parse::<Fault>().is_err());
         assert!("drop*x".parse::<Fault>().is_err());
     }

@@ -160,6 +160,7 @@ pub(crate) fn handle(
     };
     with_faults(
         shared,
+        &action,
         |kind| match kind {
             FaultKind::RateLimit => {
                 Some(error(shared, "RequestLimitExceeded", "too many requests"))
@@ -252,15 +253,14 @@ fn create_face(
             "base64 image data must be at most 5 MB",
         );
     }
-    let existing = match shared.lock().persons.get(&person_id) {
-        None => {
-            return error(
-                shared,
-                "InvalidParameterValue.PersonIdNotExist",
-                "the person does not exist",
-            )
-        }
-        Some(p) => p.faces.len(),
+    // Bind first: a guard in a `match` scrutinee would live through the arms.
+    let existing = shared.lock().persons.get(&person_id).map(|p| p.faces.len());
+    let Some(existing) = existing else {
+        return error(
+            shared,
+            "InvalidParameterValue.PersonIdNotExist",
+            "the person does not exist",
+        );
     };
     if existing + images.len() > MAX_FACES_PER_PERSON {
         return error(

@@ -1,0 +1,440 @@
+//! Uploads through the real binary (`enrolld drain`) to the emulator over
+//! real TLS on 127.0.0.1: success for both vendors, every error class, an
+//! unanswered upload that must not be duplicated, a wrong CA, and secrets
+//! kept out of every output.
+
+mod support;
+
+use enrolld::emulator::JdShape;
+use enrolld::provider::Provider;
+use serde_json::Value;
+use support::*;
+
+/// Enrolls a portrait of face `i` for `person`; returns the entry id and the
+/// SHA-256 of the queued image(s).
+fn enroll(e: &Enrolld, person: &str, i: usize) -> (u64, Vec<String>) {
+    let p = e.path(&format!("{person}.jpg"));
+    write_jpeg(&portrait(i, 3.0), &p);
+    let (code, v) = e.json(&[
+        "enroll",
+        "--person",
+        person,
+        "--source",
+        &format!("file:{}", p.display()),
+    ]);
+    assert_eq!(code, 0, "{v:#}");
+    let hashes = v["entry"]["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .map(|i| i["sha256"].as_str().expect("sha").to_string())
+        .collect();
+    (v["entry"]["id"].as_u64().expect("id"), hashes)
+}
+
+fn drain(e: &Enrolld) -> (i32, Value) {
+    e.json(&["drain"])
+}
+
+fn entry(e: &Enrolld, id: u64) -> Value {
+    e.json(&["queue", "show", &id.to_string()]).1
+}
+
+#[test]
+fn jd_uploads_in_every_answer_shape_and_keeps_a_receipt() {
+    for shape in [
+        JdShape::CodeObject,
+        JdShape::CodeString,
+        JdShape::StatusString,
+    ] {
+        let cloud = Cloud::start_with(Provider::Jd, shape, 0);
+        let e = Enrolld::new(&cloud.config("", ""));
+        let (id, hashes) = enroll(&e, "工号-0042", 0);
+        let (code, s) = drain(&e);
+        assert_eq!(code, 0, "{shape:?}: {s:#}");
+        assert_eq!(s["uploaded"], 1);
+        // The cloud got exactly the queued image, and it holds a face.
+        assert_eq!(cloud.faces("工号-0042"), hashes, "{shape:?}");
+        let detected = cloud
+            .emulator
+            .with_state(|st| st.persons["工号-0042"].faces[0].faces_detected);
+        assert!(detected >= Some(1));
+        // The image is gone from the device; a receipt with the face id stays.
+        assert_eq!(entry(&e, id)["error"], "not_found");
+        let (_, r) = e.json(&["queue", "receipts"]);
+        let face_id = r["receipts"][0]["face_ids"][0].as_str().expect("face id");
+        assert!(face_id.starts_with("28751865"), "{shape:?}: {r:#}");
+    }
+}
+
+#[test]
+fn tencent_creates_the_person_then_adds_more_faces() {
+    let cloud = Cloud::start(Provider::Tencent);
+    let e = Enrolld::new(&cloud.config(
+        "",
+        "group_id = \"kiosk-group\"\nversion = \"2020-03-03\"\nregion = \"ap-guangzhou\"",
+    ));
+    let (_, first) = enroll(&e, "p-1001", 1);
+    let (code, s) = drain(&e);
+    assert_eq!(code, 0, "{s:#}");
+    assert_eq!(cloud.requests("CreatePerson"), 1);
+    assert_eq!(cloud.faces("p-1001"), first);
+    // A second enrollment of the same person adds a face with CreateFace.
+    let (_, second) = enroll(&e, "p-1001", 1);
+    let (code, _) = drain(&e);
+    assert_eq!(code, 0);
+    assert_eq!(
+        cloud.requests("CreateFace"),
+        2,
+        "the first CreateFace found no person"
+    );
+    assert_eq!(cloud.faces("p-1001"), [first, second].concat());
+}
+
+#[test]
+fn tencent_sends_several_distinct_frames_in_one_call() {
+    let cloud = Cloud::start(Provider::Tencent);
+    let e = Enrolld::new(&format!(
+        "{}[burst]\nkeep = 3\n",
+        cloud.config("", "group_id = \"g\"")
+    ));
+    let dir = e.path("frames");
+    std::fs::create_dir(&dir).expect("mkdir");
+    for (i, scale) in [3.0f32, 3.4, 2.6].iter().enumerate() {
+        write_jpeg(
+            &exposure(&portrait(4, *scale), 0.8 + 0.1 * i as f32),
+            &dir.join(format!("{i}.jpg")),
+        );
+    }
+    let (code, v) = e.json(&[
+        "enroll",
+        "--person",
+        "multi",
+        "--source",
+        &format!("file:{}", dir.display()),
+    ]);
+    assert_eq!(code, 0, "{v:#}");
+    let n = v["entry"]["images"].as_array().expect("images").len();
+    assert!(n >= 2, "{v:#}");
+    let (code, s) = drain(&e);
+    assert_eq!(code, 0, "{s:#}");
+    assert_eq!(cloud.faces("multi").len(), n);
+}
+
+#[test]
+fn retryable_errors_keep_the_entry_and_succeed_later() {
+    for (vendor, fault, code) in [
+        (Provider::Jd, "rate-limit", "10043"),
+        (Provider::Jd, "busy", "10020"),
+        (Provider::Jd, "5xx", "http_502"),
+        (Provider::Jd, "drop-unapplied", "no_answer"),
+        (Provider::Tencent, "rate-limit", "RequestLimitExceeded"),
+        (Provider::Tencent, "busy", "InternalError"),
+        (Provider::Tencent, "5xx", "http_502"),
+    ] {
+        let cloud = Cloud::start(vendor);
+        let e = Enrolld::new(&cloud.config("", "group_id = \"g\""));
+        let (id, _) = enroll(&e, "r1", 2);
+        cloud.push_fault(fault);
+        let (exit, s) = drain(&e);
+        assert_eq!(exit, 7, "{vendor} {fault}: {s:#}");
+        assert_eq!(s["retried"], 1);
+        let kept = entry(&e, id);
+        assert_eq!(kept["state"], "pending", "{kept:#}");
+        assert_eq!(kept["last_error"]["code"], code, "{vendor} {fault}");
+        assert_eq!(kept["last_error"]["class"], "retry");
+        // Due again (as after the backoff): it goes through.
+        assert_eq!(e.json(&["queue", "retry", &id.to_string()]).0, 0);
+        let (exit, s) = drain(&e);
+        assert_eq!(exit, 0, "{vendor} {fault}: {s:#}");
+        assert_eq!(
+            cloud.faces("r1").len(),
+            1,
+            "{vendor} {fault}: exactly one face"
+        );
+    }
+}
+
+#[test]
+fn jd_daily_quota_waits_for_midnight_in_china() {
+    let cloud = Cloud::start(Provider::Jd);
+    let e = Enrolld::new(&cloud.config("", ""));
+    let (id, _) = enroll(&e, "q1", 0);
+    cloud.push_fault("quota");
+    let (exit, s) = drain(&e);
+    assert_eq!(exit, 7, "{s:#}");
+    let next = entry(&e, id)["next_attempt_at_ms"].as_i64().expect("next");
+    assert_eq!((next + 8 * 3_600_000) % 86_400_000, 0, "midnight in UTC+8");
+    let now = enrolld::clock::Clock::now_ms(&enrolld::clock::SystemClock);
+    assert!(next > now && next <= now + 86_400_000);
+}
+
+#[test]
+fn a_clock_hours_off_is_corrected_from_the_cloud_and_retried_at_once() {
+    for vendor in [Provider::Jd, Provider::Tencent] {
+        // The cloud's clock is 3 hours behind the device's.
+        let cloud = Cloud::start_with(vendor, JdShape::CodeObject, -3 * 3600);
+        let e = Enrolld::new(&cloud.config("", "group_id = \"g\""));
+        enroll(&e, "c1", 3);
+        let (exit, s) = drain(&e);
+        assert_eq!(exit, 0, "{vendor}: {s:#}");
+        let skew = s["clock_skew_ms"].as_i64().expect("skew");
+        assert!(
+            (skew + 3 * 3_600_000).abs() < 5_000,
+            "{vendor}: measured skew {skew}"
+        );
+        let expired = cloud.emulator.with_state(|st| {
+            st.errors
+                .keys()
+                .filter(|k| k.contains("10045") || k.contains("SignatureExpire"))
+                .count()
+        });
+        assert_eq!(
+            expired, 1,
+            "{vendor}: exactly one clock rejection before the correction"
+        );
+        assert_eq!(cloud.faces("c1").len(), 1);
+    }
+}
+
+#[test]
+fn operator_errors_pause_uploads_and_keep_everything() {
+    for (vendor, fault, code) in [
+        (Provider::Jd, "bad-credentials", "10001"),
+        (Provider::Jd, "billing", "10010"),
+        (
+            Provider::Tencent,
+            "bad-credentials",
+            "AuthFailure.SecretIdNotFound",
+        ),
+        (
+            Provider::Tencent,
+            "billing",
+            "ResourceUnavailable.InArrears",
+        ),
+    ] {
+        let cloud = Cloud::start(vendor);
+        let e = Enrolld::new(&cloud.config("", "group_id = \"g\""));
+        let (a, _) = enroll(&e, "o1", 0);
+        let (b, _) = enroll(&e, "o2", 1);
+        cloud.push_fault(fault);
+        let (exit, s) = drain(&e);
+        assert_eq!(exit, 8, "{vendor} {fault}: {s:#}");
+        assert_eq!(s["paused"][0]["code"], code);
+        for id in [a, b] {
+            assert_eq!(entry(&e, id)["state"], "pending");
+        }
+        assert!(
+            cloud.faces("o2").is_empty(),
+            "{vendor}: nothing more is sent once paused"
+        );
+        let text = e.run(&["drain"]);
+        assert_eq!(
+            text.status.code(),
+            Some(0),
+            "after the fault is gone the next drain uploads both"
+        );
+        assert_eq!(cloud.faces("o1").len() + cloud.faces("o2").len(), 2);
+    }
+}
+
+#[test]
+fn wrong_secret_or_missing_credentials_pause_without_leaking_them() {
+    let cloud = Cloud::start(Provider::Jd);
+    // A wrong secret: JD answers 10047 (bad sign).
+    let wrong = cloud.dir.path().join("wrong-secret");
+    std::fs::write(&wrong, "not-the-secret-9a8b7c\n").expect("write");
+    let config = cloud.config("", "").replace(
+        &format!(
+            "{:?}",
+            cloud.dir.path().join("secret").display().to_string()
+        ),
+        &format!("{:?}", wrong.display().to_string()),
+    );
+    let e = Enrolld::new(&config);
+    let (id, _) = enroll(&e, "s1", 0);
+    let out = e
+        .command()
+        .env("ENROLLD_LOG", "trace")
+        .args(["drain"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(8));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(all.contains("10047"), "{all}");
+    for secret in ["not-the-secret-9a8b7c", SECRET, KEY_ID] {
+        assert!(!all.contains(secret), "{secret} leaked: {all}");
+    }
+    assert_eq!(entry(&e, id)["state"], "pending");
+
+    // No appkey configured at all: paused with the key named.
+    let e = Enrolld::new("[jd]\ngroup_name = \"g\"\nsecret_key_file = \"/nonexistent/secret\"\n");
+    enroll(&e, "s2", 0);
+    let (exit, s) = drain(&e);
+    assert_eq!(exit, 8, "{s:#}");
+    assert!(
+        s["paused"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("jd.appkey"),
+        "{s:#}"
+    );
+}
+
+/// Queues raw image bytes directly, as a faulty camera frame could end up.
+fn enqueue_raw(e: &Enrolld, person: &str, provider: Provider, bytes: Vec<u8>) -> u64 {
+    use enrolld::outbox::{Group, NewEnrollment, NewImage, Outbox, OutboxLimits};
+    let (ob, _) = Outbox::open(
+        &e.state_dir(),
+        OutboxLimits {
+            max_entries: 10,
+            max_bytes: 1 << 30,
+        },
+        std::sync::Arc::new(enrolld::clock::SystemClock),
+    )
+    .expect("open");
+    ob.enqueue(NewEnrollment {
+        person_id: person.into(),
+        provider,
+        group: Group {
+            id: "g".into(),
+            name: "kiosk".into(),
+        },
+        images: vec![NewImage {
+            bytes,
+            width: 1000,
+            height: 400,
+        }],
+        scores: vec![],
+    })
+    .expect("enqueue")
+    .id
+}
+
+#[test]
+fn images_the_cloud_refuses_go_dead_and_stay_until_purged() {
+    for (vendor, reason) in [
+        (Provider::Jd, "status:1"),
+        (Provider::Tencent, "RetCode:-1101"),
+    ] {
+        let cloud = Cloud::start(vendor);
+        let e = Enrolld::new(&cloud.config("", "group_id = \"g\""));
+        // Tencent: the person exists, so the faceless image meets CreateFace,
+        // which answers RetCode -1101 for it.
+        enroll(&e, "nf", 0);
+        assert_eq!(drain(&e).0, 0);
+        let id = enqueue_raw(
+            &e,
+            "nf",
+            vendor,
+            encode(&no_face_photo(), image::ImageFormat::Jpeg),
+        );
+        let (exit, s) = drain(&e);
+        assert_eq!(exit, 9, "{vendor}: {s:#}");
+        let dead = entry(&e, id);
+        assert_eq!(dead["state"], "dead", "{dead:#}");
+        assert_eq!(dead["reason"], reason, "{vendor}");
+        assert_eq!(dead["last_error"]["class"], "never");
+        assert_eq!(
+            cloud.faces("nf").len(),
+            1,
+            "{vendor}: only the good enrollment is in the cloud"
+        );
+        // Kept, with its image, until an operator purges it.
+        assert_eq!(e.json(&["queue", "purge", "--dead"]).1["purged"][0], id);
+    }
+}
+
+#[test]
+fn tencent_without_a_group_cannot_create_the_person() {
+    let cloud = Cloud::start(Provider::Tencent);
+    let e = Enrolld::new(&cloud.config("", ""));
+    let (id, _) = enroll(&e, "nobody", 0);
+    let (exit, s) = drain(&e);
+    assert_eq!(exit, 9, "{s:#}");
+    let dead = entry(&e, id);
+    assert_eq!(dead["reason"], "InvalidParameterValue.PersonIdNotExist");
+    assert!(dead["last_error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("tencent.group_id"));
+}
+
+#[test]
+fn an_unanswered_tencent_upload_is_checked_and_not_sent_twice() {
+    for fault in ["slow:3000@CreateFace", "drop@CreateFace"] {
+        let cloud = Cloud::start(Provider::Tencent);
+        let e = Enrolld::new(&cloud.config("recv_timeout_ms = 1000", "group_id = \"g\""));
+        // The person exists with one face already.
+        let (_, first) = enroll(&e, "t1", 0);
+        assert_eq!(drain(&e).0, 0);
+        let (id, second) = enroll(&e, "t1", 0);
+        cloud.push_fault(fault);
+        let (exit, s) = drain(&e);
+        assert_eq!(exit, 7, "{fault}: {s:#}");
+        let pending = entry(&e, id);
+        assert_eq!(pending["outcome_unknown"], true, "{fault}: {pending:#}");
+        // The cloud did apply it.
+        assert_eq!(cloud.faces("t1").len(), 2);
+        assert_eq!(e.json(&["queue", "retry", &id.to_string()]).0, 0);
+        let (exit, s) = drain(&e);
+        assert_eq!(exit, 0, "{fault}: {s:#}");
+        assert_eq!(
+            cloud.faces("t1"),
+            [first.clone(), second.clone()].concat(),
+            "{fault}: no duplicate face"
+        );
+        assert_eq!(
+            cloud.requests("CreateFace"),
+            2,
+            "{fault}: the second attempt only asked GetPersonBaseInfo"
+        );
+        let (_, r) = e.json(&["queue", "receipts"]);
+        assert_eq!(r["receipts"].as_array().map(Vec::len), Some(2));
+    }
+}
+
+#[test]
+fn an_untrusted_certificate_pauses_with_a_clear_error() {
+    let cloud = Cloud::start(Provider::Jd);
+    let other = Cloud::start(Provider::Jd);
+    let config = cloud.config("", "").replace(
+        &format!("{:?}", cloud.ca_path().display().to_string()),
+        &format!("{:?}", other.ca_path().display().to_string()),
+    );
+    let e = Enrolld::new(&config);
+    let (id, _) = enroll(&e, "tls1", 0);
+    let (exit, s) = drain(&e);
+    assert_eq!(exit, 8, "{s:#}");
+    assert_eq!(s["paused"][0]["code"], "tls");
+    let msg = s["paused"][0]["message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("127.0.0.1") && msg.to_lowercase().contains("certificate"),
+        "{msg}"
+    );
+    assert_eq!(entry(&e, id)["state"], "pending");
+    assert_eq!(cloud.requests("faceCreate"), 0);
+}
+
+#[test]
+fn a_dead_network_retries_later() {
+    let mut cloud = Cloud::start(Provider::Jd);
+    let config = cloud.config("", "");
+    let port = cloud.emulator.addr().port();
+    cloud.emulator.stop();
+    let e = Enrolld::new(&config);
+    let (id, _) = enroll(&e, "n1", 0);
+    let (exit, s) = drain(&e);
+    assert_eq!(exit, 7, "{s:#}");
+    let kept = entry(&e, id);
+    assert_eq!(kept["last_error"]["code"], "network", "{kept:#}");
+    assert!(kept["last_error"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains(&port.to_string()));
+    assert_eq!(kept["outcome_unknown"], false, "nothing was sent");
+}
