@@ -85,8 +85,8 @@ fn tencent_creates_the_person_then_adds_more_faces() {
     assert_eq!(code, 0);
     assert_eq!(
         cloud.requests("CreateFace"),
-        2,
-        "the first CreateFace found no person"
+        1,
+        "the new person was created with CreatePerson directly; one CreateFace added the second face"
     );
     assert_eq!(cloud.faces("p-1001"), [first, second].concat());
 }
@@ -390,8 +390,8 @@ fn an_unanswered_tencent_upload_is_checked_and_not_sent_twice() {
         );
         assert_eq!(
             cloud.requests("CreateFace"),
-            2,
-            "{fault}: the second attempt only asked GetPersonBaseInfo"
+            1,
+            "{fault}: one CreateFace (unanswered); the retry only asked GetPersonBaseInfo"
         );
         let (_, r) = e.json(&["queue", "receipts"]);
         assert_eq!(r["receipts"].as_array().map(Vec::len), Some(2));
@@ -437,4 +437,60 @@ fn a_dead_network_retries_later() {
         .unwrap_or("")
         .contains(&port.to_string()));
     assert_eq!(kept["outcome_unknown"], false, "nothing was sent");
+}
+
+#[test]
+fn a_person_created_elsewhere_after_the_snapshot_gets_a_face_added() {
+    use enrolld::cloud::tencent::{TencentClient, TencentSettings};
+    use enrolld::cloud::{SkewClock, Uploader};
+    use enrolld::config::Secret;
+    use enrolld::http::{HttpClient, HttpConfig};
+    use std::sync::Arc;
+    let cloud = Cloud::start(Provider::Tencent);
+    let http = Arc::new(
+        HttpClient::new(&HttpConfig {
+            extra_ca_file: Some(cloud.ca_path()),
+            ..HttpConfig::default()
+        })
+        .expect("http"),
+    );
+    let settings = TencentSettings {
+        endpoint: cloud.emulator.endpoint(),
+        secret_id: KEY_ID.into(),
+        region: String::new(),
+        version: "2018-03-01".into(),
+        group_id: "g".into(),
+    };
+    let skew = Arc::new(SkewClock::new(Arc::new(enrolld::clock::SystemClock)));
+    let mut client = TencentClient::new(http, &settings, Secret::from_bytes(SECRET.into()), skew);
+    let image = encode(&portrait(2, 3.0), image::ImageFormat::Jpeg);
+    let mut entry: enrolld::outbox::Enrollment = serde_json::from_value(serde_json::json!({
+        "format_version": 1, "id": 1, "person_id": "race", "provider": "tencent",
+        "group": {"id": "g", "name": ""}, "created_at_ms": 0, "attempts": 1,
+        "next_attempt_at_ms": 0, "state": "in_flight", "since_ms": 0, "last_error": null,
+        "images": [{"len": image.len(), "width": 1, "height": 1, "format": "jpeg", "sha256": ""}]
+    }))
+    .expect("entry");
+    assert_eq!(client.prepare(&mut entry).expect("snapshot"), None);
+    assert_eq!(
+        entry.face_ids_before,
+        Some(vec![]),
+        "the person does not exist yet"
+    );
+    // Another device creates the person now.
+    client
+        .call(
+            "CreatePerson",
+            &serde_json::json!({"GroupId": "g", "PersonId": "race", "PersonName": "race",
+                                 "Image": enrolld::cloud::base64(&encode(&portrait(1, 3.0), image::ImageFormat::Jpeg))}),
+        )
+        .expect("created elsewhere");
+    let done = client.send(&mut entry, &[image]).expect("uploaded");
+    assert_eq!(done.face_ids.len(), 1);
+    assert_eq!(
+        cloud.faces("race").len(),
+        2,
+        "ours was added next to the other device's"
+    );
+    assert_eq!(cloud.requests("CreateFace"), 1);
 }

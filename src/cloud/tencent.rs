@@ -21,6 +21,7 @@ use std::sync::Arc;
 pub const SERVICE: &str = "iai";
 
 const PERSON_NOT_EXIST: &str = "InvalidParameterValue.PersonIdNotExist";
+const PERSON_EXISTS: &str = "InvalidParameterValue.PersonIdAlreadyExist";
 
 /// Classifies an error code from `Response.Error.Code`.
 pub fn classify_code(code: &str) -> ErrorClass {
@@ -320,6 +321,21 @@ impl Uploader for TencentClient {
         let mut pending: Vec<usize> = (0..images.len())
             .filter(|i| !entry.done_images.contains(&(*i as u8)))
             .collect();
+        // A Tencent person always keeps at least one face, so an empty
+        // snapshot means the person did not exist: go straight to CreatePerson.
+        let person_missing = entry.face_ids_before.as_ref().is_some_and(Vec::is_empty)
+            && entry.uploaded_face_ids.is_empty();
+        if person_missing && !self.group_id.is_empty() && !pending.is_empty() {
+            let first = pending[0];
+            match self.create_person(entry, first, &images[first]) {
+                Ok(()) => {
+                    pending.remove(0);
+                }
+                // Created by someone else in the meantime: add faces instead.
+                Err(e) if e.code == PERSON_EXISTS => {}
+                Err(e) => return Err(e),
+            }
+        }
         if !pending.is_empty() {
             match self.create_faces(entry, &pending, images) {
                 Err(e) if e.code == PERSON_NOT_EXIST => {
