@@ -96,8 +96,10 @@ fn main() {
             .expect("endpoint")
             .to_string();
 
-        let mut cfg = Config::default();
-        cfg.state_dir = dir.path().join("state");
+        let mut cfg = Config {
+            state_dir: dir.path().join("state"),
+            ..Config::default()
+        };
         cfg.tls.extra_ca_file = Some(ca);
         cfg.jd.endpoint = endpoint.clone();
         cfg.jd.appkey = support::KEY_ID.into();
