@@ -331,6 +331,19 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+/// Every record of a tree that parses, in key order; unreadable ones are
+/// skipped (and counted by `scan_usage`).
+fn read_all<T: serde::de::DeserializeOwned>(tree: &sled::Tree) -> Result<Vec<T>, OutboxError> {
+    let mut out = Vec::new();
+    for item in tree.iter() {
+        let (_, value) = item.map_err(storage_error)?;
+        if let Ok(record) = serde_json::from_slice::<T>(&value) {
+            out.push(record);
+        }
+    }
+    Ok(out)
+}
+
 /// Checks a person id: 1 to 64 characters, no control characters.
 pub fn validate_person_id(id: &str) -> Result<(), String> {
     let n = id.chars().count();
@@ -653,13 +666,17 @@ impl Outbox {
         Ok(record)
     }
 
-    fn remove_records(&self, id: u64) -> Result<(), OutboxError> {
-        let image_keys: Vec<sled::IVec> = self
-            .images
+    /// The keys of every image chunk of an entry.
+    fn image_keys(&self, id: u64) -> Result<Vec<sled::IVec>, OutboxError> {
+        self.images
             .scan_prefix(id.to_be_bytes())
             .keys()
             .collect::<Result<_, _>>()
-            .map_err(storage_error)?;
+            .map_err(storage_error)
+    }
+
+    fn remove_records(&self, id: u64) -> Result<(), OutboxError> {
+        let image_keys = self.image_keys(id)?;
         use sled::Transactional;
         (&self.entries, &self.images)
             .transaction(|(entries, imgs)| {
@@ -707,14 +724,7 @@ impl Outbox {
 
     /// Every readable entry, oldest first.
     pub fn list(&self) -> Result<Vec<Enrollment>, OutboxError> {
-        let mut out = Vec::new();
-        for item in self.entries.iter() {
-            let (_, value) = item.map_err(storage_error)?;
-            if let Ok(e) = serde_json::from_slice::<Enrollment>(&value) {
-                out.push(e);
-            }
-        }
-        Ok(out)
+        read_all(&self.entries)
     }
 
     /// Pending entries whose next attempt is due at `now`, oldest first.
@@ -871,12 +881,7 @@ impl Outbox {
             attempts: e.attempts,
         };
         let json = serde_json::to_vec(&receipt).map_err(|x| OutboxError::Storage(x.to_string()))?;
-        let image_keys: Vec<sled::IVec> = self
-            .images
-            .scan_prefix(id.to_be_bytes())
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(storage_error)?;
+        let image_keys = self.image_keys(id)?;
         use sled::Transactional;
         (&self.entries, &self.images, &self.receipts)
             .transaction(|(entries, imgs, receipts)| {
@@ -895,14 +900,7 @@ impl Outbox {
 
     /// Every receipt, oldest first.
     pub fn receipts(&self) -> Result<Vec<Receipt>, OutboxError> {
-        let mut out = Vec::new();
-        for item in self.receipts.iter() {
-            let (_, value) = item.map_err(storage_error)?;
-            if let Ok(r) = serde_json::from_slice::<Receipt>(&value) {
-                out.push(r);
-            }
-        }
-        Ok(out)
+        read_all(&self.receipts)
     }
 
     /// Deletes receipts uploaded before `before_ms`; returns how many.

@@ -119,15 +119,7 @@ fn tencent_keeps_up_to_k_distinct_frames() {
 #[test]
 fn jd_enrollments_need_a_group_before_anything_is_queued() {
     let e = Enrolld::new("[jd]\nappkey = \"k\"\n");
-    let p = e.path("p.jpg");
-    write_jpeg(&portrait(0, 3.0), &p);
-    let (code, v) = e.json(&[
-        "enroll",
-        "--person",
-        "x",
-        "--source",
-        &format!("file:{}", p.display()),
-    ]);
+    let (code, v) = e.enroll_portrait("x", 0, &[]);
     assert_eq!(
         (code, v["error"].as_str()),
         (2, Some("group_missing")),
@@ -243,15 +235,7 @@ fn bad_requests_have_documented_exit_codes() {
 #[test]
 fn queue_retry_and_purge_dead() {
     let e = Enrolld::new("");
-    let p = e.path("p.jpg");
-    write_jpeg(&portrait(1, 3.0), &p);
-    let (_, v) = e.json(&[
-        "enroll",
-        "--person",
-        "eve",
-        "--source",
-        &format!("file:{}", p.display()),
-    ]);
+    let (_, v) = e.enroll_portrait("eve", 1, &[]);
     let id = v["entry"]["id"].as_u64().expect("id");
     // Mark it dead through the library, as the uploader will.
     {

@@ -13,15 +13,7 @@ use support::*;
 /// Enrolls a portrait of face `i` for `person`; returns the entry id and the
 /// SHA-256 of the queued image(s).
 fn enroll(e: &Enrolld, person: &str, i: usize) -> (u64, Vec<String>) {
-    let p = e.path(&format!("{person}.jpg"));
-    write_jpeg(&portrait(i, 3.0), &p);
-    let (code, v) = e.json(&[
-        "enroll",
-        "--person",
-        person,
-        "--source",
-        &format!("file:{}", p.display()),
-    ]);
+    let (code, v) = e.enroll_portrait(person, i, &[]);
     assert_eq!(code, 0, "{v:#}");
     let hashes = v["entry"]["images"]
         .as_array()

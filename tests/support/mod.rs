@@ -167,6 +167,22 @@ impl Enrolld {
         self.command().args(args).output().expect("run enrolld")
     }
 
+    /// Writes a portrait of face `i` (scaled 3x) and enrolls it for `person`
+    /// with `enroll --json`; the exit code and the parsed answer.
+    pub fn enroll_portrait(
+        &self,
+        person: &str,
+        i: usize,
+        extra: &[&str],
+    ) -> (i32, serde_json::Value) {
+        let photo = self.path(&format!("portrait-{i}.jpg"));
+        write_jpeg(&portrait(i, 3.0), &photo);
+        let source = format!("file:{}", photo.display());
+        let mut args = vec!["enroll", "--person", person, "--source", &source];
+        args.extend_from_slice(extra);
+        self.json(&args)
+    }
+
     /// Runs with `--json` and parses stdout.
     pub fn json(&self, args: &[&str]) -> (i32, serde_json::Value) {
         let out = self
