@@ -238,33 +238,15 @@ fn queue_retry_and_purge_dead() {
     let (_, v) = e.enroll_portrait("eve", 1, &[]);
     let id = v["entry"]["id"].as_u64().expect("id");
     // Mark it dead through the library, as the uploader will.
-    {
-        let (ob, _) = enrolld::outbox::Outbox::open(
-            &e.state_dir(),
-            enrolld::outbox::OutboxLimits {
-                max_entries: 10,
-                max_bytes: 1 << 30,
-            },
-            std::sync::Arc::new(enrolld::clock::SystemClock),
-        )
-        .expect("open");
-        ob.mark_dead(id, "no_face", None).expect("dead");
-    }
+    e.open_outbox()
+        .mark_dead(id, "no_face", None)
+        .expect("dead");
     assert_eq!(queue_list(&e)["usage"]["dead"], 1);
     assert_eq!(e.json(&["queue", "retry", &id.to_string()]).0, 0);
     assert_eq!(queue_list(&e)["entries"][0]["state"], "pending");
-    {
-        let (ob, _) = enrolld::outbox::Outbox::open(
-            &e.state_dir(),
-            enrolld::outbox::OutboxLimits {
-                max_entries: 10,
-                max_bytes: 1 << 30,
-            },
-            std::sync::Arc::new(enrolld::clock::SystemClock),
-        )
-        .expect("open");
-        ob.mark_dead(id, "no_face", None).expect("dead");
-    }
+    e.open_outbox()
+        .mark_dead(id, "no_face", None)
+        .expect("dead");
     let (code, v) = e.json(&["queue", "purge", "--dead"]);
     assert_eq!(code, 0);
     assert_eq!(v["purged"], serde_json::json!([id]));

@@ -279,32 +279,24 @@ fn wrong_secret_or_missing_credentials_pause_without_leaking_them() {
 
 /// Queues raw image bytes directly, as a faulty camera frame could end up.
 fn enqueue_raw(e: &Enrolld, person: &str, provider: Provider, bytes: Vec<u8>) -> u64 {
-    use enrolld::outbox::{Group, NewEnrollment, NewImage, Outbox, OutboxLimits};
-    let (ob, _) = Outbox::open(
-        &e.state_dir(),
-        OutboxLimits {
-            max_entries: 10,
-            max_bytes: 1 << 30,
-        },
-        std::sync::Arc::new(enrolld::clock::SystemClock),
-    )
-    .expect("open");
-    ob.enqueue(NewEnrollment {
-        person_id: person.into(),
-        provider,
-        group: Group {
-            id: "g".into(),
-            name: "kiosk".into(),
-        },
-        images: vec![NewImage {
-            bytes,
-            width: 1000,
-            height: 400,
-        }],
-        scores: vec![],
-    })
-    .expect("enqueue")
-    .id
+    use enrolld::outbox::{Group, NewEnrollment, NewImage};
+    e.open_outbox()
+        .enqueue(NewEnrollment {
+            person_id: person.into(),
+            provider,
+            group: Group {
+                id: "g".into(),
+                name: "kiosk".into(),
+            },
+            images: vec![NewImage {
+                bytes,
+                width: 1000,
+                height: 400,
+            }],
+            scores: vec![],
+        })
+        .expect("enqueue")
+        .id
 }
 
 #[test]

@@ -183,6 +183,21 @@ impl Enrolld {
         self.json(&args)
     }
 
+    /// Opens this test's outbox directly (no enrolld process may hold it).
+    pub fn open_outbox(&self) -> enrolld::outbox::Outbox {
+        let limits = enrolld::outbox::OutboxLimits {
+            max_entries: 1000,
+            max_bytes: 1 << 30,
+        };
+        enrolld::outbox::Outbox::open(
+            &self.state_dir(),
+            limits,
+            std::sync::Arc::new(enrolld::clock::SystemClock),
+        )
+        .expect("open outbox")
+        .0
+    }
+
     /// Runs with `--json` and parses stdout.
     pub fn json(&self, args: &[&str]) -> (i32, serde_json::Value) {
         let out = self
