@@ -1,0 +1,333 @@
+//! The control socket protocol: one JSON object per line, both ways.
+//!
+//! A client sends one request line; the daemon answers with zero or more
+//! `event` lines and ends with exactly one `answer` or `error` line. Example:
+//!
+//! ```text
+//! > {"cmd":"enroll","person":"10042"}
+//! < {"type":"event","event":"capturing","source":"/dev/video0 1280x720 MJPG 30 fps"}
+//! < {"type":"event","event":"face_found","frame":0,"face_px":212,"scores":{...}}
+//! < {"type":"event","event":"queued","id":42}
+//! < {"type":"answer","result":{"queued":42,"person":"10042"}}
+//! ```
+//!
+//! Lines are at most [`MAX_LINE_BYTES`]; longer or malformed input gets an
+//! `error` line, never a crash.
+
+use crate::provider::Provider;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::io::{BufRead, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+/// Longest request line accepted.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// A request from a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Capture and queue an enrollment now.
+    Enroll {
+        person: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        provider: Option<Provider>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        frames: Option<u32>,
+        /// Keep the connection until the upload is confirmed (or 60 s).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        follow_upload: bool,
+    },
+    /// The next button press within `ttl_s` seconds enrolls this person.
+    Arm { person: String, ttl_s: u64 },
+    /// Daemon state: queue, last result, pauses, clock skew.
+    // Empty struct variants, not unit ones: serde only rejects unknown
+    // fields on struct variants of an internally tagged enum.
+    Status {},
+    /// Every queued entry.
+    QueueList {},
+    /// Make an entry due now (a dead entry becomes pending).
+    Retry { id: u64 },
+    /// Delete an entry, or every dead entry with `dead: true`.
+    Purge {
+        #[serde(default)]
+        id: Option<u64>,
+        #[serde(default)]
+        dead: bool,
+    },
+    /// Stop the enrollment in progress, and disarm.
+    Cancel {},
+}
+
+/// One line from the daemon.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Reply {
+    /// Progress; more lines follow.
+    Event {
+        event: String,
+        #[serde(flatten)]
+        data: serde_json::Map<String, Value>,
+    },
+    /// The request succeeded; the last line.
+    Answer { result: Value },
+    /// The request failed; the last line.
+    Error { code: String, message: String },
+}
+
+impl Reply {
+    pub fn event(event: &str, data: Value) -> Reply {
+        Reply::Event {
+            event: event.into(),
+            data: match data {
+                Value::Object(m) => m,
+                _ => serde_json::Map::new(),
+            },
+        }
+    }
+
+    pub fn error(code: &str, message: impl Into<String>) -> Reply {
+        Reply::Error {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn is_last(&self) -> bool {
+        !matches!(self, Reply::Event { .. })
+    }
+
+    pub fn to_line(&self) -> String {
+        let mut s = serde_json::to_string(self).unwrap_or_else(|_| {
+            r#"{"type":"error","code":"internal","message":"unserializable reply"}"#.into()
+        });
+        s.push('\n');
+        s
+    }
+}
+
+/// Why a request line could not be read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadError {
+    /// The peer closed the connection.
+    Closed,
+    /// Longer than [`MAX_LINE_BYTES`].
+    TooLong,
+    /// Not a request: the reply to send.
+    Malformed(String),
+    /// No complete line within the read deadline.
+    Timeout,
+}
+
+/// Reads one request line (bounded) and parses it.
+pub fn read_request(reader: &mut impl BufRead) -> Result<Request, ReadError> {
+    let mut line = Vec::new();
+    loop {
+        let (done, used) = {
+            let buf = match reader.fill_buf() {
+                Ok(b) => b,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(ReadError::Timeout)
+                }
+                Err(_) => return Err(ReadError::Closed),
+            };
+            if buf.is_empty() {
+                return if line.is_empty() {
+                    Err(ReadError::Closed)
+                } else {
+                    Err(ReadError::Malformed("the line has no end".into()))
+                };
+            }
+            match buf.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    line.extend_from_slice(&buf[..i]);
+                    (true, i + 1)
+                }
+                None => {
+                    line.extend_from_slice(buf);
+                    (false, buf.len())
+                }
+            }
+        };
+        reader.consume(used);
+        if line.len() > MAX_LINE_BYTES {
+            return Err(ReadError::TooLong);
+        }
+        if done {
+            break;
+        }
+    }
+    let text = std::str::from_utf8(&line)
+        .map_err(|_| ReadError::Malformed("the line is not UTF-8".into()))?;
+    serde_json::from_str(text.trim())
+        .map_err(|e| ReadError::Malformed(format!("not a request: {e}")))
+}
+
+/// Whether a peer may use the socket: root, the daemon's own user, a listed
+/// uid, or a listed primary gid.
+pub fn peer_allowed(
+    peer_uid: u32,
+    peer_gid: u32,
+    own_uid: u32,
+    allowed_uids: &[u32],
+    allowed_gids: &[u32],
+) -> bool {
+    peer_uid == 0
+        || peer_uid == own_uid
+        || allowed_uids.contains(&peer_uid)
+        || allowed_gids.contains(&peer_gid)
+}
+
+/// A client connection to the daemon.
+pub struct Client {
+    stream: std::io::BufReader<UnixStream>,
+}
+
+impl Client {
+    /// Connects; `Ok(None)` when no daemon listens there.
+    pub fn connect(path: &Path, timeout: Duration) -> std::io::Result<Option<Client>> {
+        match UnixStream::connect(path) {
+            Ok(s) => {
+                s.set_read_timeout(Some(timeout))?;
+                s.set_write_timeout(Some(timeout))?;
+                Ok(Some(Client {
+                    stream: std::io::BufReader::new(s),
+                }))
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends a request and calls `on_reply` for every line until the last.
+    pub fn call(
+        &mut self,
+        req: &Request,
+        on_reply: &mut dyn FnMut(&Reply),
+    ) -> std::io::Result<Reply> {
+        let mut line = serde_json::to_string(req).map_err(std::io::Error::other)?;
+        line.push('\n');
+        self.stream.get_mut().write_all(line.as_bytes())?;
+        loop {
+            let mut text = String::new();
+            if self.stream.read_line(&mut text)? == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the daemon closed the connection",
+                ));
+            }
+            let reply: Reply = serde_json::from_str(text.trim()).map_err(std::io::Error::other)?;
+            on_reply(&reply);
+            if reply.is_last() {
+                return Ok(reply);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(s: &[u8]) -> Result<Request, ReadError> {
+        read_request(&mut std::io::BufReader::new(s))
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        let cases = [
+            (
+                r#"{"cmd":"enroll","person":"10042"}"#,
+                Request::Enroll {
+                    person: "10042".into(),
+                    provider: None,
+                    frames: None,
+                    follow_upload: false,
+                },
+            ),
+            (
+                r#"{"cmd":"arm","person":"p","ttl_s":60}"#,
+                Request::Arm {
+                    person: "p".into(),
+                    ttl_s: 60,
+                },
+            ),
+            (r#"{"cmd":"status"}"#, Request::Status {}),
+            (r#"{"cmd":"queue_list"}"#, Request::QueueList {}),
+            (r#"{"cmd":"retry","id":7}"#, Request::Retry { id: 7 }),
+            (
+                r#"{"cmd":"purge","dead":true}"#,
+                Request::Purge {
+                    id: None,
+                    dead: true,
+                },
+            ),
+            (r#"{"cmd":"cancel"}"#, Request::Cancel {}),
+        ];
+        for (text, want) in cases {
+            assert_eq!(
+                read(format!("{text}\n").as_bytes()),
+                Ok(want.clone()),
+                "{text}"
+            );
+            let again = serde_json::to_string(&want).expect("ser");
+            assert_eq!(read(format!("{again}\n").as_bytes()), Ok(want));
+        }
+    }
+
+    #[test]
+    fn bad_lines_are_errors() {
+        assert_eq!(read(b""), Err(ReadError::Closed));
+        assert!(matches!(read(b"garbage\n"), Err(ReadError::Malformed(_))));
+        assert!(matches!(
+            read(b"{\"cmd\":\"explode\"}\n"),
+            Err(ReadError::Malformed(_))
+        ));
+        assert!(matches!(
+            read(b"{\"cmd\":\"status\",\"extra\":1}\n"),
+            Err(ReadError::Malformed(_))
+        ));
+        assert!(matches!(read(b"\xff\xfe\n"), Err(ReadError::Malformed(_))));
+        assert!(
+            matches!(read(b"{\"cmd\":\"status\"}"), Err(ReadError::Malformed(_))),
+            "no newline"
+        );
+        let long = vec![b'a'; MAX_LINE_BYTES + 10];
+        assert_eq!(read(&long), Err(ReadError::TooLong));
+    }
+
+    #[test]
+    fn replies_serialize_as_documented() {
+        assert_eq!(
+            Reply::event("queued", serde_json::json!({"id": 42})).to_line(),
+            "{\"type\":\"event\",\"event\":\"queued\",\"id\":42}\n"
+        );
+        assert_eq!(
+            Reply::error("busy", "x").to_line(),
+            "{\"type\":\"error\",\"code\":\"busy\",\"message\":\"x\"}\n"
+        );
+    }
+
+    #[test]
+    fn peers() {
+        assert!(peer_allowed(0, 0, 999, &[], &[]));
+        assert!(peer_allowed(999, 5, 999, &[], &[]));
+        assert!(peer_allowed(1000, 5, 999, &[1000], &[]));
+        assert!(peer_allowed(1001, 44, 999, &[], &[44]));
+        assert!(!peer_allowed(1001, 5, 999, &[1000], &[44]));
+    }
+}
