@@ -93,6 +93,7 @@ pub fn run_burst(
     cfg: &BurstConfig,
     qcfg: &QualityConfig,
     keep: usize,
+    cancel: &std::sync::atomic::AtomicBool,
     on_frame: &mut dyn FnMut(&FrameReport),
 ) -> Result<BurstResult, SourceError> {
     let started = Instant::now();
@@ -103,6 +104,9 @@ pub fn run_burst(
     let mut last_error = None;
     let keep = keep.clamp(1, 4);
     for _ in 0..cfg.frames {
+        if cancel.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(SourceError::Cancelled);
+        }
         if started.elapsed() > budget && !frames.is_empty() {
             break;
         }
@@ -210,6 +214,8 @@ mod tests {
         s
     }
 
+    static NO_CANCEL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
     fn face() -> FaceBox {
         FaceBox {
             x: 100,
@@ -231,6 +237,7 @@ mod tests {
             &BurstConfig::default(),
             &QualityConfig::default(),
             1,
+            &NO_CANCEL,
             &mut |_| seen += 1,
         )
         .expect("burst");
@@ -252,7 +259,16 @@ mod tests {
             min_contrast: 0.0,
             ..QualityConfig::default()
         };
-        let r = run_burst(&mut frames(6), &mut det, &cfg, &q, 3, &mut |_| {}).expect("burst");
+        let r = run_burst(
+            &mut frames(6),
+            &mut det,
+            &cfg,
+            &q,
+            3,
+            &NO_CANCEL,
+            &mut |_| {},
+        )
+        .expect("burst");
         assert_eq!(r.chosen.len(), 3);
         // Identical frames are not distinct: only one survives.
         let mut same = MemorySource::default();
@@ -263,7 +279,8 @@ mod tests {
                 origin: "m".into(),
             }));
         }
-        let r = run_burst(&mut same, &mut det, &cfg, &q, 3, &mut |_| {}).expect("burst");
+        let r =
+            run_burst(&mut same, &mut det, &cfg, &q, 3, &NO_CANCEL, &mut |_| {}).expect("burst");
         assert_eq!(r.chosen.len(), 1);
     }
 
@@ -280,9 +297,49 @@ mod tests {
             &BurstConfig::default(),
             &QualityConfig::default(),
             1,
+            &NO_CANCEL,
             &mut |_| {},
         )
         .expect_err("timeout");
         assert_eq!(err.code(), "camera_timeout");
+    }
+}
+
+#[cfg(test)]
+mod cancel_tests {
+    use super::*;
+    use crate::detect::FixedDetector;
+    use crate::source::MemorySource;
+    use std::sync::atomic::AtomicBool;
+
+    #[test]
+    fn a_cancelled_burst_stops_before_the_next_frame() {
+        let mut src = MemorySource::default();
+        for i in 0..5 {
+            src.frames.push_back(Ok(Frame {
+                image: RgbImage::new(64, 64),
+                index: i,
+                origin: "m".into(),
+            }));
+        }
+        let cancel = AtomicBool::new(false);
+        let mut seen = 0;
+        let err = run_burst(
+            &mut src,
+            &mut FixedDetector(vec![]),
+            &BurstConfig::default(),
+            &QualityConfig::default(),
+            1,
+            &cancel,
+            &mut |_| {
+                seen += 1;
+                if seen == 2 {
+                    cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            },
+        )
+        .expect_err("cancelled");
+        assert_eq!(err, SourceError::Cancelled);
+        assert_eq!(seen, 2);
     }
 }

@@ -36,6 +36,8 @@ pub struct Config {
     pub tencent: TencentConfig,
     pub tls: TlsConfig,
     pub control: ControlConfig,
+    pub button: ButtonConfig,
+    pub led: LedConfig,
 }
 
 impl Default for Config {
@@ -53,6 +55,8 @@ impl Default for Config {
             tencent: TencentConfig::default(),
             tls: TlsConfig::default(),
             control: ControlConfig::default(),
+            button: ButtonConfig::default(),
+            led: LedConfig::default(),
         }
     }
 }
@@ -346,14 +350,77 @@ pub struct TlsConfig {
 pub struct ControlConfig {
     /// Unix socket of the running daemon. Default `/run/enrolld/control.sock`.
     pub socket: PathBuf,
+    /// Users allowed besides root and the daemon's own user. Default none.
+    pub allowed_uids: Vec<u32>,
+    /// Primary groups allowed (e.g. the `enrolld` group). Default none.
+    pub allowed_gids: Vec<u32>,
+    /// Clients served at once; more are refused. Default 8.
+    pub max_clients: u32,
+    /// A client must send its request line within this many milliseconds. Default 10000.
+    pub read_timeout_ms: u64,
 }
 
 impl Default for ControlConfig {
     fn default() -> Self {
         Self {
             socket: PathBuf::from("/run/enrolld/control.sock"),
+            allowed_uids: Vec::new(),
+            allowed_gids: Vec::new(),
+            max_clients: 8,
+            read_timeout_ms: 10_000,
         }
     }
+}
+
+/// What a button press does when nobody was armed with `arm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnarmedPolicy {
+    /// Refuse, and show it on the LED.
+    Reject,
+    /// Enroll under an id made from `button.id_template`.
+    Template,
+}
+
+/// `[button]`: the enrollment button.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ButtonConfig {
+    /// Linux input device (gpio-keys, a keyboard): `/dev/input/eventN` or a
+    /// `/dev/input/by-path/...` link. Empty: no button. Default empty.
+    pub input_device: PathBuf,
+    /// Key code that triggers (28 = KEY_ENTER; gpio-keys uses what the device tree says). Default 28.
+    pub key_code: u16,
+    /// Presses closer together than this are one press, in milliseconds. Default 300.
+    pub debounce_ms: u64,
+    /// `reject` or `template`. Default `reject`.
+    pub unarmed: UnarmedPolicy,
+    /// Person id for unarmed presses with `unarmed = "template"`: `{device}`
+    /// and `{unix_time}` are replaced. Default `{device}-{unix_time}`.
+    pub id_template: String,
+    /// What `{device}` becomes; empty uses the host name. Default empty.
+    pub device_name: String,
+}
+
+impl Default for ButtonConfig {
+    fn default() -> Self {
+        Self {
+            input_device: PathBuf::new(),
+            key_code: 28,
+            debounce_ms: 300,
+            unarmed: UnarmedPolicy::Reject,
+            id_template: "{device}-{unix_time}".into(),
+            device_name: String::new(),
+        }
+    }
+}
+
+/// `[led]`: the technician's feedback light.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedConfig {
+    /// LED class device name under /sys/class/leds. Empty: no LED. Default empty.
+    pub name: String,
 }
 
 /// A camera source, parsed from `[camera] source`.
@@ -641,6 +708,21 @@ impl Config {
             if !(0.01..=10_000.0).contains(&qps) {
                 bad(key, "must be 0.01..=10000".into());
             }
+        }
+        if !(1..=64).contains(&self.control.max_clients) {
+            bad("control.max_clients", "must be 1..=64".into());
+        }
+        if !(100..=300_000).contains(&self.control.read_timeout_ms) {
+            bad("control.read_timeout_ms", "must be 100..=300000".into());
+        }
+        if self.button.debounce_ms > 10_000 {
+            bad("button.debounce_ms", "must be 0..=10000".into());
+        }
+        if self.led.name.contains('/') || self.led.name == ".." {
+            bad(
+                "led.name",
+                "must be a name under /sys/class/leds, not a path".into(),
+            );
         }
         if self.control.socket.as_os_str().is_empty() {
             bad("control.socket", "must not be empty".into());

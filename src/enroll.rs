@@ -110,6 +110,7 @@ pub fn enroll(
     detector: &mut dyn FaceDetector,
     outbox: &Outbox,
     req: &EnrollRequest,
+    cancel: &std::sync::atomic::AtomicBool,
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<EnrollOutcome, EnrollError> {
     validate_person_id(&req.person_id).map_err(EnrollError::InvalidPerson)?;
@@ -137,6 +138,7 @@ pub fn enroll(
         &burst_cfg,
         &cfg.quality,
         keep,
+        cancel,
         &mut |r| on_progress(Progress::Frame { report: r.clone() }),
     )
     .map_err(EnrollError::Source)?;

@@ -468,7 +468,8 @@ fn detect_images(
 fn run_enroll(cfg: &Config, req: &EnrollRequest, json: bool) -> Result<u8, Failure> {
     let mut det = detector(cfg)?;
     let outbox = open_outbox(cfg)?;
-    let outcome = enroll(cfg, &mut det, &outbox, req, &mut |p| {
+    let not_cancelled = std::sync::atomic::AtomicBool::new(false);
+    let outcome = enroll(cfg, &mut det, &outbox, req, &not_cancelled, &mut |p| {
         if json {
             return;
         }

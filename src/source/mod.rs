@@ -42,6 +42,8 @@ pub enum SourceError {
     Decode { what: String, why: DecodeError },
     /// A file source holds no images.
     Empty { what: String },
+    /// The enrollment was cancelled (`cancel` request, shutdown).
+    Cancelled,
 }
 
 impl SourceError {
@@ -56,6 +58,7 @@ impl SourceError {
             SourceError::Read { .. } => "camera_read_failed",
             SourceError::Decode { .. } => "bad_image",
             SourceError::Empty { .. } => "no_images",
+            SourceError::Cancelled => "cancelled",
         }
     }
 }
@@ -82,6 +85,7 @@ impl fmt::Display for SourceError {
             SourceError::Empty { what } => {
                 write!(f, "{what}: no images (jpg, jpeg, jfif, png, bmp) found")
             }
+            SourceError::Cancelled => f.write_str("the enrollment was cancelled"),
         }
     }
 }
