@@ -25,6 +25,7 @@ pub mod emulator;
 pub mod encode;
 pub mod enroll;
 pub mod frame;
+pub mod hardware;
 pub mod http;
 pub mod logger;
 pub mod notify;
