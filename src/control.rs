@@ -48,6 +48,8 @@ pub enum Request {
     Status {},
     /// Every queued entry.
     QueueList {},
+    /// One queued entry.
+    QueueShow { id: u64 },
     /// Make an entry due now (a dead entry becomes pending).
     Retry { id: u64 },
     /// Delete an entry, or every dead entry with `dead: true`.

@@ -12,13 +12,15 @@
 //! - [`enroll`]: the pipeline from a source to a queued enrollment
 //! - [`config`], [`clock`], [`provider`], [`logger`]
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
+pub mod activation;
 pub mod burst;
 pub mod clock;
 pub mod cloud;
 pub mod config;
 pub mod control;
+pub mod daemon;
 pub mod detect;
 pub mod drain;
 pub mod emulator;

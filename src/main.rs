@@ -7,6 +7,7 @@ use enrolld::burst::{assess_frame, FrameReport};
 use enrolld::clock::{rfc3339, Clock, SystemClock};
 use enrolld::cloud::{build_uploader, http_config, SkewClock};
 use enrolld::config::{Config, ConfigOrigin, SourceSpec};
+use enrolld::control::{Client, Reply, Request};
 use enrolld::detect::SeetaDetector;
 use enrolld::drain::{DrainSummary, Drainer, ProviderLimits};
 use enrolld::emulator::{Emulator, EmulatorConfig, Fault, JdShape};
@@ -35,11 +36,13 @@ mod exit {
     pub const RETRY_PENDING: u8 = 7;
     pub const PAUSED: u8 = 8;
     pub const DEAD: u8 = 9;
+    pub const BUSY: u8 = 10;
 }
 
 const EXIT_CODES: &str = "Exit codes: 0 success; 1 runtime failure (storage, encoding); 2 usage or configuration error; \
 3 rejected (no acceptable face); 4 queue or storage full; 5 camera or input image unreadable; 6 no such queue entry; \
-drain: 7 some uploads failed and will be retried, 8 uploads paused until an operator acts, 9 the cloud refused some enrollments (dead).";
+drain: 7 some uploads failed and will be retried, 8 uploads paused until an operator acts, 9 the cloud refused some enrollments (dead); \
+10 the daemon is busy with another enrollment.";
 
 #[derive(Parser)]
 #[command(name = "enrolld", version, about = "Edge face enrollment: camera -> best face -> durable queue -> cloud", after_help = EXIT_CODES)]
@@ -59,6 +62,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the daemon: control socket, button, LED, capture and uploads.
+    Run,
+    /// Show the running daemon's state (exit 1 when no daemon runs).
+    Status,
     /// Find faces in image files, show the choice and its scores, optionally write the crops.
     Detect {
         #[arg(required = true, value_name = "IMAGE")]
@@ -206,8 +213,14 @@ impl From<EnrollError> for Failure {
 }
 
 fn main() -> ExitCode {
-    enrolld::logger::init(log::LevelFilter::Warn);
     let cli = Cli::parse();
+    // The daemon reports what it does; one-shot commands only problems.
+    let level = if matches!(cli.command, Command::Run | Command::Emulate { .. }) {
+        log::LevelFilter::Info
+    } else {
+        log::LevelFilter::Warn
+    };
+    enrolld::logger::init(level);
     let json = cli.json;
     match run(cli) {
         Ok(code) => ExitCode::from(code),
@@ -268,6 +281,49 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             provider.unwrap_or(cfg.upload.provider),
             cli.json,
         ),
+        Command::Run => enrolld::daemon::run(cli.config.clone(), cfg)
+            .map(|()| exit::OK)
+            .map_err(|e| Failure::new("daemon_failed", e.to_string(), exit::FAILURE)),
+        Command::Status => match daemon_call(&cfg, &Request::Status {}, cli.json) {
+            Some(result) => result,
+            None => {
+                let outbox = open_outbox(&cfg)?;
+                let u = outbox.usage();
+                if cli.json {
+                    println!("{}", json!({"daemon": "not running", "queue": u}));
+                } else {
+                    println!(
+                        "daemon: not running ({} does not answer)",
+                        cfg.control.socket.display()
+                    );
+                    println!(
+                        "queue: {} pending, {} dead, {} bytes",
+                        u.pending, u.dead, u.bytes
+                    );
+                }
+                Ok(exit::FAILURE)
+            }
+        },
+        Command::Enroll {
+            person,
+            source: None,
+            provider,
+            frames,
+        } if daemon_running(&cfg) => {
+            let req = Request::Enroll {
+                person: person.clone(),
+                provider: *provider,
+                frames: *frames,
+                follow_upload: false,
+            };
+            daemon_call(&cfg, &req, cli.json).unwrap_or_else(|| {
+                Err(Failure::new(
+                    "daemon_gone",
+                    "the daemon stopped answering",
+                    exit::FAILURE,
+                ))
+            })
+        }
         Command::Enroll {
             person,
             source,
@@ -289,7 +345,18 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             };
             run_enroll(&cfg, &req, cli.json)
         }
-        Command::Queue { command } => queue(&cfg, command, cli.json),
+        Command::Queue { command } => match queue_request(command) {
+            Some(req) if daemon_running(&cfg) => {
+                daemon_call(&cfg, &req, cli.json).unwrap_or_else(|| {
+                    Err(Failure::new(
+                        "daemon_gone",
+                        "the daemon stopped answering",
+                        exit::FAILURE,
+                    ))
+                })
+            }
+            _ => queue(&cfg, command, cli.json),
+        },
         Command::Drain => {
             let outbox = Arc::new(open_outbox(&cfg)?);
             let summary = run_drain(&cfg, outbox)?;
@@ -619,6 +686,84 @@ fn queue(cfg: &Config, cmd: &QueueCommand, json: bool) -> Result<u8, Failure> {
         }
     }
     Ok(exit::OK)
+}
+
+/// The socket request for a queue command (receipts are read locally).
+fn queue_request(cmd: &QueueCommand) -> Option<Request> {
+    Some(match cmd {
+        QueueCommand::List => Request::QueueList {},
+        QueueCommand::Show { id } => Request::QueueShow { id: *id },
+        QueueCommand::Retry { id } => Request::Retry { id: *id },
+        QueueCommand::Purge { id, dead } => Request::Purge {
+            id: *id,
+            dead: *dead,
+        },
+        QueueCommand::Receipts => return None,
+    })
+}
+
+fn daemon_running(cfg: &Config) -> bool {
+    std::os::unix::net::UnixStream::connect(&cfg.control.socket).is_ok()
+}
+
+/// Sends a request to the running daemon; `None` when none answers.
+fn daemon_call(cfg: &Config, req: &Request, json: bool) -> Option<Result<u8, Failure>> {
+    let timeout = std::time::Duration::from_secs(120);
+    let mut client = match Client::connect(&cfg.control.socket, timeout) {
+        Ok(Some(c)) => c,
+        Ok(None) => return None,
+        Err(e) => {
+            return Some(Err(Failure::new(
+                "daemon_unreachable",
+                format!("{}: {e}", cfg.control.socket.display()),
+                exit::FAILURE,
+            )))
+        }
+    };
+    let last = client.call(req, &mut |reply| {
+        if json {
+            print!("{}", reply.to_line());
+        } else if let Reply::Event { event, data } = reply {
+            eprintln!("{event}: {}", serde_json::Value::Object(data.clone()));
+        }
+    });
+    Some(match last {
+        Err(e) => Err(Failure::new(
+            "daemon_unreachable",
+            e.to_string(),
+            exit::FAILURE,
+        )),
+        Ok(Reply::Answer { result }) => {
+            if !json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&result).unwrap_or_default()
+                );
+            }
+            Ok(exit::OK)
+        }
+        Ok(Reply::Error { code, message }) => {
+            if !json {
+                eprintln!("enrolld: {code}: {message}");
+            }
+            Ok(reply_exit(&code))
+        }
+        Ok(Reply::Event { .. }) => Ok(exit::FAILURE),
+    })
+}
+
+/// The exit code of a daemon error code.
+fn reply_exit(code: &str) -> u8 {
+    match code {
+        "rejected" => exit::REJECTED,
+        "busy" => exit::BUSY,
+        "queue_full" | "storage_full" => exit::QUEUE_FULL,
+        "not_found" => exit::NOT_FOUND,
+        c if c.starts_with("camera_") || c == "bad_image" || c == "no_images" => exit::INPUT,
+        "invalid_person" | "invalid_source" | "invalid_request" | "invalid_state"
+        | "group_missing" | "forbidden" | "malformed" => exit::USAGE,
+        _ => exit::FAILURE,
+    }
 }
 
 /// Runs one drain pass over the outbox with uploaders built from `cfg`.

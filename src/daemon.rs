@@ -1,0 +1,1007 @@
+//! `enrolld run`: the long-running daemon.
+//!
+//! One main loop owns the state and reads one bounded channel of events.
+//! Blocking work lives on named threads:
+//! - `capture`: one enrollment at a time (camera, detector, encoder, outbox);
+//! - `drain`: uploads, woken by new enrollments and by due retries;
+//! - `control`: the Unix socket, one short-lived thread per client;
+//! - `button`: the input device;
+//! - `led`: blink patterns.
+//!
+//! systemd: READY=1 once the socket is bound and the outbox is open;
+//! STATUS= with queue depth and last result; WATCHDOG=1 from the main loop
+//! only while every worker thread is alive. SIGTERM stops taking triggers,
+//! cancels a capture, gives an upload in progress a bounded time, and exits 0.
+//! SIGHUP reloads the configuration, keeping the old one if the new is invalid.
+
+use crate::clock::{Clock, SystemClock};
+use crate::cloud::{build_uploader, http_config, SkewClock};
+use crate::config::{Config, UnarmedPolicy};
+use crate::control::{peer_allowed, read_request, ReadError, Reply, Request};
+use crate::detect::SeetaDetector;
+use crate::drain::{DrainSummary, Drainer, ProviderLimits};
+use crate::enroll::{enroll, EnrollError, EnrollOutcome, EnrollRequest, Progress};
+use crate::hardware::{run_led, sysfs_root, watch_button, Led, LedHandle, LedPattern};
+use crate::http::HttpClient;
+use crate::notify::{watchdog_interval, Notifier};
+use crate::outbox::{validate_person_id, EntryState, Outbox, OutboxLimits};
+use crate::retry::RetryPolicy;
+use serde_json::json;
+use std::io::{BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How long an upload in progress may take to finish after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// The main loop wakes at least this often (signals, watchdog, expiry).
+const TICK: Duration = Duration::from_millis(200);
+/// A `follow_upload` client waits at most this long.
+const FOLLOW_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the main loop reacts to.
+enum Event {
+    Client(Request, SyncSender<Reply>),
+    Button,
+    EnrollFinished {
+        queued: Option<u64>,
+        result: String,
+        /// A `follow_upload` client to answer once the upload is confirmed.
+        follower: Option<SyncSender<Reply>>,
+    },
+    Drained(DrainSummary),
+}
+
+/// One enrollment for the capture thread.
+struct CaptureJob {
+    config: Arc<Config>,
+    request: EnrollRequest,
+    reply: Option<SyncSender<Reply>>,
+    follow_upload: bool,
+}
+
+/// What the drain thread is told.
+enum DrainCmd {
+    Wake,
+    Reload(Arc<Config>),
+}
+
+/// Why the daemon could not start.
+#[derive(Debug)]
+pub struct DaemonError(pub String);
+
+impl std::fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DaemonError {}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonError> {
+    let err = |what: &str, e: &dyn std::fmt::Display| DaemonError(format!("{what}: {e}"));
+    let config = Arc::new(config);
+    let notifier = Notifier::from_env();
+    let stop = Arc::new(AtomicBool::new(false));
+    let hangup = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone()).map_err(|e| err("signals", &e))?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, hangup.clone())
+        .map_err(|e| err("signals", &e))?;
+
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let limits = OutboxLimits {
+        max_entries: config.queue.max_entries,
+        max_bytes: config.queue.max_bytes,
+    };
+    let (outbox, recovery) =
+        Outbox::open(&config.state_dir, limits, clock.clone()).map_err(|e| err("outbox", &e))?;
+    if recovery.requeued > 0 {
+        log::warn!(
+            "{} interrupted upload(s) are pending again",
+            recovery.requeued
+        );
+    }
+    let outbox = Arc::new(outbox);
+    let listener = bind_socket(&config.control.socket).map_err(|e| err("control socket", &e))?;
+
+    let (events_tx, events_rx) = mpsc::sync_channel::<Event>(64);
+    let mut workers: Vec<(&'static str, JoinHandle<()>)> = Vec::new();
+    let spawn = |name: &'static str,
+                 f: Box<dyn FnOnce() + Send>|
+     -> Result<(&'static str, JoinHandle<()>), DaemonError> {
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(f)
+            .map(|h| (name, h))
+            .map_err(|e| err(name, &e))
+    };
+
+    // LED.
+    let led = if config.led.name.is_empty() {
+        LedHandle::default()
+    } else {
+        match Led::new(&sysfs_root(), &config.led.name) {
+            Ok(l) => {
+                let (tx, rx) = mpsc::sync_channel(8);
+                let stop = stop.clone();
+                workers.push(spawn("led", Box::new(move || run_led(&l, &rx, &stop)))?);
+                LedHandle::new(tx)
+            }
+            Err(e) => {
+                log::error!("led {}: {e}; running without it", config.led.name);
+                LedHandle::default()
+            }
+        }
+    };
+
+    // Capture.
+    let cancel = Arc::new(AtomicBool::new(false));
+    let (capture_tx, capture_rx) = mpsc::sync_channel::<CaptureJob>(1);
+    {
+        let (outbox, events, cancel, led) = (
+            outbox.clone(),
+            events_tx.clone(),
+            cancel.clone(),
+            led.clone(),
+        );
+        workers.push(spawn(
+            "capture",
+            Box::new(move || capture_worker(&capture_rx, &outbox, &events, &cancel, &led)),
+        )?);
+    }
+
+    // Drain.
+    let skew = Arc::new(SkewClock::new(clock.clone()));
+    let (drain_tx, drain_rx) = mpsc::sync_channel::<DrainCmd>(8);
+    {
+        let (outbox, events, stop, config, skew, clock) = (
+            outbox.clone(),
+            events_tx.clone(),
+            stop.clone(),
+            config.clone(),
+            skew.clone(),
+            clock.clone(),
+        );
+        workers.push(spawn(
+            "drain",
+            Box::new(move || drain_worker(config, outbox, clock, skew, &drain_rx, &events, &stop)),
+        )?);
+    }
+
+    // Control socket.
+    {
+        let (events, stop, config) = (events_tx.clone(), stop.clone(), config.clone());
+        workers.push(spawn(
+            "control",
+            Box::new(move || control_worker(&listener, &config, &events, &stop)),
+        )?);
+    }
+
+    // Button.
+    if !config.button.input_device.as_os_str().is_empty() {
+        let (events, stop, b) = (events_tx.clone(), stop.clone(), config.button.clone());
+        workers.push(spawn(
+            "button",
+            Box::new(move || {
+                watch_button(
+                    &b.input_device,
+                    b.key_code,
+                    Duration::from_millis(b.debounce_ms),
+                    &stop,
+                    &mut || {
+                        let _ = events.try_send(Event::Button);
+                    },
+                )
+            }),
+        )?);
+    }
+    drop(events_tx);
+
+    let mut daemon = Daemon {
+        config,
+        config_path,
+        outbox,
+        notifier,
+        capture_tx,
+        drain_tx,
+        cancel,
+        led,
+        skew,
+        busy: false,
+        armed: None,
+        last_result: "none yet".into(),
+        last_drain: None,
+        followers: Vec::new(),
+        status_line: String::new(),
+    };
+    let usage = daemon.outbox.usage();
+    daemon.notifier.ready(&format!(
+        "ready; queue {} pending, {} dead",
+        usage.pending, usage.dead
+    ));
+    log::info!(
+        "enrolld ready on {}",
+        daemon.config.control.socket.display()
+    );
+    daemon.main_loop(&events_rx, &workers, &stop, &hangup);
+
+    // Shutdown: no more triggers; cancel a capture; let an upload finish.
+    daemon.notifier.stopping("stopping");
+    daemon.cancel.store(true, Ordering::SeqCst);
+    let Daemon {
+        capture_tx,
+        drain_tx,
+        config,
+        ..
+    } = daemon;
+    // Closing the job channels lets the capture and drain threads end.
+    drop(capture_tx);
+    drop(drain_tx);
+    let deadline = Instant::now() + SHUTDOWN_GRACE;
+    for (name, handle) in workers {
+        if matches!(name, "drain" | "capture") {
+            while !handle.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if !handle.is_finished() {
+                log::warn!("{name} did not finish in time; its entry stays queued");
+            }
+        }
+    }
+    if config.control.socket.exists() {
+        let _ = std::fs::remove_file(&config.control.socket);
+    }
+    log::info!("enrolld stopped");
+    Ok(())
+}
+
+struct Daemon {
+    config: Arc<Config>,
+    config_path: Option<PathBuf>,
+    outbox: Arc<Outbox>,
+    notifier: Notifier,
+    capture_tx: SyncSender<CaptureJob>,
+    drain_tx: SyncSender<DrainCmd>,
+    cancel: Arc<AtomicBool>,
+    led: LedHandle,
+    skew: Arc<SkewClock>,
+    busy: bool,
+    armed: Option<(String, Instant)>,
+    last_result: String,
+    last_drain: Option<DrainSummary>,
+    /// Clients waiting for an upload: (entry id, reply channel, give up at).
+    followers: Vec<(u64, SyncSender<Reply>, Instant)>,
+    status_line: String,
+}
+
+impl Daemon {
+    fn main_loop(
+        &mut self,
+        events: &Receiver<Event>,
+        workers: &[(&'static str, JoinHandle<()>)],
+        stop: &AtomicBool,
+        hangup: &AtomicBool,
+    ) {
+        let watchdog_every = watchdog_interval().map(|d| d / 2);
+        let mut last_watchdog = Instant::now();
+        while !stop.load(Ordering::SeqCst) {
+            match events.recv_timeout(TICK) {
+                Ok(event) => self.handle(event),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if hangup.swap(false, Ordering::SeqCst) {
+                self.reload();
+            }
+            if self
+                .armed
+                .as_ref()
+                .is_some_and(|(_, until)| Instant::now() >= *until)
+            {
+                self.armed = None;
+            }
+            self.expire_followers();
+            if let Some(every) = watchdog_every {
+                if last_watchdog.elapsed() >= every {
+                    let dead: Vec<&str> = workers
+                        .iter()
+                        .filter(|(_, h)| h.is_finished())
+                        .map(|(n, _)| *n)
+                        .collect();
+                    if dead.is_empty() {
+                        self.notifier.watchdog();
+                    } else {
+                        log::error!(
+                            "worker thread(s) stopped: {}; withholding the watchdog",
+                            dead.join(", ")
+                        );
+                    }
+                    last_watchdog = Instant::now();
+                }
+            }
+            self.update_status();
+        }
+    }
+
+    fn update_status(&mut self) {
+        let u = self.outbox.usage();
+        let mut line = format!(
+            "queue {} pending, {} dead; last: {}",
+            u.pending, u.dead, self.last_result
+        );
+        if let Some(d) = &self.last_drain {
+            if let Some(p) = d.paused.first() {
+                line.push_str(&format!("; uploads paused: {} {}", p.code, p.message));
+            }
+        }
+        if self.busy {
+            line.push_str("; enrolling");
+        }
+        if line != self.status_line {
+            self.notifier.status(&line);
+            self.status_line = line;
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Client(req, reply) => self.request(req, reply),
+            Event::Button => self.button(),
+            Event::EnrollFinished {
+                queued,
+                result,
+                follower,
+            } => {
+                self.busy = false;
+                self.cancel.store(false, Ordering::SeqCst);
+                self.last_result = result;
+                if let Some(id) = queued {
+                    if let Some(reply) = follower {
+                        self.followers
+                            .push((id, reply, Instant::now() + FOLLOW_TIMEOUT));
+                    }
+                    let _ = self.drain_tx.try_send(DrainCmd::Wake);
+                }
+            }
+            Event::Drained(summary) => {
+                if summary.uploaded > 0 {
+                    self.led.show(LedPattern::Uploaded);
+                }
+                self.last_drain = Some(summary);
+                self.answer_followers();
+            }
+        }
+    }
+
+    fn start_enroll(
+        &mut self,
+        person: String,
+        provider: Option<crate::provider::Provider>,
+        frames: Option<u32>,
+        reply: Option<SyncSender<Reply>>,
+        follow_upload: bool,
+    ) -> Result<(), Reply> {
+        if self.busy {
+            return Err(Reply::error(
+                "busy",
+                "an enrollment is in progress; try again when it ends",
+            ));
+        }
+        validate_person_id(&person).map_err(|e| Reply::error("invalid_person", e))?;
+        let source = self
+            .config
+            .source()
+            .map_err(|e| Reply::error("invalid_source", e))?;
+        let request = EnrollRequest {
+            person_id: person,
+            provider: provider.unwrap_or(self.config.upload.provider),
+            source,
+            frames,
+        };
+        let job = CaptureJob {
+            config: self.config.clone(),
+            request,
+            reply,
+            follow_upload,
+        };
+        self.capture_tx
+            .try_send(job)
+            .map_err(|_| Reply::error("busy", "the capture thread is busy"))?;
+        self.busy = true;
+        Ok(())
+    }
+
+    fn request(&mut self, req: Request, reply: SyncSender<Reply>) {
+        let answer = |r: Reply| {
+            let _ = reply.try_send(r);
+        };
+        match req {
+            Request::Enroll {
+                person,
+                provider,
+                frames,
+                follow_upload,
+            } => {
+                if let Err(e) =
+                    self.start_enroll(person, provider, frames, Some(reply.clone()), follow_upload)
+                {
+                    answer(e);
+                }
+            }
+            Request::Arm { person, ttl_s } => match validate_person_id(&person) {
+                Err(e) => answer(Reply::error("invalid_person", e)),
+                Ok(()) => {
+                    let ttl = Duration::from_secs(ttl_s.clamp(1, 3600));
+                    self.armed = Some((person.clone(), Instant::now() + ttl));
+                    answer(Reply::Answer {
+                        result: json!({"armed": person, "expires_in_s": ttl.as_secs()}),
+                    });
+                }
+            },
+            Request::Status {} => answer(Reply::Answer {
+                result: self.status(),
+            }),
+            Request::QueueList {} => match self.outbox.list() {
+                Ok(entries) => answer(Reply::Answer {
+                    result: json!({"usage": self.outbox.usage(), "entries": entries}),
+                }),
+                Err(e) => answer(Reply::error(e.code(), e.to_string())),
+            },
+            Request::QueueShow { id } => match self.outbox.get(id) {
+                Ok(entry) => answer(Reply::Answer {
+                    result: serde_json::to_value(entry).unwrap_or_default(),
+                }),
+                Err(e) => answer(Reply::error(e.code(), e.to_string())),
+            },
+            Request::Retry { id } => match self.outbox.retry(id) {
+                Ok(e) => {
+                    let _ = self.drain_tx.try_send(DrainCmd::Wake);
+                    answer(Reply::Answer {
+                        result: json!({"retried": e.id}),
+                    });
+                }
+                Err(e) => answer(Reply::error(e.code(), e.to_string())),
+            },
+            Request::Purge { id, dead } => {
+                let result = match (id, dead) {
+                    (Some(id), false) => self.outbox.purge(id).map(|e| vec![e.id]),
+                    (None, true) => self.outbox.purge_dead(),
+                    _ => {
+                        answer(Reply::error(
+                            "invalid_request",
+                            "purge takes an id, or dead: true",
+                        ));
+                        return;
+                    }
+                };
+                match result {
+                    Ok(ids) => answer(Reply::Answer {
+                        result: json!({"purged": ids}),
+                    }),
+                    Err(e) => answer(Reply::error(e.code(), e.to_string())),
+                }
+            }
+            Request::Cancel {} => {
+                let was_busy = self.busy;
+                if was_busy {
+                    self.cancel.store(true, Ordering::SeqCst);
+                }
+                let was_armed = self.armed.take().map(|(p, _)| p);
+                answer(Reply::Answer {
+                    result: json!({"cancelled_enrollment": was_busy, "disarmed": was_armed}),
+                });
+            }
+        }
+    }
+
+    fn button(&mut self) {
+        let armed = self
+            .armed
+            .take()
+            .filter(|(_, until)| Instant::now() < *until)
+            .map(|(p, _)| p);
+        let person = match (armed, self.config.button.unarmed) {
+            (Some(p), _) => p,
+            (None, UnarmedPolicy::Template) => person_from_template(
+                &self.config.button.id_template,
+                &self.config.button.device_name,
+            ),
+            (None, UnarmedPolicy::Reject) => {
+                log::warn!(
+                    "button pressed with nobody armed; ignored (button.unarmed = \"reject\")"
+                );
+                self.led.show(LedPattern::Refused);
+                self.last_result = "button pressed with nobody armed".into();
+                return;
+            }
+        };
+        if let Err(e) = self.start_enroll(person, None, None, None, false) {
+            log::warn!("button: {e:?}");
+            self.led.show(LedPattern::Refused);
+        }
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let armed = self.armed.as_ref().map(|(p, until)| json!({"person": p, "expires_in_s": until.saturating_duration_since(Instant::now()).as_secs()}));
+        json!({
+            "queue": self.outbox.usage(),
+            "enrolling": self.busy,
+            "armed": armed,
+            "last_result": self.last_result,
+            "last_drain": self.last_drain,
+            "clock_skew_ms": self.skew.offset_ms(),
+            "provider": self.config.upload.provider,
+        })
+    }
+
+    fn reload(&mut self) {
+        self.notifier.reloading();
+        let loaded = Config::load(self.config_path.as_deref());
+        match loaded {
+            Ok((new, _)) => {
+                if new.control.socket != self.config.control.socket
+                    || new.state_dir != self.config.state_dir
+                {
+                    log::warn!(
+                        "control.socket and state_dir changes take effect at the next restart"
+                    );
+                }
+                let new = Arc::new(new);
+                self.config = new.clone();
+                let _ = self.drain_tx.try_send(DrainCmd::Reload(new));
+                log::info!("configuration reloaded");
+                self.last_result = "configuration reloaded".into();
+                self.notifier.notify("READY=1");
+            }
+            Err(e) => {
+                log::error!("configuration not reloaded, keeping the old one: {e}");
+                self.last_result = "reload failed; old configuration kept".into();
+                self.notifier.notify(&format!(
+                    "READY=1\nSTATUS=reload failed, old configuration kept: {}",
+                    e.to_string().replace('\n', " ")
+                ));
+            }
+        }
+    }
+
+    fn answer_followers(&mut self) {
+        if self.followers.is_empty() {
+            return;
+        }
+        let receipts = self.outbox.receipts().unwrap_or_default();
+        self.followers.retain(|(id, reply, _)| {
+            if let Some(r) = receipts.iter().find(|r| r.id == *id) {
+                let _ = reply.try_send(Reply::event(
+                    "uploaded",
+                    json!({"id": id, "face_ids": r.face_ids}),
+                ));
+                let _ = reply.try_send(Reply::Answer {
+                    result: json!({"queued": id, "uploaded": true, "face_ids": r.face_ids}),
+                });
+                return false;
+            }
+            match self.outbox.get(*id) {
+                Ok(e) if matches!(e.state, EntryState::Dead { .. }) => {
+                    let code = e.last_error.map(|l| l.code).unwrap_or_default();
+                    let _ = reply.try_send(Reply::error(
+                        "upload_refused",
+                        format!("entry {id} is dead: {code}"),
+                    ));
+                    false
+                }
+                _ => true,
+            }
+        });
+    }
+
+    fn expire_followers(&mut self) {
+        let now = Instant::now();
+        self.followers.retain(|(id, reply, until)| {
+            if now < *until {
+                return true;
+            }
+            let _ = reply.try_send(Reply::Answer {
+                result: json!({"queued": id, "uploaded": false}),
+            });
+            false
+        });
+    }
+}
+
+/// Builds a person id from `button.id_template`.
+pub fn person_from_template(template: &str, device: &str) -> String {
+    let device = if device.is_empty() {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map_or_else(|_| "device".to_string(), |h| h.trim().to_string())
+    } else {
+        device.to_string()
+    };
+    let unix = SystemClock.now_ms() / 1000;
+    template
+        .replace("{device}", &device)
+        .replace("{unix_time}", &unix.to_string())
+}
+
+fn capture_worker(
+    jobs: &Receiver<CaptureJob>,
+    outbox: &Arc<Outbox>,
+    events: &SyncSender<Event>,
+    cancel: &AtomicBool,
+    led: &LedHandle,
+) {
+    let mut detector: Option<(crate::config::DetectConfig, SeetaDetector)> = None;
+    while let Ok(job) = jobs.recv() {
+        // Progress is dropped for a client that does not read; the last
+        // line waits for room.
+        let send = |r: Reply| {
+            if let Some(tx) = &job.reply {
+                if r.is_last() {
+                    let _ = tx.send(r);
+                } else {
+                    let _ = tx.try_send(r);
+                }
+            }
+        };
+        if detector
+            .as_ref()
+            .is_none_or(|(cfg, _)| *cfg != job.config.detect)
+        {
+            match SeetaDetector::new(&job.config.detect) {
+                Ok(d) => detector = Some((job.config.detect.clone(), d)),
+                Err(e) => {
+                    send(Reply::error("model_invalid", e.to_string()));
+                    let _ = events.send(Event::EnrollFinished {
+                        queued: None,
+                        result: format!("error: {e}"),
+                        follower: None,
+                    });
+                    continue;
+                }
+            }
+        }
+        let Some((_, det)) = detector.as_mut() else {
+            continue;
+        };
+        led.show(LedPattern::Capturing);
+        let outcome = enroll(
+            &job.config,
+            det,
+            outbox,
+            &job.request,
+            cancel,
+            &mut |p| match p {
+                Progress::Capturing { source } => {
+                    send(Reply::event("capturing", json!({ "source": source })))
+                }
+                Progress::Frame { report } => match (report.accepted, report.scores) {
+                    (true, Some(scores)) => send(Reply::event(
+                        "face_found",
+                        json!({"frame": report.index, "face_px": scores.face_px, "scores": scores}),
+                    )),
+                    _ => send(Reply::event(
+                        "frame_rejected",
+                        json!({"frame": report.index, "reason": report.rejection, "faces_seen": report.faces_seen, "scores": report.scores}),
+                    )),
+                },
+            },
+        );
+        let person = &job.request.person_id;
+        let (queued, result) = match outcome {
+            Ok(EnrollOutcome::Queued { entry, images, .. }) => {
+                led.show(LedPattern::Queued);
+                send(Reply::event(
+                    "queued",
+                    json!({"id": entry.id, "person": person, "images": images}),
+                ));
+                // With follow_upload the answer comes once the upload is confirmed.
+                if !job.follow_upload {
+                    send(Reply::Answer {
+                        result: json!({"queued": entry.id, "person": person}),
+                    });
+                }
+                (Some(entry.id), format!("queued {} for {person}", entry.id))
+            }
+            Ok(EnrollOutcome::Rejected { reason, advice, .. }) => {
+                led.show(LedPattern::Rejected(reason));
+                send(Reply::event(
+                    "rejected",
+                    json!({"reason": reason, "advice": advice}),
+                ));
+                send(Reply::error("rejected", format!("{reason}: {advice}")));
+                (None, format!("rejected {person}: {reason}"))
+            }
+            Err(e) => {
+                let pattern = if matches!(
+                    e,
+                    EnrollError::Source(crate::source::SourceError::Cancelled)
+                ) {
+                    LedPattern::Off
+                } else {
+                    LedPattern::Error
+                };
+                led.show(pattern);
+                send(Reply::error(e.code(), e.to_string()));
+                (None, format!("{} for {person}: {e}", e.code()))
+            }
+        };
+        log::info!("enrollment: {result}");
+        let follower = job.reply.filter(|_| job.follow_upload && queued.is_some());
+        let _ = events.send(Event::EnrollFinished {
+            queued,
+            result,
+            follower,
+        });
+    }
+}
+
+fn build_drainer(
+    config: &Config,
+    outbox: Arc<Outbox>,
+    clock: Arc<dyn Clock>,
+    skew: Arc<SkewClock>,
+) -> Drainer {
+    let policy = RetryPolicy {
+        base_ms: config.upload.retry_base_ms as i64,
+        max_ms: config.upload.retry_max_ms as i64,
+        ..RetryPolicy::default()
+    };
+    let mut drainer = Drainer::new(
+        outbox,
+        policy,
+        clock,
+        skew.clone(),
+        i64::from(config.upload.receipt_retention_days) * 86_400_000,
+    );
+    let http = HttpClient::new(&http_config(config)).map(Arc::new);
+    for (provider, qps) in [
+        (crate::provider::Provider::Jd, config.jd.qps),
+        (crate::provider::Provider::Tencent, config.tencent.qps),
+    ] {
+        let uploader = match &http {
+            Ok(http) => build_uploader(config, provider, http.clone(), skew.clone()),
+            Err(e) => Err(crate::cloud::UploadError::new(
+                crate::cloud::ErrorClass::Operator,
+                "tls_config",
+                e.to_string(),
+            )),
+        };
+        drainer.set_uploader(provider, uploader, ProviderLimits { qps });
+    }
+    drainer
+}
+
+fn drain_worker(
+    config: Arc<Config>,
+    outbox: Arc<Outbox>,
+    clock: Arc<dyn Clock>,
+    skew: Arc<SkewClock>,
+    commands: &Receiver<DrainCmd>,
+    events: &SyncSender<Event>,
+    stop: &AtomicBool,
+) {
+    let mut drainer = build_drainer(&config, outbox.clone(), clock.clone(), skew.clone());
+    while !stop.load(Ordering::SeqCst) {
+        let summary = drainer.drain(&mut |d| {
+            let until = Instant::now() + d;
+            while Instant::now() < until {
+                if stop.load(Ordering::SeqCst) {
+                    return false;
+                }
+                std::thread::sleep(
+                    Duration::from_millis(20).min(until.saturating_duration_since(Instant::now())),
+                );
+            }
+            !stop.load(Ordering::SeqCst)
+        });
+        let wait = match summary {
+            Ok(s) => {
+                let wait = s
+                    .next_due_ms
+                    .map(|t| Duration::from_millis((t - clock.now_ms()).clamp(50, 60_000) as u64))
+                    .unwrap_or(Duration::from_secs(60));
+                // Paused providers: check again in a minute, not at once.
+                let wait = if s.paused.is_empty() {
+                    wait
+                } else {
+                    wait.max(Duration::from_secs(60))
+                };
+                let _ = events.try_send(Event::Drained(s));
+                wait
+            }
+            Err(e) => {
+                log::error!("drain: {e}");
+                Duration::from_secs(5)
+            }
+        };
+        let until = Instant::now() + wait;
+        while !stop.load(Ordering::SeqCst) && Instant::now() < until {
+            match commands.recv_timeout(TICK.min(until.saturating_duration_since(Instant::now()))) {
+                Ok(DrainCmd::Wake) => break,
+                Ok(DrainCmd::Reload(cfg)) => {
+                    drainer = build_drainer(&cfg, outbox.clone(), clock.clone(), skew.clone());
+                    break;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+}
+
+/// Binds the control socket, or takes it from systemd (`LISTEN_FDS`).
+fn bind_socket(path: &Path) -> std::io::Result<UnixListener> {
+    if let Some(listener) = crate::activation::listener_from_systemd()? {
+        return Ok(listener);
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("{}: another enrolld is running", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let listener = UnixListener::bind(path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    Ok(listener)
+}
+
+fn control_worker(
+    listener: &UnixListener,
+    config: &Config,
+    events: &SyncSender<Event>,
+    stop: &Arc<AtomicBool>,
+) {
+    if let Err(e) = listener.set_nonblocking(true) {
+        log::error!("control socket: {e}");
+        return;
+    }
+    let active = Arc::new(AtomicUsize::new(0));
+    let own_uid = rustix::process::getuid().as_raw();
+    let max = config.control.max_clients as usize;
+    while !stop.load(Ordering::SeqCst) {
+        let stream = match listener.accept() {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            Err(e) => {
+                log::warn!("control socket: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        let _ = stream.set_nonblocking(false);
+        if active.load(Ordering::SeqCst) >= max {
+            refuse(
+                stream,
+                Reply::error("too_many_clients", format!("at most {max} clients at once")),
+            );
+            continue;
+        }
+        match rustix::net::sockopt::socket_peercred(&stream) {
+            Ok(cred)
+                if peer_allowed(
+                    cred.uid.as_raw(),
+                    cred.gid.as_raw(),
+                    own_uid,
+                    &config.control.allowed_uids,
+                    &config.control.allowed_gids,
+                ) => {}
+            Ok(cred) => {
+                log::warn!(
+                    "control socket: refused uid {} gid {} (pid {})",
+                    cred.uid.as_raw(),
+                    cred.gid.as_raw(),
+                    cred.pid.as_raw_nonzero()
+                );
+                refuse(
+                    stream,
+                    Reply::error(
+                        "forbidden",
+                        "this user may not use enrolld's control socket",
+                    ),
+                );
+                continue;
+            }
+            Err(e) => {
+                log::warn!("control socket: cannot read peer credentials: {e}");
+                continue;
+            }
+        }
+        active.fetch_add(1, Ordering::SeqCst);
+        let (events, active, timeout) = (
+            events.clone(),
+            active.clone(),
+            Duration::from_millis(config.control.read_timeout_ms),
+        );
+        let spawned = std::thread::Builder::new()
+            .name("client".into())
+            .spawn(move || {
+                serve_client(stream, &events, timeout);
+                active.fetch_sub(1, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            log::error!("control socket: cannot start a client thread");
+        }
+    }
+}
+
+fn refuse(mut stream: UnixStream, reply: Reply) {
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let _ = stream.write_all(reply.to_line().as_bytes());
+}
+
+fn serve_client(stream: UnixStream, events: &SyncSender<Event>, timeout: Duration) {
+    if stream.set_read_timeout(Some(timeout)).is_err()
+        || stream
+            .set_write_timeout(Some(Duration::from_secs(10)))
+            .is_err()
+    {
+        return;
+    }
+    let Ok(writer) = stream.try_clone() else {
+        return;
+    };
+    let mut writer = writer;
+    let mut reader = BufReader::new(stream);
+    let req = match read_request(&mut reader) {
+        Ok(r) => r,
+        Err(ReadError::Closed) => return,
+        Err(ReadError::TooLong) => {
+            let _ = writer.write_all(
+                Reply::error(
+                    "too_long",
+                    format!(
+                        "requests are at most {} bytes",
+                        crate::control::MAX_LINE_BYTES
+                    ),
+                )
+                .to_line()
+                .as_bytes(),
+            );
+            return;
+        }
+        Err(ReadError::Timeout) => {
+            let _ = writer.write_all(
+                Reply::error("timeout", "no request line in time")
+                    .to_line()
+                    .as_bytes(),
+            );
+            return;
+        }
+        Err(ReadError::Malformed(why)) => {
+            let _ = writer.write_all(Reply::error("malformed", why).to_line().as_bytes());
+            return;
+        }
+    };
+    let (tx, rx) = mpsc::sync_channel::<Reply>(64);
+    if events.try_send(Event::Client(req, tx)).is_err() {
+        let _ = writer.write_all(
+            Reply::error("busy", "the daemon is busy; try again")
+                .to_line()
+                .as_bytes(),
+        );
+        return;
+    }
+    while let Ok(reply) = rx.recv() {
+        let last = reply.is_last();
+        if writer.write_all(reply.to_line().as_bytes()).is_err() || last {
+            return;
+        }
+    }
+}
