@@ -350,9 +350,11 @@ pub struct TlsConfig {
 pub struct ControlConfig {
     /// Unix socket of the running daemon. Default `/run/enrolld/control.sock`.
     pub socket: PathBuf,
-    /// Users allowed besides root and the daemon's own user. Default none.
+    /// With both lists empty (the default), anyone the socket's file mode
+    /// lets connect may use it. Otherwise only root, the daemon's own user,
+    /// these uids and these primary gids (checked with SO_PEERCRED).
     pub allowed_uids: Vec<u32>,
-    /// Primary groups allowed (e.g. the `enrolld` group). Default none.
+    /// See `allowed_uids`. Default none.
     pub allowed_gids: Vec<u32>,
     /// Clients served at once; more are refused. Default 8.
     pub max_clients: u32,

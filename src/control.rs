@@ -172,8 +172,10 @@ pub fn read_request(reader: &mut impl BufRead) -> Result<Request, ReadError> {
         .map_err(|e| ReadError::Malformed(format!("not a request: {e}")))
 }
 
-/// Whether a peer may use the socket: root, the daemon's own user, a listed
-/// uid, or a listed primary gid.
+/// Whether a peer (from `SO_PEERCRED`) may use the socket. With both lists
+/// empty, whoever the socket's file mode (0660, group `enrolld`) lets connect
+/// may; otherwise only root, the daemon's own user, a listed uid or a listed
+/// primary gid. (`SO_PEERCRED` carries the primary gid only.)
 pub fn peer_allowed(
     peer_uid: u32,
     peer_gid: u32,
@@ -181,6 +183,9 @@ pub fn peer_allowed(
     allowed_uids: &[u32],
     allowed_gids: &[u32],
 ) -> bool {
+    if allowed_uids.is_empty() && allowed_gids.is_empty() {
+        return true;
+    }
     peer_uid == 0
         || peer_uid == own_uid
         || allowed_uids.contains(&peer_uid)
@@ -326,8 +331,12 @@ mod tests {
 
     #[test]
     fn peers() {
-        assert!(peer_allowed(0, 0, 999, &[], &[]));
-        assert!(peer_allowed(999, 5, 999, &[], &[]));
+        assert!(
+            peer_allowed(1234, 1234, 999, &[], &[]),
+            "no lists: the file mode decides"
+        );
+        assert!(peer_allowed(0, 0, 999, &[5], &[]));
+        assert!(peer_allowed(999, 5, 999, &[5], &[]));
         assert!(peer_allowed(1000, 5, 999, &[1000], &[]));
         assert!(peer_allowed(1001, 44, 999, &[], &[44]));
         assert!(!peer_allowed(1001, 5, 999, &[1000], &[44]));
