@@ -1,0 +1,494 @@
+//! The real daemon (`enrolld run`) under a fake systemd: READY/STATUS/
+//! WATCHDOG on a fake NOTIFY_SOCKET, a file camera, a button written into a
+//! fake input device, a fake sysfs LED, the emulator as the cloud.
+
+mod support;
+
+use enrolld::control::{Client, Reply, Request};
+use enrolld::provider::Provider;
+use std::io::Write;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+struct Daemon {
+    child: Child,
+    notify: UnixDatagram,
+    socket: PathBuf,
+    config: PathBuf,
+    messages: Vec<String>,
+}
+
+impl Daemon {
+    /// Starts `enrolld run` with `e`'s config and waits for READY=1.
+    fn start(e: &Enrolld, sysfs: Option<&Path>) -> Daemon {
+        let notify_path = e.path(&format!("notify-{}", std::process::id()));
+        let _ = std::fs::remove_file(&notify_path);
+        let notify = UnixDatagram::bind(&notify_path).expect("bind notify");
+        notify
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let mut cmd = e.command();
+        cmd.arg("run")
+            .env("NOTIFY_SOCKET", &notify_path)
+            .env("WATCHDOG_USEC", "400000")
+            .env("ENROLLD_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(root) = sysfs {
+            cmd.env("ENROLLD_SYSFS_ROOT", root);
+        }
+        let child = cmd.spawn().expect("spawn daemon");
+        // The WATCHDOG_PID check: systemd sets it to the service's pid.
+        let mut d = Daemon {
+            child,
+            notify,
+            socket: e.path("control.sock"),
+            config: e.path("enrolld.toml"),
+            messages: Vec::new(),
+        };
+        d.wait_for("READY=1", Duration::from_secs(30));
+        d
+    }
+
+    /// Reads notifications until one contains `what`.
+    fn wait_for(&mut self, what: &str, timeout: Duration) -> String {
+        let until = Instant::now() + timeout;
+        let mut buf = vec![0u8; 4096];
+        while Instant::now() < until {
+            if let Ok(n) = self.notify.recv(&mut buf) {
+                let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+                self.messages.push(m.clone());
+                if m.contains(what) {
+                    return m;
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "daemon exited ({status}) before sending {what:?}; got {:?}",
+                    self.messages
+                );
+            }
+        }
+        panic!("no {what:?} within {timeout:?}; got {:?}", self.messages);
+    }
+
+    fn call(&self, req: &Request) -> (Vec<Reply>, Reply) {
+        let mut client = Client::connect(&self.socket, Duration::from_secs(60))
+            .expect("connect")
+            .expect("daemon listening");
+        let mut events = Vec::new();
+        let last = client
+            .call(req, &mut |r| events.push(r.clone()))
+            .expect("call");
+        (events, last)
+    }
+
+    fn signal(&self, sig: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, sig).expect("kill");
+    }
+
+    /// SIGTERM, then the exit status within `timeout`.
+    fn terminate(mut self, timeout: Duration) -> (Option<i32>, Duration) {
+        let started = Instant::now();
+        self.signal(rustix::process::Signal::TERM);
+        while started.elapsed() < timeout {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return (status.code(), started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        panic!("the daemon did not stop within {timeout:?}");
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A config for the daemon: file camera with one portrait, control socket in the work dir.
+fn daemon_config(e_dir: &Path, cloud: &Cloud, extra: &str) -> String {
+    let photo = e_dir.join("camera.jpg");
+    write_jpeg(&portrait(0, 3.0), &photo);
+    format!(
+        "{}[camera]\nsource = \"file:{}\"\n[control]\nsocket = {:?}\n{extra}\n",
+        cloud.config("retry_base_ms = 200", "group_id = \"g\""),
+        photo.display(),
+        e_dir.join("control.sock").display().to_string()
+    )
+}
+
+fn setup(vendor: Provider, extra: &str) -> (Cloud, Enrolld) {
+    let cloud = Cloud::start(vendor);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = daemon_config(dir.path(), &cloud, extra);
+    let e = Enrolld::new(&config);
+    // Move the camera photo next to the config the daemon reads.
+    std::fs::copy(dir.path().join("camera.jpg"), e.path("camera.jpg")).expect("copy");
+    let text = std::fs::read_to_string(e.path("enrolld.toml"))
+        .expect("read")
+        .replace(
+            &dir.path().display().to_string(),
+            &e.dir.path().display().to_string(),
+        );
+    std::fs::write(e.path("enrolld.toml"), text).expect("write");
+    (cloud, e)
+}
+
+fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + timeout;
+    while Instant::now() < until {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn ready_status_and_watchdog_reach_the_notify_socket() {
+    let (_cloud, e) = setup(Provider::Jd, "");
+    let mut d = Daemon::start(&e, None);
+    let ready = d.messages.last().cloned().unwrap_or_default();
+    assert!(ready.contains("STATUS="), "{ready}");
+    d.wait_for("WATCHDOG=1", Duration::from_secs(5));
+    let (_, status) = d.call(&Request::Status {});
+    let Reply::Answer { result } = status else {
+        panic!("{status:?}")
+    };
+    assert_eq!(result["enrolling"], false);
+    assert_eq!(result["queue"]["pending"], 0);
+    let (code, took) = d.terminate(Duration::from_secs(15));
+    assert_eq!(code, Some(0));
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert!(
+        !e.path("control.sock").exists(),
+        "the socket file is removed"
+    );
+}
+
+#[test]
+fn an_enrollment_over_the_socket_streams_progress_until_uploaded() {
+    let (cloud, e) = setup(Provider::Jd, "");
+    let mut d = Daemon::start(&e, None);
+    let (events, last) = d.call(&Request::Enroll {
+        person: "sock-1".into(),
+        provider: None,
+        frames: None,
+        follow_upload: true,
+    });
+    let names: Vec<String> = events
+        .iter()
+        .filter_map(|r| match r {
+            Reply::Event { event, .. } => Some(event.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        names,
+        ["capturing", "face_found", "queued", "uploaded"],
+        "{events:?}"
+    );
+    let Reply::Answer { result } = last else {
+        panic!("{last:?}")
+    };
+    assert_eq!(result["uploaded"], true, "{result}");
+    assert_eq!(cloud.faces("sock-1").len(), 1);
+    d.wait_for("STATUS=queue 0 pending", Duration::from_secs(5));
+    // The CLI goes through the daemon too (it holds the queue).
+    let out = e.run(&["enroll", "--person", "cli-1"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(wait_until(Duration::from_secs(10), || cloud
+        .faces("cli-1")
+        .len()
+        == 1));
+    let (code, _) = d.terminate(Duration::from_secs(15));
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn a_button_press_enrolls_the_armed_person_and_the_led_shows_it() {
+    let (cloud, e) = setup(Provider::Jd, "");
+    let sysfs = e.path("sys");
+    let led_dir = sysfs.join("class/leds/enrolld");
+    std::fs::create_dir_all(&led_dir).expect("mkdir");
+    std::fs::write(led_dir.join("max_brightness"), "1\n").expect("write");
+    std::fs::write(led_dir.join("brightness"), "0").expect("write");
+    let input = e.path("event0");
+    std::fs::write(&input, b"").expect("create input device");
+    let mut text = std::fs::read_to_string(e.path("enrolld.toml")).expect("read");
+    text.push_str(&format!("[button]\ninput_device = {:?}\nkey_code = 28\ndebounce_ms = 100\n[led]\nname = \"enrolld\"\n", input.display().to_string()));
+    std::fs::write(e.path("enrolld.toml"), text).expect("write");
+    let d = Daemon::start(&e, Some(&sysfs));
+    let press = || {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&input)
+            .expect("open input");
+        f.write_all(&enrolld::hardware::key_event(28, 1))
+            .expect("press");
+        f.write_all(&enrolld::hardware::key_event(28, 0))
+            .expect("release");
+    };
+    // Nobody armed: the press is refused (button.unarmed = "reject").
+    press();
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, Reply::Answer { result }) = d.call(&Request::Status {}) else {
+        panic!("status")
+    };
+    assert!(
+        result["last_result"]
+            .as_str()
+            .unwrap_or("")
+            .contains("nobody armed"),
+        "{result}"
+    );
+    // Armed: the next press enrolls that person.
+    let (_, armed) = d.call(&Request::Arm {
+        person: "btn-7".into(),
+        ttl_s: 60,
+    });
+    assert!(matches!(armed, Reply::Answer { .. }), "{armed:?}");
+    let mut lit = false;
+    press();
+    let uploaded = wait_until(Duration::from_secs(20), || {
+        lit |= std::fs::read_to_string(led_dir.join("brightness")).is_ok_and(|b| b.trim() == "1");
+        cloud.faces("btn-7").len() == 1
+    });
+    assert!(uploaded, "the press was enrolled and uploaded");
+    assert!(
+        lit || wait_until(Duration::from_secs(2), || std::fs::read_to_string(
+            led_dir.join("brightness")
+        )
+        .is_ok_and(|b| b.trim() == "1")),
+        "the LED lit"
+    );
+    let (code, _) = d.terminate(Duration::from_secs(15));
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn sigterm_during_an_upload_then_restart_loses_nothing_and_adds_no_duplicate() {
+    let (cloud, e) = setup(Provider::Tencent, "");
+    let mut text = std::fs::read_to_string(e.path("enrolld.toml")).expect("read");
+    text = text.replace("[upload]\n", "[upload]\nrecv_timeout_ms = 60000\n");
+    std::fs::write(e.path("enrolld.toml"), text).expect("write");
+    // The person exists, so the upload is a CreateFace; it hangs 20 s after
+    // being applied, longer than the daemon's 10 s shutdown grace.
+    let d = Daemon::start(&e, None);
+    let (_, first) = d.call(&Request::Enroll {
+        person: "term-1".into(),
+        provider: None,
+        frames: None,
+        follow_upload: true,
+    });
+    assert!(matches!(first, Reply::Answer { .. }), "{first:?}");
+    cloud.push_fault("slow:20000@CreateFace");
+    let (_, queued) = d.call(&Request::Enroll {
+        person: "term-1".into(),
+        provider: None,
+        frames: None,
+        follow_upload: false,
+    });
+    assert!(matches!(queued, Reply::Answer { .. }), "{queued:?}");
+    assert!(
+        wait_until(Duration::from_secs(10), || cloud.requests("CreateFace")
+            == 1),
+        "the upload started"
+    );
+    let (code, took) = d.terminate(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "a clean exit after {took:?}");
+    assert!(
+        took < Duration::from_secs(13),
+        "bounded by the grace period: {took:?}"
+    );
+    // The cloud applied it; the device does not know yet.
+    assert_eq!(cloud.faces("term-1").len(), 2);
+    let mut d = Daemon::start(&e, None);
+    let ok = wait_until(Duration::from_secs(20), || {
+        let (_, r) = d.call(&Request::Status {});
+        matches!(&r, Reply::Answer { result } if result["queue"]["entries"] == 0)
+    });
+    assert!(ok, "the entry was resolved after the restart");
+    assert_eq!(cloud.faces("term-1").len(), 2, "no duplicate face");
+    assert_eq!(
+        cloud.requests("CreateFace"),
+        1,
+        "the restart checked with GetPersonBaseInfo instead of resending"
+    );
+    d.wait_for("STATUS=", Duration::from_secs(2));
+    let (code, _) = d.terminate(Duration::from_secs(15));
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn sighup_with_a_broken_config_keeps_the_old_one() {
+    let (cloud, e) = setup(Provider::Jd, "");
+    let mut d = Daemon::start(&e, None);
+    let good = std::fs::read_to_string(&d.config).expect("read");
+    std::fs::write(&d.config, format!("{good}\n[camera]\nwidth = \"wide\"\n")).expect("break it");
+    d.signal(rustix::process::Signal::HUP);
+    let m = d.wait_for("reload failed", Duration::from_secs(5));
+    assert!(m.contains("old configuration kept"), "{m}");
+    // Still running, still working on the old configuration.
+    let (_, r) = d.call(&Request::Enroll {
+        person: "hup-1".into(),
+        provider: None,
+        frames: None,
+        follow_upload: true,
+    });
+    assert!(matches!(r, Reply::Answer { .. }), "{r:?}");
+    assert_eq!(cloud.faces("hup-1").len(), 1);
+    std::fs::write(&d.config, good).expect("fix it");
+    d.signal(rustix::process::Signal::HUP);
+    d.wait_for(
+        "STATUS=queue 0 pending, 0 dead; last: configuration reloaded",
+        Duration::from_secs(5),
+    );
+    let (code, _) = d.terminate(Duration::from_secs(15));
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn random_and_oversized_input_never_kills_it() {
+    let (_cloud, e) = setup(Provider::Jd, "");
+    let mut text = std::fs::read_to_string(e.path("enrolld.toml")).expect("read");
+    text = text.replace(
+        "[control]\n",
+        "[control]\nread_timeout_ms = 300\nmax_clients = 4\n",
+    );
+    std::fs::write(e.path("enrolld.toml"), text).expect("write");
+    let d = Daemon::start(&e, None);
+    let send = |bytes: &[u8]| -> String {
+        let Ok(mut s) = std::os::unix::net::UnixStream::connect(&d.socket) else {
+            return String::new();
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = s.write_all(bytes);
+        let _ = s.shutdown(std::net::Shutdown::Write);
+        let mut out = String::new();
+        let _ = std::io::Read::read_to_string(&mut s, &mut out);
+        out
+    };
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut errors = 0;
+    for i in 0..300 {
+        let len = (next() % 200) as usize;
+        let mut line: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if i % 3 == 0 {
+            line = format!(
+                "{{\"cmd\":\"{}\",\"person\":{}}}",
+                ["enroll", "arm", "purge", "nope"][i % 4],
+                next()
+            )
+            .into_bytes();
+        }
+        line.push(b'\n');
+        if send(&line).contains("\"type\":\"error\"") {
+            errors += 1;
+        }
+    }
+    assert!(
+        errors >= 250,
+        "malformed input gets error answers: {errors}"
+    );
+    let huge = send(&vec![b'x'; 1024 * 1024]);
+    assert!(huge.contains("too_long"), "{huge}");
+    // A client that says nothing is timed out.
+    let silent = std::os::unix::net::UnixStream::connect(&d.socket).expect("connect");
+    silent
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut out = String::new();
+    let _ = std::io::Read::read_to_string(&mut &silent, &mut out);
+    assert!(out.contains("timeout"), "{out}");
+    // Still alive and answering.
+    let (_, r) = d.call(&Request::Status {});
+    assert!(matches!(r, Reply::Answer { .. }), "{r:?}");
+    let (code, _) = d.terminate(Duration::from_secs(15));
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn a_second_trigger_while_enrolling_is_busy_and_cancel_stops_the_first() {
+    let (_cloud, e) = setup(Provider::Jd, "");
+    // A slow burst: 60 frames of a 1280x720 camera, one enrollment at a time.
+    let frames = e.path("frames");
+    std::fs::create_dir(&frames).expect("mkdir");
+    let frame = frame_with_face(1280, 720, 0, 200);
+    for i in 0..60 {
+        write_jpeg(&frame, &frames.join(format!("{i:03}.jpg")));
+    }
+    let mut text = std::fs::read_to_string(e.path("enrolld.toml")).expect("read");
+    text = text.replace(
+        &format!("source = \"file:{}\"", e.path("camera.jpg").display()),
+        &format!("source = \"file:{}\"", frames.display()),
+    );
+    text.push_str("[burst]\nframes = 60\ntime_budget_ms = 60000\n");
+    std::fs::write(e.path("enrolld.toml"), text).expect("write");
+    let d = Daemon::start(&e, None);
+    let socket = d.socket.clone();
+    let first = std::thread::spawn(move || {
+        let mut c = Client::connect(&socket, Duration::from_secs(60))
+            .expect("connect")
+            .expect("listening");
+        c.call(
+            &Request::Enroll {
+                person: "slow".into(),
+                provider: None,
+                frames: None,
+                follow_upload: false,
+            },
+            &mut |_| {},
+        )
+        .expect("call")
+    });
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let (_, r) = d.call(&Request::Status {});
+            matches!(&r, Reply::Answer { result } if result["enrolling"] == true)
+        }),
+        "the first enrollment is running"
+    );
+    let (_, second) = d.call(&Request::Enroll {
+        person: "other".into(),
+        provider: None,
+        frames: None,
+        follow_upload: false,
+    });
+    assert!(
+        matches!(&second, Reply::Error { code, .. } if code == "busy"),
+        "{second:?}"
+    );
+    let (_, cancelled) = d.call(&Request::Cancel {});
+    assert!(
+        matches!(&cancelled, Reply::Answer { result } if result["cancelled_enrollment"] == true),
+        "{cancelled:?}"
+    );
+    let first = first.join().expect("join");
+    assert!(
+        matches!(&first, Reply::Error { code, .. } if code == "cancelled"),
+        "{first:?}"
+    );
+    let (code, _) = d.terminate(Duration::from_secs(15));
+    assert_eq!(code, Some(0));
+}
