@@ -1,0 +1,90 @@
+//! `cargo bench --bench idle`: resident memory and CPU use of an idle
+//! `enrolld run` (release build): file camera, JD configured, empty queue,
+//! a fake NOTIFY_SOCKET with a 1 s watchdog.
+
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn status_kb(pid: u32, key: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    t(11) + t(12)
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let photo = dir.path().join("camera.png");
+    std::fs::write(&photo, []).expect("placeholder");
+    let config = dir.path().join("enrolld.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\n[camera]\nsource = \"file:{}\"\n[jd]\ngroup_name = \"g\"\n[control]\nsocket = {:?}\n",
+            dir.path().join("state").display().to_string(),
+            photo.display(),
+            dir.path().join("control.sock").display().to_string()
+        ),
+    )
+    .expect("config");
+    let notify_path = dir.path().join("notify");
+    let notify = UnixDatagram::bind(&notify_path).expect("notify");
+    notify
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_enrolld"))
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let mut buf = [0u8; 512];
+    let started = Instant::now();
+    loop {
+        if let Ok(n) = notify.recv(&mut buf) {
+            if buf[..n].starts_with(b"READY=1") {
+                break;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no READY=1");
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let ticks_per_s = 100.0;
+    let (t0, c0) = (Instant::now(), cpu_ticks(pid));
+    let sample = Duration::from_secs(20);
+    let mut watchdogs = 0;
+    while t0.elapsed() < sample {
+        if let Ok(n) = notify.recv(&mut buf) {
+            watchdogs += usize::from(buf[..n].starts_with(b"WATCHDOG=1"));
+        }
+    }
+    let cpu = (cpu_ticks(pid) - c0) as f64 / ticks_per_s;
+    let wall = t0.elapsed().as_secs_f64();
+    println!(
+        "idle enrolld run over {wall:.0} s: RSS {:.1} MiB (peak {:.1} MiB), CPU {:.2}% of one core, {watchdogs} watchdog pings, {} threads",
+        status_kb(pid, "VmRSS:") as f64 / 1024.0,
+        status_kb(pid, "VmHWM:") as f64 / 1024.0,
+        100.0 * cpu / wall,
+        std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0)
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
