@@ -402,6 +402,13 @@ pub struct ButtonConfig {
     pub id_template: String,
     /// What `{device}` becomes; empty uses the host name. Default empty.
     pub device_name: String,
+    /// A GPIO chip (`/dev/gpiochipN`) with the button, instead of an input
+    /// device (GPIO character device, uAPI v2). Empty: none. Default empty.
+    pub gpio_chip: PathBuf,
+    /// The button's line offset on `gpio_chip`. Default 0.
+    pub gpio_line: u32,
+    /// The line reads low when pressed (a button to ground). Default true.
+    pub gpio_active_low: bool,
 }
 
 impl Default for ButtonConfig {
@@ -413,6 +420,9 @@ impl Default for ButtonConfig {
             unarmed: UnarmedPolicy::Reject,
             id_template: "{device}-{unix_time}".into(),
             device_name: String::new(),
+            gpio_chip: PathBuf::new(),
+            gpio_line: 0,
+            gpio_active_low: true,
         }
     }
 }
@@ -423,6 +433,10 @@ impl Default for ButtonConfig {
 pub struct LedConfig {
     /// LED class device name under /sys/class/leds. Empty: no LED. Default empty.
     pub name: String,
+    /// A GPIO chip driving the LED instead (`/dev/gpiochipN`). Default empty.
+    pub gpio_chip: PathBuf,
+    /// The LED's line offset on `gpio_chip`. Default 0.
+    pub gpio_line: u32,
 }
 
 /// A camera source, parsed from `[camera] source`.
@@ -719,6 +733,20 @@ impl Config {
         }
         if self.button.debounce_ms > 10_000 {
             bad("button.debounce_ms", "must be 0..=10000".into());
+        }
+        if !self.button.input_device.as_os_str().is_empty()
+            && !self.button.gpio_chip.as_os_str().is_empty()
+        {
+            bad(
+                "button.gpio_chip",
+                "set either button.input_device or button.gpio_chip, not both".into(),
+            );
+        }
+        if !self.led.name.is_empty() && !self.led.gpio_chip.as_os_str().is_empty() {
+            bad(
+                "led.gpio_chip",
+                "set either led.name or led.gpio_chip, not both".into(),
+            );
         }
         if self.led.name.contains('/') || self.led.name == ".." {
             bad(

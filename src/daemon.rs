@@ -21,7 +21,10 @@ use crate::control::{peer_allowed, read_request, ReadError, Reply, Request};
 use crate::detect::SeetaDetector;
 use crate::drain::{DrainSummary, Drainer, ProviderLimits};
 use crate::enroll::{enroll, EnrollError, EnrollOutcome, EnrollRequest, Progress};
-use crate::hardware::{run_led, sysfs_root, watch_button, Led, LedHandle, LedPattern};
+use crate::hardware::{
+    run_led, sysfs_root, watch_button, watch_gpio_button, GpioLed, Led, LedHandle, LedOutput,
+    LedPattern,
+};
 use crate::http::HttpClient;
 use crate::notify::{watchdog_interval, Notifier};
 use crate::outbox::{validate_person_id, EntryState, Outbox, OutboxLimits};
@@ -124,21 +127,36 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
     };
 
     // LED.
-    let led = if config.led.name.is_empty() {
-        LedHandle::default()
-    } else {
+    let output: Option<Box<dyn LedOutput>> = if !config.led.name.is_empty() {
         match Led::new(&sysfs_root(), &config.led.name) {
-            Ok(l) => {
-                let (tx, rx) = mpsc::sync_channel(8);
-                let stop = stop.clone();
-                workers.push(spawn("led", Box::new(move || run_led(&l, &rx, &stop)))?);
-                LedHandle::new(tx)
-            }
+            Ok(l) => Some(Box::new(l)),
             Err(e) => {
                 log::error!("led {}: {e}; running without it", config.led.name);
-                LedHandle::default()
+                None
             }
         }
+    } else if !config.led.gpio_chip.as_os_str().is_empty() {
+        match GpioLed::new(&config.led.gpio_chip, config.led.gpio_line) {
+            Ok(l) => Some(Box::new(l)),
+            Err(e) => {
+                log::error!("led {e}; running without it");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let led = match output {
+        Some(output) => {
+            let (tx, rx) = mpsc::sync_channel(8);
+            let stop = stop.clone();
+            workers.push(spawn(
+                "led",
+                Box::new(move || run_led(output.as_ref(), &rx, &stop)),
+            )?);
+            LedHandle::new(tx)
+        }
+        None => LedHandle::default(),
     };
 
     // Capture.
@@ -185,7 +203,24 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
     }
 
     // Button.
-    if !config.button.input_device.as_os_str().is_empty() {
+    if !config.button.gpio_chip.as_os_str().is_empty() {
+        let (events, stop, b) = (events_tx.clone(), stop.clone(), config.button.clone());
+        workers.push(spawn(
+            "button",
+            Box::new(move || {
+                watch_gpio_button(
+                    &b.gpio_chip,
+                    b.gpio_line,
+                    b.gpio_active_low,
+                    Duration::from_millis(b.debounce_ms),
+                    &stop,
+                    &mut || {
+                        let _ = events.try_send(Event::Button);
+                    },
+                )
+            }),
+        )?);
+    } else if !config.button.input_device.as_os_str().is_empty() {
         let (events, stop, b) = (events_tx.clone(), stop.clone(), config.button.clone());
         workers.push(spawn(
             "button",

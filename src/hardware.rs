@@ -157,6 +157,108 @@ pub fn steps(p: LedPattern) -> (Vec<(bool, u64)>, bool) {
     }
 }
 
+/// Something that can be on or off.
+pub trait LedOutput: Send {
+    fn set(&self, on: bool);
+}
+
+/// Reads presses of a button on a GPIO line (character device, uAPI v2)
+/// until `stop`, with the kernel's debounce; reopens the line on errors.
+pub fn watch_gpio_button(
+    chip: &Path,
+    line: u32,
+    active_low: bool,
+    debounce: Duration,
+    stop: &AtomicBool,
+    pressed: &mut dyn FnMut(),
+) {
+    use gpiocdev::line::EdgeDetection;
+    let mut warned = false;
+    while !stop.load(Ordering::SeqCst) {
+        let mut builder = gpiocdev::Request::builder();
+        builder
+            .on_chip(chip)
+            .with_consumer("enrolld-button")
+            .with_line(line)
+            .as_input()
+            .with_edge_detection(EdgeDetection::RisingEdge)
+            .with_debounce_period(debounce);
+        if active_low {
+            builder.as_active_low();
+        }
+        let request = match builder.request() {
+            Ok(r) => {
+                warned = false;
+                r
+            }
+            Err(e) => {
+                if !warned {
+                    log::error!("button {} line {line}: {e}; retrying", chip.display());
+                    warned = true;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let mut last: Option<Instant> = None;
+        while !stop.load(Ordering::SeqCst) {
+            match request.wait_edge_event(Duration::from_millis(200)) {
+                Ok(false) => continue,
+                Ok(true) => match request.read_edge_event() {
+                    Ok(_) => {
+                        let now = Instant::now();
+                        if last.is_none_or(|t| now.duration_since(t) >= debounce) {
+                            last = Some(now);
+                            pressed();
+                        }
+                    }
+                    Err(e) => {
+                        log::error!("button {} line {line}: {e}", chip.display());
+                        break;
+                    }
+                },
+                Err(e) => {
+                    log::error!("button {} line {line}: {e}", chip.display());
+                    std::thread::sleep(Duration::from_secs(1));
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// An LED on a GPIO line.
+pub struct GpioLed {
+    request: gpiocdev::Request,
+    line: u32,
+}
+
+impl GpioLed {
+    pub fn new(chip: &Path, line: u32) -> Result<GpioLed, String> {
+        let request = gpiocdev::Request::builder()
+            .on_chip(chip)
+            .with_consumer("enrolld-led")
+            .with_line(line)
+            .as_output(gpiocdev::line::Value::Inactive)
+            .request()
+            .map_err(|e| format!("{} line {line}: {e}", chip.display()))?;
+        Ok(GpioLed { request, line })
+    }
+}
+
+impl LedOutput for GpioLed {
+    fn set(&self, on: bool) {
+        let value = if on {
+            gpiocdev::line::Value::Active
+        } else {
+            gpiocdev::line::Value::Inactive
+        };
+        if let Err(e) = self.request.set_value(self.line, value) {
+            log::debug!("led line {}: {e}", self.line);
+        }
+    }
+}
+
 /// Writes brightness to `{root}/class/leds/{name}/brightness`.
 pub struct Led {
     brightness: PathBuf,
@@ -172,8 +274,10 @@ impl Led {
         std::fs::OpenOptions::new().write(true).open(&brightness)?;
         Ok(Led { brightness, max })
     }
+}
 
-    pub fn set(&self, on: bool) {
+impl LedOutput for Led {
+    fn set(&self, on: bool) {
         let value = if on { self.max.as_str() } else { "0" };
         // sysfs ignores truncation; a fake tree's regular file needs it.
         let written = std::fs::OpenOptions::new()
@@ -189,7 +293,7 @@ impl Led {
 
 /// Runs patterns on an LED until the channel closes or `stop` is set; a new
 /// pattern replaces the one playing.
-pub fn run_led(led: &Led, patterns: &Receiver<LedPattern>, stop: &Arc<AtomicBool>) {
+pub fn run_led(led: &dyn LedOutput, patterns: &Receiver<LedPattern>, stop: &Arc<AtomicBool>) {
     let mut current: (Vec<(bool, u64)>, bool) = (vec![(false, 0)], false);
     let mut step = 0;
     loop {
@@ -303,6 +407,17 @@ mod tests {
             stop.store(true, Ordering::SeqCst);
         });
         assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn a_missing_gpio_chip_is_a_clear_error() {
+        let err = GpioLed::new(Path::new("/dev/gpiochip-enrolld-missing"), 3)
+            .err()
+            .expect("missing");
+        assert!(
+            err.contains("/dev/gpiochip-enrolld-missing") && err.contains("line 3"),
+            "{err}"
+        );
     }
 
     #[test]
