@@ -38,6 +38,7 @@ pub struct Config {
     pub control: ControlConfig,
     pub button: ButtonConfig,
     pub led: LedConfig,
+    pub metrics: MetricsConfig,
 }
 
 impl Default for Config {
@@ -57,6 +58,7 @@ impl Default for Config {
             control: ControlConfig::default(),
             button: ButtonConfig::default(),
             led: LedConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -425,6 +427,15 @@ impl Default for ButtonConfig {
             gpio_active_low: true,
         }
     }
+}
+
+/// `[metrics]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Prometheus text file for node_exporter's textfile collector (e.g.
+    /// `/var/lib/node_exporter/textfile_collector/enrolld.prom`). Empty: none. Default empty.
+    pub textfile: PathBuf,
 }
 
 /// `[led]`: the technician's feedback light.

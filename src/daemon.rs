@@ -255,6 +255,8 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
         last_drain: None,
         followers: Vec::new(),
         status_line: String::new(),
+        counters: crate::metrics::Counters::default(),
+        metrics_written: None,
     };
     let usage = daemon.outbox.usage();
     daemon.notifier.ready(&format!(
@@ -314,6 +316,8 @@ struct Daemon {
     /// Clients waiting for an upload: (entry id, reply channel, give up at).
     followers: Vec<(u64, SyncSender<Reply>, Instant)>,
     status_line: String,
+    counters: crate::metrics::Counters,
+    metrics_written: Option<Instant>,
 }
 
 impl Daemon {
@@ -382,7 +386,37 @@ impl Daemon {
         if line != self.status_line {
             self.notifier.status(&line);
             self.status_line = line;
+            self.metrics_written = None;
         }
+        self.write_metrics(&u);
+    }
+
+    /// Rewrites the metrics file when something changed, or every 15 s
+    /// (the oldest-pending age moves on).
+    fn write_metrics(&mut self, usage: &crate::outbox::Usage) {
+        let path = &self.config.metrics.textfile;
+        if path.as_os_str().is_empty()
+            || self
+                .metrics_written
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(15))
+        {
+            return;
+        }
+        let paused = self
+            .last_drain
+            .as_ref()
+            .is_some_and(|d| !d.paused.is_empty());
+        let text = crate::metrics::render(
+            usage,
+            &self.counters,
+            SystemClock.now_ms(),
+            self.skew.offset_ms(),
+            paused,
+        );
+        if let Err(e) = crate::metrics::write_atomic(path, &text) {
+            log::warn!("metrics {}: {e}", path.display());
+        }
+        self.metrics_written = Some(Instant::now());
     }
 
     fn handle(&mut self, event: Event) {
@@ -408,7 +442,13 @@ impl Daemon {
             Event::Drained(summary) => {
                 if summary.uploaded > 0 {
                     self.led.show(LedPattern::Uploaded);
+                    self.counters.last_success_ms = Some(SystemClock.now_ms());
                 }
+                self.counters.uploads += summary.uploaded;
+                self.counters.retries += summary.retried;
+                self.counters.dead += summary.dead;
+                self.counters.pauses += summary.paused.len() as u64;
+                self.metrics_written = None;
                 self.last_drain = Some(summary);
                 self.answer_followers();
             }

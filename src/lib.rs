@@ -30,6 +30,7 @@ pub mod frame;
 pub mod hardware;
 pub mod http;
 pub mod logger;
+pub mod metrics;
 pub mod notify;
 pub mod outbox;
 pub mod provider;

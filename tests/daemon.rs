@@ -178,6 +178,12 @@ fn ready_status_and_watchdog_reach_the_notify_socket() {
 #[test]
 fn an_enrollment_over_the_socket_streams_progress_until_uploaded() {
     let (cloud, e) = setup(Provider::Jd, "");
+    let mut text = std::fs::read_to_string(e.path("enrolld.toml")).expect("read");
+    text.push_str(&format!(
+        "[metrics]\ntextfile = {:?}\n",
+        e.path("enrolld.prom").display().to_string()
+    ));
+    std::fs::write(e.path("enrolld.toml"), text).expect("write");
     let mut d = Daemon::start(&e, None);
     let (events, last) = d.call(&Request::Enroll {
         person: "sock-1".into(),
@@ -203,6 +209,13 @@ fn an_enrollment_over_the_socket_streams_progress_until_uploaded() {
     assert_eq!(result["uploaded"], true, "{result}");
     assert_eq!(cloud.faces("sock-1").len(), 1);
     d.wait_for("STATUS=queue 0 pending", Duration::from_secs(5));
+    let prom = e.path("enrolld.prom");
+    assert!(
+        wait_until(Duration::from_secs(5), || std::fs::read_to_string(&prom)
+            .is_ok_and(|t| t.contains("enrolld_uploads_total 1\n"))),
+        "metrics: {:?}",
+        std::fs::read_to_string(&prom)
+    );
     // The CLI goes through the daemon too (it holds the queue).
     let out = e.run(&["enroll", "--person", "cli-1"]);
     assert_eq!(
