@@ -505,3 +505,48 @@ fn a_second_trigger_while_enrolling_is_busy_and_cancel_stops_the_first() {
     let (code, _) = d.terminate(Duration::from_secs(15));
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn a_socket_passed_by_systemd_is_used() {
+    // systemd-socket-activate binds the socket, waits for the first client,
+    // then starts enrolld with LISTEN_FDS=1 and LISTEN_PID set, as systemd does.
+    let (_cloud, e) = setup(Provider::Jd, "");
+    let activated = e.path("activated.sock");
+    let mut child = std::process::Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(&activated)
+        .args(["-E", "ENROLLD_LOG=info", "--"])
+        .arg(env!("CARGO_BIN_EXE_enrolld"))
+        .arg("--config")
+        .arg(e.path("enrolld.toml"))
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("systemd-socket-activate (Debian package systemd) runs");
+    assert!(
+        wait_until(Duration::from_secs(10), || activated.exists()),
+        "the socket is bound by the activator"
+    );
+    let mut client = Client::connect(&activated, Duration::from_secs(30))
+        .expect("connect")
+        .expect("listening");
+    let last = client.call(&Request::Status {}, &mut |_| {}).expect("call");
+    assert!(
+        matches!(&last, Reply::Answer { result } if result["enrolling"] == false),
+        "{last:?}"
+    );
+    assert!(
+        !e.path("control.sock").exists(),
+        "the daemon used the passed socket, not its own path"
+    );
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("term");
+    assert!(
+        wait_until(Duration::from_secs(15), || matches!(
+            child.try_wait(),
+            Ok(Some(_))
+        )),
+        "stops on SIGTERM"
+    );
+}
