@@ -203,37 +203,28 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
     }
 
     // Button.
-    if !config.button.gpio_chip.as_os_str().is_empty() {
-        let (events, stop, b) = (events_tx.clone(), stop.clone(), config.button.clone());
+    let b = config.button.clone();
+    if !b.gpio_chip.as_os_str().is_empty() || !b.input_device.as_os_str().is_empty() {
+        let (events, stop) = (events_tx.clone(), stop.clone());
         workers.push(spawn(
             "button",
             Box::new(move || {
-                watch_gpio_button(
-                    &b.gpio_chip,
-                    b.gpio_line,
-                    b.gpio_active_low,
-                    Duration::from_millis(b.debounce_ms),
-                    &stop,
-                    &mut || {
-                        let _ = events.try_send(Event::Button);
-                    },
-                )
-            }),
-        )?);
-    } else if !config.button.input_device.as_os_str().is_empty() {
-        let (events, stop, b) = (events_tx.clone(), stop.clone(), config.button.clone());
-        workers.push(spawn(
-            "button",
-            Box::new(move || {
-                watch_button(
-                    &b.input_device,
-                    b.key_code,
-                    Duration::from_millis(b.debounce_ms),
-                    &stop,
-                    &mut || {
-                        let _ = events.try_send(Event::Button);
-                    },
-                )
+                let debounce = Duration::from_millis(b.debounce_ms);
+                let mut pressed = || {
+                    let _ = events.try_send(Event::Button);
+                };
+                if b.gpio_chip.as_os_str().is_empty() {
+                    watch_button(&b.input_device, b.key_code, debounce, &stop, &mut pressed);
+                } else {
+                    watch_gpio_button(
+                        &b.gpio_chip,
+                        b.gpio_line,
+                        b.gpio_active_low,
+                        debounce,
+                        &stop,
+                        &mut pressed,
+                    );
+                }
             }),
         )?);
     }
