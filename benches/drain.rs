@@ -67,7 +67,7 @@ fn main() {
     for vendor in [Provider::Jd, Provider::Tencent] {
         let dir = tempfile::tempdir().expect("tempdir");
         let secret = dir.path().join("secret");
-        std::fs::write(&secret, support::SECRET).expect("secret");
+        support::write_private(&secret, support::SECRET);
         let ca = dir.path().join("ca.pem");
         let mut emulator = Command::new(env!("CARGO_BIN_EXE_enrolld"))
             .args([

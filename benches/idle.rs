@@ -3,6 +3,12 @@
 //! a fake NOTIFY_SOCKET with a 1 s watchdog.
 
 use std::os::unix::net::UnixDatagram;
+
+fn write_private(path: &std::path::Path, text: String) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).expect("write");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -31,7 +37,7 @@ fn main() {
     let photo = dir.path().join("camera.png");
     std::fs::write(&photo, []).expect("placeholder");
     let config = dir.path().join("enrolld.toml");
-    std::fs::write(
+    write_private(
         &config,
         format!(
             "state_dir = {:?}\n[camera]\nsource = \"file:{}\"\n[jd]\ngroup_name = \"g\"\n[control]\nsocket = {:?}\n",
@@ -39,8 +45,7 @@ fn main() {
             photo.display(),
             dir.path().join("control.sock").display().to_string()
         ),
-    )
-    .expect("config");
+    );
     let notify_path = dir.path().join("notify");
     let notify = UnixDatagram::bind(&notify_path).expect("notify");
     notify

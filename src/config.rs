@@ -839,9 +839,21 @@ pub fn mask(s: &str) -> String {
     }
 }
 
-/// Reads at most `MAX_FILE_BYTES` of a file.
+/// Reads at most `MAX_FILE_BYTES` of a file that other users cannot read
+/// (the configuration and secrets must not be world-readable).
 fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
     let file = std::fs::File::open(path)?;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = file.metadata()?.permissions().mode();
+    if mode & 0o004 != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "readable by other users (mode {:o}); run chmod o-rwx on it",
+                mode & 0o7777
+            ),
+        ));
+    }
     let mut buf = Vec::new();
     file.take(MAX_FILE_BYTES + 1).read_to_end(&mut buf)?;
     if buf.len() as u64 > MAX_FILE_BYTES {
@@ -1039,6 +1051,31 @@ socket = "/tmp/enrolld.sock"
         c.tencent.secret_id = "AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE".into();
         let printed = c.to_masked_toml();
         assert!(!printed.contains("z8krbs"), "{printed}");
+    }
+
+    #[test]
+    fn files_readable_by_others_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "s3cret\n").expect("write");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let err = Secret::from_file(&secret).expect_err("world-readable");
+        assert!(
+            err.contains("readable by other users") && err.contains("644"),
+            "{err}"
+        );
+        assert!(!err.contains("s3cret"));
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        assert_eq!(
+            Secret::from_file(&secret).expect("private").expose(),
+            b"s3cret"
+        );
+        let config = dir.path().join("enrolld.toml");
+        std::fs::write(&config, "").expect("write");
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o604)).expect("chmod");
+        let err = Config::load(Some(&config)).expect_err("world-readable config");
+        assert!(err.to_string().contains("readable by other users"), "{err}");
     }
 
     #[test]

@@ -954,6 +954,11 @@ fn demo(
         .map_err(fail)?
         .join("demo-jd-secret");
     std::fs::write(&secret_path, "demo-secret-key\n").map_err(fail)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret_path, std::fs::Permissions::from_mode(0o600))
+            .map_err(fail)?;
+    }
     let emulator = Emulator::start(EmulatorConfig {
         vendor: Provider::Jd,
         listen: "127.0.0.1:0"

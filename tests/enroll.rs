@@ -270,7 +270,7 @@ fn config_errors_name_the_key_and_check_masks_identifiers() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("burst.frames"));
 
     let secret = tempfile::NamedTempFile::new().expect("tmp");
-    std::fs::write(secret.path(), "Gu5t9xGARNpq86cd98joQYCN3EXAMPLE\n").expect("write");
+    write_private(secret.path(), "Gu5t9xGARNpq86cd98joQYCN3EXAMPLE\n");
     let e = Enrolld::new(&format!(
         "[upload]\nprovider = \"tencent\"\n[tencent]\nsecret_id = \"AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE\"\nsecret_key_file = {:?}\n",
         secret.path().display().to_string()

@@ -235,7 +235,7 @@ fn wrong_secret_or_missing_credentials_pause_without_leaking_them() {
     let cloud = Cloud::start(Provider::Jd);
     // A wrong secret: JD answers 10047 (bad sign).
     let wrong = cloud.dir.path().join("wrong-secret");
-    std::fs::write(&wrong, "not-the-secret-9a8b7c\n").expect("write");
+    write_private(&wrong, "not-the-secret-9a8b7c\n");
     let config = cloud.config("", "").replace(
         &format!(
             "{:?}",

@@ -73,6 +73,13 @@ pub fn encode(img: &RgbImage, format: ImageFormat) -> Vec<u8> {
     out.into_inner()
 }
 
+/// Writes a file only its owner can read (configs and secrets must be).
+pub fn write_private(path: &Path, contents: impl AsRef<[u8]>) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, contents).expect("write");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
 pub fn write_jpeg(img: &RgbImage, path: &Path) {
     std::fs::write(path, encode(img, ImageFormat::Jpeg)).expect("write jpeg");
 }
@@ -144,7 +151,7 @@ impl Enrolld {
             "state_dir = {:?}\n{extra}\n{jd}",
             dir.path().join("state").display().to_string()
         );
-        std::fs::write(dir.path().join("enrolld.toml"), config).expect("write config");
+        write_private(&dir.path().join("enrolld.toml"), config);
         Self { dir }
     }
 
@@ -254,7 +261,7 @@ impl Cloud {
         emulator
             .write_ca(&dir.path().join("ca.pem"))
             .expect("write ca");
-        std::fs::write(dir.path().join("secret"), format!("{SECRET}\n")).expect("write secret");
+        write_private(&dir.path().join("secret"), format!("{SECRET}\n"));
         Self {
             emulator,
             dir,
