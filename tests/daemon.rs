@@ -36,7 +36,7 @@ impl Daemon {
             .env("WATCHDOG_USEC", "400000")
             .env("ENROLLD_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stderr(std::fs::File::create(e.path("daemon.log")).expect("log file"));
         if let Some(root) = sysfs {
             cmd.env("ENROLLD_SYSFS_ROOT", root);
         }
@@ -549,4 +549,82 @@ fn a_socket_passed_by_systemd_is_used() {
         )),
         "stops on SIGTERM"
     );
+}
+
+/// Set in the child: the test binary re-executes itself as another user.
+const PEER_CLIENT_ENV: &str = "ENROLLD_TEST_PEER_CLIENT";
+
+#[test]
+fn a_client_whose_uid_is_not_allowed_is_refused_and_logged() {
+    if let Ok(socket) = std::env::var(PEER_CLIENT_ENV) {
+        // Child, running as uid 65534: ask for the status and print the answer.
+        let mut s = std::os::unix::net::UnixStream::connect(&socket).expect("connect as nobody");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        s.write_all(b"{\"cmd\":\"status\"}\n").expect("write");
+        let mut out = String::new();
+        let _ = std::io::Read::read_to_string(&mut s, &mut out);
+        println!("PEER-REPLY {}", out.trim());
+        return;
+    }
+    if !rustix::process::getuid().is_root() {
+        panic!("this test needs root, to run a client as another uid (CI runs as root)");
+    }
+    let (_cloud, e) = setup(Provider::Jd, "");
+    // A socket another user can reach, so only SO_PEERCRED decides.
+    let open_dir = tempfile::Builder::new()
+        .prefix("enrolld-peer")
+        .tempdir_in("/tmp")
+        .expect("tempdir");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(open_dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod dir");
+    let socket = open_dir.path().join("control.sock");
+    let text = std::fs::read_to_string(e.path("enrolld.toml"))
+        .expect("read")
+        .replace(
+            &format!(
+                "socket = {:?}",
+                e.path("control.sock").display().to_string()
+            ),
+            &format!(
+                "socket = {:?}\nallowed_uids = [4242]",
+                socket.display().to_string()
+            ),
+        );
+    std::fs::write(e.path("enrolld.toml"), text).expect("write");
+    let mut d = Daemon::start(&e, None);
+    d.socket = socket.clone();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
+        .expect("chmod socket");
+    let out = std::os::unix::process::CommandExt::uid(
+        &mut std::process::Command::new(std::env::current_exe().expect("test exe")),
+        65534,
+    )
+    .args([
+        "--exact",
+        "a_client_whose_uid_is_not_allowed_is_refused_and_logged",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(PEER_CLIENT_ENV, &socket)
+    .output()
+    .expect("run the client as nobody");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let reply = stdout
+        .lines()
+        .find_map(|l| l.split_once("PEER-REPLY ").map(|(_, r)| r))
+        .unwrap_or_else(|| panic!("no reply: {stdout}"));
+    assert!(reply.contains("\"code\":\"forbidden\""), "{reply}");
+    assert!(
+        !reply.contains("queue"),
+        "no state leaks to a refused peer: {reply}"
+    );
+    let log = std::fs::read_to_string(e.path("daemon.log")).expect("log");
+    assert!(log.contains("refused uid 65534"), "{log}");
+    // Root (allowed) still gets answers.
+    let (_, r) = d.call(&Request::Status {});
+    assert!(matches!(r, Reply::Answer { .. }), "{r:?}");
+    let (code, _) = d.terminate(Duration::from_secs(15));
+    assert_eq!(code, Some(0));
 }
