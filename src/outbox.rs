@@ -192,7 +192,7 @@ pub struct Usage {
     pub dead: u64,
     /// Records that could not be read; kept on disk, never uploaded.
     pub corrupt: u64,
-    /// Creation time of the oldest pending entry.
+    /// Creation time of the oldest pending entry (the first in queue order).
     pub oldest_pending_ms: Option<UnixMillis>,
 }
 
@@ -544,6 +544,59 @@ impl Outbox {
         Ok(rec)
     }
 
+    /// Applies one entry's change (`None`: absent) to the counters, without
+    /// reading the whole queue: state changes are O(1), and the oldest
+    /// pending entry is found from the front of the queue.
+    fn account(
+        &self,
+        usage: &mut Usage,
+        before: Option<&Enrollment>,
+        after: Option<&Enrollment>,
+    ) -> Result<(), OutboxError> {
+        fn slot<'u>(u: &'u mut Usage, e: &Enrollment) -> &'u mut u64 {
+            match e.state {
+                EntryState::Pending => &mut u.pending,
+                EntryState::InFlight { .. } => &mut u.in_flight,
+                EntryState::Dead { .. } => &mut u.dead,
+            }
+        }
+        if let Some(b) = before {
+            let n = slot(usage, b);
+            *n = n.saturating_sub(1);
+            if after.is_none() {
+                usage.entries = usage.entries.saturating_sub(1);
+                usage.bytes = usage.bytes.saturating_sub(b.image_bytes());
+            }
+        }
+        if let Some(a) = after {
+            *slot(usage, a) += 1;
+            if before.is_none() {
+                usage.entries += 1;
+                usage.bytes += a.image_bytes();
+            }
+        }
+        let pending = |e: Option<&Enrollment>| e.is_some_and(|e| e.state == EntryState::Pending);
+        if pending(before) || pending(after) {
+            usage.oldest_pending_ms = self.first_pending_created()?;
+        }
+        Ok(())
+    }
+
+    /// Creation time of the first pending entry in queue order (ids grow
+    /// with time); stops at the first one, so it reads only the in-flight
+    /// and dead entries ahead of it.
+    fn first_pending_created(&self) -> Result<Option<UnixMillis>, OutboxError> {
+        for item in self.entries.iter() {
+            let (_, value) = item.map_err(storage_error)?;
+            if let Ok(e) = serde_json::from_slice::<Enrollment>(&value) {
+                if e.state == EntryState::Pending {
+                    return Ok(Some(e.created_at_ms));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     fn scan_usage(&self) -> Result<Usage, OutboxError> {
         let mut u = Usage::default();
         for item in self.entries.iter() {
@@ -555,10 +608,8 @@ impl Outbox {
                     match e.state {
                         EntryState::Pending => {
                             u.pending += 1;
-                            u.oldest_pending_ms = Some(
-                                u.oldest_pending_ms
-                                    .map_or(e.created_at_ms, |o| o.min(e.created_at_ms)),
-                            );
+                            // The first pending entry in queue order, as `account` keeps it.
+                            u.oldest_pending_ms.get_or_insert(e.created_at_ms);
                         }
                         EntryState::InFlight { .. } => u.in_flight += 1,
                         EntryState::Dead { .. } => u.dead += 1,
@@ -662,7 +713,8 @@ impl Outbox {
         usage.entries += 1;
         usage.bytes += needed;
         usage.pending += 1;
-        usage.oldest_pending_ms = Some(usage.oldest_pending_ms.map_or(now, |o| o.min(now)));
+        // The new entry is last in queue order: oldest only if it is alone.
+        usage.oldest_pending_ms.get_or_insert(now);
         Ok(record)
     }
 
@@ -761,14 +813,15 @@ impl Outbox {
         f: impl FnOnce(&mut Enrollment) -> Result<(), OutboxError>,
     ) -> Result<Enrollment, OutboxError> {
         let mut usage = self.lock();
-        let mut e = self.get(id)?;
+        let before = self.get(id)?;
+        let mut e = before.clone();
         f(&mut e)?;
         let json = serde_json::to_vec(&e).map_err(|x| OutboxError::Storage(x.to_string()))?;
         self.entries
             .insert(id.to_be_bytes(), json)
             .map_err(storage_error)?;
         self.persist()?;
-        *usage = self.scan_usage()?;
+        self.account(&mut usage, Some(&before), Some(&e))?;
         Ok(e)
     }
 
@@ -894,7 +947,7 @@ impl Outbox {
             })
             .map_err(tx_error)?;
         self.persist()?;
-        *usage = self.scan_usage()?;
+        self.account(&mut usage, Some(&e), None)?;
         Ok(receipt)
     }
 
@@ -935,7 +988,7 @@ impl Outbox {
         }
         self.remove_records(id)?;
         self.persist()?;
-        *usage = self.scan_usage()?;
+        self.account(&mut usage, Some(&e), None)?;
         Ok(e)
     }
 
@@ -1178,6 +1231,41 @@ mod tests {
         assert_eq!(ob.purge_receipts_before(9_000).expect("purge"), 0);
         assert_eq!(ob.purge_receipts_before(9_001).expect("purge"), 1);
         assert!(ob.receipts().expect("receipts").is_empty());
+    }
+
+    #[test]
+    fn incremental_usage_matches_a_full_scan() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = FakeClock::new(1_000);
+        let ob = open(dir.path(), &clock, BIG);
+        let check = |ob: &Outbox| assert_eq!(ob.usage(), ob.scan_usage().expect("scan"));
+        let mut ids = Vec::new();
+        for i in 0..6u8 {
+            clock.advance(10);
+            ids.push(
+                ob.enqueue(new(&format!("p{i}"), vec![i; 100 + usize::from(i)]))
+                    .expect("enqueue")
+                    .id,
+            );
+            check(&ob);
+        }
+        ob.claim(ids[0]).expect("claim");
+        check(&ob);
+        ob.reschedule(ids[0], 99_999, None, true)
+            .expect("reschedule");
+        check(&ob);
+        ob.claim(ids[1]).expect("claim");
+        ob.complete(ids[1], &[]).expect("complete");
+        check(&ob);
+        ob.mark_dead(ids[2], "x", None).expect("dead");
+        check(&ob);
+        ob.purge(ids[3]).expect("purge");
+        check(&ob);
+        ob.retry(ids[2]).expect("retry");
+        check(&ob);
+        ob.purge_dead().expect("purge dead");
+        check(&ob);
+        assert_eq!(ob.usage().oldest_pending_ms, Some(1_010));
     }
 
     #[test]

@@ -512,10 +512,18 @@ fn a_socket_passed_by_systemd_is_used() {
     // then starts enrolld with LISTEN_FDS=1 and LISTEN_PID set, as systemd does.
     let (_cloud, e) = setup(Provider::Jd, "");
     let activated = e.path("activated.sock");
-    let mut child = std::process::Command::new("systemd-socket-activate")
+    let mut activate = std::process::Command::new("systemd-socket-activate");
+    activate
         .arg("-l")
         .arg(&activated)
-        .args(["-E", "ENROLLD_LOG=info", "--"])
+        .args(["-E", "ENROLLD_LOG=info"]);
+    // It passes on only the environment named with -E; under qemu-user (the
+    // ARM test runs) the loader prefix must reach the daemon too.
+    if std::env::var_os("QEMU_LD_PREFIX").is_some() {
+        activate.args(["-E", "QEMU_LD_PREFIX"]);
+    }
+    let mut child = activate
+        .arg("--")
         .arg(env!("CARGO_BIN_EXE_enrolld"))
         .arg("--config")
         .arg(e.path("enrolld.toml"))
