@@ -931,7 +931,10 @@ fn control_worker(
     events: &SyncSender<Event>,
     stop: &Arc<AtomicBool>,
 ) {
-    if let Err(e) = listener.set_nonblocking(true) {
+    // A blocking accept: a connection is served at once and an idle daemon
+    // does not poll. At shutdown this thread may stay blocked here; the
+    // daemon does not wait for it, and the process ends.
+    if let Err(e) = listener.set_nonblocking(false) {
         log::error!("control socket: {e}");
         return;
     }
@@ -941,17 +944,16 @@ fn control_worker(
     while !stop.load(Ordering::SeqCst) {
         let stream = match listener.accept() {
             Ok((s, _)) => s,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(20));
-                continue;
-            }
             Err(e) => {
                 log::warn!("control socket: {e}");
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
         };
-        let _ = stream.set_nonblocking(false);
+        if stop.load(Ordering::SeqCst) {
+            refuse(stream, Reply::error("stopping", "enrolld is stopping"));
+            break;
+        }
         if active.load(Ordering::SeqCst) >= max {
             refuse(
                 stream,

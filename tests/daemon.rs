@@ -404,7 +404,7 @@ fn random_and_oversized_input_never_kills_it() {
         seed
     };
     let mut errors = 0;
-    for i in 0..300 {
+    for i in 0..10_000 {
         let len = (next() % 200) as usize;
         let mut line: Vec<u8> = (0..len).map(|_| next() as u8).collect();
         if i % 3 == 0 {
