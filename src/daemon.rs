@@ -1009,9 +1009,21 @@ fn control_worker(
     }
 }
 
+/// Answers with one error line and closes, after draining briefly (at most
+/// 64 KiB, 50 ms) whatever input is still pending: closing a socket with
+/// unread input can reset the connection before the client reads the answer.
 fn refuse(mut stream: UnixStream, reply: Reply) {
     let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
     let _ = stream.write_all(reply.to_line().as_bytes());
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
+    let mut sink = [0u8; 4096];
+    for _ in 0..16 {
+        match std::io::Read::read(&mut stream, &mut sink) {
+            Ok(n) if n > 0 => continue,
+            _ => break,
+        }
+    }
 }
 
 fn serve_client(stream: UnixStream, events: &SyncSender<Event>, timeout: Duration) {
@@ -1027,49 +1039,30 @@ fn serve_client(stream: UnixStream, events: &SyncSender<Event>, timeout: Duratio
     };
     let mut writer = writer;
     let mut reader = BufReader::new(stream);
-    let req = match read_request(&mut reader) {
-        Ok(r) => r,
-        Err(ReadError::Closed) => return,
-        Err(ReadError::TooLong) => {
-            let _ = writer.write_all(
-                Reply::error(
-                    "too_long",
-                    format!(
-                        "requests are at most {} bytes",
-                        crate::control::MAX_LINE_BYTES
-                    ),
-                )
-                .to_line()
-                .as_bytes(),
-            );
-            return;
-        }
-        Err(ReadError::Timeout) => {
-            let _ = writer.write_all(
-                Reply::error("timeout", "no request line in time")
-                    .to_line()
-                    .as_bytes(),
-            );
-            return;
-        }
-        Err(ReadError::Malformed(why)) => {
-            let _ = writer.write_all(Reply::error("malformed", why).to_line().as_bytes());
-            return;
-        }
-    };
-    let (tx, rx) = mpsc::sync_channel::<Reply>(64);
-    if events.try_send(Event::Client(req, tx)).is_err() {
-        let _ = writer.write_all(
+    let failure = match read_request(&mut reader) {
+        Ok(req) => {
+            let (tx, rx) = mpsc::sync_channel::<Reply>(64);
+            if events.try_send(Event::Client(req, tx)).is_ok() {
+                while let Ok(reply) = rx.recv() {
+                    let last = reply.is_last();
+                    if writer.write_all(reply.to_line().as_bytes()).is_err() || last {
+                        return;
+                    }
+                }
+                return;
+            }
             Reply::error("busy", "the daemon is busy; try again")
-                .to_line()
-                .as_bytes(),
-        );
-        return;
-    }
-    while let Ok(reply) = rx.recv() {
-        let last = reply.is_last();
-        if writer.write_all(reply.to_line().as_bytes()).is_err() || last {
-            return;
         }
-    }
+        Err(ReadError::Closed) => return,
+        Err(ReadError::TooLong) => Reply::error(
+            "too_long",
+            format!(
+                "requests are at most {} bytes",
+                crate::control::MAX_LINE_BYTES
+            ),
+        ),
+        Err(ReadError::Timeout) => Reply::error("timeout", "no request line in time"),
+        Err(ReadError::Malformed(why)) => Reply::error("malformed", why),
+    };
+    refuse(writer, failure);
 }
