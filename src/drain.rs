@@ -57,6 +57,9 @@ pub struct DrainSummary {
 
 const MAX_FAILURES_KEPT: usize = 20;
 
+/// Receipts are expired at most this often (it reads every receipt).
+const RECEIPT_EXPIRY_EVERY_MS: i64 = 3_600_000;
+
 /// Per-provider settings of the drain.
 #[derive(Debug, Clone, Copy)]
 pub struct ProviderLimits {
@@ -76,6 +79,8 @@ pub struct Drainer {
     jitter: Jitter,
     paused: HashMap<Provider, Pause>,
     receipt_retention_ms: i64,
+    /// When receipts were last expired; at most once an hour, not every pass.
+    receipts_expired_at: Option<UnixMillis>,
 }
 
 impl Drainer {
@@ -97,6 +102,7 @@ impl Drainer {
             jitter: Jitter::seeded(),
             paused: HashMap::new(),
             receipt_retention_ms,
+            receipts_expired_at: None,
         }
     }
 
@@ -146,9 +152,15 @@ impl Drainer {
         wait: &mut dyn FnMut(Duration) -> bool,
     ) -> Result<DrainSummary, OutboxError> {
         let mut summary = DrainSummary::default();
-        if self.receipt_retention_ms > 0 {
-            let before = self.clock.now_ms() - self.receipt_retention_ms;
-            summary.receipts_expired = self.outbox.purge_receipts_before(before)?;
+        let now = self.clock.now_ms();
+        let expiry_due = self
+            .receipts_expired_at
+            .is_none_or(|t| now - t >= RECEIPT_EXPIRY_EVERY_MS);
+        if self.receipt_retention_ms > 0 && expiry_due {
+            summary.receipts_expired = self
+                .outbox
+                .purge_receipts_before(now - self.receipt_retention_ms)?;
+            self.receipts_expired_at = Some(now);
         }
         'passes: loop {
             let now = self.clock.now_ms();
