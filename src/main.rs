@@ -306,30 +306,23 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         },
         Command::Enroll {
             person,
-            source: None,
-            provider,
-            frames,
-        } if daemon_running(&cfg) => {
-            let req = Request::Enroll {
-                person: person.clone(),
-                provider: *provider,
-                frames: *frames,
-                follow_upload: false,
-            };
-            daemon_call(&cfg, &req, cli.json).unwrap_or_else(|| {
-                Err(Failure::new(
-                    "daemon_gone",
-                    "the daemon stopped answering",
-                    exit::FAILURE,
-                ))
-            })
-        }
-        Command::Enroll {
-            person,
             source,
             provider,
             frames,
         } => {
+            // Without --source the configured camera is meant: a running
+            // daemon owns it (and the queue), so ask the daemon first.
+            if source.is_none() {
+                let req = Request::Enroll {
+                    person: person.clone(),
+                    provider: *provider,
+                    frames: *frames,
+                    follow_upload: false,
+                };
+                if let Some(result) = daemon_call(&cfg, &req, cli.json) {
+                    return result;
+                }
+            }
             let source = match source {
                 Some(s) => SourceSpec::parse(s)
                     .map_err(|e| Failure::new("invalid_source", e, exit::USAGE))?,
@@ -345,18 +338,14 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             };
             run_enroll(&cfg, &req, cli.json)
         }
-        Command::Queue { command } => match queue_request(command) {
-            Some(req) if daemon_running(&cfg) => {
-                daemon_call(&cfg, &req, cli.json).unwrap_or_else(|| {
-                    Err(Failure::new(
-                        "daemon_gone",
-                        "the daemon stopped answering",
-                        exit::FAILURE,
-                    ))
-                })
+        Command::Queue { command } => {
+            if let Some(req) = queue_request(command) {
+                if let Some(result) = daemon_call(&cfg, &req, cli.json) {
+                    return result;
+                }
             }
-            _ => queue(&cfg, command, cli.json),
-        },
+            queue(&cfg, command, cli.json)
+        }
         Command::Drain => {
             let outbox = Arc::new(open_outbox(&cfg)?);
             let summary = run_drain(&cfg, outbox)?;
@@ -700,10 +689,6 @@ fn queue_request(cmd: &QueueCommand) -> Option<Request> {
         },
         QueueCommand::Receipts => return None,
     })
-}
-
-fn daemon_running(cfg: &Config) -> bool {
-    std::os::unix::net::UnixStream::connect(&cfg.control.socket).is_ok()
 }
 
 /// Sends a request to the running daemon; `None` when none answers.
