@@ -117,6 +117,7 @@ fn main() {
                     max_bytes: 1 << 32,
                 },
                 clock.clone(),
+                enrolld::seal::QueueKey::generate().0,
             )
             .expect("outbox")
             .0,
@@ -146,7 +147,7 @@ fn main() {
             RetryPolicy::default(),
             clock,
             skew.clone(),
-            0,
+            enrolld::drain::Retention::default(),
         );
         drainer.set_uploader(
             vendor,

@@ -92,6 +92,7 @@ fn main() {
             max_bytes: 1 << 40,
         },
         Arc::new(SystemClock),
+        enrolld::seal::QueueKey::generate().0,
     )
     .expect("outbox");
     let mut detector = SeetaDetector::new(&detect_cfg).expect("detector");

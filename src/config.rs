@@ -224,6 +224,12 @@ pub struct QueueConfig {
     pub max_entries: u64,
     /// Most image bytes held. Default 268435456 (256 MiB).
     pub max_bytes: u64,
+    /// File holding the device key that seals queued images (64 hex digits,
+    /// from `enrolld keygen`). Default `queue-key` (in `$CREDENTIALS_DIRECTORY`).
+    pub key_file: PathBuf,
+    /// Days a dead entry (and its images) is kept before it is deleted;
+    /// 0 keeps it until purged. Default 30.
+    pub dead_retention_days: u32,
 }
 
 impl Default for QueueConfig {
@@ -231,6 +237,8 @@ impl Default for QueueConfig {
         Self {
             max_entries: 1000,
             max_bytes: 256 * 1024 * 1024,
+            key_file: PathBuf::from("queue-key"),
+            dead_retention_days: 30,
         }
     }
 }
@@ -917,10 +925,8 @@ impl fmt::Debug for Secret {
 
 impl Drop for Secret {
     fn drop(&mut self) {
-        for b in self.0.iter_mut() {
-            *b = 0;
-        }
-        std::hint::black_box(&self.0);
+        // Wipes the whole allocation, including bytes trimmed off the end.
+        zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
 

@@ -29,6 +29,7 @@ use crate::http::HttpClient;
 use crate::notify::{watchdog_interval, Notifier};
 use crate::outbox::{validate_person_id, EntryState, Outbox, OutboxLimits};
 use crate::retry::RetryPolicy;
+use crate::seal::QueueKey;
 use serde_json::json;
 use std::io::{BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -103,8 +104,9 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
         max_entries: config.queue.max_entries,
         max_bytes: config.queue.max_bytes,
     };
-    let (outbox, recovery) =
-        Outbox::open(&config.state_dir, limits, clock.clone()).map_err(|e| err("outbox", &e))?;
+    let key = QueueKey::from_file(&config.queue.key_file).map_err(|e| err("outbox", &e))?;
+    let (outbox, recovery) = Outbox::open(&config.state_dir, limits, clock.clone(), key)
+        .map_err(|e| err("outbox", &e))?;
     if recovery.requeued > 0 {
         log::warn!(
             "{} interrupted upload(s) are pending again",
@@ -823,7 +825,7 @@ fn build_drainer(
         policy,
         clock,
         skew.clone(),
-        i64::from(config.upload.receipt_retention_days) * 86_400_000,
+        crate::drain::Retention::from_config(config),
     );
     let http = HttpClient::new(&http_config(config)).map(Arc::new);
     for (provider, qps) in [

@@ -51,6 +51,8 @@ pub struct DrainSummary {
     /// Cloud time minus device time, as measured from answers.
     pub clock_skew_ms: i64,
     pub receipts_expired: usize,
+    /// Dead entries (with their images) removed after their retention.
+    pub dead_expired: usize,
     /// The pass ended because it was asked to stop.
     pub stopped: bool,
 }
@@ -78,9 +80,28 @@ pub struct Drainer {
     skew: Arc<SkewClock>,
     jitter: Jitter,
     paused: HashMap<Provider, Pause>,
-    receipt_retention_ms: i64,
+    retention: Retention,
     /// When receipts were last expired; at most once an hour, not every pass.
     receipts_expired_at: Option<UnixMillis>,
+}
+
+/// How long records are kept; 0 keeps them until an operator purges them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Receipts of uploaded enrollments (no images).
+    pub receipts_ms: i64,
+    /// Dead entries, with their images, counted from when they died.
+    pub dead_ms: i64,
+}
+
+impl Retention {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        const DAY_MS: i64 = 86_400_000;
+        Self {
+            receipts_ms: i64::from(config.upload.receipt_retention_days) * DAY_MS,
+            dead_ms: i64::from(config.queue.dead_retention_days) * DAY_MS,
+        }
+    }
 }
 
 impl Drainer {
@@ -89,7 +110,7 @@ impl Drainer {
         policy: RetryPolicy,
         clock: Arc<dyn Clock>,
         skew: Arc<SkewClock>,
-        receipt_retention_ms: i64,
+        retention: Retention,
     ) -> Self {
         Self {
             outbox,
@@ -101,7 +122,7 @@ impl Drainer {
             skew,
             jitter: Jitter::seeded(),
             paused: HashMap::new(),
-            receipt_retention_ms,
+            retention,
             receipts_expired_at: None,
         }
     }
@@ -156,10 +177,24 @@ impl Drainer {
         let expiry_due = self
             .receipts_expired_at
             .is_none_or(|t| now - t >= RECEIPT_EXPIRY_EVERY_MS);
-        if self.receipt_retention_ms > 0 && expiry_due {
-            summary.receipts_expired = self
-                .outbox
-                .purge_receipts_before(now - self.receipt_retention_ms)?;
+        if expiry_due {
+            if self.retention.receipts_ms > 0 {
+                summary.receipts_expired = self
+                    .outbox
+                    .purge_receipts_before(now - self.retention.receipts_ms)?;
+            }
+            if self.retention.dead_ms > 0 {
+                let expired = self
+                    .outbox
+                    .purge_dead_before(now - self.retention.dead_ms)?;
+                if !expired.is_empty() {
+                    log::warn!(
+                        "{} dead entr(ies) reached queue.dead_retention_days and were deleted: {expired:?}",
+                        expired.len()
+                    );
+                }
+                summary.dead_expired = expired.len();
+            }
             self.receipts_expired_at = Some(now);
         }
         'passes: loop {
@@ -404,6 +439,7 @@ mod tests {
                     max_bytes: 1 << 30,
                 },
                 Arc::new(clock.clone()),
+                crate::seal::QueueKey::from_encoded(&[7; 32]).expect("key"),
             )
             .expect("open")
             .0,
@@ -413,7 +449,13 @@ mod tests {
             jitter: 0.0,
             ..RetryPolicy::default()
         };
-        let mut drainer = Drainer::new(outbox.clone(), policy, Arc::new(clock.clone()), skew, 0);
+        let mut drainer = Drainer::new(
+            outbox.clone(),
+            policy,
+            Arc::new(clock.clone()),
+            skew,
+            Retention::default(),
+        );
         let results = Arc::new(Mutex::new(VecDeque::new()));
         let sent = Arc::new(Mutex::new(Vec::new()));
         let scripted = Scripted {

@@ -36,4 +36,5 @@ pub mod outbox;
 pub mod provider;
 pub mod quality;
 pub mod retry;
+pub mod seal;
 pub mod source;

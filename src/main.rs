@@ -18,6 +18,7 @@ use enrolld::http::HttpClient;
 use enrolld::outbox::{Enrollment, EntryState, Outbox, OutboxError, OutboxLimits};
 use enrolld::provider::Provider;
 use enrolld::retry::RetryPolicy;
+use enrolld::seal::QueueKey;
 use enrolld::source::{FileSource, FrameSource};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -134,6 +135,12 @@ enum Command {
         #[arg(long, default_value = "object")]
         jd_shape: JdShape,
     },
+    /// Create a device key for sealing queued images (never overwrites a file).
+    Keygen {
+        /// Where to write the key (created with mode 0600).
+        #[arg(long, value_name = "PATH")]
+        output: PathBuf,
+    },
     /// Enroll the sample photo and upload it to a local emulator: no camera, no credentials.
     Demo {
         /// Photo to enroll [default: the sample photo shipped with rustface].
@@ -192,7 +199,9 @@ impl From<OutboxError> for Failure {
         let exit = match e {
             OutboxError::QueueFull { .. } | OutboxError::StorageFull(_) => exit::QUEUE_FULL,
             OutboxError::NotFound(_) => exit::NOT_FOUND,
-            OutboxError::InvalidRequest(_) | OutboxError::InvalidState { .. } => exit::USAGE,
+            OutboxError::InvalidRequest(_)
+            | OutboxError::InvalidState { .. }
+            | OutboxError::WrongKey(_) => exit::USAGE,
             _ => exit::FAILURE,
         };
         Failure::new(e.code(), e.to_string(), exit)
@@ -249,7 +258,9 @@ fn open_outbox(cfg: &Config) -> Result<Outbox, Failure> {
         max_entries: cfg.queue.max_entries,
         max_bytes: cfg.queue.max_bytes,
     };
-    let (outbox, recovery) = Outbox::open(&cfg.state_dir, limits, Arc::new(SystemClock))?;
+    let key = QueueKey::from_file(&cfg.queue.key_file)
+        .map_err(|e| Failure::new("queue_key", e, exit::USAGE))?;
+    let (outbox, recovery) = Outbox::open(&cfg.state_dir, limits, Arc::new(SystemClock), key)?;
     if recovery.corrupt > 0 {
         log::error!(
             "{} unreadable queue record(s) left in place",
@@ -377,6 +388,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             };
             emulate(config, ca_out, cli.json)
         }
+        Command::Keygen { output } => keygen(output, cli.json),
         Command::Demo { photo, person } => demo(
             cfg,
             cli.state_dir.is_some(),
@@ -764,8 +776,8 @@ fn run_drain(cfg: &Config, outbox: Arc<Outbox>) -> Result<DrainSummary, Failure>
         max_ms: cfg.upload.retry_max_ms as i64,
         ..RetryPolicy::default()
     };
-    let retention_ms = i64::from(cfg.upload.receipt_retention_days) * 86_400_000;
-    let mut drainer = Drainer::new(outbox, policy, clock, skew.clone(), retention_ms);
+    let retention = enrolld::drain::Retention::from_config(cfg);
+    let mut drainer = Drainer::new(outbox, policy, clock, skew.clone(), retention);
     for (provider, qps) in [
         (Provider::Jd, cfg.jd.qps),
         (Provider::Tencent, cfg.tencent.qps),
@@ -836,6 +848,12 @@ fn print_drain(s: &DrainSummary, json: bool) {
             s.clock_skew_ms / 1000
         );
     }
+    if s.dead_expired > 0 {
+        println!(
+            "{} dead entr(ies) expired (queue.dead_retention_days)",
+            s.dead_expired
+        );
+    }
     if s.receipts_expired > 0 {
         println!("{} old receipt(s) expired", s.receipts_expired);
     }
@@ -878,6 +896,46 @@ fn emulate(config: EmulatorConfig, ca_out: &Path, json: bool) -> Result<u8, Fail
     Ok(exit::OK)
 }
 
+/// Creates `path` (which must not exist) readable by its owner only.
+fn write_new_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents)?;
+    f.sync_all()
+}
+
+fn keygen(output: &Path, json: bool) -> Result<u8, Failure> {
+    let (_, hex) = QueueKey::generate();
+    let mut line = zeroize::Zeroizing::new(hex.as_bytes().to_vec());
+    line.push(b'\n');
+    write_new_private(output, &line).map_err(|e| {
+        let why = if e.kind() == std::io::ErrorKind::AlreadyExists {
+            "exists; a key is never overwritten (the queue it seals would be lost)".to_string()
+        } else {
+            e.to_string()
+        };
+        Failure::new(
+            "keygen_failed",
+            format!("{}: {why}", output.display()),
+            exit::FAILURE,
+        )
+    })?;
+    if json {
+        println!("{}", json!({"key_file": output}));
+    } else {
+        println!(
+            "wrote a new queue key to {} (mode 0600); back it up: without it the queue cannot be read",
+            output.display()
+        );
+    }
+    Ok(exit::OK)
+}
+
 fn demo(
     mut cfg: Config,
     state_dir_given: bool,
@@ -917,6 +975,19 @@ fn demo(
             cfg.state_dir.display()
         );
     }
+    // Demo credentials and a demo device key, private to the demo's state dir.
+    let fail = |e: std::io::Error| Failure::new("demo_failed", e.to_string(), exit::FAILURE);
+    std::fs::create_dir_all(&cfg.state_dir).map_err(fail)?;
+    let dir = std::fs::canonicalize(&cfg.state_dir).map_err(fail)?;
+    let key_path = dir.join("demo-queue-key");
+    if !key_path.exists() {
+        write_new_private(&key_path, QueueKey::generate().1.as_bytes()).map_err(fail)?;
+    }
+    cfg.queue.key_file = key_path;
+    let secret_path = dir.join("demo-jd-secret");
+    if !secret_path.exists() {
+        write_new_private(&secret_path, b"demo-secret-key\n").map_err(fail)?;
+    }
     let req = EnrollRequest {
         person_id: person.to_string(),
         provider: cfg.upload.provider,
@@ -931,19 +1002,7 @@ fn demo(
         println!("demo: the queue now holds:");
         queue(&cfg, &QueueCommand::List, false)?;
     }
-    // A local JD emulator with demo credentials stands in for the cloud.
-    let dir = cfg.state_dir.clone();
-    let fail = |e: std::io::Error| Failure::new("demo_failed", e.to_string(), exit::FAILURE);
-    std::fs::create_dir_all(&dir).map_err(fail)?;
-    let secret_path = std::fs::canonicalize(&dir)
-        .map_err(fail)?
-        .join("demo-jd-secret");
-    std::fs::write(&secret_path, "demo-secret-key\n").map_err(fail)?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&secret_path, std::fs::Permissions::from_mode(0o600))
-            .map_err(fail)?;
-    }
+    // A local JD emulator with the demo credentials stands in for the cloud.
     let emulator = Emulator::start(EmulatorConfig {
         vendor: Provider::Jd,
         listen: "127.0.0.1:0"

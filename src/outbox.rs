@@ -3,10 +3,13 @@
 //! Layout (all keys big-endian so iteration is oldest first):
 //! - tree `entries`: id (u64) -> JSON [`Enrollment`] (carries `format_version`)
 //! - tree `images`:  id (u64) ++ image index (u8) ++ chunk (u16) -> up to 64 KiB
-//!   of image bytes
+//!   of the image sealed with the device key (see [`crate::seal`]; the
+//!   associated data is the id and index, so images cannot be swapped)
 //! - tree `receipts`: id (u64) -> JSON [`Receipt`] of an uploaded enrollment
 //!   (no image), kept for audit until its retention ends
-//! - default tree:   `format_version` -> u32 of the database layout
+//! - default tree:   `format_version` -> u32 of the database layout, and
+//!   `key_check` -> a known value sealed with the device key, so a wrong key
+//!   is refused at open instead of failing image by image
 //!
 //! Rules:
 //! - `enqueue` returns only after the record is durable. sled's `flush()`
@@ -21,10 +24,13 @@
 //! - The queue is bounded by entries and image bytes; a full queue refuses new
 //!   enrollments with `queue_full` and never touches what is queued.
 //! - All writes go through one lock, so the usage counters stay exact.
+//! - Images are never stored in the clear. Format 1 (plain images) is
+//!   migrated to format 2 (sealed) when first opened with a key.
 
 use crate::clock::{Clock, UnixMillis};
 use crate::provider::Provider;
 use crate::quality::FaceScores;
+use crate::seal::QueueKey;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -32,7 +38,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Layout version of records and database. Bump with a migration in `open`.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Most images one enrollment may hold (Tencent takes 4 per call).
 pub const MAX_IMAGES: usize = 4;
@@ -41,6 +47,8 @@ pub const MAX_IMAGES: usize = 4;
 pub const MAX_PERSON_ID_CHARS: usize = 64;
 
 const META_FORMAT_KEY: &[u8] = b"format_version";
+const META_KEY_CHECK: &[u8] = b"key_check";
+const KEY_CHECK_PLAIN: &[u8] = b"enrolld queue key check";
 
 /// Image bytes per stored value.
 pub const CHUNK_BYTES: usize = 64 * 1024;
@@ -226,6 +234,8 @@ pub enum OutboxError {
     Corrupt { id: u64, why: String },
     /// Written by a newer release.
     UnsupportedFormat { found: u32 },
+    /// The device key is not the one this queue was sealed with.
+    WrongKey(PathBuf),
     /// Any other storage error.
     Storage(String),
 }
@@ -241,6 +251,7 @@ impl OutboxError {
             OutboxError::InvalidRequest(_) => "invalid_request",
             OutboxError::Corrupt { .. } => "corrupt_entry",
             OutboxError::UnsupportedFormat { .. } => "unsupported_format",
+            OutboxError::WrongKey(_) => "wrong_queue_key",
             OutboxError::Storage(_) => "storage_error",
         }
     }
@@ -263,6 +274,12 @@ impl fmt::Display for OutboxError {
             OutboxError::UnsupportedFormat { found } => write!(
                 f,
                 "queue format {found} was written by a newer enrolld (this one reads {FORMAT_VERSION})"
+            ),
+            OutboxError::WrongKey(p) => write!(
+                f,
+                "{}: the queue key does not open this queue (it was written with another key); \
+                 nothing was changed: configure the key it was written with",
+                p.display()
             ),
             OutboxError::Storage(why) => write!(f, "storage error: {why}"),
         }
@@ -298,6 +315,11 @@ fn image_key(id: u64, index: u8, chunk: u16) -> [u8; 11] {
     k
 }
 
+/// What a sealed image is bound to: its entry and index.
+fn image_aad(id: u64, index: u8) -> [u8; 9] {
+    image_prefix(id, index)
+}
+
 fn image_prefix(id: u64, index: u8) -> [u8; 9] {
     let mut k = [0u8; 9];
     k[..8].copy_from_slice(&id.to_be_bytes());
@@ -329,6 +351,78 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// The stored (sealed) bytes of one image, its chunks in order.
+fn read_chunks(images: &sled::Tree, id: u64, index: u8, len: u64) -> Result<Vec<u8>, OutboxError> {
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0) + crate::seal::OVERHEAD);
+    for chunk in images.scan_prefix(image_prefix(id, index)).values() {
+        bytes.extend_from_slice(&chunk.map_err(storage_error)?);
+    }
+    Ok(bytes)
+}
+
+/// Format 1 -> 2: seals every image stored in the clear, one entry per
+/// transaction (an interrupted migration resumes: images that already open
+/// with the key are left as they are).
+fn migrate_seal_images(
+    entries: &sled::Tree,
+    images: &sled::Tree,
+    key: &QueueKey,
+) -> Result<(), OutboxError> {
+    let mut sealed_entries = 0u64;
+    for item in entries.iter() {
+        let (k, value) = item.map_err(storage_error)?;
+        let (Some(id), Ok(entry)) = (
+            id_from_key(&k),
+            serde_json::from_slice::<Enrollment>(&value),
+        ) else {
+            continue;
+        };
+        let mut rewrite = Vec::new();
+        for (i, meta) in entry.images.iter().enumerate() {
+            let stored = read_chunks(images, id, i as u8, meta.len)?;
+            if key.open(&image_aad(id, i as u8), &stored).is_ok() {
+                continue;
+            }
+            if stored.len() as u64 != meta.len || sha256_hex(&stored) != meta.sha256 {
+                log::error!("outbox entry {id}: image {i} is unreadable; left in place");
+                continue;
+            }
+            let sealed = key
+                .seal(&image_aad(id, i as u8), &stored)
+                .map_err(|e| OutboxError::Storage(e.to_string()))?;
+            let old_keys = images
+                .scan_prefix(image_prefix(id, i as u8))
+                .keys()
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(storage_error)?;
+            rewrite.push((i as u8, sealed, old_keys));
+        }
+        if rewrite.is_empty() {
+            continue;
+        }
+        images
+            .transaction(|tx| {
+                for (i, sealed, old_keys) in &rewrite {
+                    for k in old_keys {
+                        tx.remove(k)?;
+                    }
+                    for (c, chunk) in sealed.chunks(CHUNK_BYTES).enumerate() {
+                        tx.insert(&image_key(id, *i, c as u16), chunk)?;
+                    }
+                }
+                Ok::<(), sled::transaction::ConflictableTransactionError<OutboxError>>(())
+            })
+            .map_err(tx_error)?;
+        sealed_entries += 1;
+    }
+    if sealed_entries > 0 {
+        log::info!(
+            "outbox: sealed the images of {sealed_entries} entr(ies) queued by an older enrolld"
+        );
+    }
+    Ok(())
 }
 
 /// Every record of a tree that parses, in key order; unreadable ones are
@@ -385,6 +479,7 @@ pub struct Outbox {
     receipts: sled::Tree,
     limits: OutboxLimits,
     clock: Arc<dyn Clock>,
+    key: QueueKey,
     usage: Mutex<Usage>,
     path: PathBuf,
 }
@@ -399,11 +494,13 @@ impl fmt::Debug for Outbox {
 
 impl Outbox {
     /// Opens (or creates) the outbox in `state_dir/outbox`, recovering what a
-    /// crash left in flight.
+    /// crash left in flight. `key` seals the images; a queue written with
+    /// another key is refused with [`OutboxError::WrongKey`], untouched.
     pub fn open(
         state_dir: &Path,
         limits: OutboxLimits,
         clock: Arc<dyn Clock>,
+        key: QueueKey,
     ) -> Result<(Outbox, Recovery), OutboxError> {
         let path = state_dir.join("outbox");
         std::fs::create_dir_all(state_dir).map_err(|e| io_error(state_dir, e))?;
@@ -422,25 +519,40 @@ impl Outbox {
                 }
                 other => storage_error(other),
             })?;
-        match db.get(META_FORMAT_KEY).map_err(storage_error)? {
-            Some(v) => {
-                let found = v
-                    .as_ref()
-                    .try_into()
-                    .map(u32::from_be_bytes)
-                    .unwrap_or(u32::MAX);
-                if found > FORMAT_VERSION {
-                    return Err(OutboxError::UnsupportedFormat { found });
+        let found = match db.get(META_FORMAT_KEY).map_err(storage_error)? {
+            Some(v) => v
+                .as_ref()
+                .try_into()
+                .map(u32::from_be_bytes)
+                .unwrap_or(u32::MAX),
+            None => FORMAT_VERSION,
+        };
+        if found > FORMAT_VERSION {
+            return Err(OutboxError::UnsupportedFormat { found });
+        }
+        match db.get(META_KEY_CHECK).map_err(storage_error)? {
+            Some(check) => {
+                if key.open(META_KEY_CHECK, &check).as_deref() != Ok(KEY_CHECK_PLAIN) {
+                    return Err(OutboxError::WrongKey(path));
                 }
             }
             None => {
-                db.insert(META_FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
-                    .map_err(storage_error)?;
+                let check = key
+                    .seal(META_KEY_CHECK, KEY_CHECK_PLAIN)
+                    .map_err(|e| OutboxError::Storage(e.to_string()))?;
+                db.insert(META_KEY_CHECK, check).map_err(storage_error)?;
             }
         }
         let entries = db.open_tree("entries").map_err(storage_error)?;
         let images = db.open_tree("images").map_err(storage_error)?;
         let receipts = db.open_tree("receipts").map_err(storage_error)?;
+        if found < 2 {
+            migrate_seal_images(&entries, &images, &key)?;
+        }
+        if found != FORMAT_VERSION || db.get(META_FORMAT_KEY).map_err(storage_error)?.is_none() {
+            db.insert(META_FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
+                .map_err(storage_error)?;
+        }
         db.flush().map_err(storage_error)?;
         let log_path = path.join("db");
         let log_file = std::fs::File::open(&log_path).map_err(|e| io_error(&log_path, e))?;
@@ -456,6 +568,7 @@ impl Outbox {
             receipts,
             limits,
             clock,
+            key,
             usage: Mutex::new(Usage::default()),
             path,
         };
@@ -692,11 +805,18 @@ impl Outbox {
         };
         let json = serde_json::to_vec(&record).map_err(|e| OutboxError::Storage(e.to_string()))?;
         let key = id.to_be_bytes();
+        let sealed = new
+            .images
+            .iter()
+            .enumerate()
+            .map(|(i, img)| self.key.seal(&image_aad(id, i as u8), &img.bytes))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| OutboxError::Storage(e.to_string()))?;
         use sled::Transactional;
         (&self.entries, &self.images)
             .transaction(|(entries, images)| {
-                for (i, img) in new.images.iter().enumerate() {
-                    for (c, chunk) in img.bytes.chunks(CHUNK_BYTES).enumerate() {
+                for (i, img) in sealed.iter().enumerate() {
+                    for (c, chunk) in img.chunks(CHUNK_BYTES).enumerate() {
                         images.insert(&image_key(id, i as u8, c as u16), chunk)?;
                     }
                 }
@@ -759,10 +879,14 @@ impl Outbox {
         let entry = self.get(id)?;
         let mut out = Vec::with_capacity(entry.images.len());
         for (i, meta) in entry.images.iter().enumerate() {
-            let mut bytes = Vec::with_capacity(usize::try_from(meta.len).unwrap_or(0));
-            for chunk in self.images.scan_prefix(image_prefix(id, i as u8)).values() {
-                bytes.extend_from_slice(&chunk.map_err(storage_error)?);
-            }
+            let sealed = read_chunks(&self.images, id, i as u8, meta.len)?;
+            let bytes = self
+                .key
+                .open(&image_aad(id, i as u8), &sealed)
+                .map_err(|e| OutboxError::Corrupt {
+                    id,
+                    why: format!("image {i}: {e}"),
+                })?;
             if bytes.len() as u64 != meta.len || sha256_hex(&bytes) != meta.sha256 {
                 return Err(OutboxError::Corrupt {
                     id,
@@ -994,10 +1118,15 @@ impl Outbox {
 
     /// Deletes every dead entry; returns their ids.
     pub fn purge_dead(&self) -> Result<Vec<u64>, OutboxError> {
+        self.purge_dead_before(UnixMillis::MAX)
+    }
+
+    /// Deletes the entries (and images) that died before `before_ms`.
+    pub fn purge_dead_before(&self, before_ms: UnixMillis) -> Result<Vec<u64>, OutboxError> {
         let mut usage = self.lock();
         let mut purged = Vec::new();
         for e in self.list()? {
-            if matches!(e.state, EntryState::Dead { .. }) {
+            if matches!(e.state, EntryState::Dead { since_ms, .. } if since_ms < before_ms) {
                 self.remove_records(e.id)?;
                 purged.push(e.id);
             }
@@ -1014,9 +1143,13 @@ mod tests {
     use crate::clock::FakeClock;
 
     fn open(dir: &Path, clock: &FakeClock, limits: OutboxLimits) -> Outbox {
-        Outbox::open(dir, limits, Arc::new(clock.clone()))
+        Outbox::open(dir, limits, Arc::new(clock.clone()), test_key())
             .expect("opens")
             .0
+    }
+
+    fn test_key() -> QueueKey {
+        QueueKey::from_encoded(&[7; 32]).expect("key")
     }
 
     fn new(person: &str, bytes: Vec<u8>) -> NewEnrollment {
@@ -1098,7 +1231,8 @@ mod tests {
             assert!(matches!(claimed.state, EntryState::InFlight { .. }));
             e.id
         };
-        let (ob, rec) = Outbox::open(dir.path(), BIG, Arc::new(clock.clone())).expect("reopen");
+        let (ob, rec) =
+            Outbox::open(dir.path(), BIG, Arc::new(clock.clone()), test_key()).expect("reopen");
         assert_eq!(rec.requeued, 1);
         let e = ob.get(id).expect("get");
         assert_eq!(e.state, EntryState::Pending);
@@ -1129,7 +1263,17 @@ mod tests {
         ob.retry(a.id).expect("retry");
         assert_eq!(ob.get(a.id).expect("get").state, EntryState::Pending);
         ob.mark_dead(a.id, "no_face", None).expect("dead");
-        assert_eq!(ob.purge_dead().expect("purge"), vec![a.id]);
+        // Retention: only entries dead before the cut-off go.
+        let died = ob.get(a.id).expect("get");
+        let EntryState::Dead { since_ms, .. } = died.state else {
+            panic!("not dead: {died:?}");
+        };
+        assert!(ob.purge_dead_before(since_ms).expect("none").is_empty());
+        assert_eq!(
+            ob.purge_dead_before(since_ms + 1).expect("purge"),
+            vec![a.id]
+        );
+        ob.retry(a.id).expect_err("gone");
         assert!(matches!(ob.get(a.id), Err(OutboxError::NotFound(_))));
     }
 
@@ -1162,8 +1306,65 @@ mod tests {
                 .expect("insert");
             ob.db.flush().expect("flush");
         }
-        let err = Outbox::open(dir.path(), BIG, Arc::new(FakeClock::new(0))).expect_err("newer");
+        let err = Outbox::open(dir.path(), BIG, Arc::new(FakeClock::new(0)), test_key())
+            .expect_err("newer");
         assert_eq!(err.code(), "unsupported_format");
+    }
+
+    #[test]
+    fn a_format_1_queue_is_sealed_when_opened() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let plain: Vec<u8> = (0..150_000u32).map(|i| (i % 241) as u8).collect();
+        let id = {
+            // Write what enrolld 1 wrote: images in the clear, format 1, no key check.
+            let ob = open(dir.path(), &FakeClock::new(0), BIG);
+            let id = ob.enqueue(new("old", plain.clone())).expect("enqueue").id;
+            for k in ob.image_keys(id).expect("keys") {
+                ob.images.remove(k).expect("remove");
+            }
+            for (c, chunk) in plain.chunks(CHUNK_BYTES).enumerate() {
+                ob.images
+                    .insert(image_key(id, 0, c as u16), chunk)
+                    .expect("insert");
+            }
+            ob.db
+                .insert(META_FORMAT_KEY, &1u32.to_be_bytes())
+                .expect("v1");
+            ob.db.remove(META_KEY_CHECK).expect("no check");
+            ob.db.flush().expect("flush");
+            id
+        };
+        let ob = open(dir.path(), &FakeClock::new(0), BIG);
+        assert_eq!(ob.images(id).expect("readable"), vec![plain.clone()]);
+        let stored = read_chunks(&ob.images, id, 0, 0).expect("stored");
+        assert_eq!(stored.len(), plain.len() + crate::seal::OVERHEAD);
+        assert!(!stored.windows(64).any(|w| w == &plain[..64]));
+        let v = ob.db.get(META_FORMAT_KEY).expect("get").expect("present");
+        assert_eq!(v.as_ref(), FORMAT_VERSION.to_be_bytes());
+        drop(ob);
+        // Opening again changes nothing.
+        assert_eq!(
+            open(dir.path(), &FakeClock::new(0), BIG)
+                .images(id)
+                .expect("again"),
+            vec![plain]
+        );
+    }
+
+    #[test]
+    fn another_key_is_refused_and_the_queue_is_untouched() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let id = open(dir.path(), &FakeClock::new(0), BIG)
+            .enqueue(new("kept", vec![9; 1000]))
+            .expect("enqueue")
+            .id;
+        let other = QueueKey::from_encoded(&[8; 32]).expect("key");
+        let err = Outbox::open(dir.path(), BIG, Arc::new(FakeClock::new(0)), other)
+            .expect_err("wrong key");
+        assert_eq!(err.code(), "wrong_queue_key");
+        assert!(err.to_string().contains("nothing was changed"), "{err}");
+        let ob = open(dir.path(), &FakeClock::new(0), BIG);
+        assert_eq!(ob.images(id).expect("intact"), vec![vec![9; 1000]]);
     }
 
     #[test]

@@ -24,7 +24,7 @@ fn a_photo_is_enrolled_durably_and_listed() {
     assert_eq!(v["entry"]["person_id"], "alice-01");
     assert_eq!(v["entry"]["provider"], "jd");
     assert_eq!(v["entry"]["state"], "pending");
-    assert_eq!(v["entry"]["format_version"], 1);
+    assert_eq!(v["entry"]["format_version"], 2);
     let list = queue_list(&e);
     assert_eq!(list["usage"]["entries"], 1);
     assert_eq!(list["entries"][0]["id"], id);
@@ -322,4 +322,95 @@ fn the_demo_runs_without_camera_or_credentials() {
     );
     assert!(stdout.contains("queued enrollment"), "{stdout}");
     assert!(stdout.contains("demo-person"), "{stdout}");
+}
+
+/// Every file of the state directory, read whole.
+fn state_files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read_dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            out.extend(state_files(&path));
+        } else {
+            out.push((path.clone(), std::fs::read(&path).expect("read")));
+        }
+    }
+    out
+}
+
+#[test]
+fn queued_images_are_sealed_at_rest() {
+    let e = Enrolld::new("");
+    for (i, person) in ["alice", "bob"].iter().enumerate() {
+        let (code, v) = e.enroll_portrait(person, i, &[]);
+        assert_eq!(code, 0, "{v:#}");
+    }
+    let outbox = e.open_outbox();
+    let queued: Vec<Vec<u8>> = outbox
+        .list()
+        .expect("list")
+        .iter()
+        .flat_map(|entry| outbox.images(entry.id).expect("images open with the key"))
+        .collect();
+    drop(outbox);
+    assert_eq!(queued.len(), 2);
+    let files = state_files(&e.state_dir());
+    let total: usize = files.iter().map(|(_, b)| b.len()).sum();
+    assert!(total > 2 * 10_000, "the queue is on disk ({total} bytes)");
+    for (path, bytes) in &files {
+        // No 32-byte run of any queued JPEG appears in any file...
+        for image in &queued {
+            for run in image.chunks(32).filter(|r| r.len() == 32) {
+                assert!(
+                    !bytes.windows(32).any(|w| w == run),
+                    "{} holds image bytes in the clear",
+                    path.display()
+                );
+            }
+        }
+        // ...and nothing in them decodes as an image from a JPEG marker.
+        for at in 0..bytes.len().saturating_sub(3) {
+            if bytes[at..at + 3] == [0xff, 0xd8, 0xff] {
+                assert!(
+                    image::load_from_memory(&bytes[at..]).is_err(),
+                    "{} holds a decodable JPEG at {at}",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_missing_or_wrong_queue_key_is_a_clear_error_that_keeps_the_queue() {
+    let e = Enrolld::new("");
+    let (code, v) = e.enroll_portrait("carol", 2, &[]);
+    assert_eq!(code, 0, "{v:#}");
+    let key = e.path("queue-key");
+    let good = std::fs::read(&key).expect("key");
+
+    std::fs::remove_file(&key).expect("rm");
+    let (code, v) = e.json(&["queue", "list"]);
+    assert_eq!(code, 2, "{v:#}");
+    assert_eq!(v["error"], "queue_key", "{v:#}");
+    let msg = v["message"].as_str().expect("message");
+    assert!(msg.contains("queue-key") && msg.contains("keygen"), "{msg}");
+
+    let out = e.run(&["keygen", "--output", key.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(0));
+    let (code, v) = e.json(&["queue", "list"]);
+    assert_eq!(code, 2, "{v:#}");
+    assert_eq!(v["error"], "wrong_queue_key", "{v:#}");
+    // keygen never overwrites a key.
+    let out = e.run(&["keygen", "--output", key.to_str().expect("utf8")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("never overwritten"));
+
+    std::fs::remove_file(&key).expect("rm");
+    write_private(&key, &good);
+    let list = queue_list(&e);
+    assert_eq!(list["entries"][0]["person_id"], "carol");
+    let outbox = e.open_outbox();
+    let id = list["entries"][0]["id"].as_u64().expect("id");
+    assert_eq!(outbox.images(id).expect("intact").len(), 1);
 }

@@ -48,8 +48,13 @@ fn payload(seq: u64) -> Vec<u8> {
 /// printing `ACK <id> <seq>` once an enqueue returned and `CLAIM <id>` once
 /// a claim returned, until it is killed.
 fn run_writer(dir: &str, start: u64) -> ! {
-    let (outbox, _) = Outbox::open(std::path::Path::new(dir), LIMITS, Arc::new(SystemClock))
-        .expect("writer opens");
+    let (outbox, _) = Outbox::open(
+        std::path::Path::new(dir),
+        LIMITS,
+        Arc::new(SystemClock),
+        support::queue_key(),
+    )
+    .expect("writer opens");
     let mut out = std::io::stdout().lock();
     for seq in start.. {
         let new = NewEnrollment {
@@ -145,8 +150,13 @@ fn sigkill_during_enqueue_and_claim_loses_nothing_acknowledged() {
         assert!(!status.success(), "cycle {cycle}: the writer was killed");
         next_seq += 1; // a record may have been written but not acknowledged
 
-        let (outbox, recovery) = Outbox::open(dir.path(), LIMITS, Arc::new(SystemClock))
-            .expect("the database opens after SIGKILL");
+        let (outbox, recovery) = Outbox::open(
+            dir.path(),
+            LIMITS,
+            Arc::new(SystemClock),
+            support::queue_key(),
+        )
+        .expect("the database opens after SIGKILL");
         for (&id, &seq) in &acked {
             let entry = outbox
                 .get(id)
@@ -234,7 +244,13 @@ fn sigkill_of_the_real_binary_keeps_every_acknowledged_enrollment() {
             }
         }
     }
-    let (outbox, _) = Outbox::open(&e.state_dir(), LIMITS, Arc::new(SystemClock)).expect("opens");
+    let (outbox, _) = Outbox::open(
+        &e.state_dir(),
+        LIMITS,
+        Arc::new(SystemClock),
+        support::queue_key(),
+    )
+    .expect("opens");
     for (id, person) in &acked {
         let entry = outbox.get(*id).expect("acknowledged entry present");
         assert_eq!(&entry.person_id, person);

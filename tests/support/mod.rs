@@ -132,6 +132,13 @@ pub fn huge_bmp_header(w: i32, h: i32) -> Vec<u8> {
     bmp
 }
 
+/// The device key every test queue is sealed with.
+pub const QUEUE_KEY_HEX: &str = "5f1e0c3b9a7d2e4f6a8b0c1d2e3f405162738495a6b7c8d9eafb0c1d2e3f4051";
+
+pub fn queue_key() -> enrolld::seal::QueueKey {
+    enrolld::seal::QueueKey::from_encoded(QUEUE_KEY_HEX.as_bytes()).expect("test key")
+}
+
 /// The real binary, with a config file and state dir of the test's own.
 pub struct Enrolld {
     pub dir: tempfile::TempDir,
@@ -146,6 +153,17 @@ impl Enrolld {
             ""
         } else {
             "[jd]\ngroup_name = \"test-group\"\n"
+        };
+        let key_file = dir.path().join("queue-key");
+        write_private(&key_file, format!("{QUEUE_KEY_HEX}\n"));
+        let key_line = format!("key_file = {:?}\n", key_file.display().to_string());
+        // The queue key goes into the test's own [queue] section if it has one.
+        let extra = match extra.find("[queue]\n") {
+            Some(at) => {
+                let (head, tail) = extra.split_at(at + "[queue]\n".len());
+                format!("{head}{key_line}{tail}")
+            }
+            None => format!("{extra}\n[queue]\n{key_line}"),
         };
         let config = format!(
             "state_dir = {:?}\n{extra}\n{jd}",
@@ -200,6 +218,7 @@ impl Enrolld {
             &self.state_dir(),
             limits,
             std::sync::Arc::new(enrolld::clock::SystemClock),
+            queue_key(),
         )
         .expect("open outbox")
         .0
