@@ -115,6 +115,7 @@ fn main() {
                 OutboxLimits {
                     max_entries: 10_000,
                     max_bytes: 1 << 32,
+                    reserve_bytes: 0,
                 },
                 clock.clone(),
                 enrolld::seal::QueueKey::generate().0,

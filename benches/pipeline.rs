@@ -90,6 +90,7 @@ fn main() {
         OutboxLimits {
             max_entries: 1_000_000,
             max_bytes: 1 << 40,
+            reserve_bytes: 0,
         },
         Arc::new(SystemClock),
         enrolld::seal::QueueKey::generate().0,

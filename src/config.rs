@@ -230,6 +230,10 @@ pub struct QueueConfig {
     /// Days a dead entry (and its images) is kept before it is deleted;
     /// 0 keeps it until purged. Default 30.
     pub dead_retention_days: u32,
+    /// Free space kept on the state filesystem for uploads and restarts;
+    /// enrollments that would use it are refused (`storage_full`).
+    /// Default 4194304 (4 MiB).
+    pub reserve_bytes: u64,
 }
 
 impl Default for QueueConfig {
@@ -239,6 +243,7 @@ impl Default for QueueConfig {
             max_bytes: 256 * 1024 * 1024,
             key_file: PathBuf::from("queue-key"),
             dead_retention_days: 30,
+            reserve_bytes: 4 * 1024 * 1024,
         }
     }
 }

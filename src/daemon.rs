@@ -100,10 +100,7 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
         .map_err(|e| err("signals", &e))?;
 
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let limits = OutboxLimits {
-        max_entries: config.queue.max_entries,
-        max_bytes: config.queue.max_bytes,
-    };
+    let limits = OutboxLimits::from_config(&config.queue);
     let key = QueueKey::from_file(&config.queue.key_file).map_err(|e| err("outbox", &e))?;
     let (outbox, recovery) = Outbox::open(&config.state_dir, limits, clock.clone(), key)
         .map_err(|e| err("outbox", &e))?;

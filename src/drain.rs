@@ -310,6 +310,13 @@ impl Drainer {
                     self.jitter.unit(),
                 ) {
                     Decision::RetryAt(at) => {
+                        // An unanswered request may still be applied: check
+                        // its outcome only after the cloud has settled.
+                        let at = if e.outcome_unknown {
+                            at.max(now.saturating_add(crate::outbox::UNANSWERED_SETTLE_MS))
+                        } else {
+                            at
+                        };
                         self.outbox
                             .reschedule(id, at, Some(last), entry.outcome_unknown)?;
                         summary.retried += 1;
@@ -437,6 +444,7 @@ mod tests {
                 OutboxLimits {
                     max_entries: 100,
                     max_bytes: 1 << 30,
+                    reserve_bytes: 0,
                 },
                 Arc::new(clock.clone()),
                 crate::seal::QueueKey::from_encoded(&[7; 32]).expect("key"),

@@ -254,10 +254,7 @@ fn load_config(cli: &Cli) -> Result<(Config, ConfigOrigin), Failure> {
 }
 
 fn open_outbox(cfg: &Config) -> Result<Outbox, Failure> {
-    let limits = OutboxLimits {
-        max_entries: cfg.queue.max_entries,
-        max_bytes: cfg.queue.max_bytes,
-    };
+    let limits = OutboxLimits::from_config(&cfg.queue);
     let key = QueueKey::from_file(&cfg.queue.key_file)
         .map_err(|e| Failure::new("queue_key", e, exit::USAGE))?;
     let (outbox, recovery) = Outbox::open(&cfg.state_dir, limits, Arc::new(SystemClock), key)?;

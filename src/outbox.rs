@@ -50,6 +50,21 @@ const META_FORMAT_KEY: &[u8] = b"format_version";
 const META_KEY_CHECK: &[u8] = b"key_check";
 const KEY_CHECK_PLAIN: &[u8] = b"enrolld queue key check";
 
+/// How long after an unanswered request the cloud may still apply it. An
+/// upload whose outcome is unknown is checked (and perhaps sent again) only
+/// after this, or a late-applied request and the retry both add the face.
+/// The crash-loop test found exactly that race with a 0.5 s restart.
+pub const UNANSWERED_SETTLE_MS: UnixMillis = 15_000;
+
+/// Bytes assumed per entry besides its images (record, keys, seal, tree).
+const RECORD_OVERHEAD_BYTES: u64 = 4096;
+
+/// Room for sled to rewrite one large page (its segment size), which it
+/// writes in full before it deletes the old copy. sled 0.34 stalls instead
+/// of failing when the filesystem runs out during such a write, so the
+/// queue must never let it get that far.
+const SLED_REWRITE_BYTES: u64 = 512 * 1024;
+
 /// Image bytes per stored value.
 pub const CHUNK_BYTES: usize = 64 * 1024;
 
@@ -188,6 +203,19 @@ pub struct NewEnrollment {
 pub struct OutboxLimits {
     pub max_entries: u64,
     pub max_bytes: u64,
+    /// Free space kept on the filesystem for uploads, restarts and recovery:
+    /// an enrollment that would eat into it is refused with `storage_full`.
+    pub reserve_bytes: u64,
+}
+
+impl OutboxLimits {
+    pub fn from_config(queue: &crate::config::QueueConfig) -> Self {
+        Self {
+            max_entries: queue.max_entries,
+            max_bytes: queue.max_bytes,
+            reserve_bytes: queue.reserve_bytes,
+        }
+    }
 }
 
 /// Current use of the queue.
@@ -634,9 +662,14 @@ impl Outbox {
                 log::error!("outbox entry {id} is unreadable; left in place");
                 continue;
             };
-            if matches!(e.state, EntryState::InFlight { .. }) {
+            if let EntryState::InFlight { since_ms } = e.state {
                 e.state = EntryState::Pending;
                 e.outcome_unknown = true;
+                // The cloud may still be working on the request the crash
+                // left unanswered: look for its result only once it is done.
+                e.next_attempt_at_ms = e
+                    .next_attempt_at_ms
+                    .max(since_ms.saturating_add(UNANSWERED_SETTLE_MS));
                 self.entries
                     .insert(
                         key,
@@ -773,6 +806,7 @@ impl Outbox {
                 needed,
             });
         }
+        self.check_room(&usage, needed)?;
         let id = self.db.generate_id().map_err(storage_error)?;
         let now = self.clock.now_ms();
         let record = Enrollment {
@@ -836,6 +870,46 @@ impl Outbox {
         // The new entry is last in queue order: oldest only if it is alone.
         usage.oldest_pending_ms.get_or_insert(now);
         Ok(record)
+    }
+
+    /// Refuses an enrollment of `needed` image bytes that would leave less
+    /// than `reserve_bytes` free for the queue. The room is the filesystem's
+    /// free space plus what sled can reuse inside its file (it does not give
+    /// space back to the filesystem when entries go, but writes into it
+    /// again), estimated conservatively: twice the live records are
+    /// assumed to be in use.
+    fn check_room(&self, usage: &Usage, needed: u64) -> Result<(), OutboxError> {
+        if self.limits.reserve_bytes == 0 {
+            return Ok(());
+        }
+        let vfs = rustix::fs::statvfs(&self.path)
+            .map_err(|e| io_error(&self.path, std::io::Error::from(e)))?;
+        let fs_free = vfs.f_bavail.saturating_mul(vfs.f_frsize);
+        let file_len = self.log_file.metadata().map(|m| m.len()).unwrap_or(0);
+        let live = usage
+            .bytes
+            .saturating_add(usage.entries.saturating_mul(RECORD_OVERHEAD_BYTES));
+        let room = fs_free.saturating_add(file_len.saturating_sub(live.saturating_mul(2)));
+        // sled writes a value more than once (log, then page rewrite), and
+        // rewrites a large page (a blob file of up to a segment) whole
+        // before it deletes the old one.
+        let wanted = needed
+            .saturating_add(RECORD_OVERHEAD_BYTES)
+            .saturating_mul(2)
+            .saturating_add(SLED_REWRITE_BYTES)
+            .saturating_add(self.limits.reserve_bytes);
+        if room < wanted {
+            return Err(OutboxError::StorageFull(format!(
+                "{}: about {} KiB free for the queue; this enrollment needs about {} KiB \
+                 plus the {} KiB kept free for uploads (queue.reserve_bytes); \
+                 enrollments are accepted again once queued ones are uploaded or space is freed",
+                self.path.display(),
+                room / 1024,
+                (wanted - self.limits.reserve_bytes) / 1024,
+                self.limits.reserve_bytes / 1024
+            )));
+        }
+        Ok(())
     }
 
     /// The keys of every image chunk of an entry.
@@ -1172,6 +1246,7 @@ mod tests {
     const BIG: OutboxLimits = OutboxLimits {
         max_entries: 100,
         max_bytes: 1 << 30,
+        reserve_bytes: 0,
     };
 
     #[test]
@@ -1198,6 +1273,7 @@ mod tests {
             OutboxLimits {
                 max_entries: 2,
                 max_bytes: 10,
+                reserve_bytes: 0,
             },
         );
         let a = ob.enqueue(new("a", vec![0; 4])).expect("a");

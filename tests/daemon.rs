@@ -637,3 +637,124 @@ fn a_client_whose_uid_is_not_allowed_is_refused_and_logged() {
     let (code, _) = d.terminate(Duration::from_secs(15));
     assert_eq!(code, Some(0));
 }
+
+/// Crash loop: enroll continuously over the socket while the daemon drains
+/// to the (Tencent) emulator, SIGKILL it at random moments, restart, repeat.
+/// Every acknowledged enrollment must reach the cloud, none twice.
+/// `ENROLLD_CRASH_CYCLES` (default 200) sets the cycles; more by hand.
+#[test]
+fn sigkill_loop_loses_no_acknowledged_enrollment_and_adds_no_face_twice() {
+    let cycles: u32 = std::env::var("ENROLLD_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let (cloud, e) = setup(Provider::Tencent, "");
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
+    println!("crash loop: seed {seed}");
+    let mut random = move |below: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % below
+    };
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut attempted = 0u64;
+    let started = Instant::now();
+    for cycle in 0..cycles {
+        let d = Daemon::start(&e, None);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let client = {
+            let (socket, acked, stop) = (d.socket.clone(), acked.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut sent = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let Ok(Some(mut c)) = Client::connect(&socket, Duration::from_secs(5)) else {
+                        break;
+                    };
+                    let person = format!("c{cycle}-{sent}");
+                    sent += 1;
+                    let req = Request::Enroll {
+                        person: person.clone(),
+                        provider: None,
+                        frames: Some(1),
+                        follow_upload: false,
+                    };
+                    let mut queued = false;
+                    let outcome = c.call(&req, &mut |r| {
+                        if matches!(r, Reply::Event { event, .. } if event == "queued") {
+                            queued = true;
+                        }
+                    });
+                    if queued {
+                        acked.lock().expect("lock").push(person);
+                    }
+                    match outcome {
+                        Ok(Reply::Answer { .. }) => {}
+                        Ok(Reply::Error { code, .. }) if code == "busy" => {}
+                        Ok(other) => panic!("cycle {cycle}: unexpected answer {other:?}"),
+                        Err(_) => break, // killed mid-call
+                    }
+                }
+                sent
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50 + random(600)));
+        d.signal(rustix::process::Signal::KILL);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        attempted += client.join().expect("client thread");
+        drop(d);
+    }
+    let loop_time = started.elapsed();
+
+    // A last run drains everything, then stops cleanly.
+    let d = Daemon::start(&e, None);
+    let drained = wait_until(Duration::from_secs(300), || {
+        let (_, status) = d.call(&Request::Status {});
+        let Reply::Answer { result } = status else {
+            return false;
+        };
+        result["queue"]["pending"] == 0 && result["queue"]["in_flight"] == 0
+    });
+    let (_, status) = d.call(&Request::Status {});
+    assert!(drained, "the queue did not drain: {status:?}");
+    let (code, _) = d.terminate(Duration::from_secs(15));
+    assert_eq!(code, Some(0));
+
+    let acked = acked.lock().expect("lock").clone();
+    let mut missing = Vec::new();
+    let mut duplicates = Vec::new();
+    let mut uploaded = 0usize;
+    for person in &acked {
+        match cloud.faces(person).len() {
+            0 => missing.push(person.clone()),
+            1 => uploaded += 1,
+            n => {
+                uploaded += 1;
+                duplicates.push((person.clone(), n));
+            }
+        }
+    }
+    let dead = e.open_outbox().usage().dead;
+    println!(
+        "crash loop: {cycles} cycles in {:.0?}, {attempted} enrollments attempted, {} acknowledged, \
+         {uploaded} uploaded, {} duplicates, {} missing, {dead} dead",
+        loop_time,
+        acked.len(),
+        duplicates.len(),
+        missing.len()
+    );
+    assert!(
+        acked.len() as u32 >= cycles / 2,
+        "too few acknowledged enrollments to mean anything: {}",
+        acked.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "acknowledged but never uploaded: {missing:?}"
+    );
+    assert!(duplicates.is_empty(), "faces added twice: {duplicates:?}");
+    assert_eq!(dead, 0);
+}

@@ -17,6 +17,7 @@ use support::*;
 const LIMITS: OutboxLimits = OutboxLimits {
     max_entries: 100_000,
     max_bytes: 1 << 34,
+    reserve_bytes: 0,
 };
 
 /// A small deterministic pseudo-random sequence for kill points.

@@ -213,6 +213,7 @@ impl Enrolld {
         let limits = enrolld::outbox::OutboxLimits {
             max_entries: 1000,
             max_bytes: 1 << 30,
+            reserve_bytes: 0,
         };
         enrolld::outbox::Outbox::open(
             &self.state_dir(),
