@@ -4,6 +4,7 @@
 //! - Tencent Cloud API 3.0: TC3-HMAC-SHA256 over a canonical request whose
 //!   signed content-type is byte-identical to the header sent.
 
+use zeroize::Zeroizing;
 use hmac::{Hmac, Mac};
 use md5::Md5;
 use sha2::{Digest, Sha256};
@@ -81,13 +82,14 @@ pub fn tc3_sign(r: &Tc3Request<'_>) -> Tc3Signature {
         "TC3-HMAC-SHA256\n{}\n{scope}\n{canonical_request_hash}",
         r.timestamp
     );
-    let mut key = b"TC3".to_vec();
+    // The derived keys are as good as the secret for a day: wiped on drop.
+    let mut key = Zeroizing::new(b"TC3".to_vec());
     key.extend_from_slice(r.secret_key);
-    let k_date = hmac_sha256(&key, date.as_bytes());
-    key.fill(0);
-    let k_service = hmac_sha256(&k_date, r.service.as_bytes());
-    let k_signing = hmac_sha256(&k_service, b"tc3_request");
-    let signature = hex(&hmac_sha256(&k_signing, string_to_sign.as_bytes()));
+    let k_date = Zeroizing::new(hmac_sha256(&key, date.as_bytes()));
+    drop(key);
+    let k_service = Zeroizing::new(hmac_sha256(&*k_date, r.service.as_bytes()));
+    let k_signing = Zeroizing::new(hmac_sha256(&*k_service, b"tc3_request"));
+    let signature = hex(&hmac_sha256(&*k_signing, string_to_sign.as_bytes()));
     let authorization = format!(
         "TC3-HMAC-SHA256 Credential={}/{scope}, SignedHeaders=content-type;host, Signature={signature}",
         r.secret_id

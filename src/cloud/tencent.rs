@@ -147,36 +147,7 @@ impl TencentClient {
         if let Some(server) = resp.date_ms {
             self.clock.observe(server, self.clock.local_ms());
         }
-        let parsed: Option<Value> = serde_json::from_slice(&resp.body).ok();
-        let Some(response) = parsed
-            .as_ref()
-            .and_then(|v| v.get("Response"))
-            .filter(|r| r.is_object())
-        else {
-            if resp.status != 200 {
-                return Err(classify_http_status(resp.status));
-            }
-            let mut e = UploadError::new(
-                ErrorClass::Retry,
-                "bad_answer",
-                format!("{action}: answer has no Response object"),
-            );
-            e.outcome_unknown = true;
-            return Err(e);
-        };
-        if let Some(err) = response.get("Error") {
-            let code = err
-                .get("Code")
-                .and_then(Value::as_str)
-                .unwrap_or("UnknownError");
-            let message = err.get("Message").and_then(Value::as_str).unwrap_or("");
-            return Err(UploadError::new(
-                classify_code(code),
-                code,
-                format!("{action}: {message}"),
-            ));
-        }
-        Ok(response.clone())
+        parse_answer(action, resp.status, &resp.body)
     }
 
     /// The person's face ids, or `None` when the person does not exist.
@@ -221,46 +192,93 @@ impl TencentClient {
             "CreateFace",
             &json!({ "PersonId": entry.person_id, "Images": encoded }),
         )?;
-        let face_ids = strings(r.get("SucFaceIds"));
-        let ret_codes: Vec<i64> = r
-            .get("RetCode")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_i64).collect())
-            .unwrap_or_else(|| vec![0; face_ids.len().min(pending.len())]);
-        let mut retry_codes = Vec::new();
-        let mut refused_codes = Vec::new();
-        for (k, &i) in pending.iter().enumerate() {
-            match ret_codes.get(k).copied() {
-                Some(0) => entry.done_images.push(i as u8),
-                Some(c) if image_refused(c) => {
-                    entry.done_images.push(i as u8);
-                    refused_codes.push(c);
-                }
-                Some(c) => retry_codes.push(c),
-                None => retry_codes.push(i64::MIN),
-            }
-        }
-        entry.uploaded_face_ids.extend(face_ids);
-        if let Some(c) = retry_codes.first() {
-            return Err(UploadError::new(
-                ErrorClass::Retry,
-                format!("RetCode:{c}"),
-                format!(
-                    "CreateFace: {} image(s) hit a service fault",
-                    retry_codes.len()
-                ),
-            ));
-        }
-        if entry.uploaded_face_ids.is_empty() {
-            let c = refused_codes.first().copied().unwrap_or(0);
-            return Err(UploadError::new(
-                ErrorClass::Never,
-                format!("RetCode:{c}"),
-                "CreateFace: every image was refused (-1101 no face, -1102 decode, -1109 size, -1601 quality, -1604 not similar)",
-            ));
-        }
-        Ok(())
+        apply_create_face(entry, pending, &r)
     }
+}
+
+/// The `Response` object of a successful answer to `action`, or the error
+/// it carries, classified. Untrusted input: fuzzed (`fuzz/`).
+pub fn parse_answer(action: &str, status: u16, body: &[u8]) -> Result<Value, UploadError> {
+    let parsed: Option<Value> = serde_json::from_slice(body).ok();
+    let Some(response) = parsed
+        .as_ref()
+        .and_then(|v| v.get("Response"))
+        .filter(|r| r.is_object())
+    else {
+        if status != 200 {
+            return Err(classify_http_status(status));
+        }
+        let mut e = UploadError::new(
+            ErrorClass::Retry,
+            "bad_answer",
+            format!("{action}: answer has no Response object"),
+        );
+        e.outcome_unknown = true;
+        return Err(e);
+    };
+    if let Some(err) = response.get("Error") {
+        let code = err
+            .get("Code")
+            .and_then(Value::as_str)
+            .unwrap_or("UnknownError");
+        let message = err.get("Message").and_then(Value::as_str).unwrap_or("");
+        return Err(UploadError::new(
+            classify_code(code),
+            code,
+            format!("{action}: {message}"),
+        ));
+    }
+    Ok(response.clone())
+}
+
+/// Applies a CreateFace `Response` for the images `pending` (indexes into
+/// the entry's images) to `entry`: which are done, which face ids were
+/// added, and whether what is left should be retried or given up.
+/// Untrusted input: fuzzed (`fuzz/`).
+pub fn apply_create_face(
+    entry: &mut Enrollment,
+    pending: &[usize],
+    r: &Value,
+) -> Result<(), UploadError> {
+    let face_ids = strings(r.get("SucFaceIds"));
+    let ret_codes: Vec<i64> = r
+        .get("RetCode")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_i64).collect())
+        .unwrap_or_else(|| vec![0; face_ids.len().min(pending.len())]);
+    let mut retry_codes = Vec::new();
+    let mut refused_codes = Vec::new();
+    for (k, &i) in pending.iter().enumerate() {
+        match ret_codes.get(k).copied() {
+            Some(0) => entry.done_images.push(i as u8),
+            Some(c) if image_refused(c) => {
+                entry.done_images.push(i as u8);
+                refused_codes.push(c);
+            }
+            Some(c) => retry_codes.push(c),
+            None => retry_codes.push(i64::MIN),
+        }
+    }
+    entry.uploaded_face_ids.extend(face_ids);
+    if let Some(c) = retry_codes.first() {
+        return Err(UploadError::new(
+            ErrorClass::Retry,
+            format!("RetCode:{c}"),
+            format!(
+                "CreateFace: {} image(s) hit a service fault",
+                retry_codes.len()
+            ),
+        ));
+    }
+    if entry.uploaded_face_ids.is_empty() {
+        let c = refused_codes.first().copied().unwrap_or(0);
+        return Err(UploadError::new(
+            ErrorClass::Never,
+            format!("RetCode:{c}"),
+            "CreateFace: every image was refused (-1101 no face, -1102 decode, -1109 size, -1601 quality, -1604 not similar)",
+        ));
+    }
+    Ok(())
 }
 
 fn strings(v: Option<&Value>) -> Vec<String> {
