@@ -136,16 +136,12 @@ fn create(shared: &Shared, req: &Request, detector: &mut Option<SeetaDetector>) 
     };
     let mut state = shared.lock();
     let face_id = state.new_face_id();
-    let person = state.persons.entry(outer_id).or_default();
+    let person = state.persons.entry(outer_id.clone()).or_default();
     if !person.groups.contains(&group) {
         person.groups.push(group);
     }
-    person.faces.push(StoredFace {
-        face_id: face_id.clone(),
-        image_sha256: checked.sha256,
-        width: checked.width,
-        height: checked.height,
-        faces_detected: checked.faces,
-    });
+    person
+        .faces
+        .push(StoredFace::accepted(&outer_id, face_id.clone(), checked));
     Outcome::Answer(200, success(shared.config.jd_shape, &face_id))
 }

@@ -148,6 +148,28 @@ pub struct StoredFace {
     pub faces_detected: Option<usize>,
 }
 
+impl StoredFace {
+    /// A face the emulator accepted (signature, limits and face check
+    /// passed); logged, so a test that only sees the log (a VM console) can
+    /// tell what the cloud got.
+    pub(crate) fn accepted(person: &str, face_id: String, c: ImageCheck) -> StoredFace {
+        log::info!(
+            "emulator: accepted a signed upload for {person:?}: face {face_id}, {}x{} JPEG, sha256 {}, faces detected: {}",
+            c.width,
+            c.height,
+            c.sha256,
+            c.faces.map_or("not checked".to_string(), |n| n.to_string())
+        );
+        StoredFace {
+            face_id,
+            image_sha256: c.sha256,
+            width: c.width,
+            height: c.height,
+            faces_detected: c.faces,
+        }
+    }
+}
+
 /// A person (Tencent) or an outerId (JD) and its faces.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Person {

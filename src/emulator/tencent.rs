@@ -205,15 +205,6 @@ fn decode_base64(s: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(s).ok()
 }
 
-fn stored(face_id: String, c: super::ImageCheck) -> StoredFace {
-    StoredFace {
-        face_id,
-        image_sha256: c.sha256,
-        width: c.width,
-        height: c.height,
-        faces_detected: c.faces,
-    }
-}
 
 fn create_face(
     shared: &Shared,
@@ -290,7 +281,7 @@ fn create_face(
     if let Some(person) = state.persons.get_mut(&person_id) {
         person
             .faces
-            .extend(ids.iter().cloned().zip(added).map(|(id, c)| stored(id, c)));
+            .extend(ids.iter().cloned().zip(added).map(|(id, c)| StoredFace::accepted(&person_id, id, c)));
     }
     drop(state);
     let mut fields = json!({"SucFaceNum": ids.len(), "SucFaceIds": ids, "RetCode": ret_codes});
@@ -363,11 +354,11 @@ fn create_person(
     let mut state = shared.lock();
     let face_id = state.new_face_id();
     state.persons.insert(
-        person_id,
+        person_id.clone(),
         Person {
             name,
             groups: vec![group_id],
-            faces: vec![stored(face_id.clone(), checked)],
+            faces: vec![StoredFace::accepted(&person_id, face_id.clone(), checked)],
         },
     );
     drop(state);

@@ -108,7 +108,9 @@ impl V4l2Source {
         let thread_what = what.clone();
         std::thread::Builder::new()
             .name("camera".into())
-            .spawn(move || camera_thread(index, wanted, thread_what, open_tx, req_rx, frame_tx))
+            .spawn(move || {
+                camera_thread(index, wanted, timeout, thread_what, open_tx, req_rx, frame_tx)
+            })
             .map_err(|e| SourceError::Open {
                 what: what.clone(),
                 why: format!("cannot start the camera thread: {e}"),
@@ -249,7 +251,142 @@ fn classify(what: &str, why: String) -> SourceError {
     }
 }
 
-fn setup_camera(index: u32, wanted: Offered, what: &str) -> Result<(Camera, String), SourceError> {
+/// An open capture device: through nokhwa, or directly through the v4l
+/// crate (which nokhwa's V4L2 backend is built on) for devices nokhwa 0.10
+/// cannot open.
+enum Capture {
+    Nokhwa(Camera),
+    Direct {
+        stream: v4l::io::mmap::Stream<'static>,
+        width: u32,
+        height: u32,
+        format: PixelFormat,
+        // Keeps the device open as long as the stream.
+        _device: v4l::Device,
+    },
+}
+
+impl Capture {
+    fn frame(&mut self) -> Result<RawFrame, String> {
+        match self {
+            Capture::Nokhwa(camera) => camera
+                .frame()
+                .map(|buf| RawFrame {
+                    width: buf.resolution().width(),
+                    height: buf.resolution().height(),
+                    format: to_pixel_format(buf.source_frame_format()),
+                    data: buf.buffer().to_vec(),
+                })
+                .map_err(|e| e.to_string()),
+            Capture::Direct {
+                stream,
+                width,
+                height,
+                format,
+                ..
+            } => {
+                use v4l::io::traits::CaptureStream;
+                let (buf, meta) = stream.next().map_err(|e| e.to_string())?;
+                let used = (meta.bytesused as usize).min(buf.len());
+                Ok(RawFrame {
+                    width: *width,
+                    height: *height,
+                    format: *format,
+                    data: buf[..used].to_vec(),
+                })
+            }
+        }
+    }
+
+    fn stop(&mut self) -> Result<(), String> {
+        match self {
+            Capture::Nokhwa(camera) => camera.stop_stream().map_err(|e| e.to_string()),
+            Capture::Direct { stream, .. } => {
+                use v4l::io::traits::Stream;
+                stream.stop().map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+fn setup_camera(
+    index: u32,
+    wanted: Offered,
+    what: &str,
+    read_timeout: Duration,
+) -> Result<(Capture, String), SourceError> {
+    match setup_nokhwa(index, wanted, what) {
+        // nokhwa 0.10 opens only devices that list frame sizes and rates.
+        // HDMI capture devices (and vivid's HDMI input, the VM test's camera)
+        // take their size from the signal and list none.
+        Err(SourceError::Open { why, .. }) if why.contains("Fufill") => {
+            log::info!(
+                "{what}: the device lists no frame sizes (an HDMI capture device?); using its current size"
+            );
+            setup_direct(index, wanted, what, read_timeout)
+        }
+        other => other.map(|(camera, description)| (Capture::Nokhwa(camera), description)),
+    }
+}
+
+/// Opens the device in its current size, in the wanted pixel format or the
+/// first other one enrolld decodes, through the v4l crate.
+fn setup_direct(
+    index: u32,
+    wanted: Offered,
+    what: &str,
+    read_timeout: Duration,
+) -> Result<(Capture, String), SourceError> {
+    use v4l::video::Capture as _;
+    let io = |e: std::io::Error| classify(what, e.to_string());
+    let device = v4l::Device::new(index as usize).map_err(io)?;
+    let mut format = device.format().map_err(io)?;
+    let candidates = [
+        wanted.format,
+        PixelFormat::Yuyv,
+        PixelFormat::Mjpeg,
+        PixelFormat::Nv12,
+        PixelFormat::Rgb24,
+        PixelFormat::Bgr24,
+        PixelFormat::Grey,
+    ];
+    let mut chosen = None;
+    for candidate in candidates {
+        let mut fourcc = [0u8; 4];
+        fourcc.copy_from_slice(candidate.fourcc().as_bytes());
+        format.fourcc = v4l::FourCC::new(&fourcc);
+        let set = device.set_format(&format).map_err(io)?;
+        if set.fourcc == format.fourcc {
+            chosen = Some((candidate, set));
+            break;
+        }
+    }
+    let Some((pixel_format, set)) = chosen else {
+        return Err(SourceError::Open {
+            what: what.into(),
+            why: "the device offers no pixel format enrolld can decode (MJPG, YUYV, NV12, GREY, RGB3, BGR3)".into(),
+        });
+    };
+    let mut stream = v4l::io::mmap::Stream::with_buffers(&device, v4l::buffer::Type::VideoCapture, 4)
+        .map_err(io)?;
+    stream.set_timeout(read_timeout);
+    let description = format!(
+        "{what} {}x{} {pixel_format} (current size, direct V4L2)",
+        set.width, set.height
+    );
+    Ok((
+        Capture::Direct {
+            stream,
+            width: set.width,
+            height: set.height,
+            format: pixel_format,
+            _device: device,
+        },
+        description,
+    ))
+}
+
+fn setup_nokhwa(index: u32, wanted: Offered, what: &str) -> Result<(Camera, String), SourceError> {
     let any = RequestedFormat::new::<RgbFormat>(RequestedFormatType::None);
     let mut camera =
         Camera::new(CameraIndex::Index(index), any).map_err(|e| classify(what, e.to_string()))?;
@@ -302,12 +439,13 @@ fn setup_camera(index: u32, wanted: Offered, what: &str) -> Result<(Camera, Stri
 fn camera_thread(
     index: u32,
     wanted: Offered,
+    read_timeout: Duration,
     what: String,
     opened: SyncSender<Result<String, SourceError>>,
     requests: Receiver<()>,
     frames: SyncSender<Result<RawFrame, SourceError>>,
 ) {
-    let mut camera = match setup_camera(index, wanted, &what) {
+    let mut camera = match setup_camera(index, wanted, &what, read_timeout) {
         Ok((camera, description)) => {
             if opened.send(Ok(description)).is_err() {
                 return;
@@ -321,23 +459,15 @@ fn camera_thread(
     };
     // Ends when the source is dropped (the request channel closes).
     while requests.recv().is_ok() {
-        let result = camera
-            .frame()
-            .map(|buf| RawFrame {
-                width: buf.resolution().width(),
-                height: buf.resolution().height(),
-                format: to_pixel_format(buf.source_frame_format()),
-                data: buf.buffer().to_vec(),
-            })
-            .map_err(|e| SourceError::Read {
-                what: what.clone(),
-                why: e.to_string(),
-            });
+        let result = camera.frame().map_err(|why| SourceError::Read {
+            what: what.clone(),
+            why,
+        });
         if frames.send(result).is_err() {
             break;
         }
     }
-    if let Err(e) = camera.stop_stream() {
+    if let Err(e) = camera.stop() {
         log::debug!("{what}: stopping the stream: {e}");
     }
 }
