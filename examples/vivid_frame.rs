@@ -10,7 +10,9 @@ use image::imageops::FilterType;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let out = args.first().ok_or("usage: vivid_frame OUT.yuyv [WIDTH HEIGHT] [PHOTO]")?;
+    let out = args
+        .first()
+        .ok_or("usage: vivid_frame OUT.yuyv [WIDTH HEIGHT] [PHOTO]")?;
     let width: u32 = args.get(1).map_or(Ok(640), |w| w.parse())?;
     let height: u32 = args.get(2).map_or(Ok(480), |h| h.parse())?;
     let photo = args
@@ -22,8 +24,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (cx, cy) = (894u32, 290u32);
     let (rw, rh) = (320u32, 240u32);
     let (x0, y0) = (
-        cx.saturating_sub(rw / 2).min(img.width().saturating_sub(rw)),
-        cy.saturating_sub(rh / 2).min(img.height().saturating_sub(rh)),
+        cx.saturating_sub(rw / 2)
+            .min(img.width().saturating_sub(rw)),
+        cy.saturating_sub(rh / 2)
+            .min(img.height().saturating_sub(rh)),
     );
     let region = image::imageops::crop_imm(&img, x0, y0, rw, rh).to_image();
     let frame = image::imageops::resize(&region, width, height, FilterType::CatmullRom);

@@ -4,10 +4,10 @@
 //! - Tencent Cloud API 3.0: TC3-HMAC-SHA256 over a canonical request whose
 //!   signed content-type is byte-identical to the header sent.
 
-use zeroize::Zeroizing;
 use hmac::{Hmac, Mac};
 use md5::Md5;
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 /// The content type Tencent requests are sent and signed with.
 pub const TC3_CONTENT_TYPE: &str = "application/json; charset=utf-8";

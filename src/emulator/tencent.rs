@@ -205,7 +205,6 @@ fn decode_base64(s: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(s).ok()
 }
 
-
 fn create_face(
     shared: &Shared,
     params: &Value,
@@ -279,9 +278,12 @@ fn create_face(
     let mut state = shared.lock();
     let ids: Vec<String> = added.iter().map(|_| state.new_face_id()).collect();
     if let Some(person) = state.persons.get_mut(&person_id) {
-        person
-            .faces
-            .extend(ids.iter().cloned().zip(added).map(|(id, c)| StoredFace::accepted(&person_id, id, c)));
+        person.faces.extend(
+            ids.iter()
+                .cloned()
+                .zip(added)
+                .map(|(id, c)| StoredFace::accepted(&person_id, id, c)),
+        );
     }
     drop(state);
     let mut fields = json!({"SucFaceNum": ids.len(), "SucFaceIds": ids, "RetCode": ret_codes});

@@ -109,7 +109,15 @@ impl V4l2Source {
         std::thread::Builder::new()
             .name("camera".into())
             .spawn(move || {
-                camera_thread(index, wanted, timeout, thread_what, open_tx, req_rx, frame_tx)
+                camera_thread(
+                    index,
+                    wanted,
+                    timeout,
+                    thread_what,
+                    open_tx,
+                    req_rx,
+                    frame_tx,
+                )
             })
             .map_err(|e| SourceError::Open {
                 what: what.clone(),
@@ -367,8 +375,9 @@ fn setup_direct(
             why: "the device offers no pixel format enrolld can decode (MJPG, YUYV, NV12, GREY, RGB3, BGR3)".into(),
         });
     };
-    let mut stream = v4l::io::mmap::Stream::with_buffers(&device, v4l::buffer::Type::VideoCapture, 4)
-        .map_err(io)?;
+    let mut stream =
+        v4l::io::mmap::Stream::with_buffers(&device, v4l::buffer::Type::VideoCapture, 4)
+            .map_err(io)?;
     stream.set_timeout(read_timeout);
     let description = format!(
         "{what} {}x{} {pixel_format} (current size, direct V4L2)",
