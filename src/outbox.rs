@@ -547,14 +547,14 @@ impl Outbox {
                 }
                 other => storage_error(other),
             })?;
-        let found = match db.get(META_FORMAT_KEY).map_err(storage_error)? {
-            Some(v) => v
-                .as_ref()
+        // None: a new database.
+        let stored = db.get(META_FORMAT_KEY).map_err(storage_error)?.map(|v| {
+            v.as_ref()
                 .try_into()
                 .map(u32::from_be_bytes)
-                .unwrap_or(u32::MAX),
-            None => FORMAT_VERSION,
-        };
+                .unwrap_or(u32::MAX)
+        });
+        let found = stored.unwrap_or(FORMAT_VERSION);
         if found > FORMAT_VERSION {
             return Err(OutboxError::UnsupportedFormat { found });
         }
@@ -577,7 +577,7 @@ impl Outbox {
         if found < 2 {
             migrate_seal_images(&entries, &images, &key)?;
         }
-        if found != FORMAT_VERSION || db.get(META_FORMAT_KEY).map_err(storage_error)?.is_none() {
+        if stored != Some(FORMAT_VERSION) {
             db.insert(META_FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
                 .map_err(storage_error)?;
         }
