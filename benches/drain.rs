@@ -127,6 +127,7 @@ fn main() {
             outbox
                 .enqueue(NewEnrollment {
                     person_id: format!("bench-{i}"),
+                    person_name: None,
                     provider: vendor,
                     group: Group {
                         id: "bench".into(),

@@ -64,6 +64,7 @@ fn reset_peak_rss() {
 fn new_entry(bytes: Vec<u8>, w: u32, h: u32) -> NewEnrollment {
     NewEnrollment {
         person_id: "bench".into(),
+        person_name: None,
         provider: Provider::Jd,
         group: Group::default(),
         images: vec![NewImage {

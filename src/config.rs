@@ -781,7 +781,50 @@ impl Config {
         if self.control.socket.as_os_str().is_empty() {
             bad("control.socket", "must not be empty".into());
         }
+        self.check_vendor_rules(&mut bad);
         p
+    }
+
+    /// The vendors' rules for what the configuration sends: group ids and
+    /// names, the region, and the ids the button makes.
+    fn check_vendor_rules(&self, bad: &mut impl FnMut(&str, String)) {
+        use crate::cloud::{jd, tencent};
+        let mut check = |r: Result<(), crate::cloud::rules::RuleViolation>| {
+            if let Err(v) = r {
+                bad(v.field, v.reason());
+            }
+        };
+        // JD's group may be missing (a warning: uploads to JD cannot start),
+        // but what is set must be legal.
+        if !self.jd.group_id.is_empty() || !self.jd.group_name.is_empty() {
+            check(jd::rules::check_group(
+                &self.jd.group_id,
+                &self.jd.group_name,
+            ));
+        }
+        if !self.tencent.group_id.is_empty() {
+            check(tencent::rules::check_group_id(&self.tencent.group_id));
+        }
+        check(tencent::rules::check_region(&self.tencent.region));
+        // The longest device part and a ten-digit time: every id the button
+        // can make must be legal for both vendors.
+        let id = render_id_template(
+            &self.button.id_template,
+            &"d".repeat(MAX_DEVICE_CHARS),
+            9_999_999_999,
+        );
+        for provider in Provider::ALL {
+            if let Err(v) = provider.check_person_id(&id) {
+                bad(
+                    "button.id_template",
+                    format!(
+                        "makes ids such as {id:?}, which {provider} refuses: {}",
+                        v.reason()
+                    ),
+                );
+                break;
+            }
+        }
     }
 
     /// The parsed camera source (validated at load).
@@ -836,6 +879,30 @@ impl Config {
         c.tencent.secret_id = mask(&c.tencent.secret_id);
         toml::to_string_pretty(&c).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
     }
+}
+
+/// Longest device part of a button person id.
+pub const MAX_DEVICE_CHARS: usize = 32;
+
+/// A person id from `button.id_template`: `{device}` becomes the device
+/// name with every character other than English letters, digits, `-` and
+/// `_` made `-` (a host name such as `kiosk.lobby` has a dot, which Tencent
+/// refuses), cut to 32 characters; `{unix_time}` the time in seconds.
+pub fn render_id_template(template: &str, device: &str, unix_s: i64) -> String {
+    let device: String = device
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(MAX_DEVICE_CHARS)
+        .collect();
+    template
+        .replace("{device}", &device)
+        .replace("{unix_time}", &unix_s.to_string())
 }
 
 /// Shows only the first and last two characters of a credential identifier.

@@ -32,6 +32,9 @@ pub enum Request {
     /// Capture and queue an enrollment now.
     Enroll {
         person: String,
+        /// Tencent `PersonName`; none derives it from `person`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         provider: Option<Provider>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -41,7 +44,12 @@ pub enum Request {
         follow_upload: bool,
     },
     /// The next button press within `ttl_s` seconds enrolls this person.
-    Arm { person: String, ttl_s: u64 },
+    Arm {
+        person: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        ttl_s: u64,
+    },
     /// Daemon state: queue, last result, pauses, clock skew.
     // Empty struct variants, not unit ones: serde only rejects unknown
     // fields on struct variants of an internally tagged enum.
@@ -261,6 +269,7 @@ mod tests {
                 r#"{"cmd":"enroll","person":"10042"}"#,
                 Request::Enroll {
                     person: "10042".into(),
+                    name: None,
                     provider: None,
                     frames: None,
                     follow_upload: false,
@@ -270,6 +279,7 @@ mod tests {
                 r#"{"cmd":"arm","person":"p","ttl_s":60}"#,
                 Request::Arm {
                     person: "p".into(),
+                    name: None,
                     ttl_s: 60,
                 },
             ),

@@ -27,7 +27,7 @@ use crate::hardware::{
 };
 use crate::http::HttpClient;
 use crate::notify::{watchdog_interval, Notifier};
-use crate::outbox::{validate_person_id, EntryState, Outbox, OutboxLimits};
+use crate::outbox::{EntryState, Outbox, OutboxLimits};
 use crate::retry::RetryPolicy;
 use crate::seal::QueueKey;
 use serde_json::json;
@@ -300,7 +300,8 @@ struct Daemon {
     led: LedHandle,
     skew: Arc<SkewClock>,
     busy: bool,
-    armed: Option<(String, Instant)>,
+    /// (person id, person name, until).
+    armed: Option<(String, Option<String>, Instant)>,
     last_result: String,
     last_drain: Option<DrainSummary>,
     /// Clients waiting for an upload: (entry id, reply channel, give up at).
@@ -332,7 +333,7 @@ impl Daemon {
             if self
                 .armed
                 .as_ref()
-                .is_some_and(|(_, until)| Instant::now() >= *until)
+                .is_some_and(|(_, _, until)| Instant::now() >= *until)
             {
                 self.armed = None;
             }
@@ -448,6 +449,7 @@ impl Daemon {
     fn start_enroll(
         &mut self,
         person: String,
+        name: Option<String>,
         provider: Option<crate::provider::Provider>,
         frames: Option<u32>,
         reply: Option<SyncSender<Reply>>,
@@ -459,14 +461,18 @@ impl Daemon {
                 "an enrollment is in progress; try again when it ends",
             ));
         }
-        validate_person_id(&person).map_err(|e| Reply::error("invalid_person", e))?;
+        let provider = provider.unwrap_or(self.config.upload.provider);
+        provider
+            .check_person(&person, name.as_deref())
+            .map_err(|e| Reply::error(e.code(), e.to_string()))?;
         let source = self
             .config
             .source()
             .map_err(|e| Reply::error("invalid_source", e))?;
         let request = EnrollRequest {
             person_id: person,
-            provider: provider.unwrap_or(self.config.upload.provider),
+            person_name: name,
+            provider,
             source,
             frames,
         };
@@ -490,21 +496,33 @@ impl Daemon {
         match req {
             Request::Enroll {
                 person,
+                name,
                 provider,
                 frames,
                 follow_upload,
             } => {
+                let reply = Some(reply.clone());
                 if let Err(e) =
-                    self.start_enroll(person, provider, frames, Some(reply.clone()), follow_upload)
+                    self.start_enroll(person, name, provider, frames, reply, follow_upload)
                 {
                     answer(e);
                 }
             }
-            Request::Arm { person, ttl_s } => match validate_person_id(&person) {
-                Err(e) => answer(Reply::error("invalid_person", e)),
+            // The button enrolls for the configured provider.
+            Request::Arm {
+                person,
+                name,
+                ttl_s,
+            } => match self
+                .config
+                .upload
+                .provider
+                .check_person(&person, name.as_deref())
+            {
+                Err(e) => answer(Reply::error(e.code(), e.to_string())),
                 Ok(()) => {
                     let ttl = Duration::from_secs(ttl_s.clamp(1, 3600));
-                    self.armed = Some((person.clone(), Instant::now() + ttl));
+                    self.armed = Some((person.clone(), name, Instant::now() + ttl));
                     answer(Reply::Answer {
                         result: json!({"armed": person, "expires_in_s": ttl.as_secs()}),
                     });
@@ -515,7 +533,11 @@ impl Daemon {
             }),
             Request::QueueList {} => match self.outbox.list() {
                 Ok(entries) => answer(Reply::Answer {
-                    result: json!({"usage": self.outbox.usage(), "entries": entries}),
+                    result: json!({
+                        "usage": self.outbox.usage(),
+                        "rule_violations": crate::cloud::rules::broken_rules(&entries),
+                        "entries": entries,
+                    }),
                 }),
                 Err(e) => answer(Reply::error(e.code(), e.to_string())),
             },
@@ -558,7 +580,7 @@ impl Daemon {
                 if was_busy {
                     self.cancel.store(true, Ordering::SeqCst);
                 }
-                let was_armed = self.armed.take().map(|(p, _)| p);
+                let was_armed = self.armed.take().map(|(p, _, _)| p);
                 answer(Reply::Answer {
                     result: json!({"cancelled_enrollment": was_busy, "disarmed": was_armed}),
                 });
@@ -570,13 +592,16 @@ impl Daemon {
         let armed = self
             .armed
             .take()
-            .filter(|(_, until)| Instant::now() < *until)
-            .map(|(p, _)| p);
-        let person = match (armed, self.config.button.unarmed) {
+            .filter(|(_, _, until)| Instant::now() < *until)
+            .map(|(p, name, _)| (p, name));
+        let (person, name) = match (armed, self.config.button.unarmed) {
             (Some(p), _) => p,
-            (None, UnarmedPolicy::Template) => person_from_template(
-                &self.config.button.id_template,
-                &self.config.button.device_name,
+            (None, UnarmedPolicy::Template) => (
+                person_from_template(
+                    &self.config.button.id_template,
+                    &self.config.button.device_name,
+                ),
+                None,
             ),
             (None, UnarmedPolicy::Reject) => {
                 log::warn!(
@@ -587,16 +612,22 @@ impl Daemon {
                 return;
             }
         };
-        if let Err(e) = self.start_enroll(person, None, None, None, false) {
+        if let Err(e) = self.start_enroll(person, name, None, None, None, false) {
             log::warn!("button: {e:?}");
             self.led.show(LedPattern::Refused);
         }
     }
 
     fn status(&self) -> serde_json::Value {
-        let armed = self.armed.as_ref().map(|(p, until)| json!({"person": p, "expires_in_s": until.saturating_duration_since(Instant::now()).as_secs()}));
+        let armed = self.armed.as_ref().map(|(p, _, until)| json!({"person": p, "expires_in_s": until.saturating_duration_since(Instant::now()).as_secs()}));
+        let broken = self
+            .outbox
+            .list()
+            .map(|entries| crate::cloud::rules::broken_rules(&entries))
+            .unwrap_or_default();
         json!({
             "queue": self.outbox.usage(),
+            "rule_violations": broken,
             "enrolling": self.busy,
             "armed": armed,
             "last_result": self.last_result,
@@ -680,7 +711,7 @@ impl Daemon {
     }
 }
 
-/// Builds a person id from `button.id_template`.
+/// Builds a person id from `button.id_template` for a press now.
 pub fn person_from_template(template: &str, device: &str) -> String {
     let device = if device.is_empty() {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -688,10 +719,7 @@ pub fn person_from_template(template: &str, device: &str) -> String {
     } else {
         device.to_string()
     };
-    let unix = SystemClock.now_ms() / 1000;
-    template
-        .replace("{device}", &device)
-        .replace("{unix_time}", &unix.to_string())
+    crate::config::render_id_template(template, &device, SystemClock.now_ms() / 1000)
 }
 
 fn capture_worker(

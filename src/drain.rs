@@ -261,15 +261,17 @@ impl Drainer {
             Err(OutboxError::NotFound(_) | OutboxError::InvalidState { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
+        // Written by an older release that did not know a vendor rule: the
+        // cloud would refuse it for good, so it dies here, unsent.
+        if let Err(v) = crate::cloud::rules::check_entry(&entry) {
+            let err = UploadError::new(ErrorClass::Never, v.code(), v.to_string());
+            return self.give_up(summary, id, &err);
+        }
         let images = match self.outbox.images(id) {
             Ok(i) => i,
             Err(e @ OutboxError::Corrupt { .. }) => {
                 let err = UploadError::new(ErrorClass::Never, "corrupt_entry", e.to_string());
-                self.record(summary, id, &err);
-                self.outbox
-                    .mark_dead(id, "corrupt_entry", Some(self.last_error(&err)))?;
-                summary.dead += 1;
-                return Ok(());
+                return self.give_up(summary, id, &err);
             }
             Err(e) => return Err(e),
         };
@@ -342,6 +344,21 @@ impl Drainer {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Turns an entry dead without sending it.
+    fn give_up(
+        &self,
+        summary: &mut DrainSummary,
+        id: u64,
+        err: &UploadError,
+    ) -> Result<(), OutboxError> {
+        log::warn!("entry {id} is dead without a request: {err}");
+        self.record(summary, id, err);
+        self.outbox
+            .mark_dead(id, &err.code, Some(self.last_error(err)))?;
+        summary.dead += 1;
         Ok(())
     }
 
@@ -490,12 +507,16 @@ mod tests {
         r.outbox
             .enqueue(NewEnrollment {
                 person_id: person.into(),
+                person_name: None,
                 provider,
-                group: Group::default(),
+                group: Group {
+                    id: "g".into(),
+                    name: String::new(),
+                },
                 images: vec![NewImage {
                     bytes: vec![1, 2, 3],
-                    width: 1,
-                    height: 1,
+                    width: 100,
+                    height: 100,
                 }],
                 scores: vec![],
             })
@@ -548,6 +569,29 @@ mod tests {
         r.clock.advance(2_000);
         let s = r.drainer.drain(&mut no_wait).expect("drain");
         assert_eq!(s.uploaded, 1);
+    }
+
+    #[test]
+    fn an_entry_an_older_release_queued_against_the_rules_dies_unsent() {
+        let mut r = rig();
+        let id = enqueue(&r, "emp-42", Provider::Jd);
+        let legal = enqueue(&r, "emp-43", Provider::Jd);
+        r.outbox
+            .rewrite_for_test(id, |e| e.person_id = "emp 42 ".into())
+            .expect("rewrite");
+        let s = r.drainer.drain(&mut no_wait).expect("drain");
+        assert_eq!((s.uploaded, s.dead), (1, 1));
+        assert_eq!(
+            *r.sent.lock().expect("lock"),
+            vec![legal],
+            "only the legal one is sent"
+        );
+        let e = r.outbox.get(id).expect("entry kept");
+        assert!(matches!(e.state, EntryState::Dead { .. }), "{e:?}");
+        let last = e.last_error.expect("reason");
+        assert_eq!(last.code, "invalid_person");
+        assert!(last.message.contains("white space"), "{}", last.message);
+        let _ = r.clock;
     }
 
     #[test]

@@ -1,13 +1,12 @@
 //! The enrollment pipeline: source -> burst -> best crop(s) -> encode -> outbox.
 
 use crate::burst::{run_burst, FrameReport};
+use crate::cloud::rules::RuleViolation;
 use crate::config::{Config, SourceSpec};
 use crate::detect::FaceDetector;
 use crate::encode::{encode_for, EncodeError, EncodedImage};
 use crate::frame::DecodeLimits;
-use crate::outbox::{
-    validate_person_id, Enrollment, Group, NewEnrollment, NewImage, Outbox, OutboxError,
-};
+use crate::outbox::{Enrollment, Group, NewEnrollment, NewImage, Outbox, OutboxError};
 use crate::provider::Provider;
 use crate::quality::Rejection;
 use crate::source::{self, SourceError};
@@ -18,6 +17,8 @@ use std::fmt;
 #[derive(Debug, Clone)]
 pub struct EnrollRequest {
     pub person_id: String,
+    /// Tencent `PersonName`; none derives it from the person id.
+    pub person_name: Option<String>,
     pub provider: Provider,
     pub source: SourceSpec,
     /// Overrides `burst.frames`.
@@ -55,7 +56,8 @@ pub enum EnrollOutcome {
 /// Failures that are not a verdict on the face.
 #[derive(Debug)]
 pub enum EnrollError {
-    InvalidPerson(String),
+    /// The person id or name breaks the vendor's rules.
+    InvalidPerson(RuleViolation),
     /// The provider needs a group and none is configured.
     GroupMissing(&'static str),
     Source(SourceError),
@@ -79,7 +81,7 @@ impl EnrollError {
 impl fmt::Display for EnrollError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            EnrollError::InvalidPerson(why) => write!(f, "invalid person id: {why}"),
+            EnrollError::InvalidPerson(why) => write!(f, "invalid {why}"),
             EnrollError::GroupMissing(why) => f.write_str(why),
             EnrollError::Source(e) => e.fmt(f),
             EnrollError::Encode(e) => e.fmt(f),
@@ -113,7 +115,9 @@ pub fn enroll(
     cancel: &std::sync::atomic::AtomicBool,
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<EnrollOutcome, EnrollError> {
-    validate_person_id(&req.person_id).map_err(EnrollError::InvalidPerson)?;
+    req.provider
+        .check_person(&req.person_id, req.person_name.as_deref())
+        .map_err(EnrollError::InvalidPerson)?;
     let group = group_for(cfg, req.provider);
     if req.provider == Provider::Jd && group.id.is_empty() && group.name.is_empty() {
         // JD refuses faceCreate without a group: fail now, not as a dead entry later.
@@ -159,6 +163,7 @@ pub fn enroll(
     let entry = outbox
         .enqueue(NewEnrollment {
             person_id: req.person_id.clone(),
+            person_name: req.person_name.clone(),
             provider: req.provider,
             group,
             images: encoded

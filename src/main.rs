@@ -80,9 +80,14 @@ enum Command {
     },
     /// Capture, select, encode and queue one enrollment.
     Enroll {
-        /// Person id (JD outerId / Tencent PersonId); UTF-8 allowed.
+        /// Person id: JD outerId (UTF-8 allowed) or Tencent PersonId
+        /// (English letters, digits and -%@#&_, at most 64 bytes).
         #[arg(long)]
         person: String,
+        /// Tencent PersonName (Chinese, English letters, digits, - and _,
+        /// at most 60) [default: the person id with %@#& made _].
+        #[arg(long)]
+        name: Option<String>,
         /// Frame source [default: camera.source], e.g. file:/photo.jpg or v4l2:/dev/video0.
         #[arg(long)]
         source: Option<String>,
@@ -297,8 +302,12 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             None => {
                 let outbox = open_outbox(&cfg)?;
                 let u = outbox.usage();
+                let broken = enrolld::cloud::rules::broken_rules(&outbox.list()?);
                 if cli.json {
-                    println!("{}", json!({"daemon": "not running", "queue": u}));
+                    println!(
+                        "{}",
+                        json!({"daemon": "not running", "queue": u, "rule_violations": broken})
+                    );
                 } else {
                     println!(
                         "daemon: not running ({} does not answer)",
@@ -308,21 +317,30 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                         "queue: {} pending, {} dead, {} bytes",
                         u.pending, u.dead, u.bytes
                     );
+                    print_broken_rules(&broken);
                 }
                 Ok(exit::FAILURE)
             }
         },
         Command::Enroll {
             person,
+            name,
             source,
             provider,
             frames,
         } => {
+            // The vendor's rules first: nothing it would refuse is captured,
+            // queued or sent to the daemon.
+            provider
+                .unwrap_or(cfg.upload.provider)
+                .check_person(person, name.as_deref())
+                .map_err(|e| Failure::new(e.code(), e.to_string(), exit::USAGE))?;
             // Without --source the configured camera is meant: a running
             // daemon owns it (and the queue), so ask the daemon first.
             if source.is_none() {
                 let req = Request::Enroll {
                     person: person.clone(),
+                    name: name.clone(),
                     provider: *provider,
                     frames: *frames,
                     follow_upload: false,
@@ -340,6 +358,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             };
             let req = EnrollRequest {
                 person_id: person.clone(),
+                person_name: name.clone(),
                 provider: provider.unwrap_or(cfg.upload.provider),
                 source,
                 frames: *frames,
@@ -611,10 +630,11 @@ fn queue(cfg: &Config, cmd: &QueueCommand, json: bool) -> Result<u8, Failure> {
         QueueCommand::List => {
             let entries = outbox.list()?;
             let usage = outbox.usage();
+            let broken = enrolld::cloud::rules::broken_rules(&entries);
             if json {
                 println!(
                     "{}",
-                    json!({"usage": usage, "limits": {"max_entries": cfg.queue.max_entries, "max_bytes": cfg.queue.max_bytes}, "entries": entries})
+                    json!({"usage": usage, "limits": {"max_entries": cfg.queue.max_entries, "max_bytes": cfg.queue.max_bytes}, "rule_violations": broken, "entries": entries})
                 );
             } else {
                 let now = SystemClock.now_ms();
@@ -633,6 +653,7 @@ fn queue(cfg: &Config, cmd: &QueueCommand, json: bool) -> Result<u8, Failure> {
                 for e in &entries {
                     println!("{}", entry_line(e, now));
                 }
+                print_broken_rules(&broken);
             }
         }
         QueueCommand::Show { id } => print_entry(&outbox.get(*id)?),
@@ -700,6 +721,16 @@ fn queue_request(cmd: &QueueCommand) -> Option<Request> {
     })
 }
 
+/// Entries that the next drain will turn dead unsent, one line each.
+fn print_broken_rules(broken: &[enrolld::cloud::rules::BrokenRule]) {
+    for b in broken {
+        println!(
+            "entry {} breaks a vendor rule and will be dead at the next drain, unsent: {}",
+            b.id, b.problem
+        );
+    }
+}
+
 /// Sends a request to the running daemon; `None` when none answers.
 fn daemon_call(cfg: &Config, req: &Request, json: bool) -> Option<Result<u8, Failure>> {
     let timeout = std::time::Duration::from_secs(120);
@@ -754,8 +785,10 @@ fn reply_exit(code: &str) -> u8 {
         "queue_full" | "storage_full" => exit::QUEUE_FULL,
         "not_found" => exit::NOT_FOUND,
         c if c.starts_with("camera_") || c == "bad_image" || c == "no_images" => exit::INPUT,
-        "invalid_person" | "invalid_source" | "invalid_request" | "invalid_state"
-        | "group_missing" | "forbidden" | "malformed" => exit::USAGE,
+        "invalid_person" | "invalid_images" | "invalid_config" | "invalid_source"
+        | "invalid_request" | "invalid_state" | "group_missing" | "forbidden" | "malformed" => {
+            exit::USAGE
+        }
         _ => exit::FAILURE,
     }
 }
@@ -987,6 +1020,7 @@ fn demo(
     }
     let req = EnrollRequest {
         person_id: person.to_string(),
+        person_name: None,
         provider: cfg.upload.provider,
         source: SourceSpec::File(photo),
         frames: Some(1),

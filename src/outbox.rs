@@ -43,9 +43,6 @@ pub const FORMAT_VERSION: u32 = 2;
 /// Most images one enrollment may hold (Tencent takes 4 per call).
 pub const MAX_IMAGES: usize = 4;
 
-/// Longest person id accepted, in characters.
-pub const MAX_PERSON_ID_CHARS: usize = 64;
-
 const META_FORMAT_KEY: &[u8] = b"format_version";
 const META_KEY_CHECK: &[u8] = b"key_check";
 const KEY_CHECK_PLAIN: &[u8] = b"enrolld queue key check";
@@ -130,8 +127,12 @@ pub struct ImageMeta {
 pub struct Enrollment {
     pub format_version: u32,
     pub id: u64,
-    /// JD `outerId` / Tencent `PersonId` (UTF-8 allowed).
+    /// JD `outerId` / Tencent `PersonId`, legal for `provider`.
     pub person_id: String,
+    /// Tencent `PersonName` as the technician gave it; none sends the name
+    /// derived from the person id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person_name: Option<String>,
     pub provider: Provider,
     pub group: Group,
     pub created_at_ms: UnixMillis,
@@ -192,6 +193,7 @@ pub struct NewImage {
 #[derive(Debug, Clone)]
 pub struct NewEnrollment {
     pub person_id: String,
+    pub person_name: Option<String>,
     pub provider: Provider,
     pub group: Group,
     pub images: Vec<NewImage>,
@@ -464,26 +466,6 @@ fn read_all<T: serde::de::DeserializeOwned>(tree: &sled::Tree) -> Result<Vec<T>,
         }
     }
     Ok(out)
-}
-
-/// Checks a person id: 1 to 64 characters, no control characters.
-pub fn validate_person_id(id: &str) -> Result<(), String> {
-    let n = id.chars().count();
-    if n == 0 {
-        return Err("person id is empty".into());
-    }
-    if n > MAX_PERSON_ID_CHARS {
-        return Err(format!(
-            "person id has {n} characters, at most {MAX_PERSON_ID_CHARS} allowed"
-        ));
-    }
-    if id.chars().any(char::is_control) {
-        return Err("person id contains control characters".into());
-    }
-    if id.trim() != id {
-        return Err("person id starts or ends with white space".into());
-    }
-    Ok(())
 }
 
 /// What `open` found and repaired.
@@ -783,7 +765,9 @@ impl Outbox {
 
     /// Adds an enrollment; returns once it is durable on disk.
     pub fn enqueue(&self, new: NewEnrollment) -> Result<Enrollment, OutboxError> {
-        validate_person_id(&new.person_id).map_err(OutboxError::InvalidRequest)?;
+        new.provider
+            .check_person(&new.person_id, new.person_name.as_deref())
+            .map_err(|e| OutboxError::InvalidRequest(e.to_string()))?;
         if new.images.is_empty() || new.images.len() > MAX_IMAGES {
             return Err(OutboxError::InvalidRequest(format!(
                 "an enrollment holds 1 to {MAX_IMAGES} images, not {}",
@@ -813,6 +797,7 @@ impl Outbox {
             format_version: FORMAT_VERSION,
             id,
             person_id: new.person_id,
+            person_name: new.person_name,
             provider: new.provider,
             group: new.group,
             created_at_ms: now,
@@ -1023,6 +1008,19 @@ impl Outbox {
         Ok(e)
     }
 
+    /// Rewrites an entry's record as an older release may have written it.
+    #[cfg(test)]
+    pub(crate) fn rewrite_for_test(
+        &self,
+        id: u64,
+        f: impl FnOnce(&mut Enrollment),
+    ) -> Result<Enrollment, OutboxError> {
+        self.update(id, |e| {
+            f(e);
+            Ok(())
+        })
+    }
+
     /// Marks a pending entry in flight (an upload starts).
     pub fn claim(&self, id: u64) -> Result<Enrollment, OutboxError> {
         let now = self.clock.now_ms();
@@ -1229,6 +1227,7 @@ mod tests {
     fn new(person: &str, bytes: Vec<u8>) -> NewEnrollment {
         NewEnrollment {
             person_id: person.into(),
+            person_name: None,
             provider: Provider::Jd,
             group: Group {
                 id: "g".into(),

@@ -1,5 +1,8 @@
 //! The cloud services enrolld uploads to, and the image limits each imposes.
 
+use crate::cloud::jd::rules as jd;
+use crate::cloud::rules::RuleViolation;
+use crate::cloud::tencent::rules as tencent;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -27,24 +30,33 @@ impl Provider {
     /// The image limits of this provider's enrollment API.
     pub fn limits(self) -> ImageLimits {
         match self {
-            // JD: bmp/jpg/png, 48x48 .. 4096x4096 px, file under 2 MB.
-            Provider::Jd => ImageLimits {
-                min_edge: 48,
-                max_edge_jpeg: 4096,
-                max_bytes: 2_000_000 - 1,
-                max_base64_bytes: None,
-                max_images_per_call: 1,
-            },
-            // Tencent: base64 at most 5 MB, long edge <= 4000 px for JPEG,
-            // short edge >= 64 px; at most 4 images per CreateFace call.
-            Provider::Tencent => ImageLimits {
-                min_edge: 64,
-                max_edge_jpeg: 4000,
-                max_bytes: usize::MAX,
-                max_base64_bytes: Some(5 * 1024 * 1024),
-                max_images_per_call: 4,
-            },
+            Provider::Jd => jd::IMAGE_LIMITS,
+            Provider::Tencent => tencent::IMAGE_LIMITS,
         }
+    }
+
+    /// Whether the vendor accepts `id` as a person id (JD `outerId`,
+    /// Tencent `PersonId`).
+    pub fn check_person_id(self, id: &str) -> Result<(), RuleViolation> {
+        match self {
+            Provider::Jd => jd::check_person_id(id),
+            Provider::Tencent => tencent::check_person_id(id),
+        }
+    }
+
+    /// Whether the vendor accepts `name` as a person name (Tencent
+    /// `PersonName`; JD has none).
+    pub fn check_person_name(self, name: &str) -> Result<(), RuleViolation> {
+        match self {
+            Provider::Jd => jd::check_person_name(name),
+            Provider::Tencent => tencent::check_person_name(name),
+        }
+    }
+
+    /// Checks a person id and an optional name together, as every door does.
+    pub fn check_person(self, id: &str, name: Option<&str>) -> Result<(), RuleViolation> {
+        self.check_person_id(id)?;
+        name.map_or(Ok(()), |n| self.check_person_name(n))
     }
 }
 

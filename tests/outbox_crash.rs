@@ -60,6 +60,7 @@ fn run_writer(dir: &str, start: u64) -> ! {
     for seq in start.. {
         let new = NewEnrollment {
             person_id: format!("person-{seq}"),
+            person_name: None,
             provider: Provider::Tencent,
             group: Group::default(),
             images: vec![NewImage {

@@ -4,6 +4,8 @@
 //! with `{groupId?, groupName?, outerId, imageBase64}`. JD takes one image
 //! per call, so an entry's images are sent one by one.
 
+pub mod rules;
+
 use super::sign::jd_sign;
 use super::{base64, classify_http_status, ErrorClass, SkewClock, UploadError, Uploaded, Uploader};
 use crate::clock::UnixMillis;

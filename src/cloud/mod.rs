@@ -2,6 +2,7 @@
 //! vendors. Classes are decided from vendor codes, never from message text.
 
 pub mod jd;
+pub mod rules;
 pub mod sign;
 pub mod tencent;
 

@@ -8,6 +8,8 @@
 //! (`face_ids_before`). When an upload's outcome is unknown, the next attempt
 //! asks `GetPersonBaseInfo` first: new face ids mean it landed.
 
+pub mod rules;
+
 use super::sign::{tc3_sign, Tc3Request, TC3_CONTENT_TYPE};
 use super::{base64, classify_http_status, ErrorClass, SkewClock, UploadError, Uploaded, Uploader};
 use crate::config::Secret;
@@ -21,24 +23,123 @@ use std::sync::Arc;
 pub const SERVICE: &str = "iai";
 
 const PERSON_NOT_EXIST: &str = "InvalidParameterValue.PersonIdNotExist";
-const PERSON_EXISTS: &str = "InvalidParameterValue.PersonIdAlreadyExist";
+/// CreatePerson's answers for a person that exists already (in this group
+/// or another): add faces to it instead.
+const PERSON_EXISTS: [&str; 3] = [
+    "InvalidParameterValue.PersonIdAlreadyExist",
+    "InvalidParameterValue.PersonExistInGroup",
+    "FailedOperation.GroupPersonMapExist",
+];
 
-/// Classifies an error code from `Response.Error.Code`.
+/// Every code of the CreateFace page's error table (section 6), with what
+/// enrolld does about it. `classify_code` looks here first; a test keeps
+/// this table and the emulator's answers in step with the vendor's list.
+pub const DOCUMENTED_CODES: [(&str, ErrorClass); 65] = {
+    use ErrorClass::*;
+    [
+        ("FailedOperation.ConflictOperation", Retry),
+        ("FailedOperation.DuplicatedGroupDescription", Never),
+        // The configured group is being deleted: uploads wait for an operator.
+        ("FailedOperation.GroupInDeletedState", Operator),
+        ("FailedOperation.GroupPersonMapExist", Never),
+        ("FailedOperation.GroupPersonMapNotExist", Never),
+        ("FailedOperation.ImageDecodeFailed", Never),
+        ("FailedOperation.ImageDownloadError", Never),
+        ("FailedOperation.ImageFacedetectFailed", Never),
+        ("FailedOperation.ImageSizeExceed", Never),
+        ("FailedOperation.RequestTimeout", Retry),
+        ("FailedOperation.SearchFacesExceed", Never),
+        ("FailedOperation.ServerError", Retry),
+        ("InternalError", Retry),
+        ("InvalidParameter.InvalidParameter", Never),
+        ("InvalidParameterValue.AccountFaceNumExceed", Operator),
+        ("InvalidParameterValue.DeleteFaceNumExceed", Never),
+        ("InvalidParameterValue.GroupExDescriptionsExceed", Never),
+        (
+            "InvalidParameterValue.GroupExDescriptionsNameIdentical",
+            Never,
+        ),
+        (
+            "InvalidParameterValue.GroupExDescriptionsNameIllegal",
+            Never,
+        ),
+        (
+            "InvalidParameterValue.GroupExDescriptionsNameTooLong",
+            Never,
+        ),
+        ("InvalidParameterValue.GroupFaceNumExceed", Operator),
+        ("InvalidParameterValue.GroupIdAlreadyExist", Never),
+        // tencent.group_id is wrong: every entry would fail, so pause and
+        // keep them until the configuration is fixed.
+        ("InvalidParameterValue.GroupIdIllegal", Operator),
+        ("InvalidParameterValue.GroupIdNotExist", Operator),
+        ("InvalidParameterValue.GroupIdTooLong", Operator),
+        ("InvalidParameterValue.GroupIdsExceed", Never),
+        ("InvalidParameterValue.GroupNameAlreadyExist", Never),
+        ("InvalidParameterValue.GroupNameIllegal", Never),
+        ("InvalidParameterValue.GroupNameTooLong", Never),
+        ("InvalidParameterValue.GroupNumExceed", Operator),
+        ("InvalidParameterValue.GroupNumPerPersonExceed", Operator),
+        ("InvalidParameterValue.GroupTagIllegal", Never),
+        ("InvalidParameterValue.GroupTagTooLong", Never),
+        ("InvalidParameterValue.ImageEmpty", Never),
+        ("InvalidParameterValue.LimitExceed", Never),
+        ("InvalidParameterValue.NoFaceInGroups", Never),
+        ("InvalidParameterValue.NoFaceInPhoto", Never),
+        ("InvalidParameterValue.OffsetExceed", Never),
+        (
+            "InvalidParameterValue.PersonExDescriptionInfosExceed",
+            Never,
+        ),
+        (
+            "InvalidParameterValue.PersonExDescriptionsNameIdentical",
+            Never,
+        ),
+        (
+            "InvalidParameterValue.PersonExDescriptionsNameIllegal",
+            Never,
+        ),
+        (
+            "InvalidParameterValue.PersonExDescriptionsNameTooLong",
+            Never,
+        ),
+        ("InvalidParameterValue.PersonExistInGroup", Never),
+        ("InvalidParameterValue.PersonFaceNumExceed", Never),
+        ("InvalidParameterValue.PersonGenderIllegal", Never),
+        ("InvalidParameterValue.PersonIdAlreadyExist", Never),
+        ("InvalidParameterValue.PersonIdIllegal", Never),
+        ("InvalidParameterValue.PersonIdNotExist", Never),
+        ("InvalidParameterValue.PersonIdTooLong", Never),
+        ("InvalidParameterValue.PersonNameIllegal", Never),
+        ("InvalidParameterValue.PersonNameTooLong", Never),
+        ("InvalidParameterValue.SearchPersonsExceed", Never),
+        ("InvalidParameterValue.UploadFaceNumExceed", Never),
+        ("InvalidParameterValue.UrlIllegal", Never),
+        ("LimitExceeded.ErrorFaceNumExceed", Operator),
+        ("MissingParameter.ErrorParameterEmpty", Never),
+        ("ResourceUnavailable.Delivering", Retry),
+        ("ResourceUnavailable.Freeze", Operator),
+        ("ResourceUnavailable.InArrears", Operator),
+        ("ResourceUnavailable.NotExist", Operator),
+        ("ResourceUnavailable.Recover", Operator),
+        ("ResourceUnavailable.StopUsing", Operator),
+        ("ResourceUnavailable.UnknownStatus", Operator),
+        ("ResourcesSoldOut.ChargeStatusException", Operator),
+        // Our request is wrong for this API version: keep everything.
+        ("UnsupportedOperation.UnknowMethod", Operator),
+    ]
+};
+
+/// Classifies an error code from `Response.Error.Code`: the documented
+/// table first, then Tencent's common code families.
 pub fn classify_code(code: &str) -> ErrorClass {
     use ErrorClass::*;
-    const RETRY: [&str; 6] = [
-        "FailedOperation.ServerError",
-        "FailedOperation.RequestTimeout",
+    if let Some((_, class)) = DOCUMENTED_CODES.iter().find(|(c, _)| *c == code) {
+        return *class;
+    }
+    const RETRY: [&str; 2] = [
         "FailedOperation.RpcFail",
         "FailedOperation.CreateFaceConcurrent",
-        "FailedOperation.ConflictOperation",
-        "ResourceUnavailable.Delivering",
-    ];
-    const OPERATOR: [&str; 4] = [
-        "InvalidParameterValue.AccountFaceNumExceed",
-        "InvalidParameterValue.GroupFaceNumExceed",
-        "InvalidParameterValue.GroupIdNotExist",
-        "InvalidParameterValue.GroupNumPerPersonExceed",
     ];
     if code == "AuthFailure.SignatureExpire" {
         Clock
@@ -48,13 +149,13 @@ pub fn classify_code(code: &str) -> ErrorClass {
     {
         Retry
     } else if code.starts_with("AuthFailure")
+        || code.starts_with("InvalidAction")
         || code.starts_with("UnauthorizedOperation")
         || code.starts_with("ResourceUnavailable")
         || code.starts_with("ResourcesSoldOut")
         || code.starts_with("ResourceInsufficient")
         || code.starts_with("UnsupportedOperation")
         || code.starts_with("LimitExceeded")
-        || OPERATOR.contains(&code)
     {
         Operator
     } else if code.starts_with("InvalidParameter")
@@ -170,7 +271,7 @@ impl TencentClient {
             &json!({
                 "GroupId": self.group_id,
                 "PersonId": entry.person_id,
-                "PersonName": entry.person_id,
+                "PersonName": rules::person_name(&entry.person_id, entry.person_name.as_deref()),
                 "Image": base64(image),
             }),
         )?;
@@ -339,6 +440,34 @@ impl Uploader for TencentClient {
         let mut pending: Vec<usize> = (0..images.len())
             .filter(|i| !entry.done_images.contains(&(*i as u8)))
             .collect();
+        // A person holds at most 5 faces: send the best that fit (images are
+        // in order of preference), never a call Tencent must refuse.
+        let in_cloud =
+            entry.face_ids_before.as_ref().map_or(0, Vec::len) + entry.uploaded_face_ids.len();
+        let room = rules::MAX_FACES_PER_PERSON.saturating_sub(in_cloud);
+        if pending.len() > room {
+            if room == 0 && entry.uploaded_face_ids.is_empty() {
+                return Err(UploadError::new(
+                    ErrorClass::Never,
+                    "InvalidParameterValue.PersonFaceNumExceed",
+                    format!(
+                        "{:?} already has {in_cloud} faces in the cloud and Tencent allows {}: delete some in the console, then retry this entry",
+                        entry.person_id,
+                        rules::MAX_FACES_PER_PERSON
+                    ),
+                ));
+            }
+            log::warn!(
+                "entry {}: {:?} has {in_cloud} faces in the cloud; sending {room} of {} images (Tencent keeps at most {} per person)",
+                entry.id,
+                entry.person_id,
+                pending.len(),
+                rules::MAX_FACES_PER_PERSON
+            );
+            for i in pending.split_off(room) {
+                entry.done_images.push(i as u8);
+            }
+        }
         // A Tencent person always keeps at least one face, so an empty
         // snapshot means the person did not exist: go straight to CreatePerson.
         let person_missing = entry.face_ids_before.as_ref().is_some_and(Vec::is_empty)
@@ -350,7 +479,7 @@ impl Uploader for TencentClient {
                     pending.remove(0);
                 }
                 // Created by someone else in the meantime: add faces instead.
-                Err(e) if e.code == PERSON_EXISTS => {}
+                Err(e) if PERSON_EXISTS.contains(&e.code.as_str()) => {}
                 Err(e) => return Err(e),
             }
         }
