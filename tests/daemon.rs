@@ -187,6 +187,7 @@ fn an_enrollment_over_the_socket_streams_progress_until_uploaded() {
     let mut d = Daemon::start(&e, None);
     let (events, last) = d.call(&Request::Enroll {
         person: "sock-1".into(),
+        name: None,
         provider: None,
         frames: None,
         follow_upload: true,
@@ -272,6 +273,7 @@ fn a_button_press_enrolls_the_armed_person_and_the_led_shows_it() {
     // Armed: the next press enrolls that person.
     let (_, armed) = d.call(&Request::Arm {
         person: "btn-7".into(),
+        name: None,
         ttl_s: 60,
     });
     assert!(matches!(armed, Reply::Answer { .. }), "{armed:?}");
@@ -304,6 +306,7 @@ fn sigterm_during_an_upload_then_restart_loses_nothing_and_adds_no_duplicate() {
     let d = Daemon::start(&e, None);
     let (_, first) = d.call(&Request::Enroll {
         person: "term-1".into(),
+        name: None,
         provider: None,
         frames: None,
         follow_upload: true,
@@ -312,6 +315,7 @@ fn sigterm_during_an_upload_then_restart_loses_nothing_and_adds_no_duplicate() {
     cloud.push_fault("slow:20000@CreateFace");
     let (_, queued) = d.call(&Request::Enroll {
         person: "term-1".into(),
+        name: None,
         provider: None,
         frames: None,
         follow_upload: false,
@@ -359,6 +363,7 @@ fn sighup_with_a_broken_config_keeps_the_old_one() {
     // Still running, still working on the old configuration.
     let (_, r) = d.call(&Request::Enroll {
         person: "hup-1".into(),
+        name: None,
         provider: None,
         frames: None,
         follow_upload: true,
@@ -467,6 +472,7 @@ fn a_second_trigger_while_enrolling_is_busy_and_cancel_stops_the_first() {
         c.call(
             &Request::Enroll {
                 person: "slow".into(),
+                name: None,
                 provider: None,
                 frames: None,
                 follow_upload: false,
@@ -484,6 +490,7 @@ fn a_second_trigger_while_enrolling_is_busy_and_cancel_stops_the_first() {
     );
     let (_, second) = d.call(&Request::Enroll {
         person: "other".into(),
+        name: None,
         provider: None,
         frames: None,
         follow_upload: false,
@@ -668,6 +675,7 @@ fn sigkill_loop_loses_no_acknowledged_enrollment_and_adds_no_face_twice() {
         let t = Instant::now();
         let (_, last) = d.call(&Request::Enroll {
             person: "calibration".into(),
+            name: None,
             provider: None,
             frames: Some(1),
             follow_upload: false,
@@ -698,6 +706,7 @@ fn sigkill_loop_loses_no_acknowledged_enrollment_and_adds_no_face_twice() {
                     sent += 1;
                     let req = Request::Enroll {
                         person: person.clone(),
+                        name: None,
                         provider: None,
                         frames: Some(1),
                         follow_upload: false,

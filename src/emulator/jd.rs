@@ -2,7 +2,7 @@
 
 use super::http::Request;
 use super::{
-    check_image, with_faults, FaultKind, ImageProblem, JdShape, Outcome, Shared, StoredFace,
+    check_image, with_faults, Edges, FaultKind, ImageProblem, JdShape, Outcome, Shared, StoredFace,
 };
 use crate::cloud::sign::{jd_sign, same_signature};
 use crate::detect::SeetaDetector;
@@ -111,6 +111,21 @@ fn create(shared: &Shared, req: &Request, detector: &mut Option<SeetaDetector>) 
     if outer_id.is_empty() {
         return business(shared, 4, "outerId missing");
     }
+    // JD documents no limit but "supports Chinese": the emulator refuses
+    // what no sane gateway takes, as strictly as the client does.
+    if outer_id.chars().count() > 64
+        || outer_id.chars().any(char::is_control)
+        || outer_id.trim() != outer_id
+    {
+        return business(
+            shared,
+            4,
+            "outerId must be 1 to 64 characters without control characters or surrounding spaces",
+        );
+    }
+    if !group_name.is_ascii() || !group_id.is_ascii() {
+        return business(shared, 4, "groupId and groupName are ASCII");
+    }
     let group = if group_id.is_empty() {
         group_name
     } else {
@@ -126,10 +141,15 @@ fn create(shared: &Shared, req: &Request, detector: &mut Option<SeetaDetector>) 
     if image.len() >= MAX_IMAGE_BYTES {
         return business(shared, 3, "image file must be under 2 MB");
     }
-    let checked = match check_image(&image, 48, 4096, detector, shared.config.check_faces) {
+    let edges = Edges {
+        min: 48,
+        max_jpeg: 4096,
+        max_other: 4096,
+    };
+    let checked = match check_image(&image, edges, detector, shared.config.check_faces) {
         Ok(c) => c,
         Err(ImageProblem::Decode) => return business(shared, 3, "image cannot be decoded"),
-        Err(ImageProblem::Size) => {
+        Err(ImageProblem::TooSmall | ImageProblem::TooLarge) => {
             return business(shared, 3, "image must be 48x48 to 4096x4096 pixels")
         }
         Err(ImageProblem::NoFace) => return business(shared, 1, "no face detected"),

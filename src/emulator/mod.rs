@@ -55,6 +55,9 @@ pub enum FaultKind {
     DropUnapplied,
     /// Apply the request, wait this many milliseconds, then answer.
     Slow(u64),
+    /// Apply the request and never answer: hold the connection until the
+    /// client gives up (tests of a client's receive timeout).
+    Hang,
     /// Bad credentials (JD 10001, Tencent AuthFailure.SecretIdNotFound).
     BadCredentials,
     /// JD's daily quota (10040); Tencent LimitExceeded.
@@ -72,6 +75,7 @@ impl FaultKind {
             Self::Drop => "drop",
             Self::DropUnapplied => "drop-unapplied",
             Self::Slow(_) => "slow",
+            Self::Hang => "hang",
             Self::BadCredentials => "bad-credentials",
             Self::Quota => "quota",
             Self::Billing => "billing",
@@ -88,6 +92,7 @@ impl FromStr for FaultKind {
             "5xx" | "server-error" => Self::ServerError,
             "drop" => Self::Drop,
             "drop-unapplied" => Self::DropUnapplied,
+            "hang" => Self::Hang,
             "bad-credentials" => Self::BadCredentials,
             "quota" => Self::Quota,
             "billing" => Self::Billing,
@@ -95,7 +100,7 @@ impl FromStr for FaultKind {
                 Some(ms) => Self::Slow(ms),
                 None => {
                     return Err(format!(
-                        "unknown fault {other:?}: rate-limit, busy, 5xx, drop, drop-unapplied, slow:MS, bad-credentials, quota, billing"
+                        "unknown fault {other:?}: rate-limit, busy, 5xx, drop, drop-unapplied, slow:MS, hang, bad-credentials, quota, billing"
                     ))
                 }
             },
@@ -271,6 +276,8 @@ pub(crate) enum Outcome {
     Answer(u16, Value),
     /// Apply happened; close without answering.
     Drop,
+    /// Apply happened; never answer, wait for the client to close.
+    Hang,
 }
 
 /// Shared between connections.
@@ -305,22 +312,38 @@ pub(crate) struct ImageCheck {
 
 pub(crate) enum ImageProblem {
     Decode,
-    Size,
+    TooSmall,
+    TooLarge,
     NoFace,
+}
+
+/// A vendor's pixel limits: shortest edge, longest edge of a JPEG and of
+/// any other format (Tencent: 4000 px for JPEG, 2000 px for PNG and BMP).
+#[derive(Clone, Copy)]
+pub(crate) struct Edges {
+    pub min: u32,
+    pub max_jpeg: u32,
+    pub max_other: u32,
 }
 
 pub(crate) fn check_image(
     bytes: &[u8],
-    min_edge: u32,
-    max_edge: u32,
+    edges: Edges,
     detector: &mut Option<SeetaDetector>,
     check_faces: bool,
 ) -> Result<ImageCheck, ImageProblem> {
     let img =
         decode_untrusted(bytes, &DecodeLimits::default()).map_err(|_| ImageProblem::Decode)?;
     let (w, h) = img.dimensions();
-    if w.min(h) < min_edge || w.max(h) > max_edge {
-        return Err(ImageProblem::Size);
+    let max_edge = match image::guess_format(bytes) {
+        Ok(image::ImageFormat::Jpeg) => edges.max_jpeg,
+        _ => edges.max_other,
+    };
+    if w.min(h) < edges.min {
+        return Err(ImageProblem::TooSmall);
+    }
+    if w.max(h) > max_edge {
+        return Err(ImageProblem::TooLarge);
     }
     let faces = if check_faces {
         if detector.is_none() {
@@ -567,6 +590,18 @@ fn serve_connection(
         let keep_alive = req.keep_alive;
         match handle(shared, &req, &mut detector) {
             Outcome::Drop => return,
+            Outcome::Hang => {
+                // Until the client closes, the read deadline (30 s) passes
+                // or the emulator stops.
+                let mut sink = [0u8; 256];
+                while !stop.load(Ordering::SeqCst) {
+                    match std::io::Read::read(&mut tls_stream, &mut sink) {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                }
+                return;
+            }
             Outcome::Answer(status, body) => {
                 if write_response(&mut tls_stream, status, &body, shared.now_ms(), keep_alive)
                     .is_err()
@@ -607,6 +642,10 @@ pub(crate) fn with_faults(
         FaultKind::Drop => {
             let _ = apply();
             Outcome::Drop
+        }
+        FaultKind::Hang => {
+            let _ = apply();
+            Outcome::Hang
         }
         FaultKind::Slow(ms) => {
             let answer = apply();

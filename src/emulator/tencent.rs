@@ -4,7 +4,7 @@
 
 use super::http::Request;
 use super::{
-    check_image, request_id, with_faults, FaultKind, ImageProblem, Outcome, Person, Shared,
+    check_image, request_id, with_faults, Edges, FaultKind, ImageProblem, Outcome, Person, Shared,
     StoredFace,
 };
 use crate::cloud::sign::{same_signature, tc3_sign, Tc3Request};
@@ -155,8 +155,15 @@ pub(crate) fn handle(
             "X-TC-Version must be 2018-03-01 or 2020-03-03",
         );
     }
-    let Ok(params) = serde_json::from_slice::<Value>(&req.body) else {
-        return error(shared, "InvalidParameter", "the body is not JSON");
+    let params = match serde_json::from_slice::<Value>(&req.body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => {
+            return error(
+                shared,
+                "InvalidParameter.InvalidParameter",
+                "the body is not a JSON object",
+            )
+        }
     };
     with_faults(
         shared,
@@ -183,26 +190,146 @@ pub(crate) fn handle(
             )),
             _ => None,
         },
-        || match action.as_str() {
-            "CreateFace" => create_face(shared, &params, version, detector),
-            "CreatePerson" => create_person(shared, &params, version, detector),
-            "GetPersonBaseInfo" => get_person(shared, &params),
-            _ => error(shared, "InvalidAction", "unknown action"),
+        || {
+            let answer = match action.as_str() {
+                "CreateFace" => create_face(shared, &params, version, detector),
+                "CreatePerson" => create_person(shared, &params, version, detector),
+                "GetPersonBaseInfo" => get_person(shared, &params),
+                _ => Err(error(
+                    shared,
+                    "UnsupportedOperation.UnknowMethod",
+                    "未知方法名。",
+                )),
+            };
+            answer.unwrap_or_else(|refused| refused)
         },
     )
 }
 
-fn text(params: &Value, key: &str) -> String {
-    params
-        .get(key)
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string()
+// Tencent's documented rules, written here from the CreateFace page's error
+// table and the CreatePerson page, apart from the client's own checks
+// (`cloud::tencent::rules`): the contract tests compare the two readings.
+
+/// `PersonId` / `GroupId`: "英文、数字、-%@#&_" only, at most 64 bytes.
+fn id_ok(v: &str) -> bool {
+    v.bytes().all(|b| {
+        matches!(b, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'%' | b'@' | b'#' | b'&' | b'_')
+    })
 }
 
-fn decode_base64(s: &str) -> Option<Vec<u8>> {
+/// `PersonName`: "中英文、-、_、数字" only, 1 to 60 characters.
+fn name_ok(v: &str) -> bool {
+    v.chars().all(|c| {
+        matches!(c, 'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' | '\u{3400}'..='\u{4DBF}' | '\u{4E00}'..='\u{9FFF}')
+    })
+}
+
+/// A string parameter: `Ok("")` when absent, `Err` when of another type.
+fn string_param<'a>(shared: &Shared, params: &'a Value, key: &str) -> Result<&'a str, Outcome> {
+    match params.get(key) {
+        None | Some(Value::Null) => Ok(""),
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(error(
+            shared,
+            "InvalidParameter.InvalidParameter",
+            &format!("{key} must be a string"),
+        )),
+    }
+}
+
+/// Checks a required id parameter (`PersonId`, `GroupId`).
+fn required_id<'a>(shared: &Shared, params: &'a Value, key: &str) -> Result<&'a str, Outcome> {
+    let v = string_param(shared, params, key)?;
+    let (illegal, too_long) = match key {
+        "GroupId" => (
+            "InvalidParameterValue.GroupIdIllegal",
+            "InvalidParameterValue.GroupIdTooLong",
+        ),
+        _ => (
+            "InvalidParameterValue.PersonIdIllegal",
+            "InvalidParameterValue.PersonIdTooLong",
+        ),
+    };
+    if v.is_empty() {
+        Err(error(
+            shared,
+            "MissingParameter.ErrorParameterEmpty",
+            &format!("{key} is required"),
+        ))
+    } else if !id_ok(v) {
+        Err(error(
+            shared,
+            illegal,
+            &format!("{key} may hold only English letters, digits and -%@#&_"),
+        ))
+    } else if v.len() > 64 {
+        Err(error(
+            shared,
+            too_long,
+            &format!("{key} is longer than 64 bytes"),
+        ))
+    } else {
+        Ok(v)
+    }
+}
+
+fn required_name<'a>(shared: &Shared, params: &'a Value) -> Result<&'a str, Outcome> {
+    let v = string_param(shared, params, "PersonName")?;
+    if v.is_empty() {
+        Err(error(
+            shared,
+            "MissingParameter.ErrorParameterEmpty",
+            "PersonName is required",
+        ))
+    } else if !name_ok(v) {
+        Err(error(
+            shared,
+            "InvalidParameterValue.PersonNameIllegal",
+            "PersonName may hold only Chinese, English letters, digits, - and _",
+        ))
+    } else if v.chars().count() > 60 {
+        Err(error(
+            shared,
+            "InvalidParameterValue.PersonNameTooLong",
+            "PersonName is longer than 60 characters",
+        ))
+    } else {
+        Ok(v)
+    }
+}
+
+const EDGES: Edges = Edges {
+    min: 64,
+    max_jpeg: 4000,
+    max_other: 2000,
+};
+
+/// A base64 image: its bytes, or the error CreatePerson answers with.
+fn image_bytes(shared: &Shared, b64: &str) -> Result<Vec<u8>, Outcome> {
     use base64::Engine;
-    base64::engine::general_purpose::STANDARD.decode(s).ok()
+    if b64.is_empty() {
+        return Err(error(
+            shared,
+            "InvalidParameterValue.ImageEmpty",
+            "the image is empty",
+        ));
+    }
+    if b64.len() > MAX_BASE64_BYTES {
+        return Err(error(
+            shared,
+            "FailedOperation.ImageSizeExceed",
+            "base64 image data must be at most 5 MB",
+        ));
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| {
+            error(
+                shared,
+                "FailedOperation.ImageDecodeFailed",
+                "the image is not base64",
+            )
+        })
 }
 
 fn create_face(
@@ -210,65 +337,77 @@ fn create_face(
     params: &Value,
     version: &str,
     detector: &mut Option<SeetaDetector>,
-) -> Outcome {
-    let person_id = text(params, "PersonId");
-    let images: Vec<String> = params
-        .get("Images")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
-    if person_id.is_empty() || images.is_empty() {
-        return error(
+) -> Result<Outcome, Outcome> {
+    let person_id = required_id(shared, params, "PersonId")?.to_string();
+    let images: Vec<&str> = match params.get("Images") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
+            a.iter().filter_map(Value::as_str).collect()
+        }
+        Some(_) => {
+            return Err(error(
+                shared,
+                "InvalidParameter.InvalidParameter",
+                "Images must be an array of base64 strings",
+            ))
+        }
+    };
+    if images.is_empty() {
+        return Err(error(
             shared,
             "MissingParameter.ErrorParameterEmpty",
-            "PersonId and Images are required",
-        );
+            "Images is required",
+        ));
     }
     if images.len() > MAX_IMAGES_PER_CALL {
-        return error(
+        return Err(error(
             shared,
             "InvalidParameterValue.UploadFaceNumExceed",
-            "at most four images per call",
-        );
+            "一次最多上传四张人脸。",
+        ));
+    }
+    if images.iter().any(|i| i.is_empty()) {
+        return Err(error(
+            shared,
+            "InvalidParameterValue.ImageEmpty",
+            "an image is empty",
+        ));
     }
     if images.iter().any(|i| i.len() > MAX_BASE64_BYTES) {
-        return error(
+        return Err(error(
             shared,
             "FailedOperation.ImageSizeExceed",
             "base64 image data must be at most 5 MB",
-        );
+        ));
     }
     // Bind first: a guard in a `match` scrutinee would live through the arms.
     let existing = shared.lock().persons.get(&person_id).map(|p| p.faces.len());
     let Some(existing) = existing else {
-        return error(
+        return Err(error(
             shared,
             "InvalidParameterValue.PersonIdNotExist",
             "the person does not exist",
-        );
+        ));
     };
     if existing + images.len() > MAX_FACES_PER_PERSON {
-        return error(
+        return Err(error(
             shared,
             "InvalidParameterValue.PersonFaceNumExceed",
-            "a person has at most five faces",
-        );
+            "人员人脸数量超出限制。单个人员最多可以包含五张人脸。",
+        ));
     }
     let mut ret_codes = Vec::new();
     let mut added = Vec::new();
     for b64 in &images {
-        let code = match decode_base64(b64)
-            .map(|bytes| check_image(&bytes, 64, 4000, detector, shared.config.check_faces))
+        use base64::Engine;
+        let code = match base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map(|bytes| check_image(&bytes, EDGES, detector, shared.config.check_faces))
         {
-            None | Some(Err(ImageProblem::Decode)) => -1102,
-            Some(Err(ImageProblem::Size)) => -1109,
-            Some(Err(ImageProblem::NoFace)) => -1101,
-            Some(Ok(c)) => {
+            Err(_) | Ok(Err(ImageProblem::Decode)) => -1102,
+            Ok(Err(ImageProblem::TooSmall | ImageProblem::TooLarge)) => -1109,
+            Ok(Err(ImageProblem::NoFace)) => -1101,
+            Ok(Ok(c)) => {
                 added.push(c);
                 0
             }
@@ -290,7 +429,7 @@ fn create_face(
     if version == "2020-03-03" {
         fields["FaceModelVersion"] = json!("3.0");
     }
-    ok(shared, fields)
+    Ok(ok(shared, fields))
 }
 
 fn create_person(
@@ -298,59 +437,63 @@ fn create_person(
     params: &Value,
     version: &str,
     detector: &mut Option<SeetaDetector>,
-) -> Outcome {
-    let (group_id, person_id, name) = (
-        text(params, "GroupId"),
-        text(params, "PersonId"),
-        text(params, "PersonName"),
-    );
-    if group_id.is_empty() || person_id.is_empty() || name.is_empty() {
-        return error(
-            shared,
-            "MissingParameter.ErrorParameterEmpty",
-            "GroupId, PersonId and PersonName are required",
-        );
+) -> Result<Outcome, Outcome> {
+    let group_id = required_id(shared, params, "GroupId")?.to_string();
+    let person_id = required_id(shared, params, "PersonId")?.to_string();
+    let name = required_name(shared, params)?.to_string();
+    let in_group = shared
+        .lock()
+        .persons
+        .get(&person_id)
+        .map(|p| p.groups.contains(&group_id));
+    match in_group {
+        Some(true) => {
+            return Err(error(
+                shared,
+                "InvalidParameterValue.PersonExistInGroup",
+                "组中已包含对应的人员Id。",
+            ))
+        }
+        Some(false) => {
+            return Err(error(
+                shared,
+                "InvalidParameterValue.PersonIdAlreadyExist",
+                "人员ID已经存在。人员ID不可重复。",
+            ))
+        }
+        None => {}
     }
-    if shared.lock().persons.contains_key(&person_id) {
-        return error(
-            shared,
-            "InvalidParameterValue.PersonIdAlreadyExist",
-            "the person already exists",
-        );
-    }
-    let image = text(params, "Image");
-    if image.len() > MAX_BASE64_BYTES {
-        return error(
-            shared,
-            "FailedOperation.ImageSizeExceed",
-            "base64 image data must be at most 5 MB",
-        );
-    }
-    let checked = match decode_base64(&image)
-        .map(|bytes| check_image(&bytes, 64, 4000, detector, shared.config.check_faces))
-    {
-        None | Some(Err(ImageProblem::Decode)) => {
-            return error(
+    let bytes = image_bytes(shared, string_param(shared, params, "Image")?)?;
+    let checked = match check_image(&bytes, EDGES, detector, shared.config.check_faces) {
+        Ok(c) => c,
+        Err(ImageProblem::Decode) => {
+            return Err(error(
                 shared,
                 "FailedOperation.ImageDecodeFailed",
                 "the image cannot be decoded",
-            )
+            ))
         }
-        Some(Err(ImageProblem::Size)) => {
-            return error(
+        Err(ImageProblem::TooSmall) => {
+            return Err(error(
+                shared,
+                "FailedOperation.ImageResolutionTooSmall",
+                "the short edge is under 64 px",
+            ))
+        }
+        Err(ImageProblem::TooLarge) => {
+            return Err(error(
                 shared,
                 "FailedOperation.ImageResolutionExceed",
-                "the image size is out of range",
-            )
+                "the long edge is over 4000 px (JPEG) or 2000 px (other formats)",
+            ))
         }
-        Some(Err(ImageProblem::NoFace)) => {
-            return error(
+        Err(ImageProblem::NoFace) => {
+            return Err(error(
                 shared,
                 "InvalidParameterValue.NoFaceInPhoto",
                 "no face in the photo",
-            )
+            ))
         }
-        Some(Ok(c)) => c,
     };
     let (w, h) = (checked.width, checked.height);
     let mut state = shared.lock();
@@ -368,12 +511,12 @@ fn create_person(
     if version == "2020-03-03" {
         fields["FaceModelVersion"] = json!("3.0");
     }
-    ok(shared, fields)
+    Ok(ok(shared, fields))
 }
 
-fn get_person(shared: &Shared, params: &Value) -> Outcome {
-    let person_id = text(params, "PersonId");
-    let found = shared.lock().persons.get(&person_id).map(|p| {
+fn get_person(shared: &Shared, params: &Value) -> Result<Outcome, Outcome> {
+    let person_id = required_id(shared, params, "PersonId")?;
+    let found = shared.lock().persons.get(person_id).map(|p| {
         (
             p.name.clone(),
             p.faces
@@ -383,15 +526,15 @@ fn get_person(shared: &Shared, params: &Value) -> Outcome {
         )
     });
     match found {
-        None => error(
+        None => Err(error(
             shared,
             "InvalidParameterValue.PersonIdNotExist",
             "the person does not exist",
-        ),
-        Some((name, faces)) => ok(
+        )),
+        Some((name, faces)) => Ok(ok(
             shared,
             json!({"PersonName": name, "Gender": 0, "FaceIds": faces}),
-        ),
+        )),
     }
 }
 
