@@ -19,6 +19,8 @@ struct Daemon {
     socket: PathBuf,
     config: PathBuf,
     messages: Vec<String>,
+    /// How long it took from spawn to READY=1: this machine's speed now.
+    startup: Duration,
 }
 
 impl Daemon {
@@ -42,15 +44,24 @@ impl Daemon {
         }
         let child = cmd.spawn().expect("spawn daemon");
         // The WATCHDOG_PID check: systemd sets it to the service's pid.
+        let started = Instant::now();
         let mut d = Daemon {
             child,
             notify,
             socket: e.path("control.sock"),
             config: e.path("enrolld.toml"),
             messages: Vec::new(),
+            startup: Duration::ZERO,
         };
         d.wait_for("READY=1", Duration::from_secs(30));
+        d.startup = started.elapsed();
         d
+    }
+
+    /// A margin for "promptly" that grows with how slow this machine is
+    /// now (qemu-user, a loaded CI host): 20 start-ups, at least 3 s.
+    fn prompt(&self) -> Duration {
+        (self.startup * 20).max(Duration::from_secs(3))
     }
 
     /// Reads notifications until one contains `what`.
@@ -166,9 +177,11 @@ fn ready_status_and_watchdog_reach_the_notify_socket() {
     };
     assert_eq!(result["enrolling"], false);
     assert_eq!(result["queue"]["pending"], 0);
-    let (code, took) = d.terminate(Duration::from_secs(15));
+    let (prompt, startup) = (d.prompt(), d.startup);
+    let (code, took) = d.terminate(Duration::from_secs(30));
     assert_eq!(code, Some(0));
-    assert!(took < Duration::from_secs(5), "{took:?}");
+    // An idle daemon stops within a tick or two, whatever the machine.
+    assert!(took < prompt, "{took:?}, start-up took {startup:?}");
     assert!(
         !e.path("control.sock").exists(),
         "the socket file is removed"
@@ -244,7 +257,7 @@ fn a_button_press_enrolls_the_armed_person_and_the_led_shows_it() {
     let input = e.path("event0");
     std::fs::write(&input, b"").expect("create input device");
     let mut text = std::fs::read_to_string(e.path("enrolld.toml")).expect("read");
-    text.push_str(&format!("[button]\ninput_device = {:?}\nkey_code = 28\ndebounce_ms = 100\n[led]\nname = \"enrolld\"\n", input.display().to_string()));
+    text.push_str(&format!("[button]\ninput_device = {:?}\nkey_code = 28\ndebounce_ms = 0\n[led]\nname = \"enrolld\"\n", input.display().to_string()));
     std::fs::write(e.path("enrolld.toml"), text).expect("write");
     let d = Daemon::start(&e, Some(&sysfs));
     let press = || {
@@ -258,18 +271,20 @@ fn a_button_press_enrolls_the_armed_person_and_the_led_shows_it() {
             .expect("release");
     };
     // Nobody armed: the press is refused (button.unarmed = "reject").
+    // No debounce here (hardware.rs tests it): the next press counts
+    // however soon it follows.
     press();
-    std::thread::sleep(Duration::from_millis(500));
-    let (_, Reply::Answer { result }) = d.call(&Request::Status {}) else {
-        panic!("status")
-    };
-    assert!(
-        result["last_result"]
+    let mut last = serde_json::Value::Null;
+    let refused = wait_until(Duration::from_secs(30), || {
+        if let (_, Reply::Answer { result }) = d.call(&Request::Status {}) {
+            last = result;
+        }
+        last["last_result"]
             .as_str()
             .unwrap_or("")
-            .contains("nobody armed"),
-        "{result}"
-    );
+            .contains("nobody armed")
+    });
+    assert!(refused, "{last}");
     // Armed: the next press enrolls that person.
     let (_, armed) = d.call(&Request::Arm {
         person: "btn-7".into(),
@@ -301,8 +316,8 @@ fn sigterm_during_an_upload_then_restart_loses_nothing_and_adds_no_duplicate() {
     let mut text = std::fs::read_to_string(e.path("enrolld.toml")).expect("read");
     text = text.replace("[upload]\n", "[upload]\nrecv_timeout_ms = 60000\n");
     std::fs::write(e.path("enrolld.toml"), text).expect("write");
-    // The person exists, so the upload is a CreateFace; it hangs 20 s after
-    // being applied, longer than the daemon's 10 s shutdown grace.
+    // The person exists, so the upload is a CreateFace; the cloud applies it
+    // and never answers, so only the daemon's 10 s shutdown grace ends it.
     let d = Daemon::start(&e, None);
     let (_, first) = d.call(&Request::Enroll {
         person: "term-1".into(),
@@ -312,7 +327,7 @@ fn sigterm_during_an_upload_then_restart_loses_nothing_and_adds_no_duplicate() {
         follow_upload: true,
     });
     assert!(matches!(first, Reply::Answer { .. }), "{first:?}");
-    cloud.push_fault("slow:20000@CreateFace");
+    cloud.push_fault("hang@CreateFace");
     let (_, queued) = d.call(&Request::Enroll {
         person: "term-1".into(),
         name: None,
@@ -326,11 +341,12 @@ fn sigterm_during_an_upload_then_restart_loses_nothing_and_adds_no_duplicate() {
             == 1),
         "the upload started"
     );
-    let (code, took) = d.terminate(Duration::from_secs(20));
+    let (prompt, startup) = (d.prompt(), d.startup);
+    let (code, took) = d.terminate(Duration::from_secs(60));
     assert_eq!(code, Some(0), "a clean exit after {took:?}");
     assert!(
-        took < Duration::from_secs(13),
-        "bounded by the grace period: {took:?}"
+        took < Duration::from_secs(10) + prompt,
+        "bounded by the grace period: {took:?} (start-up took {startup:?})"
     );
     // The cloud applied it; the device does not know yet.
     assert_eq!(cloud.faces("term-1").len(), 2);
