@@ -6,33 +6,11 @@
 mod support;
 
 use enrolld::cloud::tencent::rules as tc;
-use enrolld::cloud::tencent::{classify_code, TencentClient, TencentSettings, DOCUMENTED_CODES};
-use enrolld::cloud::{base64, ErrorClass, SkewClock, UploadError};
-use enrolld::config::Secret;
-use enrolld::http::{HttpClient, HttpConfig};
+use enrolld::cloud::tencent::{classify_code, TencentClient, DOCUMENTED_CODES};
+use enrolld::cloud::{base64, ErrorClass, UploadError};
 use enrolld::provider::Provider;
 use serde_json::{json, Value};
-use std::sync::Arc;
 use support::*;
-
-fn client(cloud: &Cloud) -> TencentClient {
-    let http = Arc::new(
-        HttpClient::new(&HttpConfig {
-            extra_ca_file: Some(cloud.ca_path()),
-            ..HttpConfig::default()
-        })
-        .expect("http"),
-    );
-    let settings = TencentSettings {
-        endpoint: cloud.emulator.endpoint(),
-        secret_id: KEY_ID.into(),
-        region: String::new(),
-        version: "2018-03-01".into(),
-        group_id: "g".into(),
-    };
-    let skew = Arc::new(SkewClock::new(Arc::new(enrolld::clock::SystemClock)));
-    TencentClient::new(http, &settings, Secret::from_bytes(SECRET.into()), skew)
-}
 
 fn jpeg_b64(i: usize) -> String {
     base64(&encode(&portrait(i, 3.0), image::ImageFormat::Jpeg))
@@ -146,7 +124,7 @@ fn every_documented_tencent_code_is_classified_and_the_emulator_answers_it() {
         );
     }
     let cloud = Cloud::start(Provider::Tencent);
-    let c = client(&cloud);
+    let c = cloud.tencent_client();
     // An existing person in group g, and one with the 5 faces a person may hold.
     c.call("CreatePerson", &json!({"GroupId": "g", "PersonId": "exists", "PersonName": "exists", "Image": jpeg_b64(0)}))
         .expect("person");
@@ -188,7 +166,7 @@ fn every_documented_tencent_code_is_classified_and_the_emulator_answers_it() {
 #[test]
 fn ret_codes_per_image_are_given_up_for_good() {
     let cloud = Cloud::start(Provider::Tencent);
-    let c = client(&cloud);
+    let c = cloud.tencent_client();
     c.call("CreatePerson", &json!({"GroupId": "g", "PersonId": "exists", "PersonName": "exists", "Image": jpeg_b64(0)}))
         .expect("person");
     let images = [
@@ -278,7 +256,7 @@ fn id_candidates() -> Vec<String> {
 #[test]
 fn client_and_emulator_agree_on_every_person_id_group_id_and_name() {
     let cloud = Cloud::start(Provider::Tencent);
-    let c = client(&cloud);
+    let c = cloud.tencent_client();
     let mut checked = 0;
     for id in id_candidates() {
         let emulator = emulator_verdict(

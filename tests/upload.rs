@@ -436,28 +436,9 @@ fn a_dead_network_retries_later() {
 
 #[test]
 fn a_person_created_elsewhere_after_the_snapshot_gets_a_face_added() {
-    use enrolld::cloud::tencent::{TencentClient, TencentSettings};
-    use enrolld::cloud::{SkewClock, Uploader};
-    use enrolld::config::Secret;
-    use enrolld::http::{HttpClient, HttpConfig};
-    use std::sync::Arc;
+    use enrolld::cloud::Uploader;
     let cloud = Cloud::start(Provider::Tencent);
-    let http = Arc::new(
-        HttpClient::new(&HttpConfig {
-            extra_ca_file: Some(cloud.ca_path()),
-            ..HttpConfig::default()
-        })
-        .expect("http"),
-    );
-    let settings = TencentSettings {
-        endpoint: cloud.emulator.endpoint(),
-        secret_id: KEY_ID.into(),
-        region: String::new(),
-        version: "2018-03-01".into(),
-        group_id: "g".into(),
-    };
-    let skew = Arc::new(SkewClock::new(Arc::new(enrolld::clock::SystemClock)));
-    let mut client = TencentClient::new(http, &settings, Secret::from_bytes(SECRET.into()), skew);
+    let mut client = cloud.tencent_client();
     let image = encode(&portrait(2, 3.0), image::ImageFormat::Jpeg);
     let mut entry: enrolld::outbox::Enrollment = serde_json::from_value(serde_json::json!({
         "format_version": 1, "id": 1, "person_id": "race", "provider": "tencent",

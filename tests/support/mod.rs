@@ -316,6 +316,34 @@ impl Cloud {
         )
     }
 
+    /// A Tencent client of this cloud (group `g`), for raw API calls.
+    pub fn tencent_client(&self) -> enrolld::cloud::tencent::TencentClient {
+        use std::sync::Arc;
+        let http = Arc::new(
+            enrolld::http::HttpClient::new(&enrolld::http::HttpConfig {
+                extra_ca_file: Some(self.ca_path()),
+                ..enrolld::http::HttpConfig::default()
+            })
+            .expect("http"),
+        );
+        let settings = enrolld::cloud::tencent::TencentSettings {
+            endpoint: self.emulator.endpoint(),
+            secret_id: KEY_ID.into(),
+            region: String::new(),
+            version: "2018-03-01".into(),
+            group_id: "g".into(),
+        };
+        let skew = Arc::new(enrolld::cloud::SkewClock::new(Arc::new(
+            enrolld::clock::SystemClock,
+        )));
+        enrolld::cloud::tencent::TencentClient::new(
+            http,
+            &settings,
+            enrolld::config::Secret::from_bytes(SECRET.into()),
+            skew,
+        )
+    }
+
     pub fn push_fault(&self, fault: &str) {
         self.emulator.push_fault(fault.parse().expect("fault"));
     }
