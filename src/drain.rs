@@ -591,7 +591,6 @@ mod tests {
         let last = e.last_error.expect("reason");
         assert_eq!(last.code, "invalid_person");
         assert!(last.message.contains("white space"), "{}", last.message);
-        let _ = r.clock;
     }
 
     #[test]

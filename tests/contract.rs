@@ -106,7 +106,8 @@ fn table() -> Vec<(&'static str, ErrorClass, Provoke)> {
     ]
 }
 
-/// The codes of the CreateFace page's error table (section 6), in its order.
+/// How many codes the CreateFace page's error table (section 6) lists; the
+/// first rows of `table()` are those codes, in the page's order.
 const SEED_TABLE_LEN: usize = 65;
 
 #[test]
