@@ -10,14 +10,10 @@ use crate::frame::PixelFormat;
 use crate::provider::Provider;
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// Where the daemon looks when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/enrolld/enrolld.toml";
-
-/// Largest config or secret file read, in bytes.
-const MAX_FILE_BYTES: u64 = 1024 * 1024;
 
 /// The whole configuration. Field defaults are the documented defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -711,8 +707,17 @@ impl Config {
             ("jd.endpoint", &self.jd.endpoint),
             ("tencent.endpoint", &self.tencent.endpoint),
         ] {
+            let shown = mask_userinfo(url);
             if !url.starts_with("https://") || url.len() <= "https://".len() {
-                bad(key, format!("{url:?} must be an https:// URL"));
+                bad(key, format!("{shown:?} must be an https:// URL"));
+            } else if shown != *url {
+                bad(
+                    key,
+                    format!(
+                        "{shown:?} carries a user name or password; the vendors sign requests \
+                         with the key in the secret file, so leave user:password@ out"
+                    ),
+                );
             }
         }
         if !matches!(self.tencent.version.as_str(), "2018-03-01" | "2020-03-03") {
@@ -778,8 +783,8 @@ impl Config {
                 "must be a name under /sys/class/leds, not a path".into(),
             );
         }
-        if self.control.socket.as_os_str().is_empty() {
-            bad("control.socket", "must not be empty".into());
+        if let Err(why) = check_socket_path(&self.control.socket) {
+            bad("control.socket", why);
         }
         self.check_vendor_rules(&mut bad);
         p
@@ -872,12 +877,101 @@ impl Config {
         w
     }
 
+    /// What start-up or the first upload would find wrong in the files the
+    /// configuration names, as (key, reason): the queue key, the provider's
+    /// secret (once its key id is set), the extra CA file, the model, the
+    /// control socket's path and the state directory. `config check` reports
+    /// these as errors; `run` would fail on them.
+    pub fn startup_problems(&self) -> Vec<(String, String)> {
+        let mut p: Vec<(String, String)> = Vec::new();
+        if let Err(e) = crate::seal::QueueKey::from_file(&self.queue.key_file) {
+            p.push(("queue.key_file".into(), e));
+        }
+        let (id_key, id, secret_key, secret) = match self.upload.provider {
+            Provider::Jd => (
+                "jd.appkey",
+                &self.jd.appkey,
+                "jd.secret_key_file",
+                &self.jd.secret_key_file,
+            ),
+            Provider::Tencent => (
+                "tencent.secret_id",
+                &self.tencent.secret_id,
+                "tencent.secret_key_file",
+                &self.tencent.secret_key_file,
+            ),
+        };
+        if !id.is_empty() {
+            if let Err(e) = Secret::from_file(secret) {
+                p.push((
+                    secret_key.into(),
+                    format!("{e} ({id_key} is set, so uploads need it)"),
+                ));
+            }
+        }
+        if let Some(ca) = &self.tls.extra_ca_file {
+            if let Err(e) = crate::http::load_ca_file(ca) {
+                p.push(("tls.extra_ca_file".into(), e.message));
+            }
+        }
+        if let Some(model) = &self.detect.model {
+            if let Err(e) = crate::trust::check(model, crate::trust::Privacy::Public) {
+                p.push(("detect.model".into(), format!("{}: {e}", model.display())));
+            }
+        }
+        if let Err(e) = check_socket_file(&self.control.socket) {
+            p.push(("control.socket".into(), e));
+        }
+        match std::fs::metadata(&self.state_dir) {
+            Ok(m) if !m.is_dir() => p.push((
+                "state_dir".into(),
+                format!("{} exists and is not a directory", self.state_dir.display()),
+            )),
+            _ => {}
+        }
+        p
+    }
+
     /// The effective configuration as TOML, with identifiers masked.
     pub fn to_masked_toml(&self) -> String {
         let mut c = self.clone();
         c.jd.appkey = mask(&c.jd.appkey);
         c.tencent.secret_id = mask(&c.tencent.secret_id);
+        c.jd.endpoint = mask_userinfo(&c.jd.endpoint);
+        c.tencent.endpoint = mask_userinfo(&c.tencent.endpoint);
         toml::to_string_pretty(&c).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
+    }
+}
+
+/// Longest path a Unix socket address holds (`sun_path` less its NUL).
+pub const MAX_SOCKET_PATH_BYTES: usize = 107;
+
+/// The control socket's path: not empty and short enough to bind.
+pub fn check_socket_path(path: &Path) -> Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let len = path.as_os_str().as_bytes().len();
+    if len == 0 {
+        return Err("must not be empty".into());
+    }
+    if len > MAX_SOCKET_PATH_BYTES {
+        return Err(format!(
+            "{} is {len} bytes; a Unix socket path holds at most {MAX_SOCKET_PATH_BYTES}",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// What is at the control socket's path: nothing or a socket is fine;
+/// enrolld never replaces any other file.
+pub fn check_socket_file(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_socket() => Err(format!(
+            "{} exists and is not a socket; enrolld removes only a stale socket",
+            path.display()
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -905,6 +999,19 @@ pub fn render_id_template(template: &str, device: &str, unix_s: i64) -> String {
         .replace("{unix_time}", &unix_s.to_string())
 }
 
+/// A URL with any `user:password@` in its authority replaced by `***@`.
+pub fn mask_userinfo(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{}***{}", &url[..scheme_end + 3], &rest[at..]),
+        None => url.to_string(),
+    }
+}
+
 /// Shows only the first and last two characters of a credential identifier.
 pub fn mask(s: &str) -> String {
     let chars: Vec<char> = s.chars().collect();
@@ -919,30 +1026,9 @@ pub fn mask(s: &str) -> String {
     }
 }
 
-/// Reads at most `MAX_FILE_BYTES` of a file that other users cannot read
-/// (the configuration and secrets must not be world-readable).
+/// Reads a private file (configuration, secret, key): see [`crate::trust`].
 fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
-    let file = std::fs::File::open(path)?;
-    use std::os::unix::fs::PermissionsExt;
-    let mode = file.metadata()?.permissions().mode();
-    if mode & 0o004 != 0 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::PermissionDenied,
-            format!(
-                "readable by other users (mode {:o}); run chmod o-rwx on it",
-                mode & 0o7777
-            ),
-        ));
-    }
-    let mut buf = Vec::new();
-    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut buf)?;
-    if buf.len() as u64 > MAX_FILE_BYTES {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("larger than {MAX_FILE_BYTES} bytes"),
-        ));
-    }
-    Ok(buf)
+    crate::trust::read(path, crate::trust::Privacy::Private)
 }
 
 /// Resolves a secret file name: absolute paths stay, relative ones are looked
@@ -1154,6 +1240,34 @@ socket = "/tmp/enrolld.sock"
         std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o604)).expect("chmod");
         let err = Config::load(Some(&config)).expect_err("world-readable config");
         assert!(err.to_string().contains("readable by other users"), "{err}");
+    }
+
+    #[test]
+    fn an_endpoint_with_a_password_is_refused_and_never_printed() {
+        assert_eq!(
+            mask_userinfo("https://user:pa55@host.example/path?q=a@b"),
+            "https://***@host.example/path?q=a@b"
+        );
+        assert_eq!(mask_userinfo("https://host/x@y"), "https://host/x@y");
+        let text = "[jd]\nendpoint = \"https://admin:pa55word@jd.example/api\"\n";
+        let err = Config::parse(text, Path::new("c.toml")).expect_err("userinfo");
+        let err = err.to_string();
+        assert!(
+            err.contains("jd.endpoint") && err.contains("user:password@"),
+            "{err}"
+        );
+        assert!(!err.contains("pa55word") && !err.contains("admin"), "{err}");
+        let mut c = Config::default();
+        c.tencent.endpoint = "https://admin:pa55word@t.example".into();
+        assert!(!c.to_masked_toml().contains("pa55word"));
+    }
+
+    #[test]
+    fn socket_paths_longer_than_a_socket_address_are_refused() {
+        assert!(check_socket_path(Path::new(&format!("/{}", "s".repeat(106)))).is_ok());
+        let long = format!("/{}", "s".repeat(107));
+        let err = check_socket_path(Path::new(&long)).expect_err("108 bytes");
+        assert!(err.contains("108 bytes") && err.contains("107"), "{err}");
     }
 
     #[test]

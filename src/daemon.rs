@@ -111,7 +111,8 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
         );
     }
     let outbox = Arc::new(outbox);
-    let listener = bind_socket(&config.control.socket).map_err(|e| err("control socket", &e))?;
+    let (listener, bound) =
+        bind_socket(&config.control.socket).map_err(|e| err("control socket", &e))?;
 
     let (events_tx, events_rx) = mpsc::sync_channel::<Event>(64);
     let mut workers: Vec<(&'static str, JoinHandle<()>)> = Vec::new();
@@ -265,7 +266,6 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
     let Daemon {
         capture_tx,
         drain_tx,
-        config,
         ..
     } = daemon;
     // Closing the job channels lets the capture and drain threads end.
@@ -282,8 +282,8 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
             }
         }
     }
-    if config.control.socket.exists() {
-        let _ = std::fs::remove_file(&config.control.socket);
+    if let Some(bound) = bound {
+        bound.remove();
     }
     log::info!("enrolld stopped");
     Ok(())
@@ -928,28 +928,100 @@ fn drain_worker(
     }
 }
 
-/// Binds the control socket, or takes it from systemd (`LISTEN_FDS`).
-fn bind_socket(path: &Path) -> std::io::Result<UnixListener> {
-    if let Some(listener) = crate::activation::listener_from_systemd()? {
-        return Ok(listener);
+/// The control socket this daemon bound (not one systemd passed in), so
+/// that shutdown removes that socket and never a file put in its place.
+struct BoundSocket {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl BoundSocket {
+    /// Removes the socket if the path still names the one bound at start.
+    fn remove(&self) {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(meta) = std::fs::symlink_metadata(&self.path) {
+            if meta.dev() == self.dev && meta.ino() == self.ino {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
     }
-    if path.exists() {
-        if UnixStream::connect(path).is_ok() {
+}
+
+/// Binds the control socket, or takes it from systemd (`LISTEN_FDS`).
+/// Only a stale socket is removed: any other file at the path (a config,
+/// a key, a directory) is an error and is left as it is.
+fn bind_socket(path: &Path) -> std::io::Result<(UnixListener, Option<BoundSocket>)> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    if let Some(listener) = crate::activation::listener_from_systemd()? {
+        return Ok((listener, None));
+    }
+    crate::config::check_socket_path(path)
+        .map_err(|why| std::io::Error::new(std::io::ErrorKind::InvalidInput, why))?;
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if UnixStream::connect(path).is_ok() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!("{}: another enrolld is running", path.display()),
+                ));
+            }
+            // A socket nobody listens on: left by a daemon that was killed.
+            std::fs::remove_file(path)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        }
+        Ok(meta) => {
             return Err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                format!("{}: another enrolld is running", path.display()),
+                std::io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists and is not a socket ({}); enrolld removes only a stale socket: \
+                     set control.socket to another path or move the file away",
+                    path.display(),
+                    file_kind(&meta.file_type())
+                ),
             ));
         }
-        std::fs::remove_file(path)?;
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("{}: {e}", path.display()),
+            ))
+        }
     }
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
     }
     let listener = UnixListener::bind(path)
         .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-    Ok(listener)
+    let meta = std::fs::symlink_metadata(path)?;
+    Ok((
+        listener,
+        Some(BoundSocket {
+            path: path.to_path_buf(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }),
+    ))
+}
+
+/// What a file is, for messages.
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else {
+        "a regular file"
+    }
 }
 
 fn control_worker(

@@ -114,7 +114,8 @@ pub fn load_ca_file(path: &Path) -> Result<Vec<Certificate<'static>>, HttpError>
             format!("tls.extra_ca_file {}: {why}", path.display()),
         )
     };
-    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let pem =
+        crate::trust::read(path, crate::trust::Privacy::Public).map_err(|e| bad(e.to_string()))?;
     let mut certs = Vec::new();
     for item in ureq::tls::parse_pem(&pem) {
         match item.map_err(|e| bad(e.to_string()))? {
@@ -254,12 +255,40 @@ fn classify(e: ureq::Error, host: &str) -> HttpError {
         }
         other => (K::Unknown, format!("{other}")),
     };
-    HttpError::new(kind, format!("{host}: {what}"))
+    HttpError::new(kind, format!("{host}: {}", without_links(&what)))
+}
+
+/// A library's message less the documentation links some carry (rustls
+/// appends one to "peer closed connection without sending TLS
+/// close_notify"): a technician reads the log, not the library's manual.
+fn without_links(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for word in message.split(' ') {
+        if word.starts_with("https://") || word.starts_with("http://") {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out.trim_end_matches([':', ' ']).to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn library_documentation_links_are_left_out_of_messages() {
+        let m = "connection lost: peer closed connection without sending TLS close_notify: \
+                 https://docs.rs/rustls/latest/rustls/manual/_03_howto/index.html#unexpected-eof";
+        assert_eq!(
+            without_links(m),
+            "connection lost: peer closed connection without sending TLS close_notify"
+        );
+        assert_eq!(without_links("host not found"), "host not found");
+    }
 
     #[test]
     fn hosts_are_shown_without_path_or_query() {

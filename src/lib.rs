@@ -38,3 +38,4 @@ pub mod quality;
 pub mod retry;
 pub mod seal;
 pub mod source;
+pub mod trust;

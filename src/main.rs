@@ -94,8 +94,8 @@ enum Command {
         /// Provider [default: upload.provider].
         #[arg(long)]
         provider: Option<Provider>,
-        /// Frames in the burst [default: burst.frames].
-        #[arg(long)]
+        /// Frames in the burst, 1 to 100 [default: burst.frames].
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
         frames: Option<u32>,
     },
     /// Inspect and manage the outbox.
@@ -228,6 +228,9 @@ impl From<EnrollError> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Files enrolld makes (the queue, crops, keys, metrics) are its user's
+    // alone, as under the unit's UMask=0077; the socket's mode is set apart.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     // The daemon reports what it does; one-shot commands only problems.
     let level = if matches!(cli.command, Command::Run | Command::Emulate { .. }) {
         log::LevelFilter::Info
@@ -300,7 +303,25 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Status => match daemon_call(&cfg, &Request::Status {}, cli.json) {
             Some(result) => result,
             None => {
-                let outbox = open_outbox(&cfg)?;
+                let outbox = match open_outbox(&cfg) {
+                    Ok(o) => o,
+                    Err(f) => {
+                        // No daemon is the answer; the queue is a detail.
+                        if cli.json {
+                            println!(
+                                "{}",
+                                json!({"daemon": "not running", "queue_error": {"error": f.code, "message": f.message}})
+                            );
+                        } else {
+                            println!(
+                                "daemon: not running ({} does not answer)",
+                                cfg.control.socket.display()
+                            );
+                            println!("queue: cannot be read: {}", f.message);
+                        }
+                        return Ok(exit::FAILURE);
+                    }
+                };
                 let u = outbox.usage();
                 let broken = enrolld::cloud::rules::broken_rules(&outbox.list()?);
                 if cli.json {
@@ -421,6 +442,16 @@ fn config_check(cfg: &Config, origin: &ConfigOrigin, json: bool) -> Result<u8, F
         ConfigOrigin::File(p) => p.display().to_string(),
         ConfigOrigin::Defaults => "built-in defaults (no config file)".into(),
     };
+    // What start-up or the first upload would refuse is an error here too.
+    let problems = cfg.startup_problems();
+    if !problems.is_empty() {
+        let message = problems
+            .iter()
+            .map(|(key, why)| format!("{from}: {key}: {why}"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        return Err(Failure::new("config_invalid", message, exit::USAGE));
+    }
     if json {
         let effective: toml::Value =
             toml::from_str(&cfg.to_masked_toml()).unwrap_or(toml::Value::Table(Default::default()));
@@ -784,7 +815,14 @@ fn reply_exit(code: &str) -> u8 {
         "busy" => exit::BUSY,
         "queue_full" | "storage_full" => exit::QUEUE_FULL,
         "not_found" => exit::NOT_FOUND,
-        c if c.starts_with("camera_") || c == "bad_image" || c == "no_images" => exit::INPUT,
+        c if c.starts_with("camera_")
+            || matches!(
+                c,
+                "bad_image" | "no_images" | "file_not_found" | "not_a_file"
+            ) =>
+        {
+            exit::INPUT
+        }
         "invalid_person" | "invalid_images" | "invalid_config" | "invalid_source"
         | "invalid_request" | "invalid_state" | "group_missing" | "forbidden" | "malformed" => {
             exit::USAGE

@@ -46,6 +46,9 @@ pub const MAX_IMAGES: usize = 4;
 const META_FORMAT_KEY: &[u8] = b"format_version";
 const META_KEY_CHECK: &[u8] = b"key_check";
 const KEY_CHECK_PLAIN: &[u8] = b"enrolld queue key check";
+/// The next queue id (big-endian u64), written with each new entry. Ids
+/// are small and increasing: technicians type them.
+const META_NEXT_ID: &[u8] = b"next_id";
 
 /// How long after an unanswered request the cloud may still apply it. An
 /// upload whose outcome is unknown is checked (and perhaps sent again) only
@@ -455,6 +458,29 @@ fn migrate_seal_images(
     Ok(())
 }
 
+/// The smallest id above every id ever given: the stored counter, and the
+/// last entry and receipt (queues written before the counter existed).
+fn first_free_id(
+    meta: &sled::Tree,
+    entries: &sled::Tree,
+    receipts: &sled::Tree,
+) -> Result<u64, OutboxError> {
+    let stored = meta
+        .get(META_NEXT_ID)
+        .map_err(storage_error)?
+        .and_then(|v| id_from_key(&v))
+        .unwrap_or(1);
+    let mut next = stored.max(1);
+    for tree in [entries, receipts] {
+        if let Some((k, _)) = tree.last().map_err(storage_error)? {
+            if let Some(id) = id_from_key(&k) {
+                next = next.max(id.saturating_add(1));
+            }
+        }
+    }
+    Ok(next)
+}
+
 /// Every record of a tree that parses, in key order; unreadable ones are
 /// skipped (and counted by `scan_usage`).
 fn read_all<T: serde::de::DeserializeOwned>(tree: &sled::Tree) -> Result<Vec<T>, OutboxError> {
@@ -491,6 +517,8 @@ pub struct Outbox {
     clock: Arc<dyn Clock>,
     key: QueueKey,
     usage: Mutex<Usage>,
+    /// The id the next entry gets (taken under the `usage` lock).
+    next_id: std::sync::atomic::AtomicU64,
     path: PathBuf,
 }
 
@@ -513,7 +541,14 @@ impl Outbox {
         key: QueueKey,
     ) -> Result<(Outbox, Recovery), OutboxError> {
         let path = state_dir.join("outbox");
-        std::fs::create_dir_all(state_dir).map_err(|e| io_error(state_dir, e))?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&path)
+                .map_err(|e| io_error(&path, e))?;
+        }
         let db = sled::Config::new()
             .path(&path)
             // Small devices: bound the page cache; flush at least every second.
@@ -527,6 +562,7 @@ impl Outbox {
                 {
                     OutboxError::Locked(path.clone())
                 }
+                sled::Error::Io(io) => io_error(&path, io),
                 other => storage_error(other),
             })?;
         // None: a new database.
@@ -569,6 +605,7 @@ impl Outbox {
         log_file.sync_all().map_err(|e| io_error(&log_path, e))?;
         sync_dir(&path)?;
         sync_dir(state_dir)?;
+        let next_id = first_free_id(&db, &entries, &receipts)?;
         let outbox = Outbox {
             db,
             log_file,
@@ -580,6 +617,7 @@ impl Outbox {
             clock,
             key,
             usage: Mutex::new(Usage::default()),
+            next_id: std::sync::atomic::AtomicU64::new(next_id),
             path,
         };
         let recovery = outbox.recover()?;
@@ -791,7 +829,7 @@ impl Outbox {
             });
         }
         self.check_room(&usage, needed)?;
-        let id = self.db.generate_id().map_err(storage_error)?;
+        let id = self.next_id.load(std::sync::atomic::Ordering::SeqCst);
         let now = self.clock.now_ms();
         let record = Enrollment {
             format_version: FORMAT_VERSION,
@@ -832,14 +870,16 @@ impl Outbox {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| OutboxError::Storage(e.to_string()))?;
         use sled::Transactional;
-        (&self.entries, &self.images)
-            .transaction(|(entries, images)| {
+        let meta: &sled::Tree = &self.db;
+        (&self.entries, &self.images, meta)
+            .transaction(|(entries, images, meta)| {
                 for (i, img) in sealed.iter().enumerate() {
                     for (c, chunk) in img.chunks(CHUNK_BYTES).enumerate() {
                         images.insert(&image_key(id, i as u8, c as u16), chunk)?;
                     }
                 }
                 entries.insert(&key, json.as_slice())?;
+                meta.insert(META_NEXT_ID, &(id + 1).to_be_bytes())?;
                 Ok::<(), sled::transaction::ConflictableTransactionError<OutboxError>>(())
             })
             .map_err(tx_error)?;
@@ -849,6 +889,8 @@ impl Outbox {
             let _ = self.remove_records(id);
             return Err(e);
         }
+        self.next_id
+            .store(id + 1, std::sync::atomic::Ordering::SeqCst);
         usage.entries += 1;
         usage.bytes += needed;
         usage.pending += 1;
@@ -1260,6 +1302,26 @@ mod tests {
         assert_eq!(ob.images(e.id).expect("images"), vec![vec![1, 2, 3]]);
         let u = ob.usage();
         assert_eq!((u.entries, u.bytes, u.pending), (1, 3, 1));
+    }
+
+    #[test]
+    fn ids_are_small_increasing_and_never_reused_across_reopens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = FakeClock::new(1_000);
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let ob = open(dir.path(), &clock, BIG);
+            ids.push(ob.enqueue(new("p", vec![1])).expect("enqueue").id);
+            ids.push(ob.enqueue(new("p", vec![2])).expect("enqueue").id);
+        }
+        assert_eq!(ids, [1, 2, 3, 4, 5, 6]);
+        // The last entry goes (uploaded, then purged): its id is not given again.
+        let ob = open(dir.path(), &clock, BIG);
+        ob.complete(6, &["f".into()]).expect("complete");
+        ob.purge(5).expect("purge");
+        drop(ob);
+        let ob = open(dir.path(), &clock, BIG);
+        assert_eq!(ob.enqueue(new("p", vec![3])).expect("enqueue").id, 7);
     }
 
     #[test]

@@ -19,7 +19,13 @@ pub struct FileSource {
 impl FileSource {
     pub fn open(path: &Path, limits: DecodeLimits) -> Result<Self, SourceError> {
         let what = path.display().to_string();
-        let meta = std::fs::metadata(path).map_err(|e| io_error(&what, &e))?;
+        let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => SourceError::FileNotFound { what: what.clone() },
+            _ => io_error(&what, &e),
+        })?;
+        if !meta.is_dir() && !meta.is_file() {
+            return Err(SourceError::NotAFile { what });
+        }
         let files = if meta.is_dir() {
             let mut files: Vec<PathBuf> = std::fs::read_dir(path)
                 .map_err(|e| io_error(&what, &e))?
@@ -71,7 +77,25 @@ fn io_error(what: &str, e: &std::io::Error) -> SourceError {
 /// Reads at most `max + 1` bytes, so an oversized file is detected without reading it all.
 pub fn read_capped(path: &Path, max: usize) -> Result<Vec<u8>, SourceError> {
     let what = path.display().to_string();
-    let file = std::fs::File::open(path).map_err(|e| io_error(&what, &e))?;
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => SourceError::FileNotFound { what: what.clone() },
+        _ => io_error(&what, &e),
+    })?;
+    if !meta.is_file() {
+        return Err(SourceError::NotAFile { what });
+    }
+    // O_NONBLOCK: a FIFO swapped in since the check does not block the open.
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(path)
+            .map_err(|e| io_error(&what, &e))?
+    };
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return Err(SourceError::NotAFile { what });
+    }
     let mut bytes = Vec::new();
     file.take(max as u64 + 1)
         .read_to_end(&mut bytes)

@@ -42,6 +42,11 @@ pub enum SourceError {
     Decode { what: String, why: DecodeError },
     /// A file source holds no images.
     Empty { what: String },
+    /// A photo (`file:`) that is not there.
+    FileNotFound { what: String },
+    /// A `file:` source that is not a regular file or directory (a FIFO or
+    /// a device would block reading with no deadline).
+    NotAFile { what: String },
     /// The enrollment was cancelled (`cancel` request, shutdown).
     Cancelled,
 }
@@ -58,6 +63,8 @@ impl SourceError {
             SourceError::Read { .. } => "camera_read_failed",
             SourceError::Decode { .. } => "bad_image",
             SourceError::Empty { .. } => "no_images",
+            SourceError::FileNotFound { .. } => "file_not_found",
+            SourceError::NotAFile { .. } => "not_a_file",
             SourceError::Cancelled => "cancelled",
         }
     }
@@ -85,6 +92,12 @@ impl fmt::Display for SourceError {
             SourceError::Empty { what } => {
                 write!(f, "{what}: no images (jpg, jpeg, jfif, png, bmp) found")
             }
+            SourceError::FileNotFound { what } => write!(f, "{what}: no such file or directory"),
+            SourceError::NotAFile { what } => write!(
+                f,
+                "{what}: not a regular file or directory (FIFOs and devices are not read; \
+                 use v4l2: for a camera)"
+            ),
             SourceError::Cancelled => f.write_str("the enrollment was cancelled"),
         }
     }

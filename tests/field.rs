@@ -1,0 +1,322 @@
+//! Field hardening, tried as a careless operator or a local attacker would,
+//! on the real binary: files enrolld must never delete, file modes it must
+//! refuse, what `config check` must predict, and the small mistakes a
+//! technician makes at the command line.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use support::*;
+
+fn chmod(path: &Path, mode: u32) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_control_socket_path_naming_another_file_never_deletes_it() {
+    // The socket pointed at the queue key, then at the config itself.
+    for victim in ["queue-key", "enrolld.toml"] {
+        let e = Enrolld::new("");
+        let target = e.path(victim);
+        let config = std::fs::read_to_string(e.path("enrolld.toml")).expect("config");
+        let config = format!(
+            "{config}\n[control]\nsocket = {:?}\n",
+            target.display().to_string()
+        );
+        write_private(&e.path("enrolld.toml"), &config);
+        let before = std::fs::read(&target).expect("read");
+
+        let out = e.run(&["config", "check"]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(stderr(&out).contains("is not a socket"), "{}", stderr(&out));
+
+        let mut child = e.command().arg("run").spawn().expect("spawn");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "run did not refuse");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(!status.success());
+        assert_eq!(
+            std::fs::read(&target).expect("still there"),
+            before,
+            "{victim}"
+        );
+    }
+}
+
+#[test]
+fn files_others_can_write_are_refused_with_the_chmod_to_run() {
+    let cloud = Cloud::start(enrolld::provider::Provider::Jd);
+    let e = Enrolld::new(&cloud.config("", ""));
+    let ok = e.run(&["config", "check"]);
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+
+    // The config at 602, the secret at 620, the key inside a 777 directory,
+    // the CA file writable by others: each refused, each named.
+    let config = e.path("enrolld.toml");
+    chmod(&config, 0o602);
+    let out = e.run(&["config", "check"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("writable by other users (mode 602)")
+            && stderr(&out).contains("chmod go-w"),
+        "{}",
+        stderr(&out)
+    );
+    chmod(&config, 0o600);
+
+    let secret = cloud.dir.path().join("secret");
+    chmod(&secret, 0o620);
+    let out = e.run(&["config", "check"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("jd.secret_key_file") && stderr(&out).contains("mode 620"),
+        "{}",
+        stderr(&out)
+    );
+    chmod(&secret, 0o600);
+
+    chmod(&cloud.ca_path(), 0o646);
+    let out = e.run(&["config", "check"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("tls.extra_ca_file"),
+        "{}",
+        stderr(&out)
+    );
+    chmod(&cloud.ca_path(), 0o644);
+
+    chmod(e.dir.path(), 0o777);
+    let out = e.run(&["status"]);
+    chmod(e.dir.path(), 0o700);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(&format!(
+            "directory {} is writable by other users",
+            e.dir.path().display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    let ok = e.run(&["config", "check"]);
+    assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
+}
+
+#[test]
+fn the_state_dir_is_private_and_so_is_every_file_of_the_queue() {
+    let e = Enrolld::new("[quality]\nmin_face_px = 40\n");
+    let (code, v) = e.enroll_portrait("emp-1", 0, &[]);
+    assert_eq!(code, 0, "{v}");
+    let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&e.state_dir()), 0o700);
+    let mut files = 0;
+    let mut stack = vec![e.state_dir()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("list") {
+            let p = entry.expect("entry").path();
+            if p.is_dir() {
+                assert_eq!(mode(&p) & 0o077, 0, "{}", p.display());
+                stack.push(p);
+            } else {
+                assert_eq!(mode(&p) & 0o077, 0, "{} is {:o}", p.display(), mode(&p));
+                files += 1;
+            }
+        }
+    }
+    assert!(files >= 2, "sled's conf and log at least");
+}
+
+#[test]
+fn config_check_finds_what_start_up_and_the_first_upload_would() {
+    let cloud = Cloud::start(enrolld::provider::Provider::Tencent);
+    let base = cloud.config("", "");
+    let e = Enrolld::new(&base);
+    let check = |e: &Enrolld| {
+        let out = e.run(&["config", "check"]);
+        (out.status.code(), stderr(&out))
+    };
+    assert_eq!(check(&e).0, Some(0), "{}", check(&e).1);
+
+    // The queue key: missing, then readable by others.
+    let key = e.path("queue-key");
+    std::fs::rename(&key, e.path("key.away")).expect("mv");
+    let (code, err) = check(&e);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("queue.key_file"), "{err}");
+    std::fs::rename(e.path("key.away"), &key).expect("mv");
+    chmod(&key, 0o644);
+    let (code, err) = check(&e);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("queue.key_file") && err.contains("readable by other users"),
+        "{err}"
+    );
+    chmod(&key, 0o600);
+
+    // The secret: empty, a directory, missing.
+    let secret = cloud.dir.path().join("secret");
+    write_private(&secret, "");
+    let (code, err) = check(&e);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("tencent.secret_key_file") && err.contains("empty"),
+        "{err}"
+    );
+    std::fs::remove_file(&secret).expect("rm");
+    std::fs::create_dir(&secret).expect("mkdir");
+    let (code, err) = check(&e);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("is a directory"), "{err}");
+    std::fs::remove_dir(&secret).expect("rmdir");
+    let (code, err) = check(&e);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("No such file"), "{err}");
+    assert!(!err.contains(SECRET));
+    write_private(&secret, format!("{SECRET}\n"));
+
+    // The extra CA file: not PEM.
+    std::fs::write(cloud.ca_path(), "not a certificate\n").expect("write");
+    let (code, err) = check(&e);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("tls.extra_ca_file") && err.contains("no PEM"),
+        "{err}"
+    );
+    cloud.emulator.write_ca(&cloud.ca_path()).expect("write ca");
+
+    // A socket path longer than a socket address; a region with CR/LF;
+    // an endpoint carrying a password.
+    for (extra, key, leak) in [
+        (
+            format!("[control]\nsocket = \"/run/{}\"\n", "s".repeat(120)),
+            "control.socket",
+            None,
+        ),
+        (String::new(), "tencent.region", None),
+        (String::new(), "tencent.endpoint", Some("hunter2pass")),
+    ] {
+        let config = match key {
+            "tencent.region" => base.replace("[tencent]\n", "[tencent]\nregion = \"ap-x\\r\\n\"\n"),
+            "tencent.endpoint" => base.replace("https://", "https://admin:hunter2pass@"),
+            _ => format!("{base}{extra}"),
+        };
+        let e = Enrolld::new(&config);
+        let (code, err) = check(&e);
+        assert_eq!(code, Some(2), "{key}: {err}");
+        assert!(err.contains(key), "{key}: {err}");
+        if let Some(leak) = leak {
+            assert!(!err.contains(leak), "{err}");
+        }
+    }
+}
+
+#[test]
+fn small_operator_mistakes_get_clear_answers() {
+    let e = Enrolld::new("[quality]\nmin_face_px = 40\n");
+    let photo = e.path("p.jpg");
+    write_jpeg(&portrait(0, 3.0), &photo);
+    let source = format!("file:{}", photo.display());
+
+    // --frames outside 1..=100 is a usage error, before anything runs.
+    for frames in ["0", "101"] {
+        let out = e.run(&[
+            "enroll", "--person", "p", "--source", &source, "--frames", frames,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "--frames {frames}");
+        assert!(stderr(&out).contains("1..=100"), "{}", stderr(&out));
+    }
+
+    // A missing photo is a missing file, not a camera to plug in.
+    let out = e.run(&[
+        "enroll",
+        "--person",
+        "p",
+        "--source",
+        "file:/nonexistent/p.jpg",
+    ]);
+    assert_eq!(out.status.code(), Some(5));
+    assert!(
+        stderr(&out).contains("no such file") && !stderr(&out).contains("camera"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A FIFO as the source answers at once instead of blocking forever.
+    let fifo = e.path("fifo");
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+    )
+    .expect("mkfifo");
+    let started = Instant::now();
+    let mut child = e
+        .command()
+        .args(["enroll", "--person", "p", "--source"])
+        .arg(format!("file:{}", fifo.display()))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("enroll from a FIFO did not return");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().expect("output");
+    assert_eq!(status.code(), Some(5));
+    assert!(
+        stderr(&out).contains("not a regular file"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Queue ids: small and increasing from one process to the next.
+    let ids: Vec<u64> = (0..2)
+        .map(|_| {
+            let (code, v) = e.json(&["enroll", "--person", "p", "--source", &source]);
+            assert_eq!(code, 0, "{v}");
+            v["entry"]["id"].as_u64().expect("id")
+        })
+        .collect();
+    assert_eq!(ids, [1, 2]);
+
+    // A state_dir that cannot be made names the path.
+    let blocker = e.path("plain-file");
+    std::fs::write(&blocker, "x").expect("write");
+    let bad_state = blocker.join("state");
+    let out = e
+        .command()
+        .arg("--state-dir")
+        .arg(&bad_state)
+        .args(["queue", "list"])
+        .output()
+        .expect("run");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains(&blocker.display().to_string()),
+        "{}",
+        stderr(&out)
+    );
+
+    // A fresh device with no key: `status` says no daemon runs.
+    std::fs::remove_file(e.path("queue-key")).expect("rm key");
+    let out = e.run(&["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("daemon: not running"), "{stdout}");
+}
