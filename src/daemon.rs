@@ -193,12 +193,18 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
         )?);
     }
 
-    // Control socket.
+    // Control socket; `clients` counts those being answered.
+    let clients = Arc::new(AtomicUsize::new(0));
     {
-        let (events, stop, config) = (events_tx.clone(), stop.clone(), config.clone());
+        let (events, stop, config, clients) = (
+            events_tx.clone(),
+            stop.clone(),
+            config.clone(),
+            clients.clone(),
+        );
         workers.push(spawn(
             "control",
-            Box::new(move || control_worker(&listener, &config, &events, &stop)),
+            Box::new(move || control_worker(&listener, &config, &events, &stop, &clients)),
         )?);
     }
 
@@ -266,6 +272,8 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
     let Daemon {
         capture_tx,
         drain_tx,
+        mut followers,
+        outbox,
         ..
     } = daemon;
     // Closing the job channels lets the capture and drain threads end.
@@ -281,6 +289,31 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
                 log::warn!("{name} did not finish in time; its entry stays queued");
             }
         }
+    }
+    // Every follow_upload client gets its closing line: uploaded if the
+    // upload finished in the grace period, otherwise still queued.
+    let receipts = if followers.is_empty() {
+        Vec::new()
+    } else {
+        outbox.receipts().unwrap_or_default()
+    };
+    for (id, reply, _) in followers.drain(..) {
+        let _ = match receipts.iter().find(|r| r.id == id) {
+            Some(r) => reply.try_send(Reply::Answer {
+                result: json!({"queued": id, "uploaded": true, "face_ids": r.face_ids}),
+            }),
+            None => reply.try_send(Reply::error(
+                "stopping",
+                format!(
+                    "enrolld is stopping; entry {id} stays queued and uploads once it runs again"
+                ),
+            )),
+        };
+    }
+    // Let client threads write what they were given (at most a second).
+    let flush_until = Instant::now() + Duration::from_secs(1);
+    while clients.load(Ordering::SeqCst) > 0 && Instant::now() < flush_until {
+        std::thread::sleep(Duration::from_millis(10));
     }
     if let Some(bound) = bound {
         bound.remove();
@@ -1029,6 +1062,7 @@ fn control_worker(
     config: &Config,
     events: &SyncSender<Event>,
     stop: &Arc<AtomicBool>,
+    active: &Arc<AtomicUsize>,
 ) {
     // A blocking accept: a connection is served at once and an idle daemon
     // does not poll. At shutdown this thread may stay blocked here; the
@@ -1037,7 +1071,7 @@ fn control_worker(
         log::error!("control socket: {e}");
         return;
     }
-    let active = Arc::new(AtomicUsize::new(0));
+    let waiting = Arc::new(Waiting::default());
     let own_uid = rustix::process::getuid().as_raw();
     let max = config.control.max_clients as usize;
     while !stop.load(Ordering::SeqCst) {
@@ -1052,13 +1086,6 @@ fn control_worker(
         if stop.load(Ordering::SeqCst) {
             refuse(stream, Reply::error("stopping", "enrolld is stopping"));
             break;
-        }
-        if active.load(Ordering::SeqCst) >= max {
-            refuse(
-                stream,
-                Reply::error("too_many_clients", format!("at most {max} clients at once")),
-            );
-            continue;
         }
         match rustix::net::sockopt::socket_peercred(&stream) {
             Ok(cred)
@@ -1090,21 +1117,77 @@ fn control_worker(
                 continue;
             }
         }
-        active.fetch_add(1, Ordering::SeqCst);
-        let (events, active, timeout) = (
+        // A client holds a slot only once it has asked something: the
+        // oldest of those still silent makes room for a new one.
+        let Some(ticket) = waiting.admit(&stream, max) else {
+            continue;
+        };
+        let (events, active, waiting, timeout) = (
             events.clone(),
             active.clone(),
+            waiting.clone(),
             Duration::from_millis(config.control.read_timeout_ms),
         );
         let spawned = std::thread::Builder::new()
             .name("client".into())
             .spawn(move || {
-                serve_client(stream, &events, timeout);
-                active.fetch_sub(1, Ordering::SeqCst);
+                serve_client(stream, &events, timeout, || {
+                    waiting.leave(ticket);
+                    if active.fetch_add(1, Ordering::SeqCst) >= max {
+                        active.fetch_sub(1, Ordering::SeqCst);
+                        return Err(Reply::error(
+                            "too_many_clients",
+                            format!("at most {max} clients at once"),
+                        ));
+                    }
+                    Ok(SlotGuard(active))
+                });
+                waiting.leave(ticket);
             });
         if spawned.is_err() {
             log::error!("control socket: cannot start a client thread");
         }
+    }
+}
+
+/// Connections that have not sent their request line yet, oldest first.
+#[derive(Default)]
+struct Waiting {
+    inner: std::sync::Mutex<(u64, std::collections::VecDeque<(u64, UnixStream)>)>,
+}
+
+impl Waiting {
+    /// Registers a new connection; when `max` are already waiting, the
+    /// oldest is shut down (its read ends, it is answered nothing). `None`
+    /// when the connection cannot be registered.
+    fn admit(&self, stream: &UnixStream, max: usize) -> Option<u64> {
+        let clone = stream.try_clone().ok()?;
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (next, queue) = &mut *guard;
+        while queue.len() >= max {
+            if let Some((_, oldest)) = queue.pop_front() {
+                log::warn!("control socket: a client sent nothing; dropped for a new one");
+                let _ = oldest.shutdown(std::net::Shutdown::Both);
+            }
+        }
+        *next += 1;
+        queue.push_back((*next, clone));
+        Some(*next)
+    }
+
+    /// The connection has sent its request, or is gone.
+    fn leave(&self, ticket: u64) {
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        guard.1.retain(|(t, _)| *t != ticket);
+    }
+}
+
+/// A client slot, given back when the client is done.
+struct SlotGuard(Arc<AtomicUsize>);
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -1125,7 +1208,14 @@ fn refuse(mut stream: UnixStream, reply: Reply) {
     }
 }
 
-fn serve_client(stream: UnixStream, events: &SyncSender<Event>, timeout: Duration) {
+/// Reads one request and streams the answers. `slot` is called once the
+/// request is read: it takes a client slot or says why there is none.
+fn serve_client(
+    stream: UnixStream,
+    events: &SyncSender<Event>,
+    timeout: Duration,
+    slot: impl FnOnce() -> Result<SlotGuard, Reply>,
+) {
     if stream.set_read_timeout(Some(timeout)).is_err()
         || stream
             .set_write_timeout(Some(Duration::from_secs(10)))
@@ -1139,7 +1229,11 @@ fn serve_client(stream: UnixStream, events: &SyncSender<Event>, timeout: Duratio
     let mut writer = writer;
     let mut reader = BufReader::new(stream);
     let failure = match read_request(&mut reader) {
-        Ok(req) => {
+        Ok(req) => 'served: {
+            let _slot = match slot() {
+                Ok(guard) => guard,
+                Err(reply) => break 'served reply,
+            };
             let (tx, rx) = mpsc::sync_channel::<Reply>(64);
             if events.try_send(Event::Client(req, tx)).is_ok() {
                 while let Ok(reply) = rx.recv() {

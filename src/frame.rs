@@ -126,9 +126,16 @@ pub fn decode_untrusted(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage,
     check_dimensions(width, height, limits)?;
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     reader.limits(decoder_limits(limits));
-    let img = reader
-        .decode()
+    let mut decoder = reader
+        .into_decoder()
         .map_err(|e| map_image_error(e, width, height))?;
+    // Phones store a portrait as landscape pixels plus an EXIF Orientation;
+    // the detector needs the face upright, as the photo is shown.
+    let orientation = image::ImageDecoder::orientation(&mut decoder)
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = image::DynamicImage::from_decoder(decoder)
+        .map_err(|e| map_image_error(e, width, height))?;
+    img.apply_orientation(orientation);
     Ok(img.into_rgb8())
 }
 

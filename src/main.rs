@@ -812,7 +812,7 @@ fn daemon_call(cfg: &Config, req: &Request, json: bool) -> Option<Result<u8, Fai
 fn reply_exit(code: &str) -> u8 {
     match code {
         "rejected" => exit::REJECTED,
-        "busy" => exit::BUSY,
+        "busy" | "too_many_clients" => exit::BUSY,
         "queue_full" | "storage_full" => exit::QUEUE_FULL,
         "not_found" => exit::NOT_FOUND,
         c if c.starts_with("camera_")

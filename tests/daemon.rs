@@ -328,14 +328,25 @@ fn sigterm_during_an_upload_then_restart_loses_nothing_and_adds_no_duplicate() {
     });
     assert!(matches!(first, Reply::Answer { .. }), "{first:?}");
     cloud.push_fault("hang@CreateFace");
-    let (_, queued) = d.call(&Request::Enroll {
-        person: "term-1".into(),
-        name: None,
-        provider: None,
-        frames: None,
-        follow_upload: false,
+    // This client follows the upload: SIGTERM must still give it a last line.
+    let socket = d.socket.clone();
+    let follower = std::thread::spawn(move || {
+        let mut client = Client::connect(&socket, Duration::from_secs(120))
+            .expect("connect")
+            .expect("daemon listening");
+        let mut events = Vec::new();
+        let last = client.call(
+            &Request::Enroll {
+                person: "term-1".into(),
+                name: None,
+                provider: None,
+                frames: None,
+                follow_upload: true,
+            },
+            &mut |r| events.push(r.clone()),
+        );
+        (events, last)
     });
-    assert!(matches!(queued, Reply::Answer { .. }), "{queued:?}");
     assert!(
         wait_until(Duration::from_secs(10), || cloud.requests("CreateFace")
             == 1),
@@ -348,6 +359,20 @@ fn sigterm_during_an_upload_then_restart_loses_nothing_and_adds_no_duplicate() {
         took < Duration::from_secs(10) + prompt,
         "bounded by the grace period: {took:?} (start-up took {startup:?})"
     );
+    let (events, last) = follower.join().expect("follower thread");
+    assert!(
+        events
+            .iter()
+            .any(|r| matches!(r, Reply::Event { event, .. } if event == "queued")),
+        "{events:?}"
+    );
+    match last {
+        Ok(Reply::Error { code, message }) => {
+            assert_eq!(code, "stopping", "{message}");
+            assert!(message.contains("stays queued"), "{message}");
+        }
+        other => panic!("the follower's last line: {other:?}"),
+    }
     // The cloud applied it; the device does not know yet.
     assert_eq!(cloud.faces("term-1").len(), 2);
     let mut d = Daemon::start(&e, None);
@@ -458,6 +483,34 @@ fn random_and_oversized_input_never_kills_it() {
     // Still alive and answering.
     let (_, r) = d.call(&Request::Status {});
     assert!(matches!(r, Reply::Answer { .. }), "{r:?}");
+    let (code, _) = d.terminate(Duration::from_secs(15));
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn silent_clients_do_not_keep_a_technician_out() {
+    let (_cloud, e) = setup(Provider::Jd, "");
+    let text = std::fs::read_to_string(e.path("enrolld.toml")).expect("read");
+    std::fs::write(
+        e.path("enrolld.toml"),
+        text.replace("[control]\n", "[control]\nread_timeout_ms = 300000\n"),
+    )
+    .expect("write");
+    let d = Daemon::start(&e, None);
+    // Three times max_clients (8) connect and send nothing; none of them
+    // times out during the test (5 minutes to send a line).
+    let silent: Vec<_> = (0..24)
+        .map(|_| std::os::unix::net::UnixStream::connect(&d.socket).expect("connect"))
+        .collect();
+    let out = e.run(&["status"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(silent);
     let (code, _) = d.terminate(Duration::from_secs(15));
     assert_eq!(code, Some(0));
 }

@@ -195,7 +195,7 @@ fn bad_files_get_clear_errors_and_do_not_stop_the_others() {
     {
         let err = r[i]["error"].as_str().unwrap_or("");
         assert!(
-            err == "bad_image" || (*name == "missing" && err == "camera_not_found"),
+            err == "bad_image" || (*name == "missing" && err == "file_not_found"),
             "{name}: {:#}",
             r[i]
         );

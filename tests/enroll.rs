@@ -414,3 +414,32 @@ fn a_missing_or_wrong_queue_key_is_a_clear_error_that_keeps_the_queue() {
     let id = list["entries"][0]["id"].as_u64().expect("id");
     assert_eq!(outbox.images(id).expect("intact").len(), 1);
 }
+
+#[test]
+fn a_phone_portrait_is_turned_upright_by_its_exif_orientation() {
+    let e = Enrolld::new("");
+    let upright = portrait(0, 3.0);
+    let p = e.path("phone.jpg");
+    std::fs::write(&p, phone_portrait_jpeg(&upright)).expect("write");
+    let source = format!("file:{}", p.display());
+    let (code, v) = e.json(&["enroll", "--person", "phone-1", "--source", &source]);
+    assert_eq!(
+        code, 0,
+        "the face is found once the photo is upright: {v:#}"
+    );
+    // The frame is the photo as shown: portrait, not the stored landscape.
+    assert_eq!(v["frames"][0]["width"], upright.width());
+    assert_eq!(v["frames"][0]["height"], upright.height());
+
+    // The same pixels without the EXIF tag: sideways, and no face is found.
+    let sideways = e.path("sideways.jpg");
+    write_jpeg(&image::imageops::rotate270(&upright), &sideways);
+    let (code, v) = e.json(&[
+        "enroll",
+        "--person",
+        "phone-2",
+        "--source",
+        &format!("file:{}", sideways.display()),
+    ]);
+    assert_eq!(code, 3, "{v:#}");
+}

@@ -84,6 +84,33 @@ pub fn write_jpeg(img: &RgbImage, path: &Path) {
     std::fs::write(path, encode(img, ImageFormat::Jpeg)).expect("write jpeg");
 }
 
+/// A JPEG as a phone writes a portrait: the pixels stored sideways
+/// (rotated a quarter turn anticlockwise) and an EXIF APP1 segment right
+/// after SOI whose Orientation (tag 0x0112) is 6, "rotate 90° clockwise
+/// to show".
+pub fn phone_portrait_jpeg(upright: &RgbImage) -> Vec<u8> {
+    let stored = image::imageops::rotate270(upright);
+    let jpeg = encode(&stored, ImageFormat::Jpeg);
+    assert_eq!(&jpeg[..2], &[0xFF, 0xD8], "JPEG starts with SOI");
+    // TIFF header (big-endian), IFD0 with one entry, no next IFD.
+    let mut tiff = Vec::new();
+    tiff.extend_from_slice(b"MM\x00\x2A");
+    tiff.extend_from_slice(&8u32.to_be_bytes());
+    tiff.extend_from_slice(&1u16.to_be_bytes());
+    tiff.extend_from_slice(&0x0112u16.to_be_bytes()); // Orientation
+    tiff.extend_from_slice(&3u16.to_be_bytes()); // SHORT
+    tiff.extend_from_slice(&1u32.to_be_bytes()); // one value
+    tiff.extend_from_slice(&[0x00, 0x06, 0x00, 0x00]); // 6, left-justified
+    tiff.extend_from_slice(&0u32.to_be_bytes());
+    let mut app1 = b"Exif\x00\x00".to_vec();
+    app1.extend_from_slice(&tiff);
+    let mut out = vec![0xFF, 0xD8, 0xFF, 0xE1];
+    out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+    out.extend_from_slice(&app1);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
 /// Scales all pixels (darken < 1.0 < brighten).
 pub fn exposure(img: &RgbImage, factor: f32) -> RgbImage {
     let mut out = img.clone();
