@@ -110,6 +110,7 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
             recovery.requeued
         );
     }
+    let salvage = outbox.last_salvage();
     let outbox = Arc::new(outbox);
     let (listener, bound) =
         bind_socket(&config.control.socket).map_err(|e| err("control socket", &e))?;
@@ -252,7 +253,10 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
         last_drain: None,
         followers: Vec::new(),
         status_line: String::new(),
-        counters: crate::metrics::Counters::default(),
+        counters: crate::metrics::Counters {
+            salvage_lost: salvage.as_ref().map_or(0, |r| r.lost.len() as u64),
+            ..crate::metrics::Counters::default()
+        },
         metrics_written: None,
     };
     let usage = daemon.outbox.usage();
@@ -661,6 +665,7 @@ impl Daemon {
         json!({
             "queue": self.outbox.usage(),
             "rule_violations": broken,
+            "storage_salvage": self.outbox.last_salvage(),
             "enrolling": self.busy,
             "armed": armed,
             "last_result": self.last_result,

@@ -36,6 +36,8 @@ pub mod outbox;
 pub mod provider;
 pub mod quality;
 pub mod retry;
+pub mod salvage;
 pub mod seal;
 pub mod source;
+pub mod spool;
 pub mod trust;

@@ -167,6 +167,9 @@ enum QueueCommand {
     Retry { id: u64 },
     /// Show the receipts of uploaded enrollments (no images are kept).
     Receipts,
+    /// Read back every entry, image, spool copy and receipt; report damage
+    /// and the last rebuild of a damaged store (exit 1 if anything is damaged).
+    Check,
     /// Delete an entry and its images, or every dead entry with --dead.
     Purge {
         #[arg(required_unless_present = "dead", conflicts_with = "dead")]
@@ -327,7 +330,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 if cli.json {
                     println!(
                         "{}",
-                        json!({"daemon": "not running", "queue": u, "rule_violations": broken})
+                        json!({"daemon": "not running", "queue": u, "rule_violations": broken, "storage_salvage": outbox.last_salvage()})
                     );
                 } else {
                     println!(
@@ -339,6 +342,9 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                         u.pending, u.dead, u.bytes
                     );
                     print_broken_rules(&broken);
+                    if let Some(s) = outbox.last_salvage() {
+                        println!("{}", salvage_line(&s));
+                    }
                 }
                 Ok(exit::FAILURE)
             }
@@ -696,6 +702,31 @@ fn queue(cfg: &Config, cmd: &QueueCommand, json: bool) -> Result<u8, Failure> {
                 println!("entry {id} is pending and due now");
             }
         }
+        QueueCommand::Check => {
+            let report = outbox.check()?;
+            if json {
+                println!("{}", json!(report));
+            } else {
+                println!(
+                    "{} entries: {} intact (store and spool copy), {} with problems; {} receipts",
+                    report.entries,
+                    report.healthy,
+                    report.problems.len(),
+                    report.receipts
+                );
+                for p in &report.problems {
+                    println!("problem: {p}");
+                }
+                if let Some(s) = &report.last_salvage {
+                    println!("{}", salvage_line(s));
+                }
+            }
+            return Ok(if report.problems.is_empty() {
+                exit::OK
+            } else {
+                exit::FAILURE
+            });
+        }
         QueueCommand::Receipts => {
             let receipts = outbox.receipts()?;
             if json {
@@ -748,8 +779,23 @@ fn queue_request(cmd: &QueueCommand) -> Option<Request> {
             id: *id,
             dead: *dead,
         },
-        QueueCommand::Receipts => return None,
+        QueueCommand::Receipts | QueueCommand::Check => return None,
     })
+}
+
+/// The last rebuild of a damaged store, in one line.
+fn salvage_line(s: &enrolld::outbox::SalvageReport) -> String {
+    format!(
+        "damaged store rebuilt {}: kept {} entries from the store, {} from the spool, {} receipts; \
+         lost {} {:?}; the damaged files are in {}",
+        rfc3339(s.at_ms),
+        s.kept_from_store,
+        s.kept_from_spool,
+        s.receipts_kept,
+        s.lost.len(),
+        s.lost,
+        s.moved_to.display()
+    )
 }
 
 /// Entries that the next drain will turn dead unsent, one line each.

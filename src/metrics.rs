@@ -14,6 +14,8 @@ pub struct Counters {
     pub dead: u64,
     pub pauses: u64,
     pub last_success_ms: Option<i64>,
+    /// Entries lost when a damaged store was last rebuilt.
+    pub salvage_lost: u64,
 }
 
 /// Renders the metrics.
@@ -89,6 +91,12 @@ pub fn render(
         &[("", clock_skew_ms as f64 / 1000.0)],
     );
     metric(
+        "enrolld_queue_lost_entries",
+        "gauge",
+        "Entries lost when a damaged queue store was last rebuilt (see enrolld queue check).",
+        &[("", counters.salvage_lost as f64)],
+    );
+    metric(
         "enrolld_uploads_paused",
         "gauge",
         "1 while uploads wait for an operator.",
@@ -125,8 +133,10 @@ mod tests {
             dead: 1,
             pauses: 0,
             last_success_ms: Some(20_000),
+            salvage_lost: 1,
         };
         let text = render(&usage, &c, 70_000, -3_000, false);
+        assert!(text.contains("enrolld_queue_lost_entries 1\n"), "{text}");
         assert!(text.contains("enrolld_queue_pending 2\n"), "{text}");
         assert!(text.contains("enrolld_oldest_pending_age_seconds 60\n"));
         assert!(text.contains("enrolld_upload_failures_total{class=\"retry\"} 2\n"));

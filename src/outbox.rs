@@ -31,6 +31,7 @@ use crate::clock::{Clock, UnixMillis};
 use crate::provider::Provider;
 use crate::quality::FaceScores;
 use crate::seal::QueueKey;
+use crate::spool::Spool;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -49,6 +50,8 @@ const KEY_CHECK_PLAIN: &[u8] = b"enrolld queue key check";
 /// The next queue id (big-endian u64), written with each new entry. Ids
 /// are small and increasing: technicians type them.
 const META_NEXT_ID: &[u8] = b"next_id";
+/// The report of the last rebuild of a damaged store (JSON).
+const META_SALVAGE: &[u8] = b"last_salvage";
 
 /// How long after an unanswered request the cloud may still apply it. An
 /// upload whose outcome is unknown is checked (and perhaps sent again) only
@@ -269,6 +272,8 @@ pub enum OutboxError {
     UnsupportedFormat { found: u32 },
     /// The device key is not the one this queue was sealed with.
     WrongKey(PathBuf),
+    /// sled found its own files damaged (checksum, unreadable page).
+    Damaged(String),
     /// Any other storage error.
     Storage(String),
 }
@@ -285,6 +290,7 @@ impl OutboxError {
             OutboxError::Corrupt { .. } => "corrupt_entry",
             OutboxError::UnsupportedFormat { .. } => "unsupported_format",
             OutboxError::WrongKey(_) => "wrong_queue_key",
+            OutboxError::Damaged(_) => "storage_damaged",
             OutboxError::Storage(_) => "storage_error",
         }
     }
@@ -314,6 +320,7 @@ impl fmt::Display for OutboxError {
                  nothing was changed: configure the key it was written with",
                 p.display()
             ),
+            OutboxError::Damaged(why) => write!(f, "storage damaged: {why}"),
             OutboxError::Storage(why) => write!(f, "storage error: {why}"),
         }
     }
@@ -329,6 +336,20 @@ fn storage_error(e: sled::Error) -> OutboxError {
         sled::Error::Io(io) if io.raw_os_error() == Some(28) => {
             OutboxError::StorageFull(io.to_string())
         }
+        sled::Error::Io(io)
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+            ) =>
+        {
+            OutboxError::Damaged(io.to_string())
+        }
+        // Unsupported: sled reads its settings file (`conf`) as written by
+        // a release before 0.29 when that file fails its checksum; this
+        // queue was never written by one.
+        e @ (sled::Error::Corruption { .. }
+        | sled::Error::ReportableBug(_)
+        | sled::Error::Unsupported(_)) => OutboxError::Damaged(e.to_string()),
         other => OutboxError::Storage(other.to_string()),
     }
 }
@@ -481,6 +502,16 @@ fn first_free_id(
     Ok(next)
 }
 
+/// Whether images are the ones an entry describes (length and SHA-256).
+pub(crate) fn images_match(entry: &Enrollment, images: &[Vec<u8>]) -> bool {
+    entry.images.len() == images.len()
+        && entry
+            .images
+            .iter()
+            .zip(images)
+            .all(|(m, b)| m.len == b.len() as u64 && m.sha256 == sha256_hex(b))
+}
+
 /// Every record of a tree that parses, in key order; unreadable ones are
 /// skipped (and counted by `scan_usage`).
 fn read_all<T: serde::de::DeserializeOwned>(tree: &sled::Tree) -> Result<Vec<T>, OutboxError> {
@@ -492,6 +523,39 @@ fn read_all<T: serde::de::DeserializeOwned>(tree: &sled::Tree) -> Result<Vec<T>,
         }
     }
     Ok(out)
+}
+
+/// What the rebuild of a damaged store kept and lost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SalvageReport {
+    pub at_ms: UnixMillis,
+    /// What sled said about its files.
+    pub why: String,
+    /// Where the damaged store was moved (kept for inspection; delete it
+    /// once the queue is known to be right).
+    pub moved_to: PathBuf,
+    /// Entries read back from the damaged store, with their state.
+    pub kept_from_store: u64,
+    /// Entries the store had lost, rebuilt from their spool copies (as
+    /// pending, outcome unknown: the cloud is asked before sending again).
+    pub kept_from_spool: u64,
+    pub receipts_kept: u64,
+    /// Ids of entries neither the store nor the spool could give back.
+    pub lost: Vec<u64>,
+}
+
+/// `enrolld queue check`: the health of the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct HealthReport {
+    pub entries: u64,
+    /// Entries whose record, images and spool copy all read back intact.
+    pub healthy: u64,
+    pub receipts: u64,
+    /// Ids of entries whose images cannot be read from anywhere.
+    pub lost: Vec<u64>,
+    /// One line per problem found.
+    pub problems: Vec<String>,
+    pub last_salvage: Option<SalvageReport>,
 }
 
 /// What `open` found and repaired.
@@ -517,6 +581,8 @@ pub struct Outbox {
     clock: Arc<dyn Clock>,
     key: QueueKey,
     usage: Mutex<Usage>,
+    /// The second copy of every entry (see [`crate::spool`]).
+    spool: Spool,
     /// The id the next entry gets (taken under the `usage` lock).
     next_id: std::sync::atomic::AtomicU64,
     path: PathBuf,
@@ -534,7 +600,38 @@ impl Outbox {
     /// Opens (or creates) the outbox in `state_dir/outbox`, recovering what a
     /// crash left in flight. `key` seals the images; a queue written with
     /// another key is refused with [`OutboxError::WrongKey`], untouched.
+    ///
+    /// A store sled finds damaged is moved aside into `state_dir` and
+    /// rebuilt from what is still readable in it and from the spool; see
+    /// [`Outbox::last_salvage`] for what was kept and lost.
     pub fn open(
+        state_dir: &Path,
+        limits: OutboxLimits,
+        clock: Arc<dyn Clock>,
+        key: QueueKey,
+    ) -> Result<(Outbox, Recovery), OutboxError> {
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Self::open_store(state_dir, limits, clock.clone(), key.clone())
+        }))
+        .unwrap_or_else(|_| {
+            Err(OutboxError::Damaged(
+                "sled panicked reading its files".into(),
+            ))
+        });
+        match opened {
+            Err(OutboxError::Damaged(why)) => {
+                crate::salvage::rebuild(state_dir, limits, clock, key, &why)
+            }
+            Ok((outbox, recovery)) => {
+                outbox.reconcile_spool()?;
+                Ok((outbox, recovery))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens the store as it is (no salvage).
+    pub(crate) fn open_store(
         state_dir: &Path,
         limits: OutboxLimits,
         clock: Arc<dyn Clock>,
@@ -618,6 +715,7 @@ impl Outbox {
             key,
             usage: Mutex::new(Usage::default()),
             next_id: std::sync::atomic::AtomicU64::new(next_id),
+            spool: Spool::new(state_dir),
             path,
         };
         let recovery = outbox.recover()?;
@@ -787,6 +885,127 @@ impl Outbox {
         Ok(u)
     }
 
+    /// Puts back an entry read from a damaged store or the spool, with its
+    /// id, state and images (salvage only; not durable until
+    /// [`Outbox::finish_restore`]).
+    pub(crate) fn restore(
+        &self,
+        entry: &Enrollment,
+        images: &[Vec<u8>],
+    ) -> Result<(), OutboxError> {
+        let id = entry.id;
+        let json = serde_json::to_vec(entry).map_err(|e| OutboxError::Storage(e.to_string()))?;
+        for (i, img) in images.iter().enumerate() {
+            let sealed = self
+                .key
+                .seal(&image_aad(id, i as u8), img)
+                .map_err(|e| OutboxError::Storage(e.to_string()))?;
+            for (c, chunk) in sealed.chunks(CHUNK_BYTES).enumerate() {
+                self.images
+                    .insert(image_key(id, i as u8, c as u16), chunk)
+                    .map_err(storage_error)?;
+            }
+        }
+        self.entries
+            .insert(id.to_be_bytes(), json)
+            .map_err(storage_error)?;
+        if !self
+            .spool
+            .read(&self.key, id)
+            .is_ok_and(|(e, _)| e.id == id)
+        {
+            let plain: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
+            self.spool
+                .write(&self.key, entry, &plain)
+                .map_err(|e| io_error(self.spool.dir(), e))?;
+        }
+        self.next_id
+            .fetch_max(id.saturating_add(1), std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Puts back a receipt record as it was stored (salvage only).
+    pub(crate) fn restore_receipt(&self, key: &[u8], value: &[u8]) -> Result<(), OutboxError> {
+        if let Some(id) = id_from_key(key) {
+            self.next_id
+                .fetch_max(id.saturating_add(1), std::sync::atomic::Ordering::SeqCst);
+        }
+        self.receipts.insert(key, value).map_err(storage_error)?;
+        Ok(())
+    }
+
+    /// Ends a salvage: stores the report and the id counter, makes it all
+    /// durable, and counts the queue again (in-flight entries go back to
+    /// pending as after any crash).
+    pub(crate) fn finish_restore(&self, report: &SalvageReport) -> Result<Recovery, OutboxError> {
+        let next = self.next_id.load(std::sync::atomic::Ordering::SeqCst);
+        self.db
+            .insert(META_NEXT_ID, &next.to_be_bytes())
+            .map_err(storage_error)?;
+        let json = serde_json::to_vec(report).map_err(|e| OutboxError::Storage(e.to_string()))?;
+        self.db.insert(META_SALVAGE, json).map_err(storage_error)?;
+        self.persist()?;
+        self.recover()
+    }
+
+    /// The last rebuild of a damaged store, if there was one.
+    pub fn last_salvage(&self) -> Option<SalvageReport> {
+        let v = self.db.get(META_SALVAGE).ok()??;
+        serde_json::from_slice(&v).ok()
+    }
+
+    /// Reads every entry, image, spool copy and receipt and says what is
+    /// damaged (`enrolld queue check`). Changes nothing.
+    pub fn check(&self) -> Result<HealthReport, OutboxError> {
+        let mut r = HealthReport {
+            last_salvage: self.last_salvage(),
+            ..HealthReport::default()
+        };
+        for item in self.entries.iter() {
+            let (key, value) = match item {
+                Ok(kv) => kv,
+                Err(e) => {
+                    r.problems.push(format!("the store cannot be read on: {e}"));
+                    break;
+                }
+            };
+            r.entries += 1;
+            let id = id_from_key(&key).unwrap_or(0);
+            let Ok(entry) = serde_json::from_slice::<Enrollment>(&value) else {
+                r.problems
+                    .push(format!("entry {id}: its record does not parse"));
+                continue;
+            };
+            let stored = self.stored_images(&entry);
+            let copy = self.spool.read(&self.key, id);
+            let copy_ok = matches!(&copy, Ok((_, imgs)) if images_match(&entry, imgs));
+            match (&stored, copy_ok) {
+                (Ok(_), true) => r.healthy += 1,
+                (Ok(_), false) => r.problems.push(format!(
+                    "entry {id}: spool copy {}; the store's copy is intact (rewritten at the next salvage)",
+                    copy.err().unwrap_or_else(|| "differs".into())
+                )),
+                (Err(e), true) => r.problems.push(format!(
+                    "entry {id}: {e}; the spool copy is intact and is what will be uploaded"
+                )),
+                (Err(e), false) => {
+                    r.problems.push(format!("entry {id}: {e}, and no intact spool copy: lost"));
+                    r.lost.push(id);
+                }
+            }
+        }
+        for item in self.receipts.iter() {
+            match item {
+                Ok(_) => r.receipts += 1,
+                Err(e) => {
+                    r.problems.push(format!("receipts cannot be read on: {e}"));
+                    break;
+                }
+            }
+        }
+        Ok(r)
+    }
+
     /// Where the database lives.
     pub fn path(&self) -> &Path {
         &self.path
@@ -861,6 +1080,11 @@ impl Outbox {
             scores: new.scores,
         };
         let json = serde_json::to_vec(&record).map_err(|e| OutboxError::Storage(e.to_string()))?;
+        // The second copy first: an entry is acknowledged only with both.
+        let plain: Vec<&[u8]> = new.images.iter().map(|i| i.bytes.as_slice()).collect();
+        self.spool
+            .stage(&self.key, &record, &plain)
+            .map_err(|e| io_error(self.spool.dir(), e))?;
         let key = id.to_be_bytes();
         let sealed = new
             .images
@@ -882,8 +1106,16 @@ impl Outbox {
                 meta.insert(META_NEXT_ID, &(id + 1).to_be_bytes())?;
                 Ok::<(), sled::transaction::ConflictableTransactionError<OutboxError>>(())
             })
-            .map_err(tx_error)?;
-        if let Err(e) = self.persist() {
+            .map_err(|e| {
+                let _ = self.spool.remove(id);
+                tx_error(e)
+            })?;
+        if let Err(e) = self.persist().and_then(|()| {
+            self.spool
+                .commit(id)
+                .map_err(|e| io_error(self.spool.dir(), e))
+        }) {
+            let _ = self.spool.remove(id);
             // Not durable, so not acknowledged: take it back out so a retry by
             // the caller cannot become a duplicate.
             let _ = self.remove_records(id);
@@ -920,9 +1152,11 @@ impl Outbox {
         // sled writes a value more than once (log, then page rewrite), and
         // rewrites a large page (a blob file of up to a segment) whole
         // before it deletes the old one.
+        // Plus the spool copy: base64 inside a sealed file.
         let wanted = needed
             .saturating_add(RECORD_OVERHEAD_BYTES)
             .saturating_mul(2)
+            .saturating_add(needed.saturating_mul(4) / 3 + RECORD_OVERHEAD_BYTES)
             .saturating_add(SLED_REWRITE_BYTES)
             .saturating_add(self.limits.reserve_bytes);
         if room < wanted {
@@ -950,6 +1184,10 @@ impl Outbox {
 
     fn remove_records(&self, id: u64) -> Result<(), OutboxError> {
         let image_keys = self.image_keys(id)?;
+        // The copy goes first: a spool file is then never left for an
+        // entry that is gone, so one without a store record is one the
+        // store lost (see `reconcile_spool`).
+        self.drop_copy(id);
         use sled::Transactional;
         (&self.entries, &self.images)
             .transaction(|(entries, imgs)| {
@@ -960,6 +1198,107 @@ impl Outbox {
                 Ok::<(), sled::transaction::ConflictableTransactionError<OutboxError>>(())
             })
             .map_err(tx_error)
+    }
+
+    /// Removes the spool copy of an entry that left the queue. A copy left
+    /// behind is removed at the next open.
+    fn drop_copy(&self, id: u64) {
+        if let Err(e) = self.spool.remove(id) {
+            log::warn!("outbox: spool copy of entry {id}: {e}; removed at the next start");
+        }
+    }
+
+    /// Makes the spool and the store agree at open:
+    /// - a copy whose id was never given out (a crash before the entry was
+    ///   stored, so never acknowledged) is removed;
+    /// - a copy of an entry the store does not have is one the store lost
+    ///   silently (sled drops a damaged blob page): it is put back, pending
+    ///   with its outcome unknown, and reported like a rebuild;
+    /// - an entry without a copy (a crash after the copy's removal, or a
+    ///   damaged spool) gets one again.
+    fn reconcile_spool(&self) -> Result<(), OutboxError> {
+        let ids = self
+            .spool
+            .ids()
+            .map_err(|e| io_error(self.spool.dir(), e))?;
+        let mut restored = 0u64;
+        let mut lost = Vec::new();
+        for id in &ids {
+            let id = *id;
+            if self
+                .entries
+                .contains_key(id.to_be_bytes())
+                .map_err(storage_error)?
+            {
+                continue;
+            }
+            if self
+                .receipts
+                .contains_key(id.to_be_bytes())
+                .map_err(storage_error)?
+            {
+                self.drop_copy(id);
+                continue;
+            }
+            match self.spool.read(&self.key, id) {
+                Ok((mut entry, images)) if images_match(&entry, &images) => {
+                    if !matches!(entry.state, EntryState::Dead { .. }) {
+                        entry.state = EntryState::Pending;
+                        entry.outcome_unknown = true;
+                    }
+                    log::error!("outbox: entry {id} was missing from the store; restored from its spool copy");
+                    self.restore(&entry, &images)?;
+                    restored += 1;
+                }
+                _ => {
+                    log::error!("outbox: entry {id} is missing from the store and its spool copy is damaged: lost");
+                    self.spool.set_aside(id);
+                    lost.push(id);
+                }
+            }
+        }
+        for item in self.entries.iter() {
+            let (key, _) = item.map_err(storage_error)?;
+            let Some(id) = id_from_key(&key) else {
+                continue;
+            };
+            if ids.binary_search(&id).is_err() {
+                if let Ok(mut entry) = self.get(id) {
+                    // Its copy goes only when it is uploaded or purged: the
+                    // store may have rolled back past that, so the cloud is
+                    // asked before it is sent again.
+                    if entry.state == EntryState::Pending && !entry.outcome_unknown {
+                        entry.outcome_unknown = true;
+                        self.entries
+                            .insert(
+                                key.clone(),
+                                serde_json::to_vec(&entry)
+                                    .map_err(|e| OutboxError::Storage(e.to_string()))?,
+                            )
+                            .map_err(storage_error)?;
+                    }
+                    if let Ok(images) = self.stored_images(&entry) {
+                        let plain: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
+                        self.spool
+                            .write(&self.key, &entry, &plain)
+                            .map_err(|e| io_error(self.spool.dir(), e))?;
+                    }
+                }
+            }
+        }
+        if restored > 0 || !lost.is_empty() {
+            let report = SalvageReport {
+                at_ms: self.clock.now_ms(),
+                why: "entries missing from the store".into(),
+                moved_to: self.path.clone(),
+                kept_from_store: 0,
+                kept_from_spool: restored,
+                receipts_kept: 0,
+                lost,
+            };
+            self.finish_restore(&report)?;
+        }
+        Ok(())
     }
 
     /// One entry, without images.
@@ -975,9 +1314,31 @@ impl Outbox {
         })
     }
 
-    /// The images of an entry, checked against their stored checksums.
+    /// The images of an entry, checked against their stored checksums;
+    /// when the store's copy is damaged, the spool's is used.
     pub fn images(&self, id: u64) -> Result<Vec<Vec<u8>>, OutboxError> {
         let entry = self.get(id)?;
+        match self.stored_images(&entry) {
+            Ok(images) => Ok(images),
+            // Damaged, or sled failed reading a damaged blob file.
+            Err(
+                e @ (OutboxError::Corrupt { .. }
+                | OutboxError::Damaged(_)
+                | OutboxError::Storage(_)),
+            ) => match self.spool.read(&self.key, id) {
+                Ok((_, images)) if images_match(&entry, &images) => {
+                    log::warn!("outbox: {e}; using the spool copy");
+                    Ok(images)
+                }
+                _ => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The images of an entry as the store holds them, checked.
+    fn stored_images(&self, entry: &Enrollment) -> Result<Vec<Vec<u8>>, OutboxError> {
+        let id = entry.id;
         let mut out = Vec::with_capacity(entry.images.len());
         for (i, meta) in entry.images.iter().enumerate() {
             let sealed = read_chunks(&self.images, id, i as u8, meta.len)?;
@@ -1173,6 +1534,7 @@ impl Outbox {
         };
         let json = serde_json::to_vec(&receipt).map_err(|x| OutboxError::Storage(x.to_string()))?;
         let image_keys = self.image_keys(id)?;
+        self.drop_copy(id);
         use sled::Transactional;
         (&self.entries, &self.images, &self.receipts)
             .transaction(|(entries, imgs, receipts)| {
@@ -1536,10 +1898,22 @@ mod tests {
         ob.images
             .insert(image_key(e.id, 0, 1), &[1u8, 2, 3][..])
             .expect("damage");
+        // The spool copy stands in for the store's.
+        assert_eq!(ob.images(e.id).expect("spool copy"), vec![vec![7; 100_000]]);
+        let report = ob.check().expect("check");
+        assert_eq!((report.entries, report.healthy), (1, 0));
+        assert!(report.lost.is_empty() && report.problems[0].contains("spool copy is intact"));
+        // Both copies damaged: an error, never wrong bytes.
+        let copy = dir.path().join("spool").join(format!("{}.entry", e.id));
+        let mut bytes = std::fs::read(&copy).expect("read");
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        std::fs::write(&copy, bytes).expect("write");
         assert_eq!(
             ob.images(e.id).expect_err("damaged").code(),
             "corrupt_entry"
         );
+        assert_eq!(ob.check().expect("check").lost, vec![e.id]);
     }
 
     #[test]

@@ -26,6 +26,7 @@ const TAG_BYTES: usize = 16;
 pub const KEY_BYTES: usize = 32;
 
 /// The device key. Never printed; wiped when dropped.
+#[derive(Clone)]
 pub struct QueueKey {
     cipher: XChaCha20Poly1305,
 }

@@ -320,3 +320,221 @@ fn small_operator_mistakes_get_clear_answers() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("daemon: not running"), "{stdout}");
 }
+
+/// A queue of seven live entries (five small, two large enough for sled to
+/// put in blob files) and one receipt, in `dir`.
+fn rot_fixture(dir: &Path) -> Vec<(u64, Vec<u8>)> {
+    use enrolld::outbox::{Group, NewEnrollment, NewImage, Outbox, OutboxLimits};
+    let limits = OutboxLimits {
+        max_entries: 100,
+        max_bytes: 1 << 30,
+        reserve_bytes: 0,
+    };
+    let (ob, _) = Outbox::open(
+        dir,
+        limits,
+        std::sync::Arc::new(enrolld::clock::SystemClock),
+        queue_key(),
+    )
+    .expect("open");
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut bytes = |n: usize| -> Vec<u8> {
+        (0..n)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect()
+    };
+    let mut live = Vec::new();
+    for (i, len) in [
+        20_000, 30_000, 700_000, 25_000, 600_000, 15_000, 40_000, 10_000,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let image = bytes(len);
+        let e = ob
+            .enqueue(NewEnrollment {
+                person_id: format!("rot-{i}"),
+                person_name: None,
+                provider: enrolld::provider::Provider::Jd,
+                group: Group {
+                    id: "g".into(),
+                    name: String::new(),
+                },
+                images: vec![NewImage {
+                    bytes: image.clone(),
+                    width: 100,
+                    height: 100,
+                }],
+                scores: Vec::new(),
+            })
+            .expect("enqueue");
+        live.push((e.id, image));
+    }
+    // The first is uploaded: a receipt.
+    ob.complete(live[0].0, &["face-0".into()])
+        .expect("complete");
+    live.remove(0);
+    live
+}
+
+/// Every file of the state dir, relative to it.
+fn files_under(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("list") {
+            let p = entry.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(root).expect("under root").to_path_buf());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for rel in files_under(from) {
+        let target = to.join(&rel);
+        std::fs::create_dir_all(target.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(from.join(&rel), target).expect("copy");
+    }
+}
+
+fn flip(path: &Path, offset: u64) {
+    let mut bytes = std::fs::read(path).expect("read");
+    bytes[offset as usize] ^= 0xff;
+    std::fs::write(path, bytes).expect("write");
+}
+
+/// Opens a (possibly damaged) queue; the live entries whose images read
+/// back exactly.
+fn kept(dir: &Path, live: &[(u64, Vec<u8>)]) -> (Vec<u64>, enrolld::outbox::Outbox) {
+    let limits = enrolld::outbox::OutboxLimits {
+        max_entries: 100,
+        max_bytes: 1 << 30,
+        reserve_bytes: 0,
+    };
+    let (ob, _) = enrolld::outbox::Outbox::open(
+        dir,
+        limits,
+        std::sync::Arc::new(enrolld::clock::SystemClock),
+        queue_key(),
+    )
+    .unwrap_or_else(|e| panic!("a damaged queue still opens: {e}"));
+    let ids = live
+        .iter()
+        .filter(|(id, image)| match ob.images(*id) {
+            Ok(i) => i == vec![image.clone()],
+            Err(e) => {
+                println!("entry {id}: {e}");
+                false
+            }
+        })
+        .map(|(id, _)| *id)
+        .collect();
+    (ids, ob)
+}
+
+#[test]
+fn a_flipped_byte_in_any_file_of_the_queue_loses_no_entry() {
+    let good = tempfile::tempdir().expect("tempdir");
+    let live = rot_fixture(good.path());
+    let files = files_under(good.path());
+    let kinds = |prefix: &str| files.iter().filter(|f| f.starts_with(prefix)).count();
+    assert!(
+        kinds("outbox/blobs") > 0 && kinds("spool") == live.len(),
+        "premise: blob files and one spool file per entry: {files:?}"
+    );
+    let mut trials = 0;
+    let mut rebuilt = 0;
+    for rel in &files {
+        let len = std::fs::metadata(good.path().join(rel))
+            .expect("stat")
+            .len();
+        // Each spool file is sealed whole: two places tell as much as eight.
+        let mut offsets = if rel.starts_with("spool") {
+            vec![0, len / 2]
+        } else {
+            vec![0, 1, 20, 100, len / 4, len / 2, 3 * len / 4, len - 1]
+        };
+        offsets.retain(|o| *o < len);
+        offsets.dedup();
+        for offset in offsets {
+            let work = tempfile::tempdir().expect("tempdir");
+            copy_tree(good.path(), work.path());
+            flip(&work.path().join(rel), offset);
+            let (ids, ob) = kept(work.path(), &live);
+            trials += 1;
+            assert_eq!(
+                ids.len(),
+                live.len(),
+                "{} byte {offset}: kept {ids:?} of {:?}",
+                rel.display(),
+                live.iter().map(|(id, _)| *id).collect::<Vec<_>>()
+            );
+            if let Some(s) = ob.last_salvage() {
+                rebuilt += 1;
+                assert!(s.lost.is_empty(), "{s:?}");
+                assert!(s.moved_to.exists(), "the damaged store is kept: {s:?}");
+            }
+        }
+    }
+    println!(
+        "byte flips: {trials} trials over {} files (store log, snapshot, settings, blobs, spool): \
+         every live entry kept in each; {rebuilt} opened by rebuilding a damaged store",
+        files.len()
+    );
+    assert!(rebuilt > 0, "some flips damage what sled checks");
+}
+
+#[test]
+fn when_both_copies_of_an_entry_rot_only_that_entry_is_lost_and_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let live = rot_fixture(dir.path());
+    // sled's log damaged near its start (everything after is unreadable to
+    // sled), and the spool copy of one entry damaged too.
+    flip(&dir.path().join("outbox/db"), 20);
+    let victim = live[2].0;
+    let copy = dir.path().join(format!("spool/{victim}.entry"));
+    let len = std::fs::metadata(&copy).expect("stat").len();
+    flip(&copy, len / 2);
+    let (ids, ob) = kept(dir.path(), &live);
+    let expected: Vec<u64> = live
+        .iter()
+        .map(|(id, _)| *id)
+        .filter(|id| *id != victim)
+        .collect();
+    assert_eq!(ids, expected);
+    let report = ob.last_salvage().expect("rebuilt");
+    assert_eq!(report.lost, vec![victim]);
+    let health = ob.check().expect("check");
+    assert_eq!(
+        health.last_salvage.as_ref().map(|s| s.lost.clone()),
+        Some(vec![victim])
+    );
+    drop(ob);
+
+    // The device keeps enrolling, and the CLI names the loss.
+    let e = Enrolld::new("[quality]\nmin_face_px = 40\n");
+    copy_tree(dir.path(), &e.state_dir());
+    let (code, v) = e.enroll_portrait("after-rot", 0, &[]);
+    assert_eq!(code, 0, "{v}");
+    let out = e.run(&["queue", "check"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("lost 1 [{victim}]")) && text.contains("damaged-"),
+        "{text}"
+    );
+    let out = e.run(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("lost 1 [{victim}]")), "{text}");
+}

@@ -1,0 +1,225 @@
+//! Rebuilding a damaged queue store (an SD card that rotted a byte).
+//!
+//! 1. The damaged store (`state_dir/outbox`) is moved aside, whole, to
+//!    `state_dir/damaged-<unix ms>`: nothing is deleted.
+//! 2. A scratch copy of it is opened without its snapshot and settings file
+//!    (sled then replays its log up to the damage) and every record that still reads
+//!    back, with images that pass their checksums, is kept with its state.
+//! 3. A new store is made; the kept entries and receipts go in, then every
+//!    spool copy of an entry the store lost (see [`crate::spool`]), as
+//!    pending with its outcome unknown, so the cloud is asked before the
+//!    enrollment is sent again.
+//! 4. The report (kept, lost by id, where the damaged files went) is stored
+//!    in the new store, logged, and shown by `status` and `queue check`.
+//!
+//! An entry is lost only when both its store record and its spool copy are
+//! damaged.
+
+use crate::clock::Clock;
+use crate::outbox::{
+    images_match, Enrollment, EntryState, Outbox, OutboxError, OutboxLimits, Recovery,
+    SalvageReport,
+};
+use crate::seal::QueueKey;
+use crate::spool::Spool;
+use std::path::Path;
+use std::sync::Arc;
+
+/// What could be read back from the damaged store.
+#[derive(Default)]
+struct Readable {
+    /// Entries, with their images when those passed their checksums.
+    entries: Vec<(Enrollment, Option<Vec<Vec<u8>>>)>,
+    receipts: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for item in std::fs::read_dir(from)? {
+        let item = item?;
+        let target = to.join(item.file_name());
+        if item.file_type()?.is_dir() {
+            copy_dir(&item.path(), &target)?;
+        } else {
+            std::fs::copy(item.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Opens a scratch copy of the damaged store, less its snapshot and
+/// settings file, and reads
+/// what it can. Errors end a tree's reading; panics (sled on some damage)
+/// give up on the store: the spool still has every entry.
+fn read_damaged(damaged: &Path, scratch: &Path, key: &QueueKey) -> Readable {
+    let _ = std::fs::remove_dir_all(scratch);
+    if let Err(e) = copy_dir(damaged, scratch) {
+        log::error!("outbox salvage: cannot copy {}: {e}", damaged.display());
+        return Readable::default();
+    }
+    if let Ok(listing) = std::fs::read_dir(scratch) {
+        for item in listing.flatten() {
+            // The snapshot and the settings file are rebuilt by sled (the
+            // queue uses sled's default settings); the log is what holds data.
+            let name = item.file_name().to_string_lossy().into_owned();
+            if name.starts_with("snap.") || name == "conf" {
+                let _ = std::fs::remove_file(item.path());
+            }
+        }
+    }
+    let read = std::panic::catch_unwind(|| -> Result<Readable, sled::Error> {
+        let db = sled::Config::new().path(scratch).open()?;
+        let entries = db.open_tree("entries")?;
+        let images = db.open_tree("images")?;
+        let receipts = db.open_tree("receipts")?;
+        let mut out = Readable::default();
+        for item in entries.iter() {
+            let Ok((_, value)) = item else { break };
+            let Ok(entry) = serde_json::from_slice::<Enrollment>(&value) else {
+                continue;
+            };
+            let imgs = read_images(&images, key, &entry);
+            out.entries.push((entry, imgs));
+        }
+        for item in receipts.iter() {
+            let Ok((k, v)) = item else { break };
+            out.receipts.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    });
+    let _ = std::fs::remove_dir_all(scratch);
+    match read {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            log::error!(
+                "outbox salvage: the damaged store does not open even without its snapshot: {e}"
+            );
+            Readable::default()
+        }
+        Err(_) => {
+            log::error!("outbox salvage: sled panicked reading the damaged store");
+            Readable::default()
+        }
+    }
+}
+
+/// An entry's images from a store's image tree, if all pass their checks.
+fn read_images(tree: &sled::Tree, key: &QueueKey, entry: &Enrollment) -> Option<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    for i in 0..entry.images.len() {
+        let mut prefix = entry.id.to_be_bytes().to_vec();
+        prefix.push(i as u8);
+        let mut sealed = Vec::new();
+        for chunk in tree.scan_prefix(&prefix).values() {
+            sealed.extend_from_slice(&chunk.ok()?);
+        }
+        out.push(key.open(&prefix, &sealed).ok()?);
+    }
+    images_match(entry, &out).then_some(out)
+}
+
+/// Moves the damaged store aside and builds a new one from what is
+/// readable in it and from the spool.
+pub fn rebuild(
+    state_dir: &Path,
+    limits: OutboxLimits,
+    clock: Arc<dyn Clock>,
+    key: QueueKey,
+    why: &str,
+) -> Result<(Outbox, Recovery), OutboxError> {
+    let store = state_dir.join("outbox");
+    let at_ms = clock.now_ms();
+    let moved_to = state_dir.join(format!("damaged-{at_ms}"));
+    log::error!(
+        "outbox: the store is damaged ({why}); moving it to {} and rebuilding the queue",
+        moved_to.display()
+    );
+    std::fs::rename(&store, &moved_to).map_err(|e| {
+        OutboxError::Damaged(format!(
+            "{why}; and it cannot be moved aside to {}: {e}",
+            moved_to.display()
+        ))
+    })?;
+    let readable = read_damaged(&moved_to, &state_dir.join("salvage.tmp"), &key);
+    let spool = Spool::new(state_dir);
+    let (outbox, _) = Outbox::open_store(state_dir, limits, clock, key.clone())?;
+
+    let mut report = SalvageReport {
+        at_ms,
+        why: why.to_string(),
+        moved_to,
+        kept_from_store: 0,
+        kept_from_spool: 0,
+        receipts_kept: 0,
+        lost: Vec::new(),
+    };
+    let mut done = std::collections::BTreeSet::new();
+    for (entry, images) in &readable.entries {
+        let images = match images {
+            Some(i) => Some(i.clone()),
+            None => spool
+                .read(&key, entry.id)
+                .ok()
+                .map(|(_, i)| i)
+                .filter(|i| images_match(entry, i)),
+        };
+        match images {
+            Some(images) => {
+                outbox.restore(entry, &images)?;
+                report.kept_from_store += 1;
+            }
+            None => {
+                log::error!(
+                    "outbox salvage: entry {} ({}) lost: its images are damaged in the store and the spool",
+                    entry.id,
+                    entry.person_id
+                );
+                report.lost.push(entry.id);
+            }
+        }
+        done.insert(entry.id);
+    }
+    let ids = spool.ids().unwrap_or_default();
+    for id in ids.into_iter().filter(|id| !done.contains(id)) {
+        match spool.read(&key, id) {
+            Ok((mut entry, images)) if images_match(&entry, &images) => {
+                // What happened after it was queued is not known: ask the
+                // cloud before sending it again.
+                if !matches!(entry.state, EntryState::Dead { .. }) {
+                    entry.state = EntryState::Pending;
+                    entry.outcome_unknown = true;
+                }
+                outbox.restore(&entry, &images)?;
+                report.kept_from_spool += 1;
+            }
+            Ok(_) => {
+                log::error!("outbox salvage: entry {id} lost: its spool copy fails its checksums");
+                spool.set_aside(id);
+                report.lost.push(id);
+            }
+            Err(e) => {
+                log::error!("outbox salvage: entry {id} lost: {e}");
+                spool.set_aside(id);
+                report.lost.push(id);
+            }
+        }
+    }
+    for (k, v) in &readable.receipts {
+        outbox.restore_receipt(k, v)?;
+        report.receipts_kept += 1;
+    }
+    report.lost.sort_unstable();
+    report.lost.dedup();
+    let recovery = outbox.finish_restore(&report)?;
+    log::error!(
+        "outbox salvage: kept {} entries from the store and {} from the spool, {} receipts; lost {} {:?}; \
+         the damaged files are in {}",
+        report.kept_from_store,
+        report.kept_from_spool,
+        report.receipts_kept,
+        report.lost.len(),
+        report.lost,
+        report.moved_to.display()
+    );
+    Ok((outbox, recovery))
+}
