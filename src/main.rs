@@ -451,12 +451,11 @@ fn config_check(cfg: &Config, origin: &ConfigOrigin, json: bool) -> Result<u8, F
     // What start-up or the first upload would refuse is an error here too.
     let problems = cfg.startup_problems();
     if !problems.is_empty() {
-        let message = problems
-            .iter()
-            .map(|(key, why)| format!("{from}: {key}: {why}"))
-            .collect::<Vec<_>>()
-            .join("\n");
-        return Err(Failure::new("config_invalid", message, exit::USAGE));
+        let e = enrolld::config::ConfigError::Invalid {
+            path: PathBuf::from(&from),
+            problems,
+        };
+        return Err(Failure::new("config_invalid", e.to_string(), exit::USAGE));
     }
     if json {
         let effective: toml::Value =

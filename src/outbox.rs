@@ -370,7 +370,7 @@ fn image_key(id: u64, index: u8, chunk: u16) -> [u8; 11] {
 }
 
 /// What a sealed image is bound to: its entry and index.
-fn image_aad(id: u64, index: u8) -> [u8; 9] {
+pub(crate) fn image_aad(id: u64, index: u8) -> [u8; 9] {
     image_prefix(id, index)
 }
 
@@ -408,7 +408,12 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// The stored (sealed) bytes of one image, its chunks in order.
-fn read_chunks(images: &sled::Tree, id: u64, index: u8, len: u64) -> Result<Vec<u8>, OutboxError> {
+pub(crate) fn read_chunks(
+    images: &sled::Tree,
+    id: u64,
+    index: u8,
+    len: u64,
+) -> Result<Vec<u8>, OutboxError> {
     let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0) + crate::seal::OVERHEAD);
     for chunk in images.scan_prefix(image_prefix(id, index)).values() {
         bytes.extend_from_slice(&chunk.map_err(storage_error)?);
@@ -924,6 +929,37 @@ impl Outbox {
         Ok(())
     }
 
+    /// Puts back an entry the store does not have from its spool copy:
+    /// pending with its outcome unknown (what happened after it was queued
+    /// is not known, so the cloud is asked before it is sent again), dead
+    /// entries stay dead. `false`: the copy is missing or damaged (it is set
+    /// aside, so it is reported once) and the entry is lost.
+    pub(crate) fn restore_from_spool(&self, id: u64) -> Result<bool, OutboxError> {
+        match self.spool.read(&self.key, id) {
+            Ok((mut entry, images)) if images_match(&entry, &images) => {
+                if !matches!(entry.state, EntryState::Dead { .. }) {
+                    entry.state = EntryState::Pending;
+                    entry.outcome_unknown = true;
+                }
+                log::error!(
+                    "outbox: entry {id} was missing from the store; restored from its spool copy"
+                );
+                self.restore(&entry, &images)?;
+                Ok(true)
+            }
+            Ok(_) => {
+                log::error!("outbox: entry {id} lost: missing from the store, and its spool copy fails its checksums");
+                self.spool.set_aside(id);
+                Ok(false)
+            }
+            Err(e) => {
+                log::error!("outbox: entry {id} lost: missing from the store, and {e}");
+                self.spool.set_aside(id);
+                Ok(false)
+            }
+        }
+    }
+
     /// Puts back a receipt record as it was stored (salvage only).
     pub(crate) fn restore_receipt(&self, key: &[u8], value: &[u8]) -> Result<(), OutboxError> {
         if let Some(id) = id_from_key(key) {
@@ -1184,10 +1220,12 @@ impl Outbox {
 
     fn remove_records(&self, id: u64) -> Result<(), OutboxError> {
         let image_keys = self.image_keys(id)?;
-        // The copy goes first: a spool file is then never left for an
-        // entry that is gone, so one without a store record is one the
-        // store lost (see `reconcile_spool`).
-        self.drop_copy(id);
+        // The copy goes first, and if it cannot go the entry stays: a spool
+        // file is then never left for an entry that is gone, so one without
+        // a store record is one the store lost (see `reconcile_spool`).
+        self.spool
+            .remove(id)
+            .map_err(|e| io_error(self.spool.dir(), e))?;
         use sled::Transactional;
         (&self.entries, &self.images)
             .transaction(|(entries, imgs)| {
@@ -1200,8 +1238,8 @@ impl Outbox {
             .map_err(tx_error)
     }
 
-    /// Removes the spool copy of an entry that left the queue. A copy left
-    /// behind is removed at the next open.
+    /// Removes the spool copy of an uploaded entry. A copy left behind is
+    /// removed at the next open (its receipt says the entry is done).
     fn drop_copy(&self, id: u64) {
         if let Err(e) = self.spool.remove(id) {
             log::warn!("outbox: spool copy of entry {id}: {e}; removed at the next start");
@@ -1240,21 +1278,10 @@ impl Outbox {
                 self.drop_copy(id);
                 continue;
             }
-            match self.spool.read(&self.key, id) {
-                Ok((mut entry, images)) if images_match(&entry, &images) => {
-                    if !matches!(entry.state, EntryState::Dead { .. }) {
-                        entry.state = EntryState::Pending;
-                        entry.outcome_unknown = true;
-                    }
-                    log::error!("outbox: entry {id} was missing from the store; restored from its spool copy");
-                    self.restore(&entry, &images)?;
-                    restored += 1;
-                }
-                _ => {
-                    log::error!("outbox: entry {id} is missing from the store and its spool copy is damaged: lost");
-                    self.spool.set_aside(id);
-                    lost.push(id);
-                }
+            if self.restore_from_spool(id)? {
+                restored += 1;
+            } else {
+                lost.push(id);
             }
         }
         for item in self.entries.iter() {

@@ -17,7 +17,7 @@
 
 use crate::clock::Clock;
 use crate::outbox::{
-    images_match, Enrollment, EntryState, Outbox, OutboxError, OutboxLimits, Recovery,
+    image_aad, images_match, read_chunks, Enrollment, Outbox, OutboxError, OutboxLimits, Recovery,
     SalvageReport,
 };
 use crate::seal::QueueKey;
@@ -106,14 +106,9 @@ fn read_damaged(damaged: &Path, scratch: &Path, key: &QueueKey) -> Readable {
 /// An entry's images from a store's image tree, if all pass their checks.
 fn read_images(tree: &sled::Tree, key: &QueueKey, entry: &Enrollment) -> Option<Vec<Vec<u8>>> {
     let mut out = Vec::new();
-    for i in 0..entry.images.len() {
-        let mut prefix = entry.id.to_be_bytes().to_vec();
-        prefix.push(i as u8);
-        let mut sealed = Vec::new();
-        for chunk in tree.scan_prefix(&prefix).values() {
-            sealed.extend_from_slice(&chunk.ok()?);
-        }
-        out.push(key.open(&prefix, &sealed).ok()?);
+    for (i, meta) in entry.images.iter().enumerate() {
+        let sealed = read_chunks(tree, entry.id, i as u8, meta.len).ok()?;
+        out.push(key.open(&image_aad(entry.id, i as u8), &sealed).ok()?);
     }
     images_match(entry, &out).then_some(out)
 }
@@ -181,27 +176,10 @@ pub fn rebuild(
     }
     let ids = spool.ids().unwrap_or_default();
     for id in ids.into_iter().filter(|id| !done.contains(id)) {
-        match spool.read(&key, id) {
-            Ok((mut entry, images)) if images_match(&entry, &images) => {
-                // What happened after it was queued is not known: ask the
-                // cloud before sending it again.
-                if !matches!(entry.state, EntryState::Dead { .. }) {
-                    entry.state = EntryState::Pending;
-                    entry.outcome_unknown = true;
-                }
-                outbox.restore(&entry, &images)?;
-                report.kept_from_spool += 1;
-            }
-            Ok(_) => {
-                log::error!("outbox salvage: entry {id} lost: its spool copy fails its checksums");
-                spool.set_aside(id);
-                report.lost.push(id);
-            }
-            Err(e) => {
-                log::error!("outbox salvage: entry {id} lost: {e}");
-                spool.set_aside(id);
-                report.lost.push(id);
-            }
+        if outbox.restore_from_spool(id)? {
+            report.kept_from_spool += 1;
+        } else {
+            report.lost.push(id);
         }
     }
     for (k, v) in &readable.receipts {

@@ -324,30 +324,8 @@ fn small_operator_mistakes_get_clear_answers() {
 /// A queue of seven live entries (five small, two large enough for sled to
 /// put in blob files) and one receipt, in `dir`.
 fn rot_fixture(dir: &Path) -> Vec<(u64, Vec<u8>)> {
-    use enrolld::outbox::{Group, NewEnrollment, NewImage, Outbox, OutboxLimits};
-    let limits = OutboxLimits {
-        max_entries: 100,
-        max_bytes: 1 << 30,
-        reserve_bytes: 0,
-    };
-    let (ob, _) = Outbox::open(
-        dir,
-        limits,
-        std::sync::Arc::new(enrolld::clock::SystemClock),
-        queue_key(),
-    )
-    .expect("open");
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    let mut bytes = |n: usize| -> Vec<u8> {
-        (0..n)
-            .map(|_| {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                seed as u8
-            })
-            .collect()
-    };
+    use enrolld::outbox::{Group, NewEnrollment, NewImage};
+    let ob = open_queue(dir).expect("open");
     let mut live = Vec::new();
     for (i, len) in [
         20_000, 30_000, 700_000, 25_000, 600_000, 15_000, 40_000, 10_000,
@@ -355,7 +333,7 @@ fn rot_fixture(dir: &Path) -> Vec<(u64, Vec<u8>)> {
     .into_iter()
     .enumerate()
     {
-        let image = bytes(len);
+        let image = noise(0x2545_f491_4f6c_dd1d + i as u64, len);
         let e = ob
             .enqueue(NewEnrollment {
                 person_id: format!("rot-{i}"),
@@ -418,18 +396,7 @@ fn flip(path: &Path, offset: u64) {
 /// Opens a (possibly damaged) queue; the live entries whose images read
 /// back exactly.
 fn kept(dir: &Path, live: &[(u64, Vec<u8>)]) -> (Vec<u64>, enrolld::outbox::Outbox) {
-    let limits = enrolld::outbox::OutboxLimits {
-        max_entries: 100,
-        max_bytes: 1 << 30,
-        reserve_bytes: 0,
-    };
-    let (ob, _) = enrolld::outbox::Outbox::open(
-        dir,
-        limits,
-        std::sync::Arc::new(enrolld::clock::SystemClock),
-        queue_key(),
-    )
-    .unwrap_or_else(|e| panic!("a damaged queue still opens: {e}"));
+    let ob = open_queue(dir).unwrap_or_else(|e| panic!("a damaged queue still opens: {e}"));
     let ids = live
         .iter()
         .filter(|(id, image)| match ob.images(*id) {

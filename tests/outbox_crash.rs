@@ -34,15 +34,7 @@ const WRITER_ENV: &str = "ENROLLD_TEST_OUTBOX_WRITER";
 /// Deterministic image bytes for a sequence number.
 fn payload(seq: u64) -> Vec<u8> {
     let len = 1_000 + (seq.wrapping_mul(7919) % 300_000) as usize;
-    let mut s = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            s as u8
-        })
-        .collect()
+    noise(seq.wrapping_mul(0x9E37_79B9_7F4A_7C15), len)
 }
 
 /// The child's job: enqueue (and claim every third) as fast as possible,

@@ -166,6 +166,38 @@ pub fn queue_key() -> enrolld::seal::QueueKey {
     enrolld::seal::QueueKey::from_encoded(QUEUE_KEY_HEX.as_bytes()).expect("test key")
 }
 
+/// Opens the queue in `state_dir` with the test key, 1000 entries, 1 GiB
+/// and no reserve.
+pub fn open_queue(
+    state_dir: &Path,
+) -> Result<enrolld::outbox::Outbox, enrolld::outbox::OutboxError> {
+    let limits = enrolld::outbox::OutboxLimits {
+        max_entries: 1000,
+        max_bytes: 1 << 30,
+        reserve_bytes: 0,
+    };
+    enrolld::outbox::Outbox::open(
+        state_dir,
+        limits,
+        std::sync::Arc::new(enrolld::clock::SystemClock),
+        queue_key(),
+    )
+    .map(|(outbox, _)| outbox)
+}
+
+/// `len` bytes of xorshift noise from `seed` (images that do not compress).
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut s = seed | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s as u8
+        })
+        .collect()
+}
+
 /// The real binary, with a config file and state dir of the test's own.
 pub struct Enrolld {
     pub dir: tempfile::TempDir,
@@ -237,19 +269,7 @@ impl Enrolld {
 
     /// Opens this test's outbox directly (no enrolld process may hold it).
     pub fn open_outbox(&self) -> enrolld::outbox::Outbox {
-        let limits = enrolld::outbox::OutboxLimits {
-            max_entries: 1000,
-            max_bytes: 1 << 30,
-            reserve_bytes: 0,
-        };
-        enrolld::outbox::Outbox::open(
-            &self.state_dir(),
-            limits,
-            std::sync::Arc::new(enrolld::clock::SystemClock),
-            queue_key(),
-        )
-        .expect("open outbox")
-        .0
+        open_queue(&self.state_dir()).expect("open outbox")
     }
 
     /// Runs with `--json` and parses stdout.
