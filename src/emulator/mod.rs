@@ -439,8 +439,14 @@ impl Emulator {
         &self.ca_pem
     }
 
+    /// Writes the emulator's CA certificate, readable by all (mode 0644):
+    /// a certificate is public, and the daemon that trusts it usually runs
+    /// as another user than the emulator, whose umask (0077) would otherwise
+    /// leave the file unreadable to it.
     pub fn write_ca(&self, path: &Path) -> std::io::Result<()> {
-        std::fs::write(path, &self.ca_pem)
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, &self.ca_pem)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
     }
 
     pub fn push_fault(&self, fault: Fault) {
