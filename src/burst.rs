@@ -87,12 +87,18 @@ pub struct BurstResult {
 /// Captures up to `cfg.frames` frames within `cfg.time_budget_ms`, scores each
 /// and keeps the best `keep` distinct ones. `on_frame` sees every report as it
 /// is made (progress for the socket and the LED).
+///
+/// Memory: one frame at a time; a candidate keeps only its crop, scaled so
+/// its long edge is at most `crop_max_edge` (the encoder would scale it so
+/// anyway), and at most `4 * keep` candidates are held.
+#[allow(clippy::too_many_arguments)]
 pub fn run_burst(
     source: &mut dyn FrameSource,
     detector: &mut dyn FaceDetector,
     cfg: &BurstConfig,
     qcfg: &QualityConfig,
     keep: usize,
+    crop_max_edge: u32,
     cancel: &std::sync::atomic::AtomicBool,
     on_frame: &mut dyn FnMut(&FrameReport),
 ) -> Result<BurstResult, SourceError> {
@@ -129,9 +135,11 @@ pub fn run_burst(
             }
         };
         let (report, candidate) = assess_frame(&frame, detector, qcfg);
+        drop(frame);
         on_frame(&report);
         frames.push(report);
-        if let Some(c) = candidate {
+        if let Some(mut c) = candidate {
+            c.crop = shrink(c.crop, crop_max_edge);
             candidates.push(c);
             // Bound memory: only the best few crops can matter.
             candidates.sort_by(|a, b| b.scores.overall.total_cmp(&a.scores.overall));
@@ -155,6 +163,19 @@ pub fn run_burst(
         rejection,
         unreadable,
     })
+}
+
+/// Scales `img` down so its long edge is at most `max_edge`.
+fn shrink(img: RgbImage, max_edge: u32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let long = w.max(h);
+    if long <= max_edge || max_edge == 0 {
+        return img;
+    }
+    let scale = f64::from(max_edge) / f64::from(long);
+    let sw = ((f64::from(w) * scale).round() as u32).max(1);
+    let sh = ((f64::from(h) * scale).round() as u32).max(1);
+    image::imageops::resize(&img, sw, sh, image::imageops::FilterType::CatmullRom)
 }
 
 /// Greedy: best first, skipping any too similar to one already kept.
@@ -237,6 +258,7 @@ mod tests {
             &BurstConfig::default(),
             &QualityConfig::default(),
             1,
+            u32::MAX,
             &NO_CANCEL,
             &mut |_| seen += 1,
         )
@@ -265,6 +287,7 @@ mod tests {
             &cfg,
             &q,
             3,
+            u32::MAX,
             &NO_CANCEL,
             &mut |_| {},
         )
@@ -279,9 +302,26 @@ mod tests {
                 origin: "m".into(),
             }));
         }
-        let r =
-            run_burst(&mut same, &mut det, &cfg, &q, 3, &NO_CANCEL, &mut |_| {}).expect("burst");
+        let r = run_burst(
+            &mut same,
+            &mut det,
+            &cfg,
+            &q,
+            3,
+            64,
+            &NO_CANCEL,
+            &mut |_| {},
+        )
+        .expect("burst");
         assert_eq!(r.chosen.len(), 1);
+        // Crops are kept no larger than the encoder would send them.
+        let crop = &r.chosen[0].crop;
+        assert_eq!(
+            crop.width().max(crop.height()),
+            64,
+            "{:?}",
+            crop.dimensions()
+        );
     }
 
     #[test]
@@ -297,6 +337,7 @@ mod tests {
             &BurstConfig::default(),
             &QualityConfig::default(),
             1,
+            u32::MAX,
             &NO_CANCEL,
             &mut |_| {},
         )
@@ -330,6 +371,7 @@ mod cancel_tests {
             &BurstConfig::default(),
             &QualityConfig::default(),
             1,
+            u32::MAX,
             &cancel,
             &mut |_| {
                 seen += 1;

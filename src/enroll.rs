@@ -142,6 +142,7 @@ pub fn enroll(
         &burst_cfg,
         &cfg.quality,
         keep,
+        cfg.encode.max_edge.min(limits.max_edge_jpeg),
         cancel,
         &mut |r| on_progress(Progress::Frame { report: r.clone() }),
     )

@@ -30,6 +30,14 @@ pub struct DecodeLimits {
     pub max_pixels: u64,
     /// Largest allocation the decoder may make, in bytes.
     pub max_alloc: u64,
+    /// Largest number of pixels of a PNG, BMP or progressive JPEG: their
+    /// decoders hold more than the pixels while decoding (a baseline JPEG,
+    /// decoded row by row, may have `max_pixels`).
+    pub max_lossless_pixels: u64,
+    /// Largest number of pixels a frame is worked on at: a larger frame is
+    /// averaged down by 2, 4 or 8 (the least that fits) as soon as it is
+    /// decoded, which bounds the memory of everything after the decoder.
+    pub working_pixels: u64,
 }
 
 impl Default for DecodeLimits {
@@ -39,6 +47,8 @@ impl Default for DecodeLimits {
             max_edge: 8192,
             max_pixels: 40_000_000,
             max_alloc: 256 * 1024 * 1024,
+            max_lossless_pixels: 16_000_000,
+            working_pixels: 12_000_000,
         }
     }
 }
@@ -51,6 +61,13 @@ pub enum DecodeError {
     InputTooLarge { bytes: usize, max: usize },
     /// The declared dimensions are over the limits.
     DimensionsTooLarge { width: u32, height: u32 },
+    /// A PNG, BMP or progressive JPEG over the lower limit for images that
+    /// cannot be decoded row by row.
+    OverBufferedLimit {
+        width: u32,
+        height: u32,
+        max_pixels: u64,
+    },
     /// Not an image format enrolld reads (JPEG, PNG, BMP).
     UnsupportedFormat,
     /// The image is corrupt or truncated.
@@ -78,6 +95,16 @@ impl fmt::Display for DecodeError {
                     "image declares {width}x{height} pixels, more than allowed"
                 )
             }
+            DecodeError::OverBufferedLimit {
+                width,
+                height,
+                max_pixels,
+            } => write!(
+                f,
+                "image is {width}x{height} pixels: PNG, BMP and progressive JPEG images may have \
+                 at most {} megapixels (a baseline JPEG up to the full limit)",
+                max_pixels / 1_000_000
+            ),
             DecodeError::UnsupportedFormat => {
                 write!(f, "not a supported image (JPEG, PNG or BMP expected)")
             }
@@ -124,6 +151,17 @@ pub fn decode_untrusted(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage,
         .into_dimensions()
         .map_err(|e| map_image_error(e, 0, 0))?;
     check_dimensions(width, height, limits)?;
+    // Only a baseline JPEG decodes row by row (memory: its pixels); PNG, BMP
+    // and progressive JPEG hold more than that while decoding, so they have
+    // a lower limit.
+    let streams = format == ImageFormat::Jpeg && !jpeg_is_progressive(bytes);
+    if !streams && u64::from(width) * u64::from(height) > limits.max_lossless_pixels {
+        return Err(DecodeError::OverBufferedLimit {
+            width,
+            height,
+            max_pixels: limits.max_lossless_pixels,
+        });
+    }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     reader.limits(decoder_limits(limits));
     let mut decoder = reader
@@ -133,10 +171,71 @@ pub fn decode_untrusted(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage,
     // the detector needs the face upright, as the photo is shown.
     let orientation = image::ImageDecoder::orientation(&mut decoder)
         .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut img = image::DynamicImage::from_decoder(decoder)
+    let img = image::DynamicImage::from_decoder(decoder)
         .map_err(|e| map_image_error(e, width, height))?;
+    // Convert first (a PNG with alpha or 16-bit depth is larger than its
+    // RGB), then shrink to the working size before anything else is made.
+    let img = shrink_to_working_size(img.into_rgb8(), limits.working_pixels);
+    let mut img = image::DynamicImage::ImageRgb8(img);
     img.apply_orientation(orientation);
     Ok(img.into_rgb8())
+}
+
+/// A frame over `working_pixels` is averaged down by 2, 4 or 8 (the least
+/// that fits): a 40-megapixel photo is then worked on at 10 megapixels. The
+/// detector works far below that size, and the crop sent is at most
+/// `encode.max_edge` (4096) on its long side anyway. Box averaging
+/// (`thumbnail`) needs no buffer but the result; a general resize here would
+/// allocate several times the frame.
+fn shrink_to_working_size(img: RgbImage, working_pixels: u64) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let fits = |f: u32| u64::from(w / f) * u64::from(h / f) <= working_pixels;
+    if fits(1) {
+        return img;
+    }
+    let f = [2, 4, 8].into_iter().find(|&f| fits(f)).unwrap_or(8);
+    image::imageops::thumbnail(&img, (w / f).max(1), (h / f).max(1))
+}
+
+/// True when the frame header (SOF) before the first scan says progressive
+/// (SOF2, or the arithmetic-coded SOF6/SOF10/SOF14).
+fn jpeg_is_progressive(bytes: &[u8]) -> bool {
+    let mut at = 2; // after SOI
+    while at + 4 <= bytes.len() {
+        if bytes[at] != 0xFF {
+            return false;
+        }
+        let marker = bytes[at + 1];
+        match marker {
+            0xFF => at += 1, // fill byte
+            0xC2 | 0xC6 | 0xCA | 0xCE => return true,
+            0xC0 | 0xC1 | 0xC3 | 0xC5 | 0xC7 | 0xC9 | 0xCB | 0xCD | 0xCF | 0xDA | 0xD9 => {
+                return false
+            }
+            _ => {
+                let len = usize::from(u16::from_be_bytes([bytes[at + 2], bytes[at + 3]]));
+                at += 2 + len;
+            }
+        }
+    }
+    false
+}
+
+/// glibc's malloc keeps freed memory for reuse, and raises the size it
+/// serves from its heap (instead of a mapping of its own) up to 32 MiB as
+/// large buffers come and go. A frame's buffers (tens of MiB) would then stay
+/// resident after each enrollment. With a fixed threshold, every buffer of
+/// 1 MiB or more is its own mapping, returned to the system when freed, so
+/// the daemon goes back to its idle size between enrollments. Call once, at
+/// start-up, before other threads exist.
+pub fn return_large_buffers_to_the_system() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets a tuning parameter of the allocator, which
+    // glibc allows at any time; nothing else in enrolld calls it.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
 }
 
 /// A complete JPEG ends with the EOI marker (FF D9), possibly followed by
@@ -376,6 +475,84 @@ mod tests {
                 decode_untrusted(&encode(&img, fmt), &DecodeLimits::default()).expect("decodes");
             assert_eq!(out.dimensions(), (40, 30));
         }
+    }
+
+    #[test]
+    fn jpegs_over_the_working_size_decode_scaled_and_lossless_ones_are_capped() {
+        // Left half red, right half blue, so a wrong scale or stride shows.
+        let img = RgbImage::from_fn(800, 600, |x, _| {
+            if x < 400 {
+                Rgb([220, 20, 20])
+            } else {
+                Rgb([20, 20, 220])
+            }
+        });
+        let jpeg = encode(&img, ImageFormat::Jpeg);
+        for (working, want) in [
+            (480_000, (800, 600)),
+            (120_000, (400, 300)),
+            (100_000, (200, 150)),
+            (10_000, (100, 75)),
+            (100, (100, 75)),
+        ] {
+            let limits = DecodeLimits {
+                working_pixels: working,
+                ..DecodeLimits::default()
+            };
+            let out = decode_untrusted(&jpeg, &limits).expect("decodes");
+            assert_eq!(out.dimensions(), want, "working size {working}");
+            let (w, h) = out.dimensions();
+            assert!(out.get_pixel(w / 8, h / 2)[0] > 180, "red stays left");
+            assert!(out.get_pixel(w - w / 8, h / 2)[2] > 180, "blue stays right");
+        }
+        let mut grey = Cursor::new(Vec::new());
+        image::DynamicImage::ImageRgb8(img)
+            .into_luma8()
+            .write_to(&mut grey, ImageFormat::Jpeg)
+            .expect("encode grey");
+        let grey = grey.into_inner();
+        let small = DecodeLimits {
+            working_pixels: 120_000,
+            ..DecodeLimits::default()
+        };
+        let out = decode_untrusted(&grey, &small).expect("decodes grey");
+        assert_eq!(out.dimensions(), (400, 300));
+        let png = encode(&RgbImage::new(800, 600), ImageFormat::Png);
+        let capped = DecodeLimits {
+            max_lossless_pixels: 479_999,
+            ..DecodeLimits::default()
+        };
+        assert_eq!(
+            decode_untrusted(&png, &capped),
+            Err(DecodeError::OverBufferedLimit {
+                width: 800,
+                height: 600,
+                max_pixels: 479_999
+            })
+        );
+        // A baseline JPEG of the same size streams, so it is not capped.
+        assert!(decode_untrusted(&jpeg, &capped).is_ok());
+        let truncated = &jpeg[..jpeg.len() / 2];
+        assert!(matches!(
+            decode_untrusted(truncated, &small),
+            Err(DecodeError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn progressive_jpegs_are_told_from_baseline_ones() {
+        // SOI, an APP0 of 4 bytes, then the frame header.
+        let header = |sof: u8| {
+            [
+                0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x04, 0x4A, 0x46, 0xFF, sof, 0x00, 0x11,
+            ]
+        };
+        assert!(jpeg_is_progressive(&header(0xC2)));
+        assert!(!jpeg_is_progressive(&header(0xC0)));
+        assert!(!jpeg_is_progressive(&header(0xC1)));
+        let baseline = encode(&RgbImage::new(16, 16), ImageFormat::Jpeg);
+        assert!(!jpeg_is_progressive(&baseline));
+        assert!(!jpeg_is_progressive(&[0xFF, 0xD8, 0xFF]));
     }
 
     #[test]

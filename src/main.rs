@@ -234,6 +234,7 @@ fn main() -> ExitCode {
     // Files enrolld makes (the queue, crops, keys, metrics) are its user's
     // alone, as under the unit's UMask=0077; the socket's mode is set apart.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    enrolld::frame::return_large_buffers_to_the_system();
     // The daemon reports what it does; one-shot commands only problems.
     let level = if matches!(cli.command, Command::Run | Command::Emulate { .. }) {
         log::LevelFilter::Info

@@ -856,3 +856,103 @@ fn sigkill_loop_loses_no_acknowledged_enrollment_and_adds_no_face_twice() {
     assert!(duplicates.is_empty(), "faces added twice: {duplicates:?}");
     assert_eq!(dead, 0);
 }
+
+/// Each pixel repeated `factor` times in both directions.
+fn upscale(img: &image::RgbImage, factor: u32) -> image::RgbImage {
+    let (w, h) = img.dimensions();
+    let mut out = Vec::with_capacity((w * factor * h * factor * 3) as usize);
+    for row in img.rows() {
+        let line: Vec<u8> = row
+            .flat_map(|p| std::iter::repeat_n(p.0, factor as usize))
+            .flatten()
+            .collect();
+        for _ in 0..factor {
+            out.extend_from_slice(&line);
+        }
+    }
+    image::RgbImage::from_raw(w * factor, h * factor, out).expect("size")
+}
+
+/// A line of `/proc/PID/status` (e.g. `VmHWM`), in KiB.
+fn proc_status_kib(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {status}"))
+}
+
+/// The unit's `MemoryMax=256M` holds for the largest frames the decode limits
+/// allow: a 40-megapixel JPEG (decoded at half scale) and a 16-megapixel PNG
+/// (the PNG limit), in one Tencent burst that keeps 4 crops.
+#[test]
+fn the_largest_frames_allowed_fit_the_units_memory_max() {
+    let (_cloud, e) = setup(Provider::Tencent, "");
+    let frames = e.path("frames");
+    std::fs::create_dir(&frames).expect("mkdir");
+    // Made small and scaled up 10 times: the memory is in the pixel count,
+    // and a large frame drawn at full size takes half a minute.
+    let t0 = Instant::now();
+    let jpeg = encode(
+        &upscale(&frame_with_face(640, 625, 0, 240), 10),
+        image::ImageFormat::Jpeg,
+    );
+    for i in 0..3 {
+        std::fs::write(frames.join(format!("{i}.jpg")), &jpeg).expect("write");
+    }
+    let png = encode(
+        &upscale(&frame_with_face(400, 400, 1, 150), 10),
+        image::ImageFormat::Png,
+    );
+    std::fs::write(frames.join("3.png"), &png).expect("write");
+    println!("frames made in {:?}", t0.elapsed());
+    let mut text = std::fs::read_to_string(e.path("enrolld.toml")).expect("read");
+    text = text.replace(
+        &format!("source = \"file:{}\"", e.path("camera.jpg").display()),
+        &format!("source = \"file:{}\"", frames.display()),
+    );
+    text.push_str(
+        "[burst]\nframes = 4\nkeep = 4\ntime_budget_ms = 120000\ndistinct_min_diff = 0.0\n",
+    );
+    std::fs::write(e.path("enrolld.toml"), text).expect("write");
+    let mut d = Daemon::start(&e, None);
+    let pid = d.child.id();
+    let idle = proc_status_kib(pid, "VmHWM");
+    let (events, last) = d.call(&Request::Enroll {
+        person: "big-photos".into(),
+        name: None,
+        provider: None,
+        frames: None,
+        follow_upload: false,
+    });
+    let Reply::Answer { result } = &last else {
+        panic!("{last:?} after {events:?}")
+    };
+    // Every frame decoded and its face seen (the PNG's may be too soft).
+    let seen = events
+        .iter()
+        .filter(|r| matches!(r, Reply::Event { data, .. }
+            if data.get("scores").and_then(|s| s.get("faces_seen")).and_then(|n| n.as_u64()) == Some(1)))
+        .count();
+    assert_eq!(seen, 4, "a face in every frame: {events:?}");
+    d.wait_for("STATUS=queue", Duration::from_secs(5));
+    let peak = proc_status_kib(pid, "VmHWM");
+    let after = proc_status_kib(pid, "VmRSS");
+    println!(
+        "largest frames (3 x 6400x6250 JPEG, 1 x 4000x4000 PNG, keep 4): \
+         peak {} MiB (idle {} MiB), {} MiB resident after; queued {}",
+        peak / 1024,
+        idle / 1024,
+        after / 1024,
+        result["queued"]
+    );
+    assert!(peak < 256 * 1024, "VmHWM {peak} KiB is over MemoryMax=256M");
+    // The frames' buffers go back to the system once the enrollment is done.
+    assert!(
+        after < 96 * 1024,
+        "{after} KiB still resident after the enrollment"
+    );
+    let (code, _) = d.terminate(Duration::from_secs(15));
+    assert_eq!(code, Some(0));
+}

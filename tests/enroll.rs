@@ -415,6 +415,39 @@ fn a_missing_or_wrong_queue_key_is_a_clear_error_that_keeps_the_queue() {
     assert_eq!(outbox.images(id).expect("intact").len(), 1);
 }
 
+/// A photo over the working size is averaged down, and its EXIF
+/// orientation still applies: the same upright picture as a small photo.
+#[test]
+fn a_large_phone_portrait_decodes_scaled_and_upright() {
+    use enrolld::frame::{decode_untrusted, DecodeLimits};
+    let upright = portrait(0, 3.0);
+    let (w, h) = upright.dimensions();
+    let (w, h) = (w / 2, h / 2);
+    let limits = DecodeLimits {
+        working_pixels: u64::from(w) * u64::from(h),
+        ..DecodeLimits::default()
+    };
+    let decoded = decode_untrusted(&phone_portrait_jpeg(&upright), &limits).expect("decodes");
+    assert_eq!(decoded.dimensions(), (w, h), "half scale, upright");
+    let want = image::imageops::resize(&upright, w, h, image::imageops::Triangle);
+    let diff = |a: &image::RgbImage, b: &image::RgbImage| {
+        let sum: u64 = a
+            .as_raw()
+            .iter()
+            .zip(b.as_raw())
+            .map(|(x, y)| u64::from(x.abs_diff(*y)))
+            .sum();
+        sum / a.as_raw().len() as u64
+    };
+    let upside_down = image::imageops::rotate180(&want);
+    assert!(
+        diff(&decoded, &want) < 12 && diff(&decoded, &upside_down) > 2 * diff(&decoded, &want),
+        "upright: {} against the expected picture, {} against it upside down",
+        diff(&decoded, &want),
+        diff(&decoded, &upside_down)
+    );
+}
+
 #[test]
 fn a_phone_portrait_is_turned_upright_by_its_exif_orientation() {
     let e = Enrolld::new("");

@@ -13,6 +13,9 @@ fuzz_target!(|data: &[u8]| {
         max_edge: 2048,
         max_pixels: 1 << 20,
         max_alloc: 64 << 20,
+        max_lossless_pixels: 1 << 20,
+        // Small, so the scaled JPEG decoding path is fuzzed as well.
+        working_pixels: 1 << 16,
     };
     if let Ok(img) = decode_untrusted(data, &limits) {
         assert!(img.width() <= limits.max_edge && img.height() <= limits.max_edge);
