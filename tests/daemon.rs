@@ -427,7 +427,7 @@ fn random_and_oversized_input_never_kills_it() {
     let mut text = std::fs::read_to_string(e.path("enrolld.toml")).expect("read");
     text = text.replace(
         "[control]\n",
-        "[control]\nread_timeout_ms = 300\nmax_clients = 4\n",
+        "[control]\nread_timeout_ms = 2000\nmax_clients = 4\n",
     );
     std::fs::write(e.path("enrolld.toml"), text).expect("write");
     let d = Daemon::start(&e, None);
@@ -475,7 +475,7 @@ fn random_and_oversized_input_never_kills_it() {
     // A client that says nothing is timed out.
     let silent = std::os::unix::net::UnixStream::connect(&d.socket).expect("connect");
     silent
-        .set_read_timeout(Some(Duration::from_secs(5)))
+        .set_read_timeout(Some(Duration::from_secs(60)))
         .expect("timeout");
     let mut out = String::new();
     let _ = std::io::Read::read_to_string(&mut &silent, &mut out);
@@ -518,19 +518,24 @@ fn silent_clients_do_not_keep_a_technician_out() {
 #[test]
 fn a_second_trigger_while_enrolling_is_busy_and_cancel_stops_the_first() {
     let (_cloud, e) = setup(Provider::Jd, "");
-    // A slow burst: 60 frames of a 1280x720 camera, one enrollment at a time.
+    // A long burst: 100 frames of a 1920x1080 camera (seconds of work even
+    // on a fast machine), so the second trigger and the cancel both come
+    // while the first enrollment runs; one enrollment at a time.
     let frames = e.path("frames");
     std::fs::create_dir(&frames).expect("mkdir");
-    let frame = frame_with_face(1280, 720, 0, 200);
-    for i in 0..60 {
-        write_jpeg(&frame, &frames.join(format!("{i:03}.jpg")));
+    let frame = encode(
+        &frame_with_face(1920, 1080, 0, 200),
+        image::ImageFormat::Jpeg,
+    );
+    for i in 0..100 {
+        std::fs::write(frames.join(format!("{i:03}.jpg")), &frame).expect("write");
     }
     let mut text = std::fs::read_to_string(e.path("enrolld.toml")).expect("read");
     text = text.replace(
         &format!("source = \"file:{}\"", e.path("camera.jpg").display()),
         &format!("source = \"file:{}\"", frames.display()),
     );
-    text.push_str("[burst]\nframes = 60\ntime_budget_ms = 60000\n");
+    text.push_str("[burst]\nframes = 100\ntime_budget_ms = 120000\n");
     std::fs::write(e.path("enrolld.toml"), text).expect("write");
     let d = Daemon::start(&e, None);
     let socket = d.socket.clone();
@@ -948,10 +953,11 @@ fn the_largest_frames_allowed_fit_the_units_memory_max() {
         result["queued"]
     );
     assert!(peak < 256 * 1024, "VmHWM {peak} KiB is over MemoryMax=256M");
-    // The frames' buffers go back to the system once the enrollment is done.
+    // The frames' buffers go back to the system once the enrollment is done
+    // (measured from idle: under qemu-user the emulator's own memory counts).
     assert!(
-        after < 96 * 1024,
-        "{after} KiB still resident after the enrollment"
+        after.saturating_sub(idle) < 48 * 1024,
+        "{after} KiB still resident after the enrollment, {idle} KiB idle"
     );
     let (code, _) = d.terminate(Duration::from_secs(15));
     assert_eq!(code, Some(0));
