@@ -173,9 +173,9 @@ pub fn decode_untrusted(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage,
         .unwrap_or(image::metadata::Orientation::NoTransforms);
     let img = image::DynamicImage::from_decoder(decoder)
         .map_err(|e| map_image_error(e, width, height))?;
-    // Convert first (a PNG with alpha or 16-bit depth is larger than its
-    // RGB), then shrink to the working size before anything else is made.
-    let img = shrink_to_working_size(img.into_rgb8(), limits.working_pixels);
+    // Shrink to the working size before anything else is made (a grey,
+    // alpha or 16-bit frame is converted to RGB after that, not before).
+    let img = shrink_to_working_size(img, limits.working_pixels);
     let mut img = image::DynamicImage::ImageRgb8(img);
     img.apply_orientation(orientation);
     Ok(img.into_rgb8())
@@ -187,14 +187,21 @@ pub fn decode_untrusted(bytes: &[u8], limits: &DecodeLimits) -> Result<RgbImage,
 /// `encode.max_edge` (4096) on its long side anyway. Box averaging
 /// (`thumbnail`) needs no buffer but the result; a general resize here would
 /// allocate several times the frame.
-fn shrink_to_working_size(img: RgbImage, working_pixels: u64) -> RgbImage {
+fn shrink_to_working_size(img: image::DynamicImage, working_pixels: u64) -> RgbImage {
+    use image::GenericImageView;
     let (w, h) = img.dimensions();
     let fits = |f: u32| u64::from(w / f) * u64::from(h / f) <= working_pixels;
     if fits(1) {
-        return img;
+        return img.into_rgb8();
     }
     let f = [2, 4, 8].into_iter().find(|&f| fits(f)).unwrap_or(8);
-    image::imageops::thumbnail(&img, (w / f).max(1), (h / f).max(1))
+    let (sw, sh) = ((w / f).max(1), (h / f).max(1));
+    match img {
+        image::DynamicImage::ImageRgb8(rgb) => image::imageops::thumbnail(&rgb, sw, sh),
+        other => {
+            image::DynamicImage::ImageRgba8(image::imageops::thumbnail(&other, sw, sh)).into_rgb8()
+        }
+    }
 }
 
 /// True when the frame header (SOF) before the first scan says progressive
