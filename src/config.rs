@@ -78,6 +78,14 @@ pub struct CameraConfig {
     pub warmup_frames: u32,
     /// Deadline for one frame, in milliseconds. Default 2000.
     pub read_timeout_ms: u64,
+    /// How far the camera's picture is turned clockwise before detection, for
+    /// a camera mounted sideways or upside down: 0, 90, 180 or 270. Applies to
+    /// `v4l2:` cameras (a photo is taken as its EXIF orientation shows it).
+    /// Default 0.
+    pub rotation: u32,
+    /// Mirror the camera's picture left to right (after `rotation`), for a
+    /// camera behind a mirror or a sensor read out flipped. Default false.
+    pub mirror: bool,
 }
 
 impl Default for CameraConfig {
@@ -90,6 +98,8 @@ impl Default for CameraConfig {
             fps: 30,
             warmup_frames: 5,
             read_timeout_ms: 2000,
+            rotation: 0,
+            mirror: false,
         }
     }
 }
@@ -626,6 +636,12 @@ impl Config {
         }
         if !(100..=60_000).contains(&self.camera.read_timeout_ms) {
             bad("camera.read_timeout_ms", "must be 100..=60000".into());
+        }
+        if ![0, 90, 180, 270].contains(&self.camera.rotation) {
+            bad(
+                "camera.rotation",
+                "must be 0, 90, 180 or 270 (degrees clockwise)".into(),
+            );
         }
         let d = &self.detect;
         if d.min_face_px < 20 {
@@ -1189,6 +1205,14 @@ socket = "/tmp/enrolld.sock"
         assert!(err.to_string().contains("aws"), "{err}");
         let err = parse("[jd]\nendpoint = \"http://a\"\n").expect_err("http");
         assert!(err.to_string().contains("jd.endpoint"), "{err}");
+        let err = parse("[camera]\nrotation = 45\n").expect_err("not a quarter turn");
+        assert!(
+            err.to_string()
+                .contains("camera.rotation: must be 0, 90, 180 or 270"),
+            "{err}"
+        );
+        let c = parse("[camera]\nrotation = 270\nmirror = true\n").expect("valid");
+        assert_eq!((c.camera.rotation, c.camera.mirror), (270, true));
     }
 
     #[test]

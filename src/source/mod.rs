@@ -113,16 +113,67 @@ pub fn open(
 ) -> Result<Box<dyn FrameSource>, SourceError> {
     match spec {
         SourceSpec::File(path) => Ok(Box::new(FileSource::open(path, limits)?)),
-        SourceSpec::V4l2Path(path) => Ok(Box::new(V4l2Source::open(
-            DeviceRef::Path(path.clone()),
+        SourceSpec::V4l2Path(path) => Ok(Mounted::wrap(
+            V4l2Source::open(DeviceRef::Path(path.clone()), cfg, limits)?,
             cfg,
-            limits,
-        )?)),
-        SourceSpec::V4l2Index(n) => Ok(Box::new(V4l2Source::open(
-            DeviceRef::Index(*n),
+        )),
+        SourceSpec::V4l2Index(n) => Ok(Mounted::wrap(
+            V4l2Source::open(DeviceRef::Index(*n), cfg, limits)?,
             cfg,
-            limits,
-        )?)),
+        )),
+    }
+}
+
+/// A camera as it is mounted: its frames turned by `camera.rotation`
+/// (clockwise) and then mirrored if `camera.mirror`, so the detector sees
+/// faces upright, as a person in front of the device stands.
+pub struct Mounted<S> {
+    inner: S,
+    rotation: u32,
+    mirror: bool,
+}
+
+impl<S: FrameSource + 'static> Mounted<S> {
+    /// `inner` as mounted per `cfg`; unchanged when it is mounted upright.
+    pub fn wrap(inner: S, cfg: &CameraConfig) -> Box<dyn FrameSource> {
+        if cfg.rotation == 0 && !cfg.mirror {
+            return Box::new(inner);
+        }
+        Box::new(Mounted {
+            inner,
+            rotation: cfg.rotation,
+            mirror: cfg.mirror,
+        })
+    }
+}
+
+impl<S: FrameSource> FrameSource for Mounted<S> {
+    fn describe(&self) -> String {
+        let mut d = self.inner.describe();
+        if self.rotation != 0 {
+            d.push_str(&format!(", turned {}°", self.rotation));
+        }
+        if self.mirror {
+            d.push_str(", mirrored");
+        }
+        d
+    }
+
+    fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+        let Some(mut frame) = self.inner.next_frame()? else {
+            return Ok(None);
+        };
+        use image::imageops;
+        frame.image = match self.rotation {
+            90 => imageops::rotate90(&frame.image),
+            180 => imageops::rotate180(&frame.image),
+            270 => imageops::rotate270(&frame.image),
+            _ => frame.image,
+        };
+        if self.mirror {
+            imageops::flip_horizontal_in_place(&mut frame.image);
+        }
+        Ok(Some(frame))
     }
 }
 
@@ -154,5 +205,82 @@ impl FrameSource for MemorySource {
     }
     fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
         self.frames.pop_front().transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::{FaceDetector, SeetaDetector};
+    use image::imageops;
+
+    fn frame(image: image::RgbImage) -> MemorySource {
+        let mut s = MemorySource::default();
+        s.frames.push_back(Ok(Frame {
+            image,
+            index: 0,
+            origin: "camera".into(),
+        }));
+        s
+    }
+
+    fn next(src: &mut dyn FrameSource) -> image::RgbImage {
+        match src.next_frame() {
+            Ok(Some(f)) => f.image,
+            other => panic!("no frame: {other:?}"),
+        }
+    }
+
+    /// A camera mounted a quarter turn anticlockwise (a portrait kiosk)
+    /// delivers the group photo sideways; `rotation = 90` turns it back.
+    #[test]
+    fn a_sideways_camera_is_turned_upright_before_detection() {
+        let photo = image::open(env!("ENROLLD_SAMPLE_PHOTO"))
+            .expect("the sample photo")
+            .into_rgb8();
+        let sideways = imageops::rotate270(&photo);
+        let mut det = SeetaDetector::new(&crate::config::DetectConfig {
+            min_face_px: 30,
+            ..Default::default()
+        })
+        .expect("detector");
+        let mut faces = |img: &image::RgbImage| det.detect(&imageops::grayscale(img)).len();
+        let upright = faces(&photo);
+        assert!(upright >= 5, "the group photo has faces: {upright}");
+        let as_delivered = faces(&next(&mut frame(sideways.clone())));
+        assert!(
+            as_delivered * 2 < upright,
+            "sideways, most faces are missed: {as_delivered} of {upright}"
+        );
+        let cfg = CameraConfig {
+            rotation: 90,
+            ..Default::default()
+        };
+        let mut mounted = Mounted::wrap(frame(sideways.clone()), &cfg);
+        assert!(
+            mounted.describe().ends_with(", turned 90°"),
+            "{}",
+            mounted.describe()
+        );
+        let turned = next(mounted.as_mut());
+        assert!(turned == photo, "turned back exactly");
+        assert_eq!(faces(&turned), upright);
+        println!(
+            "faces found: {upright} upright, {as_delivered} as a sideways camera delivers them"
+        );
+
+        let cfg = CameraConfig {
+            rotation: 90,
+            mirror: true,
+            ..Default::default()
+        };
+        let mirrored = next(Mounted::wrap(frame(sideways), &cfg).as_mut());
+        assert!(
+            mirrored == imageops::flip_horizontal(&photo),
+            "turned, then mirrored"
+        );
+        // Upright and not mirrored: the source is used as it is.
+        let plain = Mounted::wrap(frame(photo.clone()), &CameraConfig::default());
+        assert_eq!(plain.describe(), "memory");
     }
 }
