@@ -891,12 +891,14 @@ impl Outbox {
     }
 
     /// Puts back an entry read from a damaged store or the spool, with its
-    /// id, state and images (salvage only; not durable until
+    /// id, state and images, and writes its spool copy unless the caller has
+    /// just read an intact one (salvage only; not durable until
     /// [`Outbox::finish_restore`]).
     pub(crate) fn restore(
         &self,
         entry: &Enrollment,
         images: &[Vec<u8>],
+        copy_intact: bool,
     ) -> Result<(), OutboxError> {
         let id = entry.id;
         let json = serde_json::to_vec(entry).map_err(|e| OutboxError::Storage(e.to_string()))?;
@@ -914,11 +916,7 @@ impl Outbox {
         self.entries
             .insert(id.to_be_bytes(), json)
             .map_err(storage_error)?;
-        if !self
-            .spool
-            .read(&self.key, id)
-            .is_ok_and(|(e, _)| e.id == id)
-        {
+        if !copy_intact {
             let plain: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
             self.spool
                 .write(&self.key, entry, &plain)
@@ -944,7 +942,7 @@ impl Outbox {
                 log::error!(
                     "outbox: entry {id} was missing from the store; restored from its spool copy"
                 );
-                self.restore(&entry, &images)?;
+                self.restore(&entry, &images, true)?;
                 Ok(true)
             }
             Ok(_) => {

@@ -150,17 +150,15 @@ pub fn rebuild(
     };
     let mut done = std::collections::BTreeSet::new();
     for (entry, images) in &readable.entries {
-        let images = match images {
-            Some(i) => Some(i.clone()),
-            None => spool
-                .read(&key, entry.id)
-                .ok()
-                .map(|(_, i)| i)
-                .filter(|i| images_match(entry, i)),
-        };
-        match images {
+        let copy = spool
+            .read(&key, entry.id)
+            .ok()
+            .map(|(_, i)| i)
+            .filter(|i| images_match(entry, i));
+        let copy_intact = copy.is_some();
+        match images.clone().or(copy) {
             Some(images) => {
-                outbox.restore(entry, &images)?;
+                outbox.restore(entry, &images, copy_intact)?;
                 report.kept_from_store += 1;
             }
             None => {

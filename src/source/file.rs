@@ -19,10 +19,7 @@ pub struct FileSource {
 impl FileSource {
     pub fn open(path: &Path, limits: DecodeLimits) -> Result<Self, SourceError> {
         let what = path.display().to_string();
-        let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => SourceError::FileNotFound { what: what.clone() },
-            _ => io_error(&what, &e),
-        })?;
+        let meta = stat(path, &what)?;
         if !meta.is_dir() && !meta.is_file() {
             return Err(SourceError::NotAFile { what });
         }
@@ -74,13 +71,19 @@ fn io_error(what: &str, e: &std::io::Error) -> SourceError {
     }
 }
 
+/// The metadata of a photo or directory; a missing one is `FileNotFound`
+/// (a photo, not a camera, is what is missing).
+fn stat(path: &Path, what: &str) -> Result<std::fs::Metadata, SourceError> {
+    std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => SourceError::FileNotFound { what: what.into() },
+        _ => io_error(what, &e),
+    })
+}
+
 /// Reads at most `max + 1` bytes, so an oversized file is detected without reading it all.
 pub fn read_capped(path: &Path, max: usize) -> Result<Vec<u8>, SourceError> {
     let what = path.display().to_string();
-    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => SourceError::FileNotFound { what: what.clone() },
-        _ => io_error(&what, &e),
-    })?;
+    let meta = stat(path, &what)?;
     if !meta.is_file() {
         return Err(SourceError::NotAFile { what });
     }
