@@ -1011,12 +1011,7 @@ fn bind_socket(path: &Path) -> std::io::Result<(UnixListener, Option<BoundSocket
         Ok(meta) => {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AlreadyExists,
-                format!(
-                    "{} exists and is not a socket ({}); enrolld removes only a stale socket: \
-                     set control.socket to another path or move the file away",
-                    path.display(),
-                    file_kind(&meta.file_type())
-                ),
+                crate::config::not_a_socket(path, &meta.file_type()),
             ));
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -1044,22 +1039,6 @@ fn bind_socket(path: &Path) -> std::io::Result<(UnixListener, Option<BoundSocket
             ino: meta.ino(),
         }),
     ))
-}
-
-/// What a file is, for messages.
-fn file_kind(t: &std::fs::FileType) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    if t.is_dir() {
-        "a directory"
-    } else if t.is_symlink() {
-        "a symbolic link"
-    } else if t.is_fifo() {
-        "a FIFO"
-    } else if t.is_char_device() || t.is_block_device() {
-        "a device"
-    } else {
-        "a regular file"
-    }
 }
 
 fn control_worker(
