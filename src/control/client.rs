@@ -1,0 +1,62 @@
+//! The client side of the control socket: `enrolld` commands talk to a
+//! running daemon through it.
+
+use super::protocol::{Reply, Request};
+use std::io::{BufRead, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+/// A client connection to the daemon.
+pub struct Client {
+    stream: std::io::BufReader<UnixStream>,
+}
+
+impl Client {
+    /// Connects; `Ok(None)` when no daemon listens there.
+    pub fn connect(path: &Path, timeout: Duration) -> std::io::Result<Option<Client>> {
+        match UnixStream::connect(path) {
+            Ok(s) => {
+                s.set_read_timeout(Some(timeout))?;
+                s.set_write_timeout(Some(timeout))?;
+                Ok(Some(Client {
+                    stream: std::io::BufReader::new(s),
+                }))
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends a request and calls `on_reply` for every line until the last.
+    pub fn call(
+        &mut self,
+        req: &Request,
+        on_reply: &mut dyn FnMut(&Reply),
+    ) -> std::io::Result<Reply> {
+        let mut line = serde_json::to_string(req).map_err(std::io::Error::other)?;
+        line.push('\n');
+        self.stream.get_mut().write_all(line.as_bytes())?;
+        loop {
+            let mut text = String::new();
+            if self.stream.read_line(&mut text)? == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the daemon closed the connection",
+                ));
+            }
+            let reply: Reply = serde_json::from_str(text.trim()).map_err(std::io::Error::other)?;
+            on_reply(&reply);
+            if reply.is_last() {
+                return Ok(reply);
+            }
+        }
+    }
+}

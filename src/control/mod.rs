@@ -1,0 +1,10 @@
+//! The local control socket: the protocol ([`protocol`]), the daemon's side
+//! ([`server`]), the commands' side ([`client`]) and the one handler that
+//! answers queue requests for both ([`handler`]).
+
+pub mod client;
+pub mod protocol;
+pub mod server;
+
+pub use client::Client;
+pub use protocol::*;
