@@ -18,8 +18,9 @@
 use crate::clock::{Clock, SystemClock};
 use crate::cloud::{build_uploader, http_config, SkewClock};
 use crate::config::{Config, UnarmedPolicy};
+use crate::control::handler::{self, Answer, Armed, DaemonState, StatusReport};
 use crate::control::server::{bind_socket, control_worker, Submit};
-use crate::control::{Reply, Request};
+use crate::control::{ErrorCode, Reply, Request};
 use crate::detect::SeetaDetector;
 use crate::drain::{DrainSummary, Drainer, ProviderLimits};
 use crate::enroll::{enroll, EnrollError, EnrollOutcome, EnrollRequest, Progress};
@@ -34,7 +35,7 @@ use crate::retry::RetryPolicy;
 use crate::seal::QueueKey;
 use serde_json::json;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -57,7 +58,10 @@ enum Event {
         /// A `follow_upload` client to answer once the upload is confirmed.
         follower: Option<SyncSender<Reply>>,
     },
-    Drained(DrainSummary),
+    /// A drain pass ended; it served the `drain` requests up to this ticket.
+    Drained(DrainSummary, u64),
+    /// A drain pass could not read the queue.
+    DrainFailed(crate::control::Failure, u64),
 }
 
 /// One enrollment for the capture thread.
@@ -179,8 +183,11 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
     // Drain.
     let skew = Arc::new(SkewClock::new(clock.clone()));
     let (drain_tx, drain_rx) = mpsc::sync_channel::<DrainCmd>(8);
+    // `drain` requests take a ticket; a pass serves those taken before it began.
+    let drain_asked = Arc::new(AtomicU64::new(0));
     {
-        let (outbox, events, stop, config, skew, clock) = (
+        let (asked, outbox, events, stop, config, skew, clock) = (
+            drain_asked.clone(),
             outbox.clone(),
             events_tx.clone(),
             stop.clone(),
@@ -190,7 +197,15 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
         );
         workers.push(spawn(
             "drain",
-            Box::new(move || drain_worker(config, outbox, clock, skew, &drain_rx, &events, &stop)),
+            Box::new(move || {
+                let link = DrainLink {
+                    commands: &drain_rx,
+                    events: &events,
+                    asked: &asked,
+                    stop: &stop,
+                };
+                drain_worker(config, outbox, clock, skew, link)
+            }),
         )?);
     }
 
@@ -246,6 +261,8 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
         notifier,
         capture_tx,
         drain_tx,
+        drain_asked,
+        drain_waiters: Vec::new(),
         cancel,
         led,
         skew,
@@ -279,6 +296,7 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
         capture_tx,
         drain_tx,
         mut followers,
+        drain_waiters,
         outbox,
         ..
     } = daemon;
@@ -309,12 +327,18 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
                 result: json!({"queued": id, "uploaded": true, "face_ids": r.face_ids}),
             }),
             None => reply.try_send(Reply::error(
-                "stopping",
+                ErrorCode::Stopping,
                 format!(
                     "enrolld is stopping; entry {id} stays queued and uploads once it runs again"
                 ),
             )),
         };
+    }
+    for (_, reply) in drain_waiters {
+        let _ = reply.try_send(Reply::error(
+            ErrorCode::Stopping,
+            "enrolld is stopping; the queue stays as it is and drains once it runs again",
+        ));
     }
     // Let client threads write what they were given (at most a second).
     let flush_until = Instant::now() + Duration::from_secs(1);
@@ -335,6 +359,10 @@ struct Daemon {
     notifier: Notifier,
     capture_tx: SyncSender<CaptureJob>,
     drain_tx: SyncSender<DrainCmd>,
+    /// The last `drain` ticket handed out.
+    drain_asked: Arc<AtomicU64>,
+    /// `drain` clients waiting for a pass: (ticket, reply channel).
+    drain_waiters: Vec<(u64, SyncSender<Reply>)>,
     cancel: Arc<AtomicBool>,
     led: LedHandle,
     skew: Arc<SkewClock>,
@@ -469,7 +497,17 @@ impl Daemon {
                     let _ = self.drain_tx.try_send(DrainCmd::Wake);
                 }
             }
-            Event::Drained(summary) => {
+            Event::DrainFailed(failure, served) => {
+                log::warn!("drain failed: {failure}");
+                self.answer_drain_waiters(served, &Reply::from(failure));
+            }
+            Event::Drained(summary, served) => {
+                self.answer_drain_waiters(
+                    served,
+                    &Reply::Answer {
+                        result: Answer::Drained(Box::new(summary.clone())).to_value(),
+                    },
+                );
                 if summary.uploaded > 0 {
                     self.led.show(LedPattern::Uploaded);
                     self.counters.last_success_ms = Some(SystemClock.now_ms());
@@ -496,7 +534,7 @@ impl Daemon {
     ) -> Result<(), Reply> {
         if self.busy {
             return Err(Reply::error(
-                "busy",
+                ErrorCode::Busy,
                 "an enrollment is in progress; try again when it ends",
             ));
         }
@@ -507,7 +545,7 @@ impl Daemon {
         let source = self
             .config
             .source()
-            .map_err(|e| Reply::error("invalid_source", e))?;
+            .map_err(|e| Reply::error(ErrorCode::InvalidSource, e))?;
         let request = EnrollRequest {
             person_id: person,
             person_name: name,
@@ -523,7 +561,7 @@ impl Daemon {
         };
         self.capture_tx
             .try_send(job)
-            .map_err(|_| Reply::error("busy", "the capture thread is busy"))?;
+            .map_err(|_| Reply::error(ErrorCode::Busy, "the capture thread is busy"))?;
         self.busy = true;
         Ok(())
     }
@@ -568,51 +606,30 @@ impl Daemon {
                 }
             },
             Request::Status {} => answer(Reply::Answer {
-                result: self.status(),
+                result: Answer::Status(Box::new(self.status())).to_value(),
             }),
-            Request::QueueList {} => match self.outbox.list() {
-                Ok(entries) => answer(Reply::Answer {
-                    result: json!({
-                        "usage": self.outbox.usage(),
-                        "rule_violations": crate::cloud::rules::broken_rules(&entries),
-                        "entries": entries,
-                    }),
-                }),
-                Err(e) => answer(Reply::error(e.code(), e.to_string())),
-            },
-            Request::QueueShow { id } => match self.outbox.get(id) {
-                Ok(entry) => answer(Reply::Answer {
-                    result: serde_json::to_value(entry).unwrap_or_default(),
-                }),
-                Err(e) => answer(Reply::error(e.code(), e.to_string())),
-            },
-            Request::Retry { id } => match self.outbox.retry(id) {
-                Ok(e) => {
+            Request::Drain {} => {
+                let ticket = self.drain_asked.fetch_add(1, Ordering::SeqCst) + 1;
+                self.drain_waiters.push((ticket, reply.clone()));
+                let _ = self.drain_tx.try_send(DrainCmd::Wake);
+            }
+            Request::QueueList {}
+            | Request::QueueShow { .. }
+            | Request::Retry { .. }
+            | Request::Purge { .. }
+            | Request::QueueReceipts {}
+            | Request::QueueCheck {} => {
+                let result = handler::handle(&self.outbox, &self.config, &req);
+                if matches!((&req, &result), (Request::Retry { .. }, Some(Ok(_)))) {
                     let _ = self.drain_tx.try_send(DrainCmd::Wake);
-                    answer(Reply::Answer {
-                        result: json!({"retried": e.id}),
-                    });
                 }
-                Err(e) => answer(Reply::error(e.code(), e.to_string())),
-            },
-            Request::Purge { id, dead } => {
-                let result = match (id, dead) {
-                    (Some(id), false) => self.outbox.purge(id).map(|e| vec![e.id]),
-                    (None, true) => self.outbox.purge_dead(),
-                    _ => {
-                        answer(Reply::error(
-                            "invalid_request",
-                            "purge takes an id, or dead: true",
-                        ));
-                        return;
-                    }
-                };
-                match result {
-                    Ok(ids) => answer(Reply::Answer {
-                        result: json!({"purged": ids}),
-                    }),
-                    Err(e) => answer(Reply::error(e.code(), e.to_string())),
-                }
+                answer(match result {
+                    Some(Ok(a)) => Reply::Answer {
+                        result: a.to_value(),
+                    },
+                    Some(Err(f)) => f.into(),
+                    None => Reply::error(ErrorCode::Internal, "not a queue request"),
+                });
             }
             Request::Cancel {} => {
                 let was_busy = self.busy;
@@ -657,24 +674,23 @@ impl Daemon {
         }
     }
 
-    fn status(&self) -> serde_json::Value {
-        let armed = self.armed.as_ref().map(|(p, _, until)| json!({"person": p, "expires_in_s": until.saturating_duration_since(Instant::now()).as_secs()}));
-        let broken = self
-            .outbox
-            .list()
-            .map(|entries| crate::cloud::rules::broken_rules(&entries))
-            .unwrap_or_default();
-        json!({
-            "queue": self.outbox.usage(),
-            "rule_violations": broken,
-            "storage_salvage": self.outbox.last_salvage(),
-            "enrolling": self.busy,
-            "armed": armed,
-            "last_result": self.last_result,
-            "last_drain": self.last_drain,
-            "clock_skew_ms": self.skew.offset_ms(),
-            "provider": self.config.upload.provider,
-        })
+    fn status(&self) -> StatusReport {
+        let armed = self.armed.as_ref().map(|(p, _, until)| Armed {
+            person: p.clone(),
+            expires_in_s: until.saturating_duration_since(Instant::now()).as_secs(),
+        });
+        StatusReport {
+            daemon: "running".into(),
+            state: Some(DaemonState {
+                enrolling: self.busy,
+                armed,
+                last_result: self.last_result.clone(),
+                last_drain: self.last_drain.clone(),
+                clock_skew_ms: self.skew.offset_ms(),
+                provider: self.config.upload.provider,
+            }),
+            ..handler::status(&self.outbox)
+        }
     }
 
     fn reload(&mut self) {
@@ -707,6 +723,17 @@ impl Daemon {
         }
     }
 
+    /// Answers the `drain` clients whose ticket a pass served.
+    fn answer_drain_waiters(&mut self, served: u64, reply: &Reply) {
+        self.drain_waiters.retain(|(ticket, tx)| {
+            if *ticket > served {
+                return true;
+            }
+            let _ = tx.try_send(reply.clone());
+            false
+        });
+    }
+
     fn answer_followers(&mut self) {
         if self.followers.is_empty() {
             return;
@@ -727,7 +754,7 @@ impl Daemon {
                 Ok(e) if matches!(e.state, EntryState::Dead { .. }) => {
                     let code = e.last_error.map(|l| l.code).unwrap_or_default();
                     let _ = reply.try_send(Reply::error(
-                        "upload_refused",
+                        ErrorCode::UploadRefused,
                         format!("entry {id} is dead: {code}"),
                     ));
                     false
@@ -789,7 +816,7 @@ fn capture_worker(
             match SeetaDetector::new(&job.config.detect) {
                 Ok(d) => detector = Some((job.config.detect.clone(), d)),
                 Err(e) => {
-                    send(Reply::error("model_invalid", e.to_string()));
+                    send(Reply::error(ErrorCode::ModelInvalid, e.to_string()));
                     let _ = events.send(Event::EnrollFinished {
                         queued: None,
                         result: format!("error: {e}"),
@@ -847,7 +874,10 @@ fn capture_worker(
                     "rejected",
                     json!({"reason": reason, "advice": advice}),
                 ));
-                send(Reply::error("rejected", format!("{reason}: {advice}")));
+                send(Reply::error(
+                    ErrorCode::Rejected,
+                    format!("{reason}: {advice}"),
+                ));
                 (None, format!("rejected {person}: {reason}"))
             }
             Err(e) => {
@@ -910,17 +940,31 @@ fn build_drainer(
     drainer
 }
 
+/// How the drain thread talks with the main loop.
+struct DrainLink<'a> {
+    commands: &'a Receiver<DrainCmd>,
+    events: &'a SyncSender<Event>,
+    /// The last `drain` ticket handed out (see [`Event::Drained`]).
+    asked: &'a AtomicU64,
+    stop: &'a AtomicBool,
+}
+
 fn drain_worker(
     config: Arc<Config>,
     outbox: Arc<Outbox>,
     clock: Arc<dyn Clock>,
     skew: Arc<SkewClock>,
-    commands: &Receiver<DrainCmd>,
-    events: &SyncSender<Event>,
-    stop: &AtomicBool,
+    link: DrainLink<'_>,
 ) {
+    let DrainLink {
+        commands,
+        events,
+        asked,
+        stop,
+    } = link;
     let mut drainer = build_drainer(&config, outbox.clone(), clock.clone(), skew.clone());
     while !stop.load(Ordering::SeqCst) {
+        let serving = asked.load(Ordering::SeqCst);
         let summary = drainer.drain(&mut |d| {
             let until = Instant::now() + d;
             while Instant::now() < until {
@@ -945,11 +989,12 @@ fn drain_worker(
                 } else {
                     wait.max(Duration::from_secs(60))
                 };
-                let _ = events.try_send(Event::Drained(s));
+                let _ = events.try_send(Event::Drained(s, serving));
                 wait
             }
             Err(e) => {
                 log::error!("drain: {e}");
+                let _ = events.try_send(Event::DrainFailed(e.into(), serving));
                 Duration::from_secs(5)
             }
         };

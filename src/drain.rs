@@ -12,13 +12,13 @@ use crate::cloud::{ErrorClass, SkewClock, UploadError, Uploader};
 use crate::outbox::{LastError, Outbox, OutboxError};
 use crate::provider::Provider;
 use crate::retry::{Decision, Jitter, RetryPolicy, TokenBucket};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Uploads to a provider stopped until an operator acts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pause {
     pub provider: Provider,
     pub code: String,
@@ -27,7 +27,7 @@ pub struct Pause {
 }
 
 /// One failed attempt, for the summary.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
     pub id: u64,
     pub class: ErrorClass,
@@ -36,7 +36,7 @@ pub struct Failure {
 }
 
 /// What one drain pass did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrainSummary {
     pub uploaded: u64,
     pub retried: u64,
@@ -264,7 +264,7 @@ impl Drainer {
         // Written by an older release that did not know a vendor rule: the
         // cloud would refuse it for good, so it dies here, unsent.
         if let Err(v) = crate::cloud::rules::check_entry(&entry) {
-            let err = UploadError::new(ErrorClass::Never, v.code(), v.to_string());
+            let err = UploadError::new(ErrorClass::Never, v.code().as_str(), v.to_string());
             return self.give_up(summary, id, &err);
         }
         let images = match self.outbox.images(id) {
@@ -364,7 +364,7 @@ impl Drainer {
 
     fn last_error(&self, e: &UploadError) -> LastError {
         LastError {
-            class: e.class.as_str().into(),
+            class: e.class,
             code: e.code.clone(),
             message: e.message.clone(),
             at_ms: self.clock.now_ms(),
@@ -391,7 +391,8 @@ fn run_upload(
     images: &[Vec<u8>],
     outbox: &Outbox,
 ) -> Result<crate::cloud::Uploaded, UploadError> {
-    let storage = |e: OutboxError| UploadError::new(ErrorClass::Retry, e.code(), e.to_string());
+    let storage =
+        |e: OutboxError| UploadError::new(ErrorClass::Retry, e.code().as_str(), e.to_string());
     let result = match uploader.prepare(entry) {
         Ok(Some(done)) => Ok(done),
         Ok(None) => {

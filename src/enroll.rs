@@ -3,6 +3,7 @@
 use crate::burst::{run_burst, FrameReport};
 use crate::cloud::rules::RuleViolation;
 use crate::config::{Config, SourceSpec};
+use crate::control::ErrorCode;
 use crate::detect::FaceDetector;
 use crate::encode::{encode_for, EncodeError, EncodedImage};
 use crate::frame::DecodeLimits;
@@ -67,14 +68,20 @@ pub enum EnrollError {
 
 impl EnrollError {
     /// Stable machine-readable name.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            EnrollError::InvalidPerson(_) => "invalid_person",
-            EnrollError::GroupMissing(_) => "group_missing",
+            EnrollError::InvalidPerson(_) => ErrorCode::InvalidPerson,
+            EnrollError::GroupMissing(_) => ErrorCode::GroupMissing,
             EnrollError::Source(e) => e.code(),
-            EnrollError::Encode(_) => "encode_failed",
+            EnrollError::Encode(_) => ErrorCode::EncodeFailed,
             EnrollError::Outbox(e) => e.code(),
         }
+    }
+}
+
+impl From<EnrollError> for crate::control::Failure {
+    fn from(e: EnrollError) -> Self {
+        crate::control::Failure::new(e.code(), e.to_string())
     }
 }
 

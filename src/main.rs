@@ -2,20 +2,24 @@
 
 #![forbid(unsafe_code)]
 
+mod cli;
+
 use clap::{Parser, Subcommand};
+use cli::render::render;
 use enrolld::burst::{assess_frame, FrameReport};
-use enrolld::clock::{rfc3339, Clock, SystemClock};
+use enrolld::clock::{Clock, SystemClock};
 use enrolld::cloud::{build_uploader, http_config, SkewClock};
 use enrolld::config::{Config, ConfigOrigin, SourceSpec};
-use enrolld::control::{Client, Reply, Request};
+use enrolld::control::handler::{self, Answer};
+use enrolld::control::{exit, Client, ErrorCode, Failure, Reply, Request};
 use enrolld::detect::SeetaDetector;
 use enrolld::drain::{DrainSummary, Drainer, ProviderLimits};
 use enrolld::emulator::{Emulator, EmulatorConfig, Fault, JdShape};
 use enrolld::encode::encode_for;
-use enrolld::enroll::{enroll, EnrollError, EnrollOutcome, EnrollRequest, Progress};
+use enrolld::enroll::{enroll, EnrollOutcome, EnrollRequest, Progress};
 use enrolld::frame::DecodeLimits;
 use enrolld::http::HttpClient;
-use enrolld::outbox::{Enrollment, EntryState, Outbox, OutboxError, OutboxLimits};
+use enrolld::outbox::{Outbox, OutboxLimits};
 use enrolld::provider::Provider;
 use enrolld::retry::RetryPolicy;
 use enrolld::seal::QueueKey;
@@ -24,21 +28,6 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-
-/// Exit codes; fixed meanings, documented in README.md and `--help`.
-mod exit {
-    pub const OK: u8 = 0;
-    pub const FAILURE: u8 = 1;
-    pub const USAGE: u8 = 2;
-    pub const REJECTED: u8 = 3;
-    pub const QUEUE_FULL: u8 = 4;
-    pub const INPUT: u8 = 5;
-    pub const NOT_FOUND: u8 = 6;
-    pub const RETRY_PENDING: u8 = 7;
-    pub const PAUSED: u8 = 8;
-    pub const DEAD: u8 = 9;
-    pub const BUSY: u8 = 10;
-}
 
 const EXIT_CODES: &str = "Exit codes: 0 success; 1 runtime failure (storage, encoding); 2 usage or configuration error; \
 3 rejected (no acceptable face); 4 queue or storage full; 5 camera or input image unreadable; 6 no such queue entry; \
@@ -185,50 +174,6 @@ enum ConfigCommand {
     Check,
 }
 
-/// A failure of a command: what to print and which exit code.
-struct Failure {
-    code: &'static str,
-    message: String,
-    exit: u8,
-}
-
-impl Failure {
-    fn new(code: &'static str, message: impl Into<String>, exit: u8) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            exit,
-        }
-    }
-}
-
-impl From<OutboxError> for Failure {
-    fn from(e: OutboxError) -> Self {
-        let exit = match e {
-            OutboxError::QueueFull { .. } | OutboxError::StorageFull(_) => exit::QUEUE_FULL,
-            OutboxError::NotFound(_) => exit::NOT_FOUND,
-            OutboxError::InvalidRequest(_)
-            | OutboxError::InvalidState { .. }
-            | OutboxError::WrongKey(_) => exit::USAGE,
-            _ => exit::FAILURE,
-        };
-        Failure::new(e.code(), e.to_string(), exit)
-    }
-}
-
-impl From<EnrollError> for Failure {
-    fn from(e: EnrollError) -> Self {
-        match e {
-            EnrollError::Outbox(o) => o.into(),
-            EnrollError::InvalidPerson(_) | EnrollError::GroupMissing(_) => {
-                Failure::new(e.code(), e.to_string(), exit::USAGE)
-            }
-            EnrollError::Source(_) => Failure::new(e.code(), e.to_string(), exit::INPUT),
-            EnrollError::Encode(_) => Failure::new(e.code(), e.to_string(), exit::FAILURE),
-        }
-    }
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Files enrolld makes (the queue, crops, keys, metrics) are its user's
@@ -251,14 +196,14 @@ fn main() -> ExitCode {
             } else {
                 eprintln!("enrolld: {}", f.message);
             }
-            ExitCode::from(f.exit)
+            ExitCode::from(f.exit())
         }
     }
 }
 
 fn load_config(cli: &Cli) -> Result<(Config, ConfigOrigin), Failure> {
     let (mut cfg, origin) = Config::load(cli.config.as_deref())
-        .map_err(|e| Failure::new("config_invalid", e.to_string(), exit::USAGE))?;
+        .map_err(|e| Failure::new(ErrorCode::ConfigInvalid, e.to_string()))?;
     if let Some(dir) = &cli.state_dir {
         cfg.state_dir = dir.clone();
     }
@@ -268,7 +213,7 @@ fn load_config(cli: &Cli) -> Result<(Config, ConfigOrigin), Failure> {
 fn open_outbox(cfg: &Config) -> Result<Outbox, Failure> {
     let limits = OutboxLimits::from_config(&cfg.queue);
     let key = QueueKey::from_file(&cfg.queue.key_file)
-        .map_err(|e| Failure::new("queue_key", e, exit::USAGE))?;
+        .map_err(|e| Failure::new(ErrorCode::QueueKey, e))?;
     let (outbox, recovery) = Outbox::open(&cfg.state_dir, limits, Arc::new(SystemClock), key)?;
     if recovery.corrupt > 0 {
         log::error!(
@@ -281,7 +226,7 @@ fn open_outbox(cfg: &Config) -> Result<Outbox, Failure> {
 
 fn detector(cfg: &Config) -> Result<SeetaDetector, Failure> {
     SeetaDetector::new(&cfg.detect)
-        .map_err(|e| Failure::new("model_invalid", e.to_string(), exit::USAGE))
+        .map_err(|e| Failure::new(ErrorCode::ModelInvalid, e.to_string()))
 }
 
 fn run(cli: Cli) -> Result<u8, Failure> {
@@ -303,53 +248,33 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         ),
         Command::Run => enrolld::daemon::run(cli.config.clone(), cfg)
             .map(|()| exit::OK)
-            .map_err(|e| Failure::new("daemon_failed", e.to_string(), exit::FAILURE)),
-        Command::Status => match daemon_call(&cfg, &Request::Status {}, cli.json) {
-            Some(result) => result,
-            None => {
-                let outbox = match open_outbox(&cfg) {
-                    Ok(o) => o,
-                    Err(f) => {
-                        // No daemon is the answer; the queue is a detail.
-                        if cli.json {
-                            println!(
-                                "{}",
-                                json!({"daemon": "not running", "queue_error": {"error": f.code, "message": f.message}})
-                            );
-                        } else {
-                            println!(
-                                "daemon: not running ({} does not answer)",
-                                cfg.control.socket.display()
-                            );
-                            println!("queue: cannot be read: {}", f.message);
-                        }
-                        return Ok(exit::FAILURE);
-                    }
-                };
-                let u = outbox.usage();
-                let broken = enrolld::cloud::rules::broken_rules(&outbox.list()?);
-                if cli.json {
-                    println!(
-                        "{}",
-                        json!({"daemon": "not running", "queue": u, "rule_violations": broken, "storage_salvage": outbox.last_salvage()})
-                    );
-                } else {
-                    println!(
-                        "daemon: not running ({} does not answer)",
-                        cfg.control.socket.display()
-                    );
-                    println!(
-                        "queue: {} pending, {} dead, {} bytes",
-                        u.pending, u.dead, u.bytes
-                    );
-                    print_broken_rules(&broken);
-                    if let Some(s) = outbox.last_salvage() {
-                        println!("{}", salvage_line(&s));
-                    }
-                }
-                Ok(exit::FAILURE)
+            .map_err(|e| Failure::new(ErrorCode::DaemonFailed, e.to_string())),
+        Command::Status => {
+            if let Some(answer) = daemon_answer(&cfg, &Request::Status {}, cli.json) {
+                return Ok(render(&answer?, &cfg, cli.json));
             }
-        },
+            let outbox = match open_outbox(&cfg) {
+                Ok(o) => o,
+                Err(f) => {
+                    // No daemon is the answer; the queue is a detail.
+                    if cli.json {
+                        println!(
+                            "{}",
+                            json!({"daemon": "not running", "queue_error": {"error": f.code, "message": f.message}})
+                        );
+                    } else {
+                        println!(
+                            "daemon: not running ({} does not answer)",
+                            cfg.control.socket.display()
+                        );
+                        println!("queue: cannot be read: {}", f.message);
+                    }
+                    return Ok(exit::FAILURE);
+                }
+            };
+            let answer = Answer::Status(Box::new(handler::status(&outbox)));
+            Ok(render(&answer, &cfg, cli.json))
+        }
         Command::Enroll {
             person,
             name,
@@ -362,7 +287,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             provider
                 .unwrap_or(cfg.upload.provider)
                 .check_person(person, name.as_deref())
-                .map_err(|e| Failure::new(e.code(), e.to_string(), exit::USAGE))?;
+                .map_err(|e| Failure::new(e.code(), e.to_string()))?;
             // Without --source the configured camera is meant: a running
             // daemon owns it (and the queue), so ask the daemon first.
             if source.is_none() {
@@ -373,16 +298,17 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                     frames: *frames,
                     follow_upload: false,
                 };
-                if let Some(result) = daemon_call(&cfg, &req, cli.json) {
-                    return result;
+                if let Some(answer) = daemon_answer(&cfg, &req, cli.json) {
+                    return Ok(render(&answer?, &cfg, cli.json));
                 }
             }
             let source = match source {
-                Some(s) => SourceSpec::parse(s)
-                    .map_err(|e| Failure::new("invalid_source", e, exit::USAGE))?,
+                Some(s) => {
+                    SourceSpec::parse(s).map_err(|e| Failure::new(ErrorCode::InvalidSource, e))?
+                }
                 None => cfg
                     .source()
-                    .map_err(|e| Failure::new("invalid_source", e, exit::USAGE))?,
+                    .map_err(|e| Failure::new(ErrorCode::InvalidSource, e))?,
             };
             let req = EnrollRequest {
                 person_id: person.clone(),
@@ -394,18 +320,21 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             run_enroll(&cfg, &req, cli.json)
         }
         Command::Queue { command } => {
-            if let Some(req) = queue_request(command) {
-                if let Some(result) = daemon_call(&cfg, &req, cli.json) {
-                    return result;
-                }
+            let req = queue_request(command);
+            match daemon_answer(&cfg, &req, cli.json) {
+                Some(answer) => Ok(render(&answer?, &cfg, cli.json)),
+                None => local_queue(&cfg, &req, cli.json),
             }
-            queue(&cfg, command, cli.json)
         }
         Command::Drain => {
-            let outbox = Arc::new(open_outbox(&cfg)?);
-            let summary = run_drain(&cfg, outbox)?;
-            print_drain(&summary, cli.json);
-            Ok(drain_exit(&summary))
+            let answer = match daemon_answer(&cfg, &Request::Drain {}, cli.json) {
+                Some(answer) => answer?,
+                None => {
+                    let outbox = Arc::new(open_outbox(&cfg)?);
+                    Answer::Drained(Box::new(run_drain(&cfg, outbox)?))
+                }
+            };
+            Ok(render(&answer, &cfg, cli.json))
         }
         Command::Emulate {
             vendor,
@@ -419,7 +348,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             jd_shape,
         } => {
             let secret = enrolld::config::Secret::from_file(secret_key_file)
-                .map_err(|e| Failure::new("secret_unreadable", e, exit::USAGE))?;
+                .map_err(|e| Failure::new(ErrorCode::SecretUnreadable, e))?;
             let config = EmulatorConfig {
                 vendor: *vendor,
                 listen: *listen,
@@ -456,7 +385,7 @@ fn config_check(cfg: &Config, origin: &ConfigOrigin, json: bool) -> Result<u8, F
             path: PathBuf::from(&from),
             problems,
         };
-        return Err(Failure::new("config_invalid", e.to_string(), exit::USAGE));
+        return Err(Failure::new(ErrorCode::ConfigInvalid, e.to_string()));
     }
     if json {
         let effective: toml::Value =
@@ -504,11 +433,7 @@ fn detect_images(
     let mut det = detector(cfg)?;
     if let Some(dir) = out_dir {
         std::fs::create_dir_all(dir).map_err(|e| {
-            Failure::new(
-                "output_failed",
-                format!("{}: {e}", dir.display()),
-                exit::FAILURE,
-            )
+            Failure::new(ErrorCode::OutputFailed, format!("{}: {e}", dir.display()))
         })?;
     }
     let mut results = Vec::new();
@@ -537,18 +462,14 @@ fn detect_images(
         let mut output = None;
         if let (Some(dir), Some(c)) = (out_dir, &candidate) {
             let enc = encode_for(&c.crop, &provider.limits(), &cfg.encode)
-                .map_err(|e| Failure::new("encode_failed", e.to_string(), exit::FAILURE))?;
+                .map_err(|e| Failure::new(ErrorCode::EncodeFailed, e.to_string()))?;
             let stem = path
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "image".into());
             let out = dir.join(format!("{stem}.face.jpg"));
             std::fs::write(&out, &enc.bytes).map_err(|e| {
-                Failure::new(
-                    "output_failed",
-                    format!("{}: {e}", out.display()),
-                    exit::FAILURE,
-                )
+                Failure::new(ErrorCode::OutputFailed, format!("{}: {e}", out.display()))
             })?;
             output = Some((out, enc));
         }
@@ -631,147 +552,9 @@ fn run_enroll(cfg: &Config, req: &EnrollRequest, json: bool) -> Result<u8, Failu
     }
 }
 
-fn entry_line(e: &Enrollment, now: i64) -> String {
-    let state = match &e.state {
-        EntryState::Dead { reason, .. } => format!("dead ({reason})"),
-        s => s.name().to_string(),
-    };
-    let age_s = (now - e.created_at_ms).max(0) / 1000;
-    let mut line = format!(
-        "{:>8}  {:<16} {:<8} {:>3} att  {:>7} B  {:>6}s ago  {}",
-        e.id,
-        state,
-        e.provider,
-        e.attempts,
-        e.image_bytes(),
-        age_s,
-        e.person_id
-    );
-    if let Some(err) = &e.last_error {
-        line.push_str(&format!("  last error: {} {}", err.code, err.message));
-    }
-    line
-}
-
-fn queue(cfg: &Config, cmd: &QueueCommand, json: bool) -> Result<u8, Failure> {
-    let outbox = open_outbox(cfg)?;
-    let print_entry = |e: &Enrollment| {
-        if json {
-            println!("{}", serde_json::to_string(e).unwrap_or_default());
-        } else {
-            println!("{}", serde_json::to_string_pretty(e).unwrap_or_default());
-            println!("created {}", rfc3339(e.created_at_ms));
-        }
-    };
+/// The request of a queue command.
+fn queue_request(cmd: &QueueCommand) -> Request {
     match cmd {
-        QueueCommand::List => {
-            let entries = outbox.list()?;
-            let usage = outbox.usage();
-            let broken = enrolld::cloud::rules::broken_rules(&entries);
-            if json {
-                println!(
-                    "{}",
-                    json!({"usage": usage, "limits": {"max_entries": cfg.queue.max_entries, "max_bytes": cfg.queue.max_bytes}, "rule_violations": broken, "entries": entries})
-                );
-            } else {
-                let now = SystemClock.now_ms();
-                println!(
-                    "{} entries ({} pending, {} in flight, {} dead), {} of {} bytes",
-                    usage.entries,
-                    usage.pending,
-                    usage.in_flight,
-                    usage.dead,
-                    usage.bytes,
-                    cfg.queue.max_bytes
-                );
-                if usage.corrupt > 0 {
-                    println!("{} unreadable record(s) left in place", usage.corrupt);
-                }
-                for e in &entries {
-                    println!("{}", entry_line(e, now));
-                }
-                print_broken_rules(&broken);
-            }
-        }
-        QueueCommand::Show { id } => print_entry(&outbox.get(*id)?),
-        QueueCommand::Retry { id } => {
-            let e = outbox.retry(*id)?;
-            if json {
-                print_entry(&e);
-            } else {
-                println!("entry {id} is pending and due now");
-            }
-        }
-        QueueCommand::Check => {
-            let report = outbox.check()?;
-            if json {
-                println!("{}", json!(report));
-            } else {
-                println!(
-                    "{} entries: {} intact (store and spool copy), {} with problems; {} receipts",
-                    report.entries,
-                    report.healthy,
-                    report.problems.len(),
-                    report.receipts
-                );
-                for p in &report.problems {
-                    println!("problem: {p}");
-                }
-                if let Some(s) = &report.last_salvage {
-                    println!("{}", salvage_line(s));
-                }
-            }
-            return Ok(if report.problems.is_empty() {
-                exit::OK
-            } else {
-                exit::FAILURE
-            });
-        }
-        QueueCommand::Receipts => {
-            let receipts = outbox.receipts()?;
-            if json {
-                println!("{}", json!({ "receipts": receipts }));
-            } else {
-                println!("{} receipt(s)", receipts.len());
-                for r in &receipts {
-                    println!(
-                        "{:>8}  uploaded {}  {:<8} {}  face {}",
-                        r.id,
-                        rfc3339(r.uploaded_at_ms),
-                        r.provider,
-                        r.person_id,
-                        r.face_ids.join(",")
-                    );
-                }
-            }
-        }
-        QueueCommand::Purge { id: Some(id), .. } => {
-            let e = outbox.purge(*id)?;
-            if json {
-                println!("{}", json!({"purged": [e.id]}));
-            } else {
-                println!("purged entry {id} ({:?}) and its images", e.person_id);
-            }
-        }
-        QueueCommand::Purge { id: None, .. } => {
-            let ids = outbox.purge_dead()?;
-            if json {
-                println!("{}", json!({"purged": ids}));
-            } else {
-                println!(
-                    "purged {} dead entr{}",
-                    ids.len(),
-                    if ids.len() == 1 { "y" } else { "ies" }
-                );
-            }
-        }
-    }
-    Ok(exit::OK)
-}
-
-/// The socket request for a queue command (receipts are read locally).
-fn queue_request(cmd: &QueueCommand) -> Option<Request> {
-    Some(match cmd {
         QueueCommand::List => Request::QueueList {},
         QueueCommand::Show { id } => Request::QueueShow { id: *id },
         QueueCommand::Retry { id } => Request::Retry { id: *id },
@@ -779,102 +562,41 @@ fn queue_request(cmd: &QueueCommand) -> Option<Request> {
             id: *id,
             dead: *dead,
         },
-        QueueCommand::Receipts | QueueCommand::Check => return None,
-    })
-}
-
-/// The last rebuild of a damaged store, in one line.
-fn salvage_line(s: &enrolld::outbox::SalvageReport) -> String {
-    format!(
-        "damaged store rebuilt {}: kept {} entries from the store, {} from the spool, {} receipts; \
-         lost {} {:?}; the damaged files are in {}",
-        rfc3339(s.at_ms),
-        s.kept_from_store,
-        s.kept_from_spool,
-        s.receipts_kept,
-        s.lost.len(),
-        s.lost,
-        s.moved_to.display()
-    )
-}
-
-/// Entries that the next drain will turn dead unsent, one line each.
-fn print_broken_rules(broken: &[enrolld::cloud::rules::BrokenRule]) {
-    for b in broken {
-        println!(
-            "entry {} breaks a vendor rule and will be dead at the next drain, unsent: {}",
-            b.id, b.problem
-        );
+        QueueCommand::Receipts => Request::QueueReceipts {},
+        QueueCommand::Check => Request::QueueCheck {},
     }
 }
 
-/// Sends a request to the running daemon; `None` when none answers.
-fn daemon_call(cfg: &Config, req: &Request, json: bool) -> Option<Result<u8, Failure>> {
-    let timeout = std::time::Duration::from_secs(120);
+/// Asks the running daemon; `None` when none answers. Progress events go
+/// to stderr (not with `--json`: stdout carries one JSON document).
+fn daemon_answer(cfg: &Config, req: &Request, json: bool) -> Option<Result<Answer, Failure>> {
+    // A drain pass uploads everything due, at the vendors' rate limits.
+    let timeout = match req {
+        Request::Drain {} => std::time::Duration::from_secs(3600),
+        _ => std::time::Duration::from_secs(120),
+    };
+    let unreachable = |e: &dyn std::fmt::Display| {
+        Failure::new(
+            ErrorCode::DaemonUnreachable,
+            format!("{}: {e}", cfg.control.socket.display()),
+        )
+    };
     let mut client = match Client::connect(&cfg.control.socket, timeout) {
         Ok(Some(c)) => c,
         Ok(None) => return None,
-        Err(e) => {
-            return Some(Err(Failure::new(
-                "daemon_unreachable",
-                format!("{}: {e}", cfg.control.socket.display()),
-                exit::FAILURE,
-            )))
-        }
+        Err(e) => return Some(Err(unreachable(&e))),
     };
     let last = client.call(req, &mut |reply| {
-        if json {
-            print!("{}", reply.to_line());
-        } else if let Reply::Event { event, data } = reply {
+        if let (false, Reply::Event { event, data }) = (json, reply) {
             eprintln!("{event}: {}", serde_json::Value::Object(data.clone()));
         }
     });
     Some(match last {
-        Err(e) => Err(Failure::new(
-            "daemon_unreachable",
-            e.to_string(),
-            exit::FAILURE,
-        )),
-        Ok(Reply::Answer { result }) => {
-            if !json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&result).unwrap_or_default()
-                );
-            }
-            Ok(exit::OK)
-        }
-        Ok(Reply::Error { code, message }) => {
-            if !json {
-                eprintln!("enrolld: {code}: {message}");
-            }
-            Ok(reply_exit(&code))
-        }
-        Ok(Reply::Event { .. }) => Ok(exit::FAILURE),
+        Err(e) => Err(unreachable(&e)),
+        Ok(Reply::Answer { result }) => Answer::from_result(req, result),
+        Ok(Reply::Error { code, message }) => Err(Failure::new(code, message)),
+        Ok(Reply::Event { .. }) => Err(unreachable(&"the answer ended early")),
     })
-}
-
-/// The exit code of a daemon error code.
-fn reply_exit(code: &str) -> u8 {
-    match code {
-        "rejected" => exit::REJECTED,
-        "busy" | "too_many_clients" => exit::BUSY,
-        "queue_full" | "storage_full" => exit::QUEUE_FULL,
-        "not_found" => exit::NOT_FOUND,
-        c if c.starts_with("camera_")
-            || matches!(
-                c,
-                "bad_image" | "no_images" | "file_not_found" | "not_a_file"
-            ) =>
-        {
-            exit::INPUT
-        }
-        "invalid_person" | "invalid_images" | "invalid_config" | "invalid_source"
-        | "invalid_request" | "invalid_state" | "group_missing" | "forbidden" | "malformed" => {
-            exit::USAGE
-        }
-        _ => exit::FAILURE,
-    }
 }
 
 /// Runs one drain pass over the outbox with uploaders built from `cfg`.
@@ -883,7 +605,7 @@ fn run_drain(cfg: &Config, outbox: Arc<Outbox>) -> Result<DrainSummary, Failure>
     let skew = Arc::new(SkewClock::new(clock.clone()));
     let http = Arc::new(
         HttpClient::new(&http_config(cfg))
-            .map_err(|e| Failure::new("tls_config", e.to_string(), exit::USAGE))?,
+            .map_err(|e| Failure::new(ErrorCode::TlsConfig, e.to_string()))?,
     );
     let policy = RetryPolicy {
         base_ms: cfg.upload.retry_base_ms as i64,
@@ -916,72 +638,14 @@ fn run_drain(cfg: &Config, outbox: Arc<Outbox>) -> Result<DrainSummary, Failure>
     Ok(summary)
 }
 
-fn drain_exit(s: &DrainSummary) -> u8 {
-    if !s.paused.is_empty() {
-        exit::PAUSED
-    } else if s.dead > 0 {
-        exit::DEAD
-    } else if s.retried > 0 || s.pending > 0 {
-        exit::RETRY_PENDING
-    } else {
-        exit::OK
-    }
-}
-
-fn print_drain(s: &DrainSummary, json: bool) {
-    if json {
-        println!("{}", serde_json::to_string(s).unwrap_or_default());
-        return;
-    }
-    println!(
-        "uploaded {}, will retry {}, dead {}, still pending {}",
-        s.uploaded, s.retried, s.dead, s.pending
-    );
-    for p in &s.paused {
-        println!(
-            "paused: uploads to {} stopped: {} {}",
-            p.provider, p.code, p.message
-        );
-        println!("        fix the cause (credentials, billing, clock, CA), then run `enrolld drain` again; nothing was dropped");
-    }
-    for f in &s.failures {
-        println!(
-            "  entry {}: {} ({}) {}",
-            f.id,
-            f.code,
-            f.class.as_str(),
-            f.message
-        );
-    }
-    if let Some(t) = s.next_due_ms {
-        println!("next attempt due {}", rfc3339(t));
-    }
-    if s.clock_skew_ms != 0 {
-        println!(
-            "clock: the cloud's time is {:+} s from this device's; requests were signed with the cloud's time",
-            s.clock_skew_ms / 1000
-        );
-    }
-    if s.dead_expired > 0 {
-        println!(
-            "{} dead entr(ies) expired (queue.dead_retention_days)",
-            s.dead_expired
-        );
-    }
-    if s.receipts_expired > 0 {
-        println!("{} old receipt(s) expired", s.receipts_expired);
-    }
-}
-
 fn emulate(config: EmulatorConfig, ca_out: &Path, json: bool) -> Result<u8, Failure> {
     let vendor = config.vendor;
     let mut emulator = Emulator::start(config)
-        .map_err(|e| Failure::new("emulator_failed", e.to_string(), exit::USAGE))?;
+        .map_err(|e| Failure::new(ErrorCode::EmulatorFailed, e.to_string()))?;
     emulator.write_ca(ca_out).map_err(|e| {
         Failure::new(
-            "emulator_failed",
+            ErrorCode::EmulatorFailed,
             format!("{}: {e}", ca_out.display()),
-            exit::FAILURE,
         )
     })?;
     if json {
@@ -1001,7 +665,7 @@ fn emulate(config: EmulatorConfig, ca_out: &Path, json: bool) -> Result<u8, Fail
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone())
-            .map_err(|e| Failure::new("emulator_failed", e.to_string(), exit::FAILURE))?;
+            .map_err(|e| Failure::new(ErrorCode::EmulatorFailed, e.to_string()))?;
     }
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
         std::thread::sleep(std::time::Duration::from_millis(100));
@@ -1034,9 +698,8 @@ fn keygen(output: &Path, json: bool) -> Result<u8, Failure> {
             e.to_string()
         };
         Failure::new(
-            "keygen_failed",
+            ErrorCode::KeygenFailed,
             format!("{}: {why}", output.display()),
-            exit::FAILURE,
         )
     })?;
     if json {
@@ -1062,11 +725,8 @@ fn demo(
         None => {
             let built_in = env!("ENROLLD_SAMPLE_PHOTO");
             if built_in.is_empty() || !Path::new(built_in).is_file() {
-                return Err(Failure::new(
-                    "no_sample_photo",
-                    "the sample photo of the rustface package is not on this machine; pass --photo PATH",
-                    exit::USAGE,
-                ));
+                return Err(Failure::new(ErrorCode::NoSamplePhoto,
+                    "the sample photo of the rustface package is not on this machine; pass --photo PATH"));
             }
             PathBuf::from(built_in)
         }
@@ -1090,7 +750,7 @@ fn demo(
         );
     }
     // Demo credentials and a demo device key, private to the demo's state dir.
-    let fail = |e: std::io::Error| Failure::new("demo_failed", e.to_string(), exit::FAILURE);
+    let fail = |e: std::io::Error| Failure::new(ErrorCode::DemoFailed, e.to_string());
     std::fs::create_dir_all(&cfg.state_dir).map_err(fail)?;
     let dir = std::fs::canonicalize(&cfg.state_dir).map_err(fail)?;
     let key_path = dir.join("demo-queue-key");
@@ -1115,14 +775,14 @@ fn demo(
     }
     if !json {
         println!("demo: the queue now holds:");
-        queue(&cfg, &QueueCommand::List, false)?;
+        local_queue(&cfg, &Request::QueueList {}, false)?;
     }
     // A local JD emulator with the demo credentials stands in for the cloud.
     let emulator = Emulator::start(EmulatorConfig {
         vendor: Provider::Jd,
         listen: "127.0.0.1:0"
             .parse()
-            .map_err(|_| Failure::new("demo_failed", "address", exit::FAILURE))?,
+            .map_err(|_| Failure::new(ErrorCode::DemoFailed, "address"))?,
         key_id: "demo-appkey".into(),
         secret: b"demo-secret-key".to_vec(),
         faults: Vec::new(),
@@ -1130,7 +790,7 @@ fn demo(
         check_faces: true,
         jd_shape: JdShape::StatusString,
     })
-    .map_err(|e| Failure::new("demo_failed", e.to_string(), exit::FAILURE))?;
+    .map_err(|e| Failure::new(ErrorCode::DemoFailed, e.to_string()))?;
     let ca_path = secret_path.with_file_name("demo-emulator-ca.pem");
     emulator.write_ca(&ca_path).map_err(fail)?;
     cfg.jd.endpoint = emulator.endpoint();
@@ -1144,11 +804,20 @@ fn demo(
         );
     }
     let summary = run_drain(&cfg, Arc::new(open_outbox(&cfg)?))?;
-    print_drain(&summary, json);
+    let code = render(&Answer::Drained(Box::new(summary)), &cfg, json);
     if !json {
         let stored = emulator.with_state(|s| s.persons.get(person).map_or(0, |p| p.faces.len()));
         println!("demo: the emulator now holds {stored} face(s) for {person:?}; receipts kept on the device:");
-        queue(&cfg, &QueueCommand::Receipts, false)?;
+        local_queue(&cfg, &Request::QueueReceipts {}, false)?;
     }
-    Ok(drain_exit(&summary))
+    Ok(code)
+}
+
+/// Answers a queue request from the queue itself (no daemon runs) and prints it.
+fn local_queue(cfg: &Config, req: &Request, json: bool) -> Result<u8, Failure> {
+    let outbox = open_outbox(cfg)?;
+    match handler::handle(&outbox, cfg, req) {
+        Some(answer) => Ok(render(&answer?, cfg, json)),
+        None => Err(Failure::new(ErrorCode::Internal, "not a queue request")),
+    }
 }

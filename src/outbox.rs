@@ -28,6 +28,7 @@
 //!   migrated to format 2 (sealed) when first opened with a key.
 
 use crate::clock::{Clock, UnixMillis};
+use crate::control::ErrorCode;
 use crate::provider::Provider;
 use crate::quality::FaceScores;
 use crate::seal::QueueKey;
@@ -108,8 +109,8 @@ impl EntryState {
 /// The last failure of an entry, as the uploader classified it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastError {
-    /// Error class (`retry`, `clock`, `operator`, `never`).
-    pub class: String,
+    /// What the drain decided about it (`retry`, `clock`, `operator`, `never`).
+    pub class: crate::cloud::ErrorClass,
     /// The vendor's or enrolld's error code.
     pub code: String,
     pub message: String,
@@ -227,7 +228,7 @@ impl OutboxLimits {
 }
 
 /// Current use of the queue.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub entries: u64,
     pub bytes: u64,
@@ -279,20 +280,26 @@ pub enum OutboxError {
 }
 
 impl OutboxError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            OutboxError::QueueFull { .. } => "queue_full",
-            OutboxError::StorageFull(_) => "storage_full",
-            OutboxError::Locked(_) => "queue_locked",
-            OutboxError::NotFound(_) => "not_found",
-            OutboxError::InvalidState { .. } => "invalid_state",
-            OutboxError::InvalidRequest(_) => "invalid_request",
-            OutboxError::Corrupt { .. } => "corrupt_entry",
-            OutboxError::UnsupportedFormat { .. } => "unsupported_format",
-            OutboxError::WrongKey(_) => "wrong_queue_key",
-            OutboxError::Damaged(_) => "storage_damaged",
-            OutboxError::Storage(_) => "storage_error",
+            OutboxError::QueueFull { .. } => ErrorCode::QueueFull,
+            OutboxError::StorageFull(_) => ErrorCode::StorageFull,
+            OutboxError::Locked(_) => ErrorCode::QueueLocked,
+            OutboxError::NotFound(_) => ErrorCode::NotFound,
+            OutboxError::InvalidState { .. } => ErrorCode::InvalidState,
+            OutboxError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+            OutboxError::Corrupt { .. } => ErrorCode::CorruptEntry,
+            OutboxError::UnsupportedFormat { .. } => ErrorCode::UnsupportedFormat,
+            OutboxError::WrongKey(_) => ErrorCode::WrongQueueKey,
+            OutboxError::Damaged(_) => ErrorCode::StorageDamaged,
+            OutboxError::Storage(_) => ErrorCode::StorageError,
         }
+    }
+}
+
+impl From<OutboxError> for crate::control::Failure {
+    fn from(e: OutboxError) -> Self {
+        crate::control::Failure::new(e.code(), e.to_string())
     }
 }
 
@@ -550,7 +557,7 @@ pub struct SalvageReport {
 }
 
 /// `enrolld queue check`: the health of the store.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthReport {
     pub entries: u64,
     /// Entries whose record, images and spool copy all read back intact.

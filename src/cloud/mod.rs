@@ -10,13 +10,13 @@ use crate::clock::{Clock, UnixMillis};
 use crate::http::{HttpError, HttpErrorKind};
 use crate::outbox::Enrollment;
 use crate::provider::Provider;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 /// What the drain loop should do about a failed upload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorClass {
     /// Network errors, timeouts, 5xx, rate limits, busy: try again later.

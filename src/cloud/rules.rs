@@ -6,9 +6,10 @@
 //! enrollment the cloud would refuse for good is refused at `enroll`, with
 //! the rule it broke, and never reaches the queue.
 
+use crate::control::ErrorCode;
 use crate::outbox::Enrollment;
 use crate::provider::Provider;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// A broken vendor rule.
@@ -33,11 +34,11 @@ impl RuleViolation {
     }
 
     /// The stable error code enrolld reports for it.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self.field {
-            "person id" | "person name" => "invalid_person",
-            "images" => "invalid_images",
-            _ => "invalid_config",
+            "person id" | "person name" => ErrorCode::InvalidPerson,
+            "images" => ErrorCode::InvalidImages,
+            _ => ErrorCode::InvalidConfig,
         }
     }
 }
@@ -116,10 +117,10 @@ pub fn check_entry(entry: &Enrollment) -> Result<(), RuleViolation> {
 
 /// A live entry that breaks a vendor rule, as `queue list` and `status`
 /// report it: the next drain turns it dead without sending it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokenRule {
     pub id: u64,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub problem: String,
 }
 

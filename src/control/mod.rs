@@ -3,6 +3,7 @@
 //! answers queue requests for both ([`handler`]).
 
 pub mod client;
+pub mod handler;
 pub mod protocol;
 pub mod server;
 

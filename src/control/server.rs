@@ -4,7 +4,7 @@
 //! is the daemon's business: the server hands it over through a [`Submit`]
 //! and streams back what it is given.
 
-use super::protocol::{peer_allowed, read_request, ReadError, Reply, Request};
+use super::protocol::{peer_allowed, read_request, ErrorCode, ReadError, Reply, Request};
 use crate::config::Config;
 use std::io::{BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -120,7 +120,10 @@ pub fn control_worker(
             }
         };
         if stop.load(Ordering::SeqCst) {
-            refuse(stream, Reply::error("stopping", "enrolld is stopping"));
+            refuse(
+                stream,
+                Reply::error(ErrorCode::Stopping, "enrolld is stopping"),
+            );
             break;
         }
         match rustix::net::sockopt::socket_peercred(&stream) {
@@ -142,7 +145,7 @@ pub fn control_worker(
                 refuse(
                     stream,
                     Reply::error(
-                        "forbidden",
+                        ErrorCode::Forbidden,
                         "this user may not use enrolld's control socket",
                     ),
                 );
@@ -172,7 +175,7 @@ pub fn control_worker(
                     if active.fetch_add(1, Ordering::SeqCst) >= max {
                         active.fetch_sub(1, Ordering::SeqCst);
                         return Err(Reply::error(
-                            "too_many_clients",
+                            ErrorCode::TooManyClients,
                             format!("at most {max} clients at once"),
                         ));
                     }
@@ -280,15 +283,15 @@ fn serve_client(
                 }
                 return;
             }
-            Reply::error("busy", "the daemon is busy; try again")
+            Reply::error(ErrorCode::Busy, "the daemon is busy; try again")
         }
         Err(ReadError::Closed) => return,
         Err(ReadError::TooLong) => Reply::error(
-            "too_long",
+            ErrorCode::TooLong,
             format!("requests are at most {} bytes", super::MAX_LINE_BYTES),
         ),
-        Err(ReadError::Timeout) => Reply::error("timeout", "no request line in time"),
-        Err(ReadError::Malformed(why)) => Reply::error("malformed", why),
+        Err(ReadError::Timeout) => Reply::error(ErrorCode::Timeout, "no request line in time"),
+        Err(ReadError::Malformed(why)) => Reply::error(ErrorCode::Malformed, why),
     };
     refuse(writer, failure);
 }

@@ -10,6 +10,7 @@ pub use file::FileSource;
 pub use v4l2::V4l2Source;
 
 use crate::config::{CameraConfig, SourceSpec};
+use crate::control::ErrorCode;
 use crate::frame::{DecodeError, DecodeLimits, Frame};
 use std::fmt;
 use std::path::PathBuf;
@@ -53,20 +54,26 @@ pub enum SourceError {
 
 impl SourceError {
     /// A stable machine-readable name.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            SourceError::NotFound { .. } => "camera_not_found",
-            SourceError::PermissionDenied { .. } => "camera_permission_denied",
-            SourceError::Busy { .. } => "camera_busy",
-            SourceError::Open { .. } => "camera_open_failed",
-            SourceError::Timeout { .. } => "camera_timeout",
-            SourceError::Read { .. } => "camera_read_failed",
-            SourceError::Decode { .. } => "bad_image",
-            SourceError::Empty { .. } => "no_images",
-            SourceError::FileNotFound { .. } => "file_not_found",
-            SourceError::NotAFile { .. } => "not_a_file",
-            SourceError::Cancelled => "cancelled",
+            SourceError::NotFound { .. } => ErrorCode::CameraNotFound,
+            SourceError::PermissionDenied { .. } => ErrorCode::CameraPermissionDenied,
+            SourceError::Busy { .. } => ErrorCode::CameraBusy,
+            SourceError::Open { .. } => ErrorCode::CameraOpenFailed,
+            SourceError::Timeout { .. } => ErrorCode::CameraTimeout,
+            SourceError::Read { .. } => ErrorCode::CameraReadFailed,
+            SourceError::Decode { .. } => ErrorCode::BadImage,
+            SourceError::Empty { .. } => ErrorCode::NoImages,
+            SourceError::FileNotFound { .. } => ErrorCode::FileNotFound,
+            SourceError::NotAFile { .. } => ErrorCode::NotAFile,
+            SourceError::Cancelled => ErrorCode::Cancelled,
         }
+    }
+}
+
+impl From<SourceError> for crate::control::Failure {
+    fn from(e: SourceError) -> Self {
+        crate::control::Failure::new(e.code(), e.to_string())
     }
 }
 

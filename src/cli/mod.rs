@@ -1,0 +1,4 @@
+//! The commands' side: how answers are shown to a technician (text) or a
+//! script (`--json`).
+
+pub mod render;

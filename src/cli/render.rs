@@ -1,0 +1,248 @@
+//! One renderer: an [`Answer`] becomes text for a technician or one JSON
+//! document for a script, and an exit code. The same answer prints the same
+//! whether the daemon or the command itself produced it.
+
+use enrolld::clock::rfc3339;
+use enrolld::cloud::rules::BrokenRule;
+use enrolld::config::Config;
+use enrolld::control::exit;
+use enrolld::control::handler::{Answer, StatusReport};
+use enrolld::drain::DrainSummary;
+use enrolld::outbox::{Enrollment, EntryState, HealthReport, SalvageReport};
+
+/// Prints `answer` on stdout and returns the command's exit code.
+pub fn render(answer: &Answer, cfg: &Config, json: bool) -> u8 {
+    if json {
+        println!("{}", answer.to_value());
+    } else {
+        print!("{}", text(answer, cfg));
+    }
+    exit_code(answer)
+}
+
+/// The exit code of a command that got `answer`.
+pub fn exit_code(answer: &Answer) -> u8 {
+    match answer {
+        Answer::Status(s) if !s.running() => exit::FAILURE,
+        Answer::Health(h) if !h.problems.is_empty() => exit::FAILURE,
+        Answer::Drained(s) => drain_exit(s),
+        _ => exit::OK,
+    }
+}
+
+fn drain_exit(s: &DrainSummary) -> u8 {
+    if !s.paused.is_empty() {
+        exit::PAUSED
+    } else if s.dead > 0 {
+        exit::DEAD
+    } else if s.retried > 0 || s.pending > 0 {
+        exit::RETRY_PENDING
+    } else {
+        exit::OK
+    }
+}
+
+/// The text form of `answer`, each line ending in a newline.
+pub fn text(answer: &Answer, cfg: &Config) -> String {
+    let mut out = Vec::new();
+    match answer {
+        Answer::Status(s) => status(&mut out, s, cfg),
+        Answer::Queue(q) => {
+            let u = &q.usage;
+            out.push(format!(
+                "{} entries ({} pending, {} in flight, {} dead), {} of {} bytes",
+                u.entries, u.pending, u.in_flight, u.dead, u.bytes, q.limits.max_bytes
+            ));
+            if u.corrupt > 0 {
+                out.push(format!("{} unreadable record(s) left in place", u.corrupt));
+            }
+            out.extend(q.entries.iter().map(entry_line));
+            broken_rules(&mut out, &q.rule_violations);
+        }
+        Answer::Entry(e) => {
+            out.push(serde_json::to_string_pretty(e).unwrap_or_default());
+            out.push(format!("created {}", rfc3339(e.created_at_ms)));
+        }
+        Answer::Retried { retried } => out.push(format!("entry {retried} is pending and due now")),
+        Answer::Purged { purged } => out.push(match purged.as_slice() {
+            [id] => format!("purged entry {id} and its images"),
+            ids => format!(
+                "purged {} entr{}",
+                ids.len(),
+                if ids.len() == 1 { "y" } else { "ies" }
+            ),
+        }),
+        Answer::Receipts { receipts } => {
+            out.push(format!("{} receipt(s)", receipts.len()));
+            out.extend(receipts.iter().map(|r| {
+                format!(
+                    "{:>8}  uploaded {}  {:<8} {}  face {}",
+                    r.id,
+                    rfc3339(r.uploaded_at_ms),
+                    r.provider,
+                    r.person_id,
+                    r.face_ids.join(",")
+                )
+            }));
+        }
+        Answer::Health(h) => health(&mut out, h),
+        Answer::Drained(s) => drained(&mut out, s),
+        Answer::Other(v) => out.push(serde_json::to_string_pretty(v).unwrap_or_default()),
+    }
+    let mut text = out.join("\n");
+    text.push('\n');
+    text
+}
+
+fn status(out: &mut Vec<String>, s: &StatusReport, cfg: &Config) {
+    match &s.state {
+        None => out.push(format!(
+            "daemon: not running ({} does not answer)",
+            cfg.control.socket.display()
+        )),
+        Some(d) => {
+            out.push(format!("daemon: running, uploads to {}", d.provider));
+            out.push(format!(
+                "enrolling: {}",
+                if d.enrolling { "yes" } else { "no" }
+            ));
+            if let Some(a) = &d.armed {
+                out.push(format!(
+                    "armed: {} (for {} s more)",
+                    a.person, a.expires_in_s
+                ));
+            }
+            out.push(format!("last result: {}", d.last_result));
+            if let Some(last) = &d.last_drain {
+                out.push(format!(
+                    "last drain: uploaded {}, will retry {}, dead {}, still pending {}",
+                    last.uploaded, last.retried, last.dead, last.pending
+                ));
+                for p in &last.paused {
+                    out.push(format!(
+                        "paused: uploads to {} stopped: {} {}",
+                        p.provider, p.code, p.message
+                    ));
+                }
+            }
+            if d.clock_skew_ms != 0 {
+                out.push(format!(
+                    "clock: the cloud's time is {:+} s from this device's",
+                    d.clock_skew_ms / 1000
+                ));
+            }
+        }
+    }
+    let u = &s.queue;
+    out.push(format!(
+        "queue: {} pending, {} in flight, {} dead, {} bytes",
+        u.pending, u.in_flight, u.dead, u.bytes
+    ));
+    broken_rules(out, &s.rule_violations);
+    if let Some(salvage) = &s.storage_salvage {
+        out.push(salvage_line(salvage));
+    }
+}
+
+fn health(out: &mut Vec<String>, h: &HealthReport) {
+    out.push(format!(
+        "{} entries: {} intact (store and spool copy), {} with problems; {} receipts",
+        h.entries,
+        h.healthy,
+        h.problems.len(),
+        h.receipts
+    ));
+    out.extend(h.problems.iter().map(|p| format!("problem: {p}")));
+    if let Some(s) = &h.last_salvage {
+        out.push(salvage_line(s));
+    }
+}
+
+fn drained(out: &mut Vec<String>, s: &DrainSummary) {
+    out.push(format!(
+        "uploaded {}, will retry {}, dead {}, still pending {}",
+        s.uploaded, s.retried, s.dead, s.pending
+    ));
+    for p in &s.paused {
+        out.push(format!(
+            "paused: uploads to {} stopped: {} {}",
+            p.provider, p.code, p.message
+        ));
+        out.push("        fix the cause (credentials, billing, clock, CA), then run `enrolld drain` again; nothing was dropped".into());
+    }
+    for f in &s.failures {
+        out.push(format!(
+            "  entry {}: {} ({}) {}",
+            f.id,
+            f.code,
+            f.class.as_str(),
+            f.message
+        ));
+    }
+    if let Some(t) = s.next_due_ms {
+        out.push(format!("next attempt due {}", rfc3339(t)));
+    }
+    if s.clock_skew_ms != 0 {
+        out.push(format!(
+            "clock: the cloud's time is {:+} s from this device's; requests were signed with the cloud's time",
+            s.clock_skew_ms / 1000
+        ));
+    }
+    if s.dead_expired > 0 {
+        out.push(format!(
+            "{} dead entr(ies) expired (queue.dead_retention_days)",
+            s.dead_expired
+        ));
+    }
+    if s.receipts_expired > 0 {
+        out.push(format!("{} old receipt(s) expired", s.receipts_expired));
+    }
+}
+
+/// One queue entry in one line; times are absolute, so the line is the same
+/// whoever prints it and whenever.
+fn entry_line(e: &Enrollment) -> String {
+    let state = match &e.state {
+        EntryState::Dead { reason, .. } => format!("dead ({reason})"),
+        s => s.name().to_string(),
+    };
+    let mut line = format!(
+        "{:>8}  {:<16} {:<8} {:>3} att  {:>7} B  created {}  {}",
+        e.id,
+        state,
+        e.provider,
+        e.attempts,
+        e.image_bytes(),
+        rfc3339(e.created_at_ms),
+        e.person_id
+    );
+    if let Some(err) = &e.last_error {
+        line.push_str(&format!("  last error: {} {}", err.code, err.message));
+    }
+    line
+}
+
+/// The last rebuild of a damaged store, in one line.
+fn salvage_line(s: &SalvageReport) -> String {
+    format!(
+        "damaged store rebuilt {}: kept {} entries from the store, {} from the spool, {} receipts; \
+         lost {} {:?}; the damaged files are in {}",
+        rfc3339(s.at_ms),
+        s.kept_from_store,
+        s.kept_from_spool,
+        s.receipts_kept,
+        s.lost.len(),
+        s.lost,
+        s.moved_to.display()
+    )
+}
+
+/// Entries that the next drain will turn dead unsent, one line each.
+fn broken_rules(out: &mut Vec<String>, broken: &[BrokenRule]) {
+    out.extend(broken.iter().map(|b| {
+        format!(
+            "entry {} breaks a vendor rule and will be dead at the next drain, unsent: {}",
+            b.id, b.problem
+        )
+    }));
+}
