@@ -4,7 +4,7 @@
 
 mod support;
 
-use enrolld::control::{Client, Reply, Request};
+use enrolld::control::{Client, ErrorCode, Reply, Request};
 use enrolld::provider::Provider;
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
@@ -570,7 +570,7 @@ fn a_second_trigger_while_enrolling_is_busy_and_cancel_stops_the_first() {
         follow_upload: false,
     });
     assert!(
-        matches!(&second, Reply::Error { code, .. } if code == "busy"),
+        matches!(&second, Reply::Error { code, .. } if *code == ErrorCode::Busy),
         "{second:?}"
     );
     let (_, cancelled) = d.call(&Request::Cancel {});
@@ -580,7 +580,7 @@ fn a_second_trigger_while_enrolling_is_busy_and_cancel_stops_the_first() {
     );
     let first = first.join().expect("join");
     assert!(
-        matches!(&first, Reply::Error { code, .. } if code == "cancelled"),
+        matches!(&first, Reply::Error { code, .. } if *code == ErrorCode::Cancelled),
         "{first:?}"
     );
     let (code, _) = d.terminate(Duration::from_secs(15));
@@ -969,4 +969,110 @@ fn the_largest_frames_allowed_fit_the_units_memory_max() {
     );
     let (code, _) = d.terminate(Duration::from_secs(15));
     assert_eq!(code, Some(0));
+}
+
+/// Runs `args` (once as text, once with `--json`): exit code, stdout, stderr.
+fn outputs(e: &Enrolld, args: &[&str]) -> Vec<(Option<i32>, String, String)> {
+    [false, true]
+        .into_iter()
+        .map(|json| {
+            let mut cmd = e.command();
+            if json {
+                cmd.arg("--json");
+            }
+            let out = cmd.args(args).output().expect("run enrolld");
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_queue_command_prints_and_exits_the_same_with_or_without_a_daemon() {
+    let (cloud, e) = setup(Provider::Jd, "");
+    // Uploads fail (HTTP 500) and are retried in an hour: the queue holds
+    // still while the same commands run through the daemon and without it.
+    let text = std::fs::read_to_string(e.path("enrolld.toml")).expect("read");
+    std::fs::write(
+        e.path("enrolld.toml"),
+        text.replace(
+            "retry_base_ms = 200",
+            "retry_base_ms = 3600000\nretry_max_ms = 7200000",
+        ),
+    )
+    .expect("write");
+    cloud.push_fault("5xx*1000");
+    for (i, person) in ["p-1", "p-2"].into_iter().enumerate() {
+        assert_eq!(e.enroll_portrait(person, i, &[]).0, 0);
+    }
+    let first = e.open_outbox().list().expect("list")[0].id.to_string();
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["queue", "list"],
+        vec!["queue", "show", &first],
+        vec!["queue", "receipts"],
+        vec!["queue", "check"],
+        vec!["drain"],
+        vec!["queue", "show", "999"],
+        vec!["queue", "retry", "999"],
+        vec!["queue", "purge", "999"],
+    ];
+    let d = Daemon::start(&e, None);
+    // The start-up pass has tried both entries once.
+    assert!(wait_until(Duration::from_secs(60), || {
+        let (_, r) = d.call(&Request::Status {});
+        matches!(&r, Reply::Answer { result } if !result["last_drain"].is_null())
+    }));
+    let through_daemon: Vec<_> = commands.iter().map(|c| outputs(&e, c)).collect();
+    let status_running = outputs(&e, &["status"]);
+    let (code, _) = d.terminate(Duration::from_secs(15));
+    assert_eq!(code, Some(0));
+    let without: Vec<_> = commands.iter().map(|c| outputs(&e, c)).collect();
+    for ((args, a), b) in commands.iter().zip(&through_daemon).zip(&without) {
+        assert_eq!(
+            a,
+            b,
+            "`enrolld {}`: through the daemon, then without",
+            args.join(" ")
+        );
+    }
+    // What each printed, so a regression shows what changed.
+    let list = &without[0][0];
+    assert_eq!(list.0, Some(0));
+    assert!(list.1.starts_with("2 entries (2 pending"), "{}", list.1);
+    assert!(list.1.contains("last error: "), "{}", list.1);
+    let list_json: serde_json::Value = serde_json::from_str(&without[0][1].1).expect("json");
+    assert_eq!(list_json["limits"]["max_entries"], 1000, "{list_json}");
+    assert_eq!(
+        without[4][0].0,
+        Some(7),
+        "drain: still pending, retried later"
+    );
+    for (i, code) in [(5, 6), (6, 6), (7, 6)] {
+        assert_eq!(without[i][0].0, Some(code), "{:?}", without[i]);
+        assert_eq!(without[i][0].2, "enrolld: no queue entry 999\n");
+        let err: serde_json::Value = serde_json::from_str(&without[i][1].1).expect("json");
+        assert_eq!(err["error"], "not_found", "{err}");
+    }
+    // status says whether a daemon runs (exit 0) or not (exit 1); the
+    // queue's part is rendered by the same code.
+    let status_stopped = outputs(&e, &["status"]);
+    assert_eq!(status_running[0].0, Some(0), "{:?}", status_running);
+    assert_eq!(status_stopped[0].0, Some(1), "{:?}", status_stopped);
+    let queue_line = |s: &str| {
+        s.lines()
+            .find(|l| l.starts_with("queue: "))
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        queue_line(&status_running[0].1),
+        queue_line(&status_stopped[0].1)
+    );
+    assert!(
+        status_running[0].1.starts_with("daemon: running"),
+        "{:?}",
+        status_running
+    );
 }

@@ -463,6 +463,79 @@ mod tests {
         );
     }
 
+    /// The README's table of error codes is this enum's, row for row.
+    #[test]
+    fn the_readme_lists_every_error_code_with_its_exit_status() {
+        let readme = include_str!("../../README.md");
+        let mut table = String::from("| code | exit | meaning |\n|---|---|---|\n");
+        for code in ErrorCode::ALL {
+            table.push_str(&format!(
+                "| `{}` | {} | {} |\n",
+                code.as_str(),
+                code.exit(),
+                code.meaning()
+            ));
+            assert_eq!(ErrorCode::from_name(code.as_str()), Some(*code));
+            let wire = serde_json::to_string(code).expect("ser");
+            assert_eq!(serde_json::from_str::<ErrorCode>(&wire).ok(), Some(*code));
+        }
+        assert!(
+            readme.contains(&table),
+            "README.md's error table is out of date; it should read:\n{table}"
+        );
+    }
+
+    /// Every request has a row in the README's protocol table.
+    #[test]
+    fn the_readme_documents_every_request() {
+        let readme = include_str!("../../README.md");
+        let all = [
+            Request::Enroll {
+                person: "p".into(),
+                name: None,
+                provider: None,
+                frames: None,
+                follow_upload: false,
+            },
+            Request::Arm {
+                person: "p".into(),
+                name: None,
+                ttl_s: 60,
+            },
+            Request::Status {},
+            Request::QueueList {},
+            Request::QueueShow { id: 7 },
+            Request::Retry { id: 7 },
+            Request::Purge {
+                id: Some(7),
+                dead: false,
+            },
+            Request::Cancel {},
+            Request::QueueReceipts {},
+            Request::QueueCheck {},
+            Request::Drain {},
+        ];
+        for req in all {
+            // A new variant must be added above (and to the README).
+            match req {
+                Request::Enroll { .. }
+                | Request::Arm { .. }
+                | Request::Status {}
+                | Request::QueueList {}
+                | Request::QueueShow { .. }
+                | Request::Retry { .. }
+                | Request::Purge { .. }
+                | Request::Cancel {}
+                | Request::QueueReceipts {}
+                | Request::QueueCheck {}
+                | Request::Drain {} => {}
+            }
+            let wire = serde_json::to_value(&req).expect("ser");
+            let cmd = format!("{{\"cmd\":{}", wire["cmd"]);
+            assert!(readme.contains(&cmd), "README.md does not document {cmd}");
+        }
+    }
+
     #[test]
     fn peers() {
         assert!(
