@@ -478,7 +478,28 @@ pub enum SourceSpec {
     V4l2Index(u32),
     /// One image file, or a directory of images.
     File(PathBuf),
+    /// A photo a socket client opened and passed to the daemon.
+    Received(ReceivedPhoto),
 }
+
+/// A photo file opened by a control-socket client and passed to the daemon
+/// with its request (`SCM_RIGHTS`): the daemon reads it through the
+/// descriptor, so the client's permissions decide what may be read, and a
+/// file the daemon cannot see (another user's home, a private /tmp) works.
+#[derive(Debug, Clone)]
+pub struct ReceivedPhoto {
+    /// How the client named it, for messages.
+    pub name: String,
+    pub file: std::sync::Arc<std::fs::File>,
+}
+
+impl PartialEq for ReceivedPhoto {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.file, &other.file)
+    }
+}
+
+impl Eq for ReceivedPhoto {}
 
 impl SourceSpec {
     pub fn parse(s: &str) -> Result<Self, String> {
@@ -512,6 +533,7 @@ impl fmt::Display for SourceSpec {
             Self::V4l2Path(p) => write!(f, "v4l2:{}", p.display()),
             Self::V4l2Index(n) => write!(f, "v4l2:{n}"),
             Self::File(p) => write!(f, "file:{}", p.display()),
+            Self::Received(p) => write!(f, "file:{} (sent by the client)", p.name),
         }
     }
 }

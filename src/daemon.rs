@@ -17,7 +17,7 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::cloud::{build_uploader, http_config, SkewClock};
-use crate::config::{Config, UnarmedPolicy};
+use crate::config::{Config, ReceivedPhoto, SourceSpec, UnarmedPolicy};
 use crate::control::handler::{self, Answer, Armed, DaemonState, StatusReport};
 use crate::control::server::{bind_socket, control_worker, Submit};
 use crate::control::{ErrorCode, Reply, Request};
@@ -50,7 +50,8 @@ const FOLLOW_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the main loop reacts to.
 enum Event {
-    Client(Request, SyncSender<Reply>),
+    /// A request, the photo file passed with it, and where replies go.
+    Client(Request, Option<std::fs::File>, SyncSender<Reply>),
     Button,
     EnrollFinished {
         queued: Option<u64>,
@@ -70,6 +71,16 @@ struct CaptureJob {
     request: EnrollRequest,
     reply: Option<SyncSender<Reply>>,
     follow_upload: bool,
+}
+
+/// What starts an enrollment: a client's request or a button press.
+struct Trigger {
+    person: String,
+    name: Option<String>,
+    provider: Option<crate::provider::Provider>,
+    frames: Option<u32>,
+    /// A photo the client passed; none enrolls from the camera.
+    photo: Option<ReceivedPhoto>,
 }
 
 /// What the drain thread is told.
@@ -218,8 +229,9 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
             config.clone(),
             clients.clone(),
         );
-        let submit: Submit =
-            Arc::new(move |req, reply| events.try_send(Event::Client(req, reply)).is_ok());
+        let submit: Submit = Arc::new(move |req, photo, reply| {
+            events.try_send(Event::Client(req, photo, reply)).is_ok()
+        });
         workers.push(spawn(
             "control",
             Box::new(move || control_worker(&listener, &config, &submit, &stop, &clients)),
@@ -479,7 +491,7 @@ impl Daemon {
 
     fn handle(&mut self, event: Event) {
         match event {
-            Event::Client(req, reply) => self.request(req, reply),
+            Event::Client(req, photo, reply) => self.request(req, photo, reply),
             Event::Button => self.button(),
             Event::EnrollFinished {
                 queued,
@@ -525,13 +537,17 @@ impl Daemon {
 
     fn start_enroll(
         &mut self,
-        person: String,
-        name: Option<String>,
-        provider: Option<crate::provider::Provider>,
-        frames: Option<u32>,
+        trigger: Trigger,
         reply: Option<SyncSender<Reply>>,
         follow_upload: bool,
     ) -> Result<(), Reply> {
+        let Trigger {
+            person,
+            name,
+            provider,
+            frames,
+            photo,
+        } = trigger;
         if self.busy {
             return Err(Reply::error(
                 ErrorCode::Busy,
@@ -542,10 +558,13 @@ impl Daemon {
         provider
             .check_person(&person, name.as_deref())
             .map_err(|e| Reply::error(e.code(), e.to_string()))?;
-        let source = self
-            .config
-            .source()
-            .map_err(|e| Reply::error(ErrorCode::InvalidSource, e))?;
+        let source = match photo {
+            Some(photo) => SourceSpec::Received(photo),
+            None => self
+                .config
+                .source()
+                .map_err(|e| Reply::error(ErrorCode::InvalidSource, e))?,
+        };
         let request = EnrollRequest {
             person_id: person,
             person_name: name,
@@ -566,7 +585,7 @@ impl Daemon {
         Ok(())
     }
 
-    fn request(&mut self, req: Request, reply: SyncSender<Reply>) {
+    fn request(&mut self, req: Request, photo: Option<std::fs::File>, reply: SyncSender<Reply>) {
         let answer = |r: Reply| {
             let _ = reply.try_send(r);
         };
@@ -577,11 +596,19 @@ impl Daemon {
                 provider,
                 frames,
                 follow_upload,
+                photo: photo_name,
             } => {
-                let reply = Some(reply.clone());
-                if let Err(e) =
-                    self.start_enroll(person, name, provider, frames, reply, follow_upload)
-                {
+                let trigger = Trigger {
+                    person,
+                    name,
+                    provider,
+                    frames,
+                    photo: photo_name.zip(photo).map(|(name, file)| ReceivedPhoto {
+                        name,
+                        file: Arc::new(file),
+                    }),
+                };
+                if let Err(e) = self.start_enroll(trigger, Some(reply.clone()), follow_upload) {
                     answer(e);
                 }
             }
@@ -668,7 +695,14 @@ impl Daemon {
                 return;
             }
         };
-        if let Err(e) = self.start_enroll(person, name, None, None, None, false) {
+        let trigger = Trigger {
+            person,
+            name,
+            provider: None,
+            frames: None,
+            photo: None,
+        };
+        if let Err(e) = self.start_enroll(trigger, None, false) {
             log::warn!("button: {e:?}");
             self.led.show(LedPattern::Refused);
         }
@@ -854,19 +888,31 @@ fn capture_worker(
         );
         let person = &job.request.person_id;
         let (queued, result) = match outcome {
-            Ok(EnrollOutcome::Queued { entry, images, .. }) => {
+            Ok(EnrollOutcome::Queued {
+                entry,
+                images,
+                frames,
+            }) => {
                 led.show(LedPattern::Queued);
                 send(Reply::event(
                     "queued",
                     json!({"id": entry.id, "person": person, "images": images}),
                 ));
                 // With follow_upload the answer comes once the upload is confirmed.
+                let id = entry.id;
                 if !job.follow_upload {
-                    send(Reply::Answer {
-                        result: json!({"queued": entry.id, "person": person}),
-                    });
+                    let outcome = EnrollOutcome::Queued {
+                        entry,
+                        images,
+                        frames,
+                    };
+                    if let Some(answer) = handler::enrolled(&outcome) {
+                        send(Reply::Answer {
+                            result: answer.to_value(),
+                        });
+                    }
                 }
-                (Some(entry.id), format!("queued {} for {person}", entry.id))
+                (Some(id), format!("queued {id} for {person}"))
             }
             Ok(EnrollOutcome::Rejected { reason, advice, .. }) => {
                 led.show(LedPattern::Rejected(reason));

@@ -250,7 +250,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             .map(|()| exit::OK)
             .map_err(|e| Failure::new(ErrorCode::DaemonFailed, e.to_string())),
         Command::Status => {
-            if let Some(answer) = daemon_answer(&cfg, &Request::Status {}, cli.json) {
+            if let Some(answer) = daemon_answer(&cfg, &Request::Status {}, None, cli.json) {
                 return Ok(render(&answer?, &cfg, cli.json));
             }
             let outbox = match open_outbox(&cfg) {
@@ -288,24 +288,34 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 .unwrap_or(cfg.upload.provider)
                 .check_person(person, name.as_deref())
                 .map_err(|e| Failure::new(e.code(), e.to_string()))?;
-            // Without --source the configured camera is meant: a running
-            // daemon owns it (and the queue), so ask the daemon first.
-            if source.is_none() {
+            let source = source
+                .as_deref()
+                .map(SourceSpec::parse)
+                .transpose()
+                .map_err(|e| Failure::new(ErrorCode::InvalidSource, e))?;
+            // A running daemon owns the camera and the queue, so it is asked
+            // first: for the camera (no --source), or for one photo file,
+            // which this command opens and passes to it.
+            let photo = match &source {
+                Some(SourceSpec::File(path)) => open_photo(path).map(|f| (path, f)),
+                _ => None,
+            };
+            if source.is_none() || photo.is_some() {
                 let req = Request::Enroll {
                     person: person.clone(),
                     name: name.clone(),
                     provider: *provider,
                     frames: *frames,
                     follow_upload: false,
+                    photo: photo.as_ref().map(|(p, _)| p.display().to_string()),
                 };
-                if let Some(answer) = daemon_answer(&cfg, &req, cli.json) {
+                let file = photo.as_ref().map(|(_, f)| f);
+                if let Some(answer) = daemon_answer(&cfg, &req, file, cli.json) {
                     return Ok(render(&answer?, &cfg, cli.json));
                 }
             }
             let source = match source {
-                Some(s) => {
-                    SourceSpec::parse(s).map_err(|e| Failure::new(ErrorCode::InvalidSource, e))?
-                }
+                Some(s) => s,
                 None => cfg
                     .source()
                     .map_err(|e| Failure::new(ErrorCode::InvalidSource, e))?,
@@ -321,13 +331,13 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Queue { command } => {
             let req = queue_request(command);
-            match daemon_answer(&cfg, &req, cli.json) {
+            match daemon_answer(&cfg, &req, None, cli.json) {
                 Some(answer) => Ok(render(&answer?, &cfg, cli.json)),
                 None => local_queue(&cfg, &req, cli.json),
             }
         }
         Command::Drain => {
-            let answer = match daemon_answer(&cfg, &Request::Drain {}, cli.json) {
+            let answer = match daemon_answer(&cfg, &Request::Drain {}, None, cli.json) {
                 Some(answer) => answer?,
                 None => {
                     let outbox = Arc::new(open_outbox(&cfg)?);
@@ -522,34 +532,28 @@ fn run_enroll(cfg: &Config, req: &EnrollRequest, json: bool) -> Result<u8, Failu
             }
         }
     })?;
+    if let Some(answer) = handler::enrolled(&outcome) {
+        return Ok(render(&answer, cfg, json));
+    }
     if json {
         println!("{}", serde_json::to_string(&outcome).unwrap_or_default());
+    } else if let EnrollOutcome::Rejected { reason, advice, .. } = &outcome {
+        println!("rejected: {reason}: {advice}");
     }
-    match outcome {
-        EnrollOutcome::Queued { entry, images, .. } => {
-            if !json {
-                let sizes: Vec<String> = images
-                    .iter()
-                    .map(|i| format!("{}x{} {} bytes q{}", i.width, i.height, i.len, i.quality))
-                    .collect();
-                println!(
-                    "queued enrollment {} for person {:?} ({}, {} image(s): {})",
-                    entry.id,
-                    entry.person_id,
-                    entry.provider,
-                    images.len(),
-                    sizes.join(", ")
-                );
-            }
-            Ok(exit::OK)
-        }
-        EnrollOutcome::Rejected { reason, advice, .. } => {
-            if !json {
-                println!("rejected: {reason}: {advice}");
-            }
-            Ok(exit::REJECTED)
-        }
-    }
+    Ok(exit::REJECTED)
+}
+
+/// Opens a photo to pass to a running daemon: a regular file only (a
+/// directory, or anything that fails to open, is enrolled without a daemon,
+/// which reports the problem).
+fn open_photo(path: &Path) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .ok()?;
+    file.metadata().ok()?.is_file().then_some(file)
 }
 
 /// The request of a queue command.
@@ -569,7 +573,12 @@ fn queue_request(cmd: &QueueCommand) -> Request {
 
 /// Asks the running daemon; `None` when none answers. Progress events go
 /// to stderr (not with `--json`: stdout carries one JSON document).
-fn daemon_answer(cfg: &Config, req: &Request, json: bool) -> Option<Result<Answer, Failure>> {
+fn daemon_answer(
+    cfg: &Config,
+    req: &Request,
+    photo: Option<&std::fs::File>,
+    json: bool,
+) -> Option<Result<Answer, Failure>> {
     // A drain pass uploads everything due, at the vendors' rate limits.
     let timeout = match req {
         Request::Drain {} => std::time::Duration::from_secs(3600),
@@ -586,7 +595,7 @@ fn daemon_answer(cfg: &Config, req: &Request, json: bool) -> Option<Result<Answe
         Ok(None) => return None,
         Err(e) => return Some(Err(unreachable(&e))),
     };
-    let last = client.call(req, &mut |reply| {
+    let last = client.call_with(req, photo, &mut |reply| {
         if let (false, Reply::Event { event, data }) = (json, reply) {
             eprintln!("{event}: {}", serde_json::Value::Object(data.clone()));
         }

@@ -204,6 +204,7 @@ fn an_enrollment_over_the_socket_streams_progress_until_uploaded() {
         provider: None,
         frames: None,
         follow_upload: true,
+        photo: None,
     });
     let names: Vec<String> = events
         .iter()
@@ -325,6 +326,7 @@ fn sigterm_during_an_upload_then_restart_loses_nothing_and_adds_no_duplicate() {
         provider: None,
         frames: None,
         follow_upload: true,
+        photo: None,
     });
     assert!(matches!(first, Reply::Answer { .. }), "{first:?}");
     cloud.push_fault("hang@CreateFace");
@@ -342,6 +344,7 @@ fn sigterm_during_an_upload_then_restart_loses_nothing_and_adds_no_duplicate() {
                 provider: None,
                 frames: None,
                 follow_upload: true,
+                photo: None,
             },
             &mut |r| events.push(r.clone()),
         );
@@ -408,6 +411,7 @@ fn sighup_with_a_broken_config_keeps_the_old_one() {
         provider: None,
         frames: None,
         follow_upload: true,
+        photo: None,
     });
     assert!(matches!(r, Reply::Answer { .. }), "{r:?}");
     assert_eq!(cloud.faces("hup-1").len(), 1);
@@ -550,6 +554,7 @@ fn a_second_trigger_while_enrolling_is_busy_and_cancel_stops_the_first() {
                 provider: None,
                 frames: None,
                 follow_upload: false,
+                photo: None,
             },
             &mut |_| {},
         )
@@ -568,6 +573,7 @@ fn a_second_trigger_while_enrolling_is_busy_and_cancel_stops_the_first() {
         provider: None,
         frames: None,
         follow_upload: false,
+        photo: None,
     });
     assert!(
         matches!(&second, Reply::Error { code, .. } if *code == ErrorCode::Busy),
@@ -753,6 +759,7 @@ fn sigkill_loop_loses_no_acknowledged_enrollment_and_adds_no_face_twice() {
             provider: None,
             frames: Some(1),
             follow_upload: false,
+            photo: None,
         });
         assert!(matches!(last, Reply::Answer { .. }), "{last:?}");
         let took = t.elapsed();
@@ -784,6 +791,7 @@ fn sigkill_loop_loses_no_acknowledged_enrollment_and_adds_no_face_twice() {
                         provider: None,
                         frames: Some(1),
                         follow_upload: false,
+                        photo: None,
                     };
                     let mut queued = false;
                     let outcome = c.call(&req, &mut |r| {
@@ -938,6 +946,7 @@ fn the_largest_frames_allowed_fit_the_units_memory_max() {
         provider: None,
         frames: None,
         follow_upload: false,
+        photo: None,
     });
     let Reply::Answer { result } = &last else {
         panic!("{last:?} after {events:?}")
@@ -1075,4 +1084,74 @@ fn every_queue_command_prints_and_exits_the_same_with_or_without_a_daemon() {
         "{:?}",
         status_running
     );
+}
+
+#[test]
+fn a_photo_is_enrolled_through_a_running_daemon_which_reads_what_the_client_opened() {
+    let (_cloud, e) = setup(Provider::Jd, "");
+    let photo = e.path("visitor.jpg");
+    write_jpeg(&portrait(1, 3.0), &photo);
+    let d = Daemon::start(&e, None);
+    let source = format!("file:{}", photo.display());
+    let out = e.run(&["enroll", "--person", "visitor-1", "--source", &source]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("queued enrollment ")
+            && stdout.contains("\"visitor-1\" (jd, 1 image(s): "),
+        "{stdout}"
+    );
+    // The daemon took it (the queue is its own while it runs).
+    let log = std::fs::read_to_string(e.path("daemon.log")).expect("log");
+    assert!(log.contains("for visitor-1"), "{log}");
+
+    // A client that passes a FIFO, or names a photo and passes nothing, is
+    // refused; the daemon reads neither and goes on.
+    let fifo = e.path("fifo.jpg");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .expect("mkfifo");
+    let opened = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+            .open(&fifo)
+            .expect("open fifo")
+    };
+    let req = Request::Enroll {
+        person: "visitor-2".into(),
+        name: None,
+        provider: None,
+        frames: None,
+        follow_upload: false,
+        photo: Some("fifo.jpg".into()),
+    };
+    let mut client = Client::connect(&d.socket, Duration::from_secs(60))
+        .expect("connect")
+        .expect("listening");
+    let last = client
+        .call_with(&req, Some(&opened), &mut |_| {})
+        .expect("call");
+    assert!(
+        matches!(&last, Reply::Error { code, .. } if *code == ErrorCode::NotAFile),
+        "{last:?}"
+    );
+    let (_, last) = d.call(&req);
+    assert!(
+        matches!(&last, Reply::Error { code, .. } if *code == ErrorCode::Malformed),
+        "{last:?}"
+    );
+    let (code, _) = d.terminate(Duration::from_secs(15));
+    assert_eq!(code, Some(0));
 }

@@ -87,11 +87,38 @@ pub fn text(answer: &Answer, cfg: &Config) -> String {
         }
         Answer::Health(h) => health(&mut out, h),
         Answer::Drained(s) => drained(&mut out, s),
+        Answer::Enrolled(v) => out.push(enrolled(v)),
         Answer::Other(v) => out.push(serde_json::to_string_pretty(v).unwrap_or_default()),
     }
     let mut text = out.join("\n");
     text.push('\n');
     text
+}
+
+/// "queued enrollment 7 for person "p" (jd, 1 image(s): 380x380 31522 bytes q92)".
+fn enrolled(v: &serde_json::Value) -> String {
+    let sizes: Vec<String> = v["images"]
+        .as_array()
+        .map(|images| {
+            images
+                .iter()
+                .map(|i| {
+                    format!(
+                        "{}x{} {} bytes q{}",
+                        i["width"], i["height"], i["len"], i["quality"]
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    format!(
+        "queued enrollment {} for person {} ({}, {} image(s): {})",
+        v["queued"],
+        v["person"],
+        v["entry"]["provider"].as_str().unwrap_or("?"),
+        sizes.len(),
+        sizes.join(", ")
+    )
 }
 
 fn status(out: &mut Vec<String>, s: &StatusReport, cfg: &Config) {

@@ -41,9 +41,24 @@ impl Client {
         req: &Request,
         on_reply: &mut dyn FnMut(&Reply),
     ) -> std::io::Result<Reply> {
+        self.call_with(req, None, on_reply)
+    }
+
+    /// Like [`Client::call`], passing `photo`'s descriptor with the request
+    /// (for `enroll` with `photo` set): the daemon reads the file the
+    /// client opened.
+    pub fn call_with(
+        &mut self,
+        req: &Request,
+        photo: Option<&std::fs::File>,
+        on_reply: &mut dyn FnMut(&Reply),
+    ) -> std::io::Result<Reply> {
         let mut line = serde_json::to_string(req).map_err(std::io::Error::other)?;
         line.push('\n');
-        self.stream.get_mut().write_all(line.as_bytes())?;
+        match photo {
+            None => self.stream.get_mut().write_all(line.as_bytes())?,
+            Some(file) => send_with_fd(self.stream.get_ref(), line.as_bytes(), file)?,
+        }
         loop {
             let mut text = String::new();
             if self.stream.read_line(&mut text)? == 0 {
@@ -59,4 +74,24 @@ impl Client {
             }
         }
     }
+}
+
+/// Writes `bytes` with `file`'s descriptor attached to the first chunk.
+fn send_with_fd(stream: &UnixStream, bytes: &[u8], file: &std::fs::File) -> std::io::Result<()> {
+    use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    use std::os::fd::AsFd;
+    let fds = [file.as_fd()];
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(std::io::Error::other("no room for the descriptor"));
+    }
+    let sent = sendmsg(
+        stream,
+        &[std::io::IoSlice::new(bytes)],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )?;
+    let mut stream = stream;
+    stream.write_all(&bytes[sent..])
 }

@@ -8,6 +8,7 @@ use super::protocol::{ErrorCode, Failure, Request};
 use crate::cloud::rules::{broken_rules, BrokenRule};
 use crate::config::Config;
 use crate::drain::DrainSummary;
+use crate::enroll::EnrollOutcome;
 use crate::outbox::{Enrollment, HealthReport, Outbox, Receipt, SalvageReport, Usage};
 use crate::provider::Provider;
 use serde::{Deserialize, Serialize};
@@ -87,7 +88,9 @@ pub enum Answer {
     },
     Health(Box<HealthReport>),
     Drained(Box<DrainSummary>),
-    /// Answers with no fixed shape yet (enroll, arm, cancel).
+    /// An enrollment was queued: see [`enrolled`].
+    Enrolled(Value),
+    /// Answers with no fixed shape yet (arm, cancel).
     Other(Value),
 }
 
@@ -119,9 +122,8 @@ impl Answer {
             Request::Retry { .. } | Request::Purge { .. } | Request::QueueReceipts {} => {
                 serde_json::from_value::<Plain>(result).map_err(bad)?.into()
             }
-            Request::Enroll { .. } | Request::Arm { .. } | Request::Cancel {} => {
-                Answer::Other(result)
-            }
+            Request::Enroll { .. } => Answer::Enrolled(result),
+            Request::Arm { .. } | Request::Cancel {} => Answer::Other(result),
         })
     }
 
@@ -147,6 +149,21 @@ impl From<Plain> for Answer {
             Plain::Receipts { receipts } => Answer::Receipts { receipts },
         }
     }
+}
+
+/// The answer to an enrollment that was queued: the whole outcome (entry,
+/// images, the report of every frame) with `queued` (the entry's id) and
+/// `person` on top. `None` for a rejection, which is an error.
+pub fn enrolled(outcome: &EnrollOutcome) -> Option<Answer> {
+    let EnrollOutcome::Queued { entry, .. } = outcome else {
+        return None;
+    };
+    let mut value = serde_json::to_value(outcome).ok()?;
+    if let Value::Object(map) = &mut value {
+        map.insert("queued".into(), entry.id.into());
+        map.insert("person".into(), entry.person_id.clone().into());
+    }
+    Some(Answer::Enrolled(value))
 }
 
 /// The queue's part of `status`; the daemon adds its [`DaemonState`].

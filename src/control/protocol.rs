@@ -214,6 +214,10 @@ pub enum Request {
         /// Keep the connection until the upload is confirmed (or 60 s).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         follow_upload: bool,
+        /// Enroll from the photo file whose descriptor comes with this
+        /// request (`SCM_RIGHTS`), not from the camera.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        photo: Option<String>,
     },
     /// The next button press within `ttl_s` seconds enrolls this person.
     Arm {
@@ -397,6 +401,7 @@ mod tests {
                     provider: None,
                     frames: None,
                     follow_upload: false,
+                    photo: None,
                 },
             ),
             (
@@ -496,6 +501,7 @@ mod tests {
                 provider: None,
                 frames: None,
                 follow_upload: false,
+                photo: None,
             },
             Request::Arm {
                 person: "p".into(),

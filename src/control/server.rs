@@ -14,9 +14,43 @@ use std::sync::mpsc::{self, SyncSender};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Hands a request to the daemon with the channel its replies go to; false
-/// when the daemon cannot take it now (the client is told `busy`).
-pub type Submit = Arc<dyn Fn(Request, SyncSender<Reply>) -> bool + Send + Sync>;
+/// Hands a request (with the photo file that came with it, if any) to the
+/// daemon with the channel its replies go to; false when the daemon cannot
+/// take it now (the client is told `busy`).
+pub type Submit =
+    Arc<dyn Fn(Request, Option<std::fs::File>, SyncSender<Reply>) -> bool + Send + Sync>;
+
+/// A client's stream that keeps the first file descriptor passed with the
+/// request (`SCM_RIGHTS`); any others are closed by the kernel (no room is
+/// given for them) or here.
+struct PeerStream {
+    stream: UnixStream,
+    photo: Option<std::os::fd::OwnedFd>,
+}
+
+impl std::io::Read for PeerStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let got = recvmsg(
+            &self.stream,
+            &mut [std::io::IoSliceMut::new(buf)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        )?;
+        for message in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(fds) = message {
+                for fd in fds {
+                    if self.photo.is_none() {
+                        self.photo = Some(fd);
+                    }
+                }
+            }
+        }
+        Ok(got.bytes)
+    }
+}
 
 /// The control socket this daemon bound (not one systemd passed in), so
 /// that shutdown removes that socket and never a file put in its place.
@@ -251,7 +285,7 @@ fn refuse(mut stream: UnixStream, reply: Reply) {
 /// request is read: it takes a client slot or says why there is none.
 fn serve_client(
     stream: UnixStream,
-    submit: &(dyn Fn(Request, SyncSender<Reply>) -> bool + Send + Sync),
+    submit: &(dyn Fn(Request, Option<std::fs::File>, SyncSender<Reply>) -> bool + Send + Sync),
     timeout: Duration,
     slot: impl FnOnce() -> Result<SlotGuard, Reply>,
 ) {
@@ -266,15 +300,30 @@ fn serve_client(
         return;
     };
     let mut writer = writer;
-    let mut reader = BufReader::new(stream);
+    let mut reader = BufReader::new(PeerStream {
+        stream,
+        photo: None,
+    });
     let failure = match read_request(&mut reader) {
         Ok(req) => 'served: {
             let _slot = match slot() {
                 Ok(guard) => guard,
                 Err(reply) => break 'served reply,
             };
+            // A descriptor is taken only with a request that says it sends one.
+            let photo = reader.get_mut().photo.take().map(std::fs::File::from);
+            let photo = match (&req, photo) {
+                (Request::Enroll { photo: Some(_), .. }, Some(file)) => Some(file),
+                (Request::Enroll { photo: Some(_), .. }, None) => {
+                    break 'served Reply::error(
+                        ErrorCode::Malformed,
+                        "the request names a photo but no file descriptor came with it",
+                    )
+                }
+                _ => None,
+            };
             let (tx, rx) = mpsc::sync_channel::<Reply>(64);
-            if submit(req, tx) {
+            if submit(req, photo, tx) {
                 while let Ok(reply) = rx.recv() {
                     let last = reply.is_last();
                     if writer.write_all(reply.to_line().as_bytes()).is_err() || last {

@@ -1,17 +1,24 @@
 //! Images from disk: one file, or every image of a directory in name order.
 
 use super::{FrameSource, SourceError};
+use crate::config::ReceivedPhoto;
 use crate::frame::{decode_untrusted, DecodeLimits, Frame};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 const EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "jfif", "png", "bmp"];
+
+/// One image to play: a path, or a file a client opened for the daemon.
+#[derive(Debug, Clone)]
+enum Image {
+    Path(PathBuf),
+    Open(ReceivedPhoto),
+}
 
 /// Plays image files as successive frames, then ends.
 #[derive(Debug)]
 pub struct FileSource {
     root: PathBuf,
-    files: Vec<PathBuf>,
+    files: Vec<Image>,
     next: usize,
     limits: DecodeLimits,
 }
@@ -35,9 +42,9 @@ impl FileSource {
                 })
                 .collect();
             files.sort();
-            files
+            files.into_iter().map(Image::Path).collect()
         } else {
-            vec![path.to_path_buf()]
+            vec![Image::Path(path.to_path_buf())]
         };
         if files.is_empty() {
             return Err(SourceError::Empty { what });
@@ -48,6 +55,16 @@ impl FileSource {
             next: 0,
             limits,
         })
+    }
+
+    /// Plays the one photo a client passed with its request.
+    pub fn received(photo: &ReceivedPhoto, limits: DecodeLimits) -> Self {
+        Self {
+            root: PathBuf::from(&photo.name),
+            files: vec![Image::Open(photo.clone())],
+            next: 0,
+            limits,
+        }
     }
 
     /// Number of images the source will play.
@@ -96,13 +113,29 @@ pub fn read_capped(path: &Path, max: usize) -> Result<Vec<u8>, SourceError> {
             .open(path)
             .map_err(|e| io_error(&what, &e))?
     };
+    read_open_capped(&file, &what, max)
+}
+
+/// Reads at most `max + 1` bytes of an open file from its start; anything
+/// but a regular file (a FIFO, a socket, a device) is `NotAFile`.
+fn read_open_capped(file: &std::fs::File, what: &str, max: usize) -> Result<Vec<u8>, SourceError> {
     if !file.metadata().is_ok_and(|m| m.is_file()) {
-        return Err(SourceError::NotAFile { what });
+        return Err(SourceError::NotAFile { what: what.into() });
     }
     let mut bytes = Vec::new();
-    file.take(max as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| io_error(&what, &e))?;
+    let mut offset = 0u64;
+    let mut chunk = vec![0u8; 64 * 1024];
+    use std::os::unix::fs::FileExt;
+    while bytes.len() <= max {
+        let n = file
+            .read_at(&mut chunk, offset)
+            .map_err(|e| io_error(what, &e))?;
+        if n == 0 {
+            break;
+        }
+        bytes.extend_from_slice(&chunk[..n]);
+        offset += n as u64;
+    }
     Ok(bytes)
 }
 
@@ -116,13 +149,19 @@ impl FrameSource for FileSource {
     }
 
     fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
-        let Some(path) = self.files.get(self.next).cloned() else {
+        let Some(image) = self.files.get(self.next).cloned() else {
             return Ok(None);
         };
         let index = self.next as u32;
         self.next += 1;
-        let bytes = read_capped(&path, self.limits.max_input_bytes)?;
-        let what = path.display().to_string();
+        let max = self.limits.max_input_bytes;
+        let (bytes, what) = match &image {
+            Image::Path(path) => (read_capped(path, max)?, path.display().to_string()),
+            Image::Open(photo) => (
+                read_open_capped(&photo.file, &photo.name, max)?,
+                photo.name.clone(),
+            ),
+        };
         let image = decode_untrusted(&bytes, &self.limits).map_err(|why| SourceError::Decode {
             what: what.clone(),
             why,

@@ -120,6 +120,7 @@ pub fn open(
 ) -> Result<Box<dyn FrameSource>, SourceError> {
     match spec {
         SourceSpec::File(path) => Ok(Box::new(FileSource::open(path, limits)?)),
+        SourceSpec::Received(photo) => Ok(Box::new(FileSource::received(photo, limits))),
         SourceSpec::V4l2Path(path) => Ok(Mounted::wrap(
             V4l2Source::open(DeviceRef::Path(path.clone()), cfg, limits)?,
             cfg,
