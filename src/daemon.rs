@@ -20,7 +20,7 @@ use crate::cloud::{build_uploader, http_config, SkewClock};
 use crate::config::{Config, ReceivedPhoto, SourceSpec, UnarmedPolicy};
 use crate::control::handler::{self, Answer, Armed, DaemonState, StatusReport};
 use crate::control::server::{bind_socket, control_worker, Submit};
-use crate::control::{ErrorCode, Reply, Request};
+use crate::control::{ErrorCode, Failure, Reply, Request};
 use crate::detect::SeetaDetector;
 use crate::drain::{DrainSummary, Drainer, ProviderLimits};
 use crate::enroll::{enroll, EnrollError, EnrollOutcome, EnrollRequest, Progress};
@@ -91,11 +91,44 @@ enum DrainCmd {
 
 /// Why the daemon could not start.
 #[derive(Debug)]
-pub struct DaemonError(pub String);
+pub enum DaemonError {
+    /// The signal handlers could not be installed.
+    Signals(std::io::Error),
+    /// The queue key or the queue itself.
+    Queue(Failure),
+    /// The control socket could not be bound.
+    Socket(std::io::Error),
+    /// A worker thread could not be started.
+    Thread(&'static str, std::io::Error),
+}
+
+impl DaemonError {
+    /// The error code, and through it the exit status of `enrolld run`.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DaemonError::Queue(f) => f.code,
+            // A path that is not a socket, or not absolute: the config.
+            DaemonError::Socket(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::InvalidInput | std::io::ErrorKind::AlreadyExists
+                ) =>
+            {
+                ErrorCode::ConfigInvalid
+            }
+            _ => ErrorCode::DaemonFailed,
+        }
+    }
+}
 
 impl std::fmt::Display for DaemonError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            DaemonError::Signals(e) => write!(f, "signals: {e}"),
+            DaemonError::Queue(e) => write!(f, "outbox: {e}"),
+            DaemonError::Socket(e) => write!(f, "control socket: {e}"),
+            DaemonError::Thread(name, e) => write!(f, "{name} thread: {e}"),
+        }
     }
 }
 
@@ -103,22 +136,22 @@ impl std::error::Error for DaemonError {}
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonError> {
-    let err = |what: &str, e: &dyn std::fmt::Display| DaemonError(format!("{what}: {e}"));
     let config = Arc::new(config);
     let notifier = Notifier::from_env();
     let stop = Arc::new(AtomicBool::new(false));
     let hangup = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, stop.clone()).map_err(|e| err("signals", &e))?;
+        signal_hook::flag::register(sig, stop.clone()).map_err(DaemonError::Signals)?;
     }
     signal_hook::flag::register(signal_hook::consts::SIGHUP, hangup.clone())
-        .map_err(|e| err("signals", &e))?;
+        .map_err(DaemonError::Signals)?;
 
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let limits = OutboxLimits::from_config(&config.queue);
-    let key = QueueKey::from_file(&config.queue.key_file).map_err(|e| err("outbox", &e))?;
+    let key = QueueKey::from_file(&config.queue.key_file)
+        .map_err(|e| DaemonError::Queue(Failure::new(ErrorCode::QueueKey, e)))?;
     let (outbox, recovery) = Outbox::open(&config.state_dir, limits, clock.clone(), key)
-        .map_err(|e| err("outbox", &e))?;
+        .map_err(|e| DaemonError::Queue(e.into()))?;
     if recovery.requeued > 0 {
         log::warn!(
             "{} interrupted upload(s) are pending again",
@@ -127,8 +160,7 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
     }
     let salvage = outbox.last_salvage();
     let outbox = Arc::new(outbox);
-    let (listener, bound) =
-        bind_socket(&config.control.socket).map_err(|e| err("control socket", &e))?;
+    let (listener, bound) = bind_socket(&config.control.socket).map_err(DaemonError::Socket)?;
 
     let (events_tx, events_rx) = mpsc::sync_channel::<Event>(64);
     let mut workers: Vec<(&'static str, JoinHandle<()>)> = Vec::new();
@@ -139,7 +171,7 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
             .name(name.into())
             .spawn(f)
             .map(|h| (name, h))
-            .map_err(|e| err(name, &e))
+            .map_err(|e| DaemonError::Thread(name, e))
     };
 
     // LED.

@@ -248,7 +248,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         ),
         Command::Run => enrolld::daemon::run(cli.config.clone(), cfg)
             .map(|()| exit::OK)
-            .map_err(|e| Failure::new(ErrorCode::DaemonFailed, e.to_string())),
+            .map_err(|e| Failure::new(e.code(), e.to_string())),
         Command::Status => {
             if let Some(answer) = daemon_answer(&cfg, &Request::Status {}, None, cli.json) {
                 return Ok(render(&answer?, &cfg, cli.json));

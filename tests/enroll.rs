@@ -401,6 +401,11 @@ fn a_missing_or_wrong_queue_key_is_a_clear_error_that_keeps_the_queue() {
     let (code, v) = e.json(&["queue", "list"]);
     assert_eq!(code, 2, "{v:#}");
     assert_eq!(v["error"], "wrong_queue_key", "{v:#}");
+    // The daemon refuses to start on it the same way (the code decides
+    // the exit status, not the command).
+    let (code, v) = e.json(&["run"]);
+    assert_eq!(code, 2, "{v:#}");
+    assert_eq!(v["error"], "wrong_queue_key", "{v:#}");
     // keygen never overwrites a key.
     let out = e.run(&["keygen", "--output", key.to_str().expect("utf8")]);
     assert_eq!(out.status.code(), Some(1));
