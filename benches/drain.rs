@@ -11,13 +11,13 @@
 mod support;
 
 use enrolld::clock::{Clock, SystemClock};
+use enrolld::cloud::http::HttpClient;
+use enrolld::cloud::provider::Provider;
 use enrolld::cloud::{build_uploader, http_config, SkewClock};
 use enrolld::config::Config;
-use enrolld::drain::{Drainer, ProviderLimits};
-use enrolld::http::HttpClient;
-use enrolld::outbox::{Group, NewEnrollment, NewImage, Outbox, OutboxLimits};
-use enrolld::provider::Provider;
-use enrolld::retry::RetryPolicy;
+use enrolld::queue::drain::{Drainer, ProviderLimits};
+use enrolld::queue::outbox::{Group, NewEnrollment, NewImage, Outbox, OutboxLimits};
+use enrolld::queue::retry::RetryPolicy;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -118,7 +118,7 @@ fn main() {
                     reserve_bytes: 0,
                 },
                 clock.clone(),
-                enrolld::seal::QueueKey::generate().0,
+                enrolld::queue::seal::QueueKey::generate().0,
             )
             .expect("outbox")
             .0,
@@ -149,7 +149,7 @@ fn main() {
             RetryPolicy::default(),
             clock,
             skew.clone(),
-            enrolld::drain::Retention::default(),
+            enrolld::queue::drain::Retention::default(),
         );
         drainer.set_uploader(
             vendor,

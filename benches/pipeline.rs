@@ -9,14 +9,16 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use enrolld::capture::detect::{FaceDetector, SeetaDetector};
+use enrolld::capture::encode::encode_for;
+use enrolld::capture::frame::{
+    decode_untrusted, raw_to_rgb, rgb_to_yuyv, DecodeLimits, PixelFormat,
+};
+use enrolld::capture::quality;
 use enrolld::clock::SystemClock;
+use enrolld::cloud::provider::Provider;
 use enrolld::config::{DetectConfig, EncodeConfig, QualityConfig};
-use enrolld::detect::{FaceDetector, SeetaDetector};
-use enrolld::encode::encode_for;
-use enrolld::frame::{decode_untrusted, raw_to_rgb, rgb_to_yuyv, DecodeLimits, PixelFormat};
-use enrolld::outbox::{Group, NewEnrollment, NewImage, Outbox, OutboxLimits};
-use enrolld::provider::Provider;
-use enrolld::quality;
+use enrolld::queue::outbox::{Group, NewEnrollment, NewImage, Outbox, OutboxLimits};
 use image::ImageFormat;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -94,7 +96,7 @@ fn main() {
             reserve_bytes: 0,
         },
         Arc::new(SystemClock),
-        enrolld::seal::QueueKey::generate().0,
+        enrolld::queue::seal::QueueKey::generate().0,
     )
     .expect("outbox");
     let mut detector = SeetaDetector::new(&detect_cfg).expect("detector");

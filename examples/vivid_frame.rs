@@ -32,7 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let region = image::imageops::crop_imm(&img, x0, y0, rw, rh).to_image();
     let frame = image::imageops::resize(&region, width, height, FilterType::CatmullRom);
     if out.ends_with(".yuyv") {
-        std::fs::write(out, enrolld::frame::rgb_to_yuyv(&frame))?;
+        std::fs::write(out, enrolld::capture::frame::rgb_to_yuyv(&frame))?;
     } else {
         frame.save(out)?; // format from the extension (.jpg, .png)
     }

@@ -6,8 +6,8 @@
 //! `LoadCredential=`), so the unit can hand secrets over without the daemon's
 //! user being able to read the originals.
 
-use crate::frame::PixelFormat;
-use crate::provider::Provider;
+use crate::capture::frame::PixelFormat;
+use crate::cloud::provider::Provider;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -922,7 +922,7 @@ impl Config {
     /// these as errors; `run` would fail on them.
     pub fn startup_problems(&self) -> Vec<(String, String)> {
         let mut p: Vec<(String, String)> = Vec::new();
-        if let Err(e) = crate::seal::QueueKey::from_file(&self.queue.key_file) {
+        if let Err(e) = crate::queue::seal::QueueKey::from_file(&self.queue.key_file) {
             p.push(("queue.key_file".into(), e));
         }
         let (id_key, id, secret_key, secret) = match self.upload.provider {
@@ -948,7 +948,7 @@ impl Config {
             }
         }
         if let Some(ca) = &self.tls.extra_ca_file {
-            if let Err(e) = crate::http::load_ca_file(ca) {
+            if let Err(e) = crate::cloud::http::load_ca_file(ca) {
                 p.push(("tls.extra_ca_file".into(), e.message));
             }
         }

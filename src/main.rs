@@ -6,24 +6,24 @@ mod cli;
 
 use clap::{Parser, Subcommand};
 use cli::render::render;
-use enrolld::burst::{assess_frame, FrameReport};
+use enrolld::capture::burst::{assess_frame, FrameReport};
+use enrolld::capture::detect::SeetaDetector;
+use enrolld::capture::encode::encode_for;
+use enrolld::capture::enroll::{enroll, EnrollOutcome, EnrollRequest, Progress};
+use enrolld::capture::frame::DecodeLimits;
+use enrolld::capture::source::{FileSource, FrameSource};
 use enrolld::clock::{Clock, SystemClock};
+use enrolld::cloud::http::HttpClient;
+use enrolld::cloud::provider::Provider;
 use enrolld::cloud::{build_uploader, http_config, SkewClock};
 use enrolld::config::{Config, ConfigOrigin, SourceSpec};
 use enrolld::control::handler::{self, Answer};
 use enrolld::control::{exit, Client, ErrorCode, Failure, Reply, Request};
-use enrolld::detect::SeetaDetector;
-use enrolld::drain::{DrainSummary, Drainer, ProviderLimits};
 use enrolld::emulator::{Emulator, EmulatorConfig, Fault, JdShape};
-use enrolld::encode::encode_for;
-use enrolld::enroll::{enroll, EnrollOutcome, EnrollRequest, Progress};
-use enrolld::frame::DecodeLimits;
-use enrolld::http::HttpClient;
-use enrolld::outbox::{Outbox, OutboxLimits};
-use enrolld::provider::Provider;
-use enrolld::retry::RetryPolicy;
-use enrolld::seal::QueueKey;
-use enrolld::source::{FileSource, FrameSource};
+use enrolld::queue::drain::{DrainSummary, Drainer, ProviderLimits};
+use enrolld::queue::outbox::{Outbox, OutboxLimits};
+use enrolld::queue::retry::RetryPolicy;
+use enrolld::queue::seal::QueueKey;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -179,14 +179,14 @@ fn main() -> ExitCode {
     // Files enrolld makes (the queue, crops, keys, metrics) are its user's
     // alone, as under the unit's UMask=0077; the socket's mode is set apart.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
-    enrolld::frame::return_large_buffers_to_the_system();
+    enrolld::capture::frame::return_large_buffers_to_the_system();
     // The daemon reports what it does; one-shot commands only problems.
     let level = if matches!(cli.command, Command::Run | Command::Emulate { .. }) {
         log::LevelFilter::Info
     } else {
         log::LevelFilter::Warn
     };
-    enrolld::logger::init(level);
+    enrolld::service::logger::init(level);
     let json = cli.json;
     match run(cli) {
         Ok(code) => ExitCode::from(code),
@@ -246,7 +246,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             provider.unwrap_or(cfg.upload.provider),
             cli.json,
         ),
-        Command::Run => enrolld::daemon::run(cli.config.clone(), cfg)
+        Command::Run => enrolld::service::daemon::run(cli.config.clone(), cfg)
             .map(|()| exit::OK)
             .map_err(|e| Failure::new(e.code(), e.to_string())),
         Command::Status => {
@@ -451,7 +451,7 @@ fn detect_images(
     for path in images {
         let frame = FileSource::open(path, DecodeLimits::default()).and_then(|mut s| {
             s.next_frame().and_then(|f| {
-                f.ok_or(enrolld::source::SourceError::Empty {
+                f.ok_or(enrolld::capture::source::SourceError::Empty {
                     what: path.display().to_string(),
                 })
             })
@@ -621,7 +621,7 @@ fn run_drain(cfg: &Config, outbox: Arc<Outbox>) -> Result<DrainSummary, Failure>
         max_ms: cfg.upload.retry_max_ms as i64,
         ..RetryPolicy::default()
     };
-    let retention = enrolld::drain::Retention::from_config(cfg);
+    let retention = enrolld::queue::drain::Retention::from_config(cfg);
     let mut drainer = Drainer::new(outbox, policy, clock, skew.clone(), retention);
     for (provider, qps) in [
         (Provider::Jd, cfg.jd.qps),

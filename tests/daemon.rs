@@ -4,8 +4,8 @@
 
 mod support;
 
+use enrolld::cloud::provider::Provider;
 use enrolld::control::{Client, ErrorCode, Reply, Request};
-use enrolld::provider::Provider;
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -266,9 +266,9 @@ fn a_button_press_enrolls_the_armed_person_and_the_led_shows_it() {
             .append(true)
             .open(&input)
             .expect("open input");
-        f.write_all(&enrolld::hardware::key_event(28, 1))
+        f.write_all(&enrolld::service::hardware::key_event(28, 1))
             .expect("press");
-        f.write_all(&enrolld::hardware::key_event(28, 0))
+        f.write_all(&enrolld::service::hardware::key_event(28, 0))
             .expect("release");
     };
     // Nobody armed: the press is refused (button.unarmed = "reject").
@@ -1106,9 +1106,13 @@ fn a_photo_is_enrolled_through_a_running_daemon_which_reads_what_the_client_open
             && stdout.contains("\"visitor-1\" (jd, 1 image(s): "),
         "{stdout}"
     );
-    // The daemon took it (the queue is its own while it runs).
-    let log = std::fs::read_to_string(e.path("daemon.log")).expect("log");
-    assert!(log.contains("for visitor-1"), "{log}");
+    // The daemon queued it (the queue is its own while it runs: the
+    // command could not have opened it).
+    let (_, list) = d.call(&Request::QueueList {});
+    let Reply::Answer { result } = list else {
+        panic!("queue_list: {list:?}")
+    };
+    assert_eq!(result["entries"][0]["person_id"], "visitor-1", "{result}");
 
     // A client that passes a FIFO, or names a photo and passes nothing, is
     // refused; the daemon reads neither and goes on.

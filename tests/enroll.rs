@@ -424,7 +424,7 @@ fn a_missing_or_wrong_queue_key_is_a_clear_error_that_keeps_the_queue() {
 /// orientation still applies: the same upright picture as a small photo.
 #[test]
 fn a_large_phone_portrait_decodes_scaled_and_upright() {
-    use enrolld::frame::{decode_untrusted, DecodeLimits};
+    use enrolld::capture::frame::{decode_untrusted, DecodeLimits};
     let upright = portrait(0, 3.0);
     let (w, h) = upright.dimensions();
     let (w, h) = (w / 2, h / 2);

@@ -56,7 +56,7 @@ fn a_control_socket_path_naming_another_file_never_deletes_it() {
 
 #[test]
 fn files_others_can_write_are_refused_with_the_chmod_to_run() {
-    let cloud = Cloud::start(enrolld::provider::Provider::Jd);
+    let cloud = Cloud::start(enrolld::cloud::provider::Provider::Jd);
     let e = Enrolld::new(&cloud.config("", ""));
     let ok = e.run(&["config", "check"]);
     assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
@@ -183,7 +183,7 @@ fn the_emulators_ca_certificate_is_readable_by_the_daemons_user() {
 
 #[test]
 fn config_check_finds_what_start_up_and_the_first_upload_would() {
-    let cloud = Cloud::start(enrolld::provider::Provider::Tencent);
+    let cloud = Cloud::start(enrolld::cloud::provider::Provider::Tencent);
     let base = cloud.config("", "");
     let e = Enrolld::new(&base);
     let check = |e: &Enrolld| {
@@ -369,7 +369,7 @@ fn small_operator_mistakes_get_clear_answers() {
 /// A queue of seven live entries (five small, two large enough for sled to
 /// put in blob files) and one receipt, in `dir`.
 fn rot_fixture(dir: &Path) -> Vec<(u64, Vec<u8>)> {
-    use enrolld::outbox::{Group, NewEnrollment, NewImage};
+    use enrolld::queue::outbox::{Group, NewEnrollment, NewImage};
     let ob = open_queue(dir).expect("open");
     let mut live = Vec::new();
     for (i, len) in [
@@ -383,7 +383,7 @@ fn rot_fixture(dir: &Path) -> Vec<(u64, Vec<u8>)> {
             .enqueue(NewEnrollment {
                 person_id: format!("rot-{i}"),
                 person_name: None,
-                provider: enrolld::provider::Provider::Jd,
+                provider: enrolld::cloud::provider::Provider::Jd,
                 group: Group {
                     id: "g".into(),
                     name: String::new(),
@@ -440,7 +440,7 @@ fn flip(path: &Path, offset: u64) {
 
 /// Opens a (possibly damaged) queue; the live entries whose images read
 /// back exactly.
-fn kept(dir: &Path, live: &[(u64, Vec<u8>)]) -> (Vec<u64>, enrolld::outbox::Outbox) {
+fn kept(dir: &Path, live: &[(u64, Vec<u8>)]) -> (Vec<u64>, enrolld::queue::outbox::Outbox) {
     let ob = open_queue(dir).unwrap_or_else(|e| panic!("a damaged queue still opens: {e}"));
     let ids = live
         .iter()

@@ -4,8 +4,8 @@
 mod support;
 
 use enrolld::clock::SystemClock;
-use enrolld::outbox::{EntryState, Group, NewEnrollment, NewImage, Outbox, OutboxLimits};
-use enrolld::provider::Provider;
+use enrolld::cloud::provider::Provider;
+use enrolld::queue::outbox::{EntryState, Group, NewEnrollment, NewImage, Outbox, OutboxLimits};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::io::{BufRead, BufReader};

@@ -4,7 +4,7 @@
 
 mod support;
 
-use enrolld::provider::Provider;
+use enrolld::cloud::provider::Provider;
 use std::path::{Path, PathBuf};
 use support::*;
 

@@ -2,7 +2,7 @@
 //! Must not panic, and never return an image over the limits.
 #![no_main]
 
-use enrolld::frame::{decode_untrusted, DecodeLimits};
+use enrolld::capture::frame::{decode_untrusted, DecodeLimits};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -7,8 +7,8 @@ use enrolld::cloud::rules::BrokenRule;
 use enrolld::config::Config;
 use enrolld::control::exit;
 use enrolld::control::handler::{Answer, StatusReport};
-use enrolld::drain::DrainSummary;
-use enrolld::outbox::{Enrollment, EntryState, HealthReport, SalvageReport};
+use enrolld::queue::drain::DrainSummary;
+use enrolld::queue::outbox::{Enrollment, EntryState, HealthReport, SalvageReport};
 
 /// Prints `answer` on stdout and returns the command's exit code.
 pub fn render(answer: &Answer, cfg: &Config, json: bool) -> u8 {

@@ -9,10 +9,10 @@ pub mod rules;
 use super::sign::jd_sign;
 use super::{base64, classify_http_status, ErrorClass, SkewClock, UploadError, Uploaded, Uploader};
 use crate::clock::UnixMillis;
+use crate::cloud::http::HttpClient;
+use crate::cloud::provider::Provider;
 use crate::config::Secret;
-use crate::http::HttpClient;
-use crate::outbox::Enrollment;
-use crate::provider::Provider;
+use crate::queue::outbox::Enrollment;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 

@@ -1,15 +1,17 @@
 //! Uploading enrollments to the cloud, with one error taxonomy for both
 //! vendors. Classes are decided from vendor codes, never from message text.
 
+pub mod http;
 pub mod jd;
+pub mod provider;
 pub mod rules;
 pub mod sign;
 pub mod tencent;
 
 use crate::clock::{Clock, UnixMillis};
-use crate::http::{HttpError, HttpErrorKind};
-use crate::outbox::Enrollment;
-use crate::provider::Provider;
+use crate::cloud::http::{HttpError, HttpErrorKind};
+use crate::cloud::provider::Provider;
+use crate::queue::outbox::Enrollment;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -194,9 +196,9 @@ impl SkewClock {
 }
 
 /// The HTTP settings of `[upload]` and `[tls]`.
-pub fn http_config(cfg: &crate::config::Config) -> crate::http::HttpConfig {
+pub fn http_config(cfg: &crate::config::Config) -> crate::cloud::http::HttpConfig {
     use std::time::Duration;
-    crate::http::HttpConfig {
+    crate::cloud::http::HttpConfig {
         connect_timeout: Duration::from_millis(cfg.upload.connect_timeout_ms),
         send_timeout: Duration::from_millis(cfg.upload.send_timeout_ms),
         recv_timeout: Duration::from_millis(cfg.upload.recv_timeout_ms),
@@ -211,7 +213,7 @@ pub fn http_config(cfg: &crate::config::Config) -> crate::http::HttpConfig {
 pub fn build_uploader(
     cfg: &crate::config::Config,
     provider: Provider,
-    http: Arc<crate::http::HttpClient>,
+    http: Arc<crate::cloud::http::HttpClient>,
     clock: Arc<SkewClock>,
 ) -> Result<Box<dyn Uploader>, UploadError> {
     use crate::config::Secret;

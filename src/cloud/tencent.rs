@@ -12,10 +12,10 @@ pub mod rules;
 
 use super::sign::{tc3_sign, Tc3Request, TC3_CONTENT_TYPE};
 use super::{base64, classify_http_status, ErrorClass, SkewClock, UploadError, Uploaded, Uploader};
+use crate::cloud::http::{host_of, HttpClient};
+use crate::cloud::provider::Provider;
 use crate::config::Secret;
-use crate::http::{host_of, HttpClient};
-use crate::outbox::Enrollment;
-use crate::provider::Provider;
+use crate::queue::outbox::Enrollment;
 use serde_json::{json, Value};
 use std::sync::Arc;
 

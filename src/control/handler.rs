@@ -5,12 +5,12 @@
 //! with or without a daemon.
 
 use super::protocol::{ErrorCode, Failure, Request};
+use crate::capture::enroll::EnrollOutcome;
+use crate::cloud::provider::Provider;
 use crate::cloud::rules::{broken_rules, BrokenRule};
 use crate::config::Config;
-use crate::drain::DrainSummary;
-use crate::enroll::EnrollOutcome;
-use crate::outbox::{Enrollment, HealthReport, Outbox, Receipt, SalvageReport, Usage};
-use crate::provider::Provider;
+use crate::queue::drain::DrainSummary;
+use crate::queue::outbox::{Enrollment, HealthReport, Outbox, Receipt, SalvageReport, Usage};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

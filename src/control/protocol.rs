@@ -14,7 +14,7 @@
 //! Lines are at most [`MAX_LINE_BYTES`]; longer or malformed input gets an
 //! `error` line, never a crash.
 
-use crate::provider::Provider;
+use crate::cloud::provider::Provider;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::io::BufRead;

@@ -77,7 +77,7 @@ impl BoundSocket {
 /// a key, a directory) is an error and is left as it is.
 pub fn bind_socket(path: &Path) -> std::io::Result<(UnixListener, Option<BoundSocket>)> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    if let Some(listener) = crate::activation::listener_from_systemd()? {
+    if let Some(listener) = crate::service::activation::listener_from_systemd()? {
         return Ok((listener, None));
     }
     crate::config::check_socket_path(path)

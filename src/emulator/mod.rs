@@ -17,11 +17,11 @@ mod http;
 pub mod jd;
 pub mod tencent;
 
+use crate::capture::detect::{FaceDetector, SeetaDetector};
+use crate::capture::frame::{decode_untrusted, DecodeLimits};
 use crate::clock::{Clock, SystemClock, UnixMillis};
+use crate::cloud::provider::Provider;
 use crate::config::DetectConfig;
-use crate::detect::{FaceDetector, SeetaDetector};
-use crate::frame::{decode_untrusted, DecodeLimits};
-use crate::provider::Provider;
 use http::{read_request, write_response, Request};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde::Serialize;

@@ -162,21 +162,21 @@ pub fn huge_bmp_header(w: i32, h: i32) -> Vec<u8> {
 /// The device key every test queue is sealed with.
 pub const QUEUE_KEY_HEX: &str = "5f1e0c3b9a7d2e4f6a8b0c1d2e3f405162738495a6b7c8d9eafb0c1d2e3f4051";
 
-pub fn queue_key() -> enrolld::seal::QueueKey {
-    enrolld::seal::QueueKey::from_encoded(QUEUE_KEY_HEX.as_bytes()).expect("test key")
+pub fn queue_key() -> enrolld::queue::seal::QueueKey {
+    enrolld::queue::seal::QueueKey::from_encoded(QUEUE_KEY_HEX.as_bytes()).expect("test key")
 }
 
 /// Opens the queue in `state_dir` with the test key, 1000 entries, 1 GiB
 /// and no reserve.
 pub fn open_queue(
     state_dir: &Path,
-) -> Result<enrolld::outbox::Outbox, enrolld::outbox::OutboxError> {
-    let limits = enrolld::outbox::OutboxLimits {
+) -> Result<enrolld::queue::outbox::Outbox, enrolld::queue::outbox::OutboxError> {
+    let limits = enrolld::queue::outbox::OutboxLimits {
         max_entries: 1000,
         max_bytes: 1 << 30,
         reserve_bytes: 0,
     };
-    enrolld::outbox::Outbox::open(
+    enrolld::queue::outbox::Outbox::open(
         state_dir,
         limits,
         std::sync::Arc::new(enrolld::clock::SystemClock),
@@ -268,7 +268,7 @@ impl Enrolld {
     }
 
     /// Opens this test's outbox directly (no enrolld process may hold it).
-    pub fn open_outbox(&self) -> enrolld::outbox::Outbox {
+    pub fn open_outbox(&self) -> enrolld::queue::outbox::Outbox {
         open_queue(&self.state_dir()).expect("open outbox")
     }
 
@@ -300,16 +300,16 @@ pub const SECRET: &str = "test-secret-value-7d1e83b5";
 pub struct Cloud {
     pub emulator: enrolld::emulator::Emulator,
     pub dir: tempfile::TempDir,
-    pub vendor: enrolld::provider::Provider,
+    pub vendor: enrolld::cloud::provider::Provider,
 }
 
 impl Cloud {
-    pub fn start(vendor: enrolld::provider::Provider) -> Self {
+    pub fn start(vendor: enrolld::cloud::provider::Provider) -> Self {
         Self::start_with(vendor, enrolld::emulator::JdShape::CodeObject, 0)
     }
 
     pub fn start_with(
-        vendor: enrolld::provider::Provider,
+        vendor: enrolld::cloud::provider::Provider,
         jd_shape: enrolld::emulator::JdShape,
         skew_s: i64,
     ) -> Self {
@@ -345,12 +345,12 @@ impl Cloud {
     pub fn config(&self, upload_extra: &str, vendor_extra: &str) -> String {
         let secret = self.dir.path().join("secret");
         let vendor = match self.vendor {
-            enrolld::provider::Provider::Jd => format!(
+            enrolld::cloud::provider::Provider::Jd => format!(
                 "[jd]\nendpoint = \"{}\"\nappkey = \"{KEY_ID}\"\nsecret_key_file = {:?}\ngroup_name = \"kiosk\"\nqps = 1000.0\n{vendor_extra}\n",
                 self.emulator.endpoint(),
                 secret.display().to_string()
             ),
-            enrolld::provider::Provider::Tencent => format!(
+            enrolld::cloud::provider::Provider::Tencent => format!(
                 "[tencent]\nendpoint = \"{}\"\nsecret_id = \"{KEY_ID}\"\nsecret_key_file = {:?}\nqps = 1000.0\n{vendor_extra}\n",
                 self.emulator.endpoint(),
                 secret.display().to_string()
@@ -367,9 +367,9 @@ impl Cloud {
     pub fn tencent_client(&self) -> enrolld::cloud::tencent::TencentClient {
         use std::sync::Arc;
         let http = Arc::new(
-            enrolld::http::HttpClient::new(&enrolld::http::HttpConfig {
+            enrolld::cloud::http::HttpClient::new(&enrolld::cloud::http::HttpConfig {
                 extra_ca_file: Some(self.ca_path()),
-                ..enrolld::http::HttpConfig::default()
+                ..enrolld::cloud::http::HttpConfig::default()
             })
             .expect("http"),
         );

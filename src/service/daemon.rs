@@ -15,24 +15,24 @@
 //! cancels a capture, gives an upload in progress a bounded time, and exits 0.
 //! SIGHUP reloads the configuration, keeping the old one if the new is invalid.
 
+use crate::capture::detect::SeetaDetector;
+use crate::capture::enroll::{enroll, EnrollError, EnrollOutcome, EnrollRequest, Progress};
 use crate::clock::{Clock, SystemClock};
+use crate::cloud::http::HttpClient;
 use crate::cloud::{build_uploader, http_config, SkewClock};
 use crate::config::{Config, ReceivedPhoto, SourceSpec, UnarmedPolicy};
 use crate::control::handler::{self, Answer, Armed, DaemonState, StatusReport};
 use crate::control::server::{bind_socket, control_worker, Submit};
 use crate::control::{ErrorCode, Failure, Reply, Request};
-use crate::detect::SeetaDetector;
-use crate::drain::{DrainSummary, Drainer, ProviderLimits};
-use crate::enroll::{enroll, EnrollError, EnrollOutcome, EnrollRequest, Progress};
-use crate::hardware::{
+use crate::queue::drain::{DrainSummary, Drainer, ProviderLimits};
+use crate::queue::outbox::{EntryState, Outbox, OutboxLimits};
+use crate::queue::retry::RetryPolicy;
+use crate::queue::seal::QueueKey;
+use crate::service::hardware::{
     run_led, sysfs_root, watch_button, watch_gpio_button, GpioLed, Led, LedHandle, LedOutput,
     LedPattern,
 };
-use crate::http::HttpClient;
-use crate::notify::{watchdog_interval, Notifier};
-use crate::outbox::{EntryState, Outbox, OutboxLimits};
-use crate::retry::RetryPolicy;
-use crate::seal::QueueKey;
+use crate::service::notify::{watchdog_interval, Notifier};
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -77,7 +77,7 @@ struct CaptureJob {
 struct Trigger {
     person: String,
     name: Option<String>,
-    provider: Option<crate::provider::Provider>,
+    provider: Option<crate::cloud::provider::Provider>,
     frames: Option<u32>,
     /// A photo the client passed; none enrolls from the camera.
     photo: Option<ReceivedPhoto>,
@@ -316,9 +316,9 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
         last_drain: None,
         followers: Vec::new(),
         status_line: String::new(),
-        counters: crate::metrics::Counters {
+        counters: crate::service::metrics::Counters {
             salvage_lost: salvage.as_ref().map_or(0, |r| r.lost.len() as u64),
-            ..crate::metrics::Counters::default()
+            ..crate::service::metrics::Counters::default()
         },
         metrics_written: None,
     };
@@ -418,7 +418,7 @@ struct Daemon {
     /// Clients waiting for an upload: (entry id, reply channel, give up at).
     followers: Vec<(u64, SyncSender<Reply>, Instant)>,
     status_line: String,
-    counters: crate::metrics::Counters,
+    counters: crate::service::metrics::Counters,
     metrics_written: Option<Instant>,
 }
 
@@ -495,7 +495,7 @@ impl Daemon {
 
     /// Rewrites the metrics file when something changed, or every 15 s
     /// (the oldest-pending age moves on).
-    fn write_metrics(&mut self, usage: &crate::outbox::Usage) {
+    fn write_metrics(&mut self, usage: &crate::queue::outbox::Usage) {
         let path = &self.config.metrics.textfile;
         if path.as_os_str().is_empty()
             || self
@@ -508,14 +508,14 @@ impl Daemon {
             .last_drain
             .as_ref()
             .is_some_and(|d| !d.paused.is_empty());
-        let text = crate::metrics::render(
+        let text = crate::service::metrics::render(
             usage,
             &self.counters,
             SystemClock.now_ms(),
             self.skew.offset_ms(),
             paused,
         );
-        if let Err(e) = crate::metrics::write_atomic(path, &text) {
+        if let Err(e) = crate::service::metrics::write_atomic(path, &text) {
             log::warn!("metrics {}: {e}", path.display());
         }
         self.metrics_written = Some(Instant::now());
@@ -961,7 +961,7 @@ fn capture_worker(
             Err(e) => {
                 let pattern = if matches!(
                     e,
-                    EnrollError::Source(crate::source::SourceError::Cancelled)
+                    EnrollError::Source(crate::capture::source::SourceError::Cancelled)
                 ) {
                     LedPattern::Off
                 } else {
@@ -998,12 +998,15 @@ fn build_drainer(
         policy,
         clock,
         skew.clone(),
-        crate::drain::Retention::from_config(config),
+        crate::queue::drain::Retention::from_config(config),
     );
     let http = HttpClient::new(&http_config(config)).map(Arc::new);
     for (provider, qps) in [
-        (crate::provider::Provider::Jd, config.jd.qps),
-        (crate::provider::Provider::Tencent, config.tencent.qps),
+        (crate::cloud::provider::Provider::Jd, config.jd.qps),
+        (
+            crate::cloud::provider::Provider::Tencent,
+            config.tencent.qps,
+        ),
     ] {
         let uploader = match &http {
             Ok(http) => build_uploader(config, provider, http.clone(), skew.clone()),

@@ -3,7 +3,7 @@
 //! Layout (all keys big-endian so iteration is oldest first):
 //! - tree `entries`: id (u64) -> JSON [`Enrollment`] (carries `format_version`)
 //! - tree `images`:  id (u64) ++ image index (u8) ++ chunk (u16) -> up to 64 KiB
-//!   of the image sealed with the device key (see [`crate::seal`]; the
+//!   of the image sealed with the device key (see [`crate::queue::seal`]; the
 //!   associated data is the id and index, so images cannot be swapped)
 //! - tree `receipts`: id (u64) -> JSON [`Receipt`] of an uploaded enrollment
 //!   (no image), kept for audit until its retention ends
@@ -27,12 +27,12 @@
 //! - Images are never stored in the clear. Format 1 (plain images) is
 //!   migrated to format 2 (sealed) when first opened with a key.
 
+use crate::capture::quality::FaceScores;
 use crate::clock::{Clock, UnixMillis};
+use crate::cloud::provider::Provider;
 use crate::control::ErrorCode;
-use crate::provider::Provider;
-use crate::quality::FaceScores;
-use crate::seal::QueueKey;
-use crate::spool::Spool;
+use crate::queue::seal::QueueKey;
+use crate::queue::spool::Spool;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -421,7 +421,8 @@ pub(crate) fn read_chunks(
     index: u8,
     len: u64,
 ) -> Result<Vec<u8>, OutboxError> {
-    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0) + crate::seal::OVERHEAD);
+    let mut bytes =
+        Vec::with_capacity(usize::try_from(len).unwrap_or(0) + crate::queue::seal::OVERHEAD);
     for chunk in images.scan_prefix(image_prefix(id, index)).values() {
         bytes.extend_from_slice(&chunk.map_err(storage_error)?);
     }
@@ -593,7 +594,7 @@ pub struct Outbox {
     clock: Arc<dyn Clock>,
     key: QueueKey,
     usage: Mutex<Usage>,
-    /// The second copy of every entry (see [`crate::spool`]).
+    /// The second copy of every entry (see [`crate::queue::spool`]).
     spool: Spool,
     /// The id the next entry gets (taken under the `usage` lock).
     next_id: std::sync::atomic::AtomicU64,
@@ -632,7 +633,7 @@ impl Outbox {
         });
         match opened {
             Err(OutboxError::Damaged(why)) => {
-                crate::salvage::rebuild(state_dir, limits, clock, key, &why)
+                crate::queue::salvage::rebuild(state_dir, limits, clock, key, &why)
             }
             Ok((outbox, recovery)) => {
                 outbox.reconcile_spool()?;
@@ -1868,7 +1869,7 @@ mod tests {
         let ob = open(dir.path(), &FakeClock::new(0), BIG);
         assert_eq!(ob.images(id).expect("readable"), vec![plain.clone()]);
         let stored = read_chunks(&ob.images, id, 0, 0).expect("stored");
-        assert_eq!(stored.len(), plain.len() + crate::seal::OVERHEAD);
+        assert_eq!(stored.len(), plain.len() + crate::queue::seal::OVERHEAD);
         assert!(!stored.windows(64).any(|w| w == &plain[..64]));
         let v = ob.db.get(META_FORMAT_KEY).expect("get").expect("present");
         assert_eq!(v.as_ref(), FORMAT_VERSION.to_be_bytes());

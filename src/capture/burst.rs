@@ -1,10 +1,10 @@
 //! Best shot: score every frame of a burst and keep the best (distinct) ones.
 
+use crate::capture::detect::{FaceBox, FaceDetector};
+use crate::capture::frame::Frame;
+use crate::capture::quality::{self, FaceScores, Rect, Rejection};
+use crate::capture::source::{FrameSource, SourceError};
 use crate::config::{BurstConfig, QualityConfig};
-use crate::detect::{FaceBox, FaceDetector};
-use crate::frame::Frame;
-use crate::quality::{self, FaceScores, Rect, Rejection};
-use crate::source::{FrameSource, SourceError};
 use image::{GrayImage, RgbImage};
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -210,8 +210,8 @@ fn most_promising_rejection(frames: &[FrameReport]) -> Rejection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::FixedDetector;
-    use crate::source::MemorySource;
+    use crate::capture::detect::FixedDetector;
+    use crate::capture::source::MemorySource;
     use image::Rgb;
 
     fn textured(w: u32, h: u32, seed: u32) -> RgbImage {
@@ -349,8 +349,8 @@ mod tests {
 #[cfg(test)]
 mod cancel_tests {
     use super::*;
-    use crate::detect::FixedDetector;
-    use crate::source::MemorySource;
+    use crate::capture::detect::FixedDetector;
+    use crate::capture::source::MemorySource;
     use std::sync::atomic::AtomicBool;
 
     #[test]

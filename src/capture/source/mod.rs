@@ -9,9 +9,9 @@ mod v4l2;
 pub use file::FileSource;
 pub use v4l2::V4l2Source;
 
+use crate::capture::frame::{DecodeError, DecodeLimits, Frame};
 use crate::config::{CameraConfig, SourceSpec};
 use crate::control::ErrorCode;
-use crate::frame::{DecodeError, DecodeLimits, Frame};
 use std::fmt;
 use std::path::PathBuf;
 
@@ -219,7 +219,7 @@ impl FrameSource for MemorySource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::{FaceDetector, SeetaDetector};
+    use crate::capture::detect::{FaceDetector, SeetaDetector};
     use image::imageops;
 
     fn frame(image: image::RgbImage) -> MemorySource {

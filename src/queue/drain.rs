@@ -8,10 +8,10 @@
 //! pending with `outcome_unknown` set.
 
 use crate::clock::{Clock, UnixMillis};
+use crate::cloud::provider::Provider;
 use crate::cloud::{ErrorClass, SkewClock, UploadError, Uploader};
-use crate::outbox::{LastError, Outbox, OutboxError};
-use crate::provider::Provider;
-use crate::retry::{Decision, Jitter, RetryPolicy, TokenBucket};
+use crate::queue::outbox::{LastError, Outbox, OutboxError};
+use crate::queue::retry::{Decision, Jitter, RetryPolicy, TokenBucket};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -224,7 +224,7 @@ impl Drainer {
             .outbox
             .list()?
             .iter()
-            .filter(|e| e.state == crate::outbox::EntryState::Pending)
+            .filter(|e| e.state == crate::queue::outbox::EntryState::Pending)
             .map(|e| e.next_attempt_at_ms)
             .min();
         summary.clock_skew_ms = self.skew.offset_ms();
@@ -315,7 +315,7 @@ impl Drainer {
                         // An unanswered request may still be applied: check
                         // its outcome only after the cloud has settled.
                         let at = if e.outcome_unknown {
-                            at.max(now.saturating_add(crate::outbox::UNANSWERED_SETTLE_MS))
+                            at.max(now.saturating_add(crate::queue::outbox::UNANSWERED_SETTLE_MS))
                         } else {
                             at
                         };
@@ -387,7 +387,7 @@ impl Drainer {
 /// prepare -> save progress -> send -> save progress.
 fn run_upload(
     uploader: &mut dyn Uploader,
-    entry: &mut crate::outbox::Enrollment,
+    entry: &mut crate::queue::outbox::Enrollment,
     images: &[Vec<u8>],
     outbox: &Outbox,
 ) -> Result<crate::cloud::Uploaded, UploadError> {
@@ -413,7 +413,7 @@ mod tests {
     use super::*;
     use crate::clock::FakeClock;
     use crate::cloud::Uploaded;
-    use crate::outbox::{EntryState, Group, NewEnrollment, NewImage, OutboxLimits};
+    use crate::queue::outbox::{EntryState, Group, NewEnrollment, NewImage, OutboxLimits};
     use std::collections::VecDeque;
     use std::sync::Mutex;
 
@@ -430,7 +430,7 @@ mod tests {
         }
         fn send(
             &mut self,
-            entry: &mut crate::outbox::Enrollment,
+            entry: &mut crate::queue::outbox::Enrollment,
             _: &[Vec<u8>],
         ) -> Result<Uploaded, UploadError> {
             self.sent.lock().expect("lock").push(entry.id);
@@ -465,7 +465,7 @@ mod tests {
                     reserve_bytes: 0,
                 },
                 Arc::new(clock.clone()),
-                crate::seal::QueueKey::from_encoded(&[7; 32]).expect("key"),
+                crate::queue::seal::QueueKey::from_encoded(&[7; 32]).expect("key"),
             )
             .expect("open")
             .0,

@@ -4,7 +4,7 @@
 //! Every sysfs path is built from one root, `$ENROLLD_SYSFS_ROOT` (default
 //! `/sys`), so tests run against a fake tree.
 
-use crate::quality::Rejection;
+use crate::capture::quality::Rejection;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,16 +1,16 @@
 //! The enrollment pipeline: source -> burst -> best crop(s) -> encode -> outbox.
 
-use crate::burst::{run_burst, FrameReport};
+use crate::capture::burst::{run_burst, FrameReport};
+use crate::capture::detect::FaceDetector;
+use crate::capture::encode::{encode_for, EncodeError, EncodedImage};
+use crate::capture::frame::DecodeLimits;
+use crate::capture::quality::Rejection;
+use crate::capture::source::{self, SourceError};
+use crate::cloud::provider::Provider;
 use crate::cloud::rules::RuleViolation;
 use crate::config::{Config, SourceSpec};
 use crate::control::ErrorCode;
-use crate::detect::FaceDetector;
-use crate::encode::{encode_for, EncodeError, EncodedImage};
-use crate::frame::DecodeLimits;
-use crate::outbox::{Enrollment, Group, NewEnrollment, NewImage, Outbox, OutboxError};
-use crate::provider::Provider;
-use crate::quality::Rejection;
-use crate::source::{self, SourceError};
+use crate::queue::outbox::{Enrollment, Group, NewEnrollment, NewImage, Outbox, OutboxError};
 use serde::Serialize;
 use std::fmt;
 

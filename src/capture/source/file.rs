@@ -1,8 +1,8 @@
 //! Images from disk: one file, or every image of a directory in name order.
 
 use super::{FrameSource, SourceError};
+use crate::capture::frame::{decode_untrusted, DecodeLimits, Frame};
 use crate::config::ReceivedPhoto;
-use crate::frame::{decode_untrusted, DecodeLimits, Frame};
 use std::path::{Path, PathBuf};
 
 const EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "jfif", "png", "bmp"];

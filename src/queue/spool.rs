@@ -10,8 +10,8 @@
 //! byte costs at most the entry it belongs to, and only if the store lost
 //! that entry too.
 
-use crate::outbox::Enrollment;
-use crate::seal::QueueKey;
+use crate::queue::outbox::Enrollment;
+use crate::queue::seal::QueueKey;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! Written atomically (a temporary file renamed over the target), so the
 //! collector never reads half a file.
 
-use crate::outbox::Usage;
+use crate::queue::outbox::Usage;
 use std::fmt::Write as _;
 use std::path::Path;
 

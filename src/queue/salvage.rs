@@ -6,7 +6,7 @@
 //!    (sled then replays its log up to the damage) and every record that still reads
 //!    back, with images that pass their checksums, is kept with its state.
 //! 3. A new store is made; the kept entries and receipts go in, then every
-//!    spool copy of an entry the store lost (see [`crate::spool`]), as
+//!    spool copy of an entry the store lost (see [`crate::queue::spool`]), as
 //!    pending with its outcome unknown, so the cloud is asked before the
 //!    enrollment is sent again.
 //! 4. The report (kept, lost by id, where the damaged files went) is stored
@@ -16,12 +16,12 @@
 //! damaged.
 
 use crate::clock::Clock;
-use crate::outbox::{
+use crate::queue::outbox::{
     image_aad, images_match, read_chunks, Enrollment, Outbox, OutboxError, OutboxLimits, Recovery,
     SalvageReport,
 };
-use crate::seal::QueueKey;
-use crate::spool::Spool;
+use crate::queue::seal::QueueKey;
+use crate::queue::spool::Spool;
 use std::path::Path;
 use std::sync::Arc;
 

@@ -2,8 +2,8 @@
 //!
 //! Pure functions over pixels: no camera, no detector, no clock.
 
+use crate::capture::detect::FaceBox;
 use crate::config::QualityConfig;
-use crate::detect::FaceBox;
 use image::imageops::FilterType;
 use image::{GrayImage, RgbImage};
 use serde::Serialize;
