@@ -27,6 +27,7 @@ use enrolld::queue::seal::QueueKey;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 const EXIT_CODES: &str = "Exit codes: 0 success; 1 runtime failure (storage, encoding); 2 usage or configuration error; \
@@ -66,6 +67,9 @@ enum Command {
         /// Encode for this provider's limits [default: upload.provider].
         #[arg(long)]
         provider: Option<Provider>,
+        /// Images worked on at once [default: one per core].
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+        jobs: Option<u32>,
     },
     /// Capture, select, encode and queue one enrollment.
     Enroll {
@@ -239,11 +243,13 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             images,
             out_dir,
             provider,
+            jobs,
         } => detect_images(
             &cfg,
             images,
             out_dir.as_deref(),
             provider.unwrap_or(cfg.upload.provider),
+            jobs.map(|j| j as usize),
             cli.json,
         ),
         Command::Run => enrolld::service::daemon::run(cli.config.clone(), cfg)
@@ -433,77 +439,167 @@ fn describe_report(r: &FrameReport) -> String {
     s
 }
 
+/// What `detect` found in one image: its text line, its JSON, and whether it
+/// was unreadable or rejected.
+struct Detected {
+    line: String,
+    json: serde_json::Value,
+    unreadable: bool,
+    rejected: bool,
+}
+
+/// Decodes, detects and (with `out_dir`) encodes one image.
+fn detect_one(
+    cfg: &Config,
+    det: &mut SeetaDetector,
+    path: &Path,
+    out_dir: Option<&Path>,
+    provider: Provider,
+) -> Result<Detected, Failure> {
+    let frame = FileSource::open(path, DecodeLimits::default()).and_then(|mut s| {
+        s.next_frame().and_then(|f| {
+            f.ok_or(enrolld::capture::source::SourceError::Empty {
+                what: path.display().to_string(),
+            })
+        })
+    });
+    let frame = match frame {
+        Ok(f) => f,
+        Err(e) => {
+            return Ok(Detected {
+                line: format!("{}: error: {}: {e}", path.display(), e.code()),
+                json: json!({"image": path, "error": e.code(), "message": e.to_string()}),
+                unreadable: true,
+                rejected: false,
+            })
+        }
+    };
+    let (report, candidate) = assess_frame(&frame, det, &cfg.quality);
+    drop(frame);
+    let mut output = None;
+    if let (Some(dir), Some(c)) = (out_dir, &candidate) {
+        let enc = encode_for(&c.crop, &provider.limits(), &cfg.encode)
+            .map_err(|e| Failure::new(ErrorCode::EncodeFailed, e.to_string()))?;
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "image".into());
+        let out = dir.join(format!("{stem}.face.jpg"));
+        std::fs::write(&out, &enc.bytes).map_err(|e| {
+            Failure::new(ErrorCode::OutputFailed, format!("{}: {e}", out.display()))
+        })?;
+        output = Some((out, enc));
+    }
+    let mut line = format!("{}: {}", path.display(), describe_report(&report));
+    if let Some((p, e)) = &output {
+        line.push_str(&format!(
+            " -> {} ({}x{}, {} bytes, JPEG q{})",
+            p.display(),
+            e.width,
+            e.height,
+            e.len,
+            e.quality
+        ));
+    }
+    Ok(Detected {
+        line,
+        json: json!({
+            "image": path,
+            "report": report,
+            "advice": report.rejection.map(|r| r.advice()),
+            "output": output.as_ref().map(|(p, e)| json!({"path": p, "image": e})),
+        }),
+        unreadable: false,
+        rejected: !report.accepted,
+    })
+}
+
+/// `enrolld detect`: the images are shared out to one worker per core, each
+/// with its own detector; results are printed in the order of the command
+/// line as soon as each one's turn comes.
 fn detect_images(
     cfg: &Config,
     images: &[PathBuf],
     out_dir: Option<&Path>,
     provider: Provider,
+    jobs: Option<usize>,
     json: bool,
 ) -> Result<u8, Failure> {
-    let mut det = detector(cfg)?;
+    // A broken model is reported once, before any work.
+    drop(detector(cfg)?);
     if let Some(dir) = out_dir {
         std::fs::create_dir_all(dir).map_err(|e| {
             Failure::new(ErrorCode::OutputFailed, format!("{}: {e}", dir.display()))
         })?;
     }
+    let workers = jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, images.len().max(1));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<Detected, Failure>)>();
     let mut results = Vec::new();
     let (mut rejected, mut unreadable) = (false, false);
-    for path in images {
-        let frame = FileSource::open(path, DecodeLimits::default()).and_then(|mut s| {
-            s.next_frame().and_then(|f| {
-                f.ok_or(enrolld::capture::source::SourceError::Empty {
-                    what: path.display().to_string(),
-                })
-            })
-        });
-        let frame = match frame {
-            Ok(f) => f,
-            Err(e) => {
-                unreadable = true;
-                if !json {
-                    println!("{}: error: {}: {e}", path.display(), e.code());
+    let mut failure = None;
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let (tx, next) = (tx.clone(), &next);
+            scope.spawn(move || {
+                let mut det = match detector(cfg) {
+                    Ok(d) => d,
+                    Err(f) => {
+                        // Out of turn: reported after the others.
+                        next.fetch_add(images.len(), Ordering::SeqCst);
+                        let _ = tx.send((usize::MAX, Err(f)));
+                        return;
+                    }
+                };
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(path) = images.get(i) else { return };
+                    let result = detect_one(cfg, &mut det, path, out_dir, provider);
+                    let failed = result.is_err();
+                    if tx.send((i, result)).is_err() || failed {
+                        // An output failure stops this worker; the others
+                        // stop at the next image.
+                        next.fetch_add(images.len(), Ordering::SeqCst);
+                        return;
+                    }
                 }
-                results.push(json!({"image": path, "error": e.code(), "message": e.to_string()}));
-                continue;
-            }
-        };
-        let (report, candidate) = assess_frame(&frame, &mut det, &cfg.quality);
-        rejected |= !report.accepted;
-        let mut output = None;
-        if let (Some(dir), Some(c)) = (out_dir, &candidate) {
-            let enc = encode_for(&c.crop, &provider.limits(), &cfg.encode)
-                .map_err(|e| Failure::new(ErrorCode::EncodeFailed, e.to_string()))?;
-            let stem = path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "image".into());
-            let out = dir.join(format!("{stem}.face.jpg"));
-            std::fs::write(&out, &enc.bytes).map_err(|e| {
-                Failure::new(ErrorCode::OutputFailed, format!("{}: {e}", out.display()))
-            })?;
-            output = Some((out, enc));
+            });
         }
-        if json {
-            results.push(json!({
-                "image": path,
-                "report": report,
-                "advice": report.rejection.map(|r| r.advice()),
-                "output": output.as_ref().map(|(p, e)| json!({"path": p, "image": e})),
-            }));
-        } else {
-            let mut line = format!("{}: {}", path.display(), describe_report(&report));
-            if let Some((p, e)) = &output {
-                line.push_str(&format!(
-                    " -> {} ({}x{}, {} bytes, JPEG q{})",
-                    p.display(),
-                    e.width,
-                    e.height,
-                    e.len,
-                    e.quality
-                ));
+        drop(tx);
+        // In command-line order: a result waits here until its turn.
+        let mut waiting = std::collections::BTreeMap::new();
+        let mut turn = 0;
+        for (i, result) in rx {
+            waiting.insert(i, result);
+            while let Some(result) = waiting.remove(&turn) {
+                turn += 1;
+                match result {
+                    Ok(d) => {
+                        unreadable |= d.unreadable;
+                        rejected |= d.rejected;
+                        if json {
+                            results.push(d.json);
+                        } else {
+                            println!("{}", d.line);
+                        }
+                    }
+                    Err(f) => {
+                        failure.get_or_insert(f);
+                    }
+                }
             }
-            println!("{line}");
         }
+        // Results left out of turn (after a worker stopped): only failures matter.
+        for (_, result) in waiting {
+            if let Err(f) = result {
+                failure.get_or_insert(f);
+            }
+        }
+    });
+    if let Some(f) = failure {
+        return Err(f);
     }
     if json {
         println!("{}", serde_json::Value::Array(results));

@@ -248,3 +248,38 @@ fn crops_for_tencent_meet_its_minimum_edge() {
         "{img}"
     );
 }
+
+/// Images shared out to several workers come back in command-line order,
+/// with the same results as one worker gives.
+#[test]
+fn several_workers_print_what_one_prints_in_the_same_order() {
+    let e = Enrolld::new("");
+    let mut paths = Vec::new();
+    for i in 0..FACES.len() {
+        let p = e.path(&format!("person{i}.jpg"));
+        write_jpeg(&portrait(i, 2.0), &p);
+        paths.push(p.display().to_string());
+        if i == 1 {
+            let bad = e.path("not-a-photo.jpg");
+            std::fs::write(&bad, "no image here\n").expect("write");
+            paths.push(bad.display().to_string());
+        }
+    }
+    let run = |jobs: &str| {
+        let mut args = vec!["detect", "--jobs", jobs];
+        args.extend(paths.iter().map(String::as_str));
+        e.json(&args)
+    };
+    let (one_code, one) = run("1");
+    let (many_code, many) = run("3");
+    assert_eq!(one_code, 5, "an unreadable image: {one:#}");
+    assert_eq!(many_code, one_code);
+    assert_eq!(many, one);
+    let images: Vec<&str> = one
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|r| r["image"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(images, paths);
+}
