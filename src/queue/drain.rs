@@ -11,7 +11,7 @@ use crate::clock::{Clock, UnixMillis};
 use crate::cloud::provider::Provider;
 use crate::cloud::{ErrorClass, SkewClock, UploadError, Uploader};
 use crate::queue::outbox::{LastError, Outbox, OutboxError};
-use crate::queue::retry::{Decision, Jitter, RetryPolicy, TokenBucket};
+use crate::queue::retry::{self, Decision, Jitter, RetryPolicy, TokenBucket};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -284,11 +284,14 @@ impl Drainer {
                 )
             })),
             Some(uploader) => {
+                let mut tries = 1;
                 let mut result = run_upload(uploader.as_mut(), &mut entry, &images, &self.outbox);
-                // A clock error: the client has learnt the cloud's time from
-                // the answer's Date header; try once more at once.
-                if matches!(&result, Err(e) if e.class == ErrorClass::Clock) {
+                while let Err(e) = &result {
+                    if !retry::retry_at_once(e.class, tries) {
+                        break;
+                    }
                     log::warn!("entry {id}: the cloud says the device clock is wrong; retrying with the corrected time");
+                    tries += 1;
                     result = run_upload(uploader.as_mut(), &mut entry, &images, &self.outbox);
                 }
                 result
@@ -315,7 +318,7 @@ impl Drainer {
                         // An unanswered request may still be applied: check
                         // its outcome only after the cloud has settled.
                         let at = if e.outcome_unknown {
-                            at.max(now.saturating_add(crate::queue::outbox::UNANSWERED_SETTLE_MS))
+                            retry::settled(at, now)
                         } else {
                             at
                         };

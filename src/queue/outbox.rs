@@ -54,12 +54,6 @@ const META_NEXT_ID: &[u8] = b"next_id";
 /// The report of the last rebuild of a damaged store (JSON).
 const META_SALVAGE: &[u8] = b"last_salvage";
 
-/// How long after an unanswered request the cloud may still apply it. An
-/// upload whose outcome is unknown is checked (and perhaps sent again) only
-/// after this, or a late-applied request and the retry both add the face.
-/// The crash-loop test found exactly that race with a 0.5 s restart.
-pub const UNANSWERED_SETTLE_MS: UnixMillis = 15_000;
-
 /// Bytes assumed per entry besides its images (record, keys, seal, tree).
 const RECORD_OVERHEAD_BYTES: u64 = 4096;
 
@@ -798,9 +792,7 @@ impl Outbox {
                 e.outcome_unknown = true;
                 // The cloud may still be working on the request the crash
                 // left unanswered: look for its result only once it is done.
-                e.next_attempt_at_ms = e
-                    .next_attempt_at_ms
-                    .max(since_ms.saturating_add(UNANSWERED_SETTLE_MS));
+                e.next_attempt_at_ms = crate::queue::retry::settled(e.next_attempt_at_ms, since_ms);
                 self.entries
                     .insert(
                         key,

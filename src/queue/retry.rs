@@ -67,6 +67,54 @@ impl RetryPolicy {
     }
 }
 
+/// How long the cloud may still be working on a request that got no
+/// answer (a timeout, a dropped connection, a crash mid-upload): its
+/// outcome is looked for only after this.
+pub const UNANSWERED_SETTLE_MS: UnixMillis = 15_000;
+
+/// The earliest time to look again at an entry planned for `at` whose
+/// request went unanswered at `unanswered_at`: once the cloud has settled.
+pub fn settled(at: UnixMillis, unanswered_at: UnixMillis) -> UnixMillis {
+    at.max(unanswered_at.saturating_add(UNANSWERED_SETTLE_MS))
+}
+
+/// Whether a failed upload is tried again at once, in the same pass, after
+/// `tries` tries: only a clock error, and only once (the client has learnt
+/// the cloud's time from the refusal and signs with it now).
+pub fn retry_at_once(class: ErrorClass, tries: u32) -> bool {
+    class == ErrorClass::Clock && tries < 2
+}
+
+/// How a drain pass ended, for [`next_pass_at`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassEnd {
+    /// The pass ran; `next_due_ms` is the next pending entry's time.
+    Done {
+        next_due_ms: Option<UnixMillis>,
+        paused: bool,
+    },
+    /// The queue could not be read.
+    Failed,
+}
+
+/// When the drain loop runs its next pass (unless woken earlier by a new
+/// enrollment or a `drain` request): at the next due entry, but at least
+/// 50 ms and at most a minute from now; a minute at least while a provider
+/// is paused (its operator problem is checked again, not hammered); 5 s
+/// after a pass that could not read the queue.
+pub fn next_pass_at(end: PassEnd, now: UnixMillis) -> UnixMillis {
+    match end {
+        PassEnd::Failed => now + 5_000,
+        PassEnd::Done {
+            next_due_ms,
+            paused,
+        } => {
+            let wait = next_due_ms.map_or(60_000, |t| (t - now).clamp(50, 60_000));
+            now + if paused { wait.max(60_000) } else { wait }
+        }
+    }
+}
+
 /// A token bucket: `rate` requests per second, bursts of up to `burst`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenBucket {
@@ -134,6 +182,46 @@ impl Jitter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_drain_loop_waits_for_the_next_due_entry_within_bounds() {
+        let now = 1_000_000;
+        let done = |next_due_ms, paused| PassEnd::Done {
+            next_due_ms,
+            paused,
+        };
+        assert_eq!(
+            next_pass_at(done(Some(now + 2_000), false), now),
+            now + 2_000
+        );
+        assert_eq!(
+            next_pass_at(done(Some(now - 10), false), now),
+            now + 50,
+            "overdue"
+        );
+        assert_eq!(
+            next_pass_at(done(Some(now + 3_600_000), false), now),
+            now + 60_000
+        );
+        assert_eq!(next_pass_at(done(None, false), now), now + 60_000, "empty");
+        assert_eq!(
+            next_pass_at(done(Some(now + 100), true), now),
+            now + 60_000,
+            "paused"
+        );
+        assert_eq!(next_pass_at(PassEnd::Failed, now), now + 5_000);
+    }
+
+    #[test]
+    fn a_clock_error_is_retried_once_at_once_and_unanswered_uploads_settle_first() {
+        assert!(retry_at_once(ErrorClass::Clock, 1));
+        assert!(!retry_at_once(ErrorClass::Clock, 2));
+        for class in [ErrorClass::Retry, ErrorClass::Operator, ErrorClass::Never] {
+            assert!(!retry_at_once(class, 1), "{class:?}");
+        }
+        assert_eq!(settled(5_000, 1_000), 1_000 + UNANSWERED_SETTLE_MS);
+        assert_eq!(settled(60_000, 1_000), 60_000, "a later plan stands");
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {

@@ -26,7 +26,7 @@ use crate::control::server::{bind_socket, control_worker, Submit};
 use crate::control::{ErrorCode, Failure, Reply, Request};
 use crate::queue::drain::{DrainSummary, Drainer, ProviderLimits};
 use crate::queue::outbox::{EntryState, Outbox, OutboxLimits};
-use crate::queue::retry::RetryPolicy;
+use crate::queue::retry::{next_pass_at, PassEnd, RetryPolicy};
 use crate::queue::seal::QueueKey;
 use crate::service::hardware::{
     run_led, sysfs_root, watch_button, watch_gpio_button, GpioLed, Led, LedHandle, LedOutput,
@@ -1058,27 +1058,23 @@ fn drain_worker(
             }
             !stop.load(Ordering::SeqCst)
         });
-        let wait = match summary {
+        let end = match summary {
             Ok(s) => {
-                let wait = s
-                    .next_due_ms
-                    .map(|t| Duration::from_millis((t - clock.now_ms()).clamp(50, 60_000) as u64))
-                    .unwrap_or(Duration::from_secs(60));
-                // Paused providers: check again in a minute, not at once.
-                let wait = if s.paused.is_empty() {
-                    wait
-                } else {
-                    wait.max(Duration::from_secs(60))
+                let end = PassEnd::Done {
+                    next_due_ms: s.next_due_ms,
+                    paused: !s.paused.is_empty(),
                 };
                 let _ = events.try_send(Event::Drained(s, serving));
-                wait
+                end
             }
             Err(e) => {
                 log::error!("drain: {e}");
                 let _ = events.try_send(Event::DrainFailed(e.into(), serving));
-                Duration::from_secs(5)
+                PassEnd::Failed
             }
         };
+        let now = clock.now_ms();
+        let wait = Duration::from_millis((next_pass_at(end, now) - now).max(0) as u64);
         let until = Instant::now() + wait;
         while !stop.load(Ordering::SeqCst) && Instant::now() < until {
             match commands.recv_timeout(TICK.min(until.saturating_duration_since(Instant::now()))) {
