@@ -141,16 +141,11 @@ fn status(out: &mut Vec<String>, s: &StatusReport, cfg: &Config) {
             }
             out.push(format!("last result: {}", d.last_result));
             if let Some(last) = &d.last_drain {
-                out.push(format!(
-                    "last drain: uploaded {}, will retry {}, dead {}, still pending {}",
-                    last.uploaded, last.retried, last.dead, last.pending
-                ));
-                for p in &last.paused {
-                    out.push(format!(
-                        "paused: uploads to {} stopped: {} {}",
-                        p.provider, p.code, p.message
-                    ));
+                let mut lines = drain_lines(last).into_iter();
+                if let Some(counts) = lines.next() {
+                    out.push(format!("last drain: {counts}"));
                 }
+                out.extend(lines);
             }
             if d.clock_skew_ms != 0 {
                 out.push(format!(
@@ -185,17 +180,28 @@ fn health(out: &mut Vec<String>, h: &HealthReport) {
     }
 }
 
-fn drained(out: &mut Vec<String>, s: &DrainSummary) {
-    out.push(format!(
+/// A pass's counts, then one line per paused provider.
+fn drain_lines(s: &DrainSummary) -> Vec<String> {
+    let mut lines = vec![format!(
         "uploaded {}, will retry {}, dead {}, still pending {}",
         s.uploaded, s.retried, s.dead, s.pending
-    ));
-    for p in &s.paused {
-        out.push(format!(
+    )];
+    lines.extend(s.paused.iter().map(|p| {
+        format!(
             "paused: uploads to {} stopped: {} {}",
             p.provider, p.code, p.message
-        ));
-        out.push("        fix the cause (credentials, billing, clock, CA), then run `enrolld drain` again; nothing was dropped".into());
+        )
+    }));
+    lines
+}
+
+fn drained(out: &mut Vec<String>, s: &DrainSummary) {
+    for line in drain_lines(s) {
+        let paused = line.starts_with("paused: ");
+        out.push(line);
+        if paused {
+            out.push("        fix the cause (credentials, billing, clock, CA), then run `enrolld drain` again; nothing was dropped".into());
+        }
     }
     for f in &s.failures {
         out.push(format!(
