@@ -1159,3 +1159,29 @@ fn a_photo_is_enrolled_through_a_running_daemon_which_reads_what_the_client_open
     let (code, _) = d.terminate(Duration::from_secs(15));
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn drain_through_the_daemon_reports_a_pause_and_tries_again_when_asked() {
+    let (cloud, e) = setup(Provider::Jd, "");
+    // The start-up pass meets a credentials refusal: uploads to JD pause.
+    cloud.push_fault("bad-credentials");
+    assert_eq!(e.enroll_portrait("p-paused", 0, &[]).0, 0);
+    let d = Daemon::start(&e, None);
+    assert!(wait_until(Duration::from_secs(60), || {
+        let (_, r) = d.call(&Request::Status {});
+        matches!(&r, Reply::Answer { result } if !result["last_drain"]["paused"].as_array().is_none_or(|p| p.is_empty()))
+    }));
+    assert!(cloud.faces("p-paused").is_empty());
+    // The operator fixed it (here: the emulator refuses no more) and asks
+    // for a pass: the pause is lifted for it, and the entry goes up.
+    let out = e.run(&["drain"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.starts_with("uploaded 1, will retry 0, dead 0, still pending 0"),
+        "{stdout}"
+    );
+    assert_eq!(cloud.faces("p-paused").len(), 1);
+    let (code, _) = d.terminate(Duration::from_secs(15));
+    assert_eq!(code, Some(0));
+}

@@ -86,6 +86,9 @@ struct Trigger {
 /// What the drain thread is told.
 enum DrainCmd {
     Wake,
+    /// An operator asked for a pass (`drain`): paused providers are tried
+    /// again, since the operator may have fixed what paused them.
+    Resume,
     Reload(Arc<Config>),
 }
 
@@ -670,7 +673,7 @@ impl Daemon {
             Request::Drain {} => {
                 let ticket = self.drain_asked.fetch_add(1, Ordering::SeqCst) + 1;
                 self.drain_waiters.push((ticket, reply.clone()));
-                let _ = self.drain_tx.try_send(DrainCmd::Wake);
+                let _ = self.drain_tx.try_send(DrainCmd::Resume);
             }
             Request::QueueList {}
             | Request::QueueShow { .. }
@@ -1079,6 +1082,10 @@ fn drain_worker(
         while !stop.load(Ordering::SeqCst) && Instant::now() < until {
             match commands.recv_timeout(TICK.min(until.saturating_duration_since(Instant::now()))) {
                 Ok(DrainCmd::Wake) => break,
+                Ok(DrainCmd::Resume) => {
+                    drainer.resume();
+                    break;
+                }
                 Ok(DrainCmd::Reload(cfg)) => {
                     drainer = build_drainer(&cfg, outbox.clone(), clock.clone(), skew.clone());
                     break;
