@@ -314,9 +314,7 @@ fn a_button_press_enrolls_the_armed_person_and_the_led_shows_it() {
 #[test]
 fn sigterm_during_an_upload_then_restart_loses_nothing_and_adds_no_duplicate() {
     let (cloud, e) = setup(Provider::Tencent, "");
-    let mut text = std::fs::read_to_string(e.path("enrolld.toml")).expect("read");
-    text = text.replace("[upload]\n", "[upload]\nrecv_timeout_ms = 60000\n");
-    std::fs::write(e.path("enrolld.toml"), text).expect("write");
+    e.configure(&[("upload.recv_timeout_ms", 60000.into())]);
     // The person exists, so the upload is a CreateFace; the cloud applies it
     // and never answers, so only the daemon's 10 s shutdown grace ends it.
     let d = Daemon::start(&e, None);
@@ -428,12 +426,10 @@ fn sighup_with_a_broken_config_keeps_the_old_one() {
 #[test]
 fn random_and_oversized_input_never_kills_it() {
     let (_cloud, e) = setup(Provider::Jd, "");
-    let mut text = std::fs::read_to_string(e.path("enrolld.toml")).expect("read");
-    text = text.replace(
-        "[control]\n",
-        "[control]\nread_timeout_ms = 2000\nmax_clients = 4\n",
-    );
-    std::fs::write(e.path("enrolld.toml"), text).expect("write");
+    e.configure(&[
+        ("control.read_timeout_ms", 2000.into()),
+        ("control.max_clients", 4.into()),
+    ]);
     let d = Daemon::start(&e, None);
     let send = |bytes: &[u8]| -> String {
         let Ok(mut s) = std::os::unix::net::UnixStream::connect(&d.socket) else {
@@ -494,12 +490,7 @@ fn random_and_oversized_input_never_kills_it() {
 #[test]
 fn silent_clients_do_not_keep_a_technician_out() {
     let (_cloud, e) = setup(Provider::Jd, "");
-    let text = std::fs::read_to_string(e.path("enrolld.toml")).expect("read");
-    std::fs::write(
-        e.path("enrolld.toml"),
-        text.replace("[control]\n", "[control]\nread_timeout_ms = 300000\n"),
-    )
-    .expect("write");
+    e.configure(&[("control.read_timeout_ms", 300000.into())]);
     let d = Daemon::start(&e, None);
     // Three times max_clients (8) connect and send nothing; none of them
     // times out during the test (5 minutes to send a line).
@@ -534,13 +525,11 @@ fn a_second_trigger_while_enrolling_is_busy_and_cancel_stops_the_first() {
     for i in 0..100 {
         std::fs::write(frames.join(format!("{i:03}.jpg")), &frame).expect("write");
     }
-    let mut text = std::fs::read_to_string(e.path("enrolld.toml")).expect("read");
-    text = text.replace(
-        &format!("source = \"file:{}\"", e.path("camera.jpg").display()),
-        &format!("source = \"file:{}\"", frames.display()),
-    );
-    text.push_str("[burst]\nframes = 100\ntime_budget_ms = 120000\n");
-    std::fs::write(e.path("enrolld.toml"), text).expect("write");
+    e.configure(&[
+        ("camera.source", text(format!("file:{}", frames.display()))),
+        ("burst.frames", 100.into()),
+        ("burst.time_budget_ms", 120000.into()),
+    ]);
     let d = Daemon::start(&e, None);
     let socket = d.socket.clone();
     let first = std::thread::spawn(move || {
@@ -676,19 +665,13 @@ fn a_client_whose_uid_is_not_allowed_is_refused_and_logged() {
     std::fs::set_permissions(open_dir.path(), std::fs::Permissions::from_mode(0o755))
         .expect("chmod dir");
     let socket = open_dir.path().join("control.sock");
-    let text = std::fs::read_to_string(e.path("enrolld.toml"))
-        .expect("read")
-        .replace(
-            &format!(
-                "socket = {:?}",
-                e.path("control.sock").display().to_string()
-            ),
-            &format!(
-                "socket = {:?}\nallowed_uids = [4242]",
-                socket.display().to_string()
-            ),
-        );
-    std::fs::write(e.path("enrolld.toml"), text).expect("write");
+    e.configure(&[
+        ("control.socket", text(socket.display().to_string())),
+        (
+            "control.allowed_uids",
+            toml::Value::Array(vec![4242.into()]),
+        ),
+    ]);
     let mut d = Daemon::start(&e, None);
     d.socket = socket.clone();
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666))
@@ -928,15 +911,13 @@ fn the_largest_frames_allowed_fit_the_units_memory_max() {
     );
     std::fs::write(frames.join("3.png"), &png).expect("write");
     println!("frames made in {:?}", t0.elapsed());
-    let mut text = std::fs::read_to_string(e.path("enrolld.toml")).expect("read");
-    text = text.replace(
-        &format!("source = \"file:{}\"", e.path("camera.jpg").display()),
-        &format!("source = \"file:{}\"", frames.display()),
-    );
-    text.push_str(
-        "[burst]\nframes = 4\nkeep = 4\ntime_budget_ms = 120000\ndistinct_min_diff = 0.0\n",
-    );
-    std::fs::write(e.path("enrolld.toml"), text).expect("write");
+    e.configure(&[
+        ("camera.source", text(format!("file:{}", frames.display()))),
+        ("burst.frames", 4.into()),
+        ("burst.keep", 4.into()),
+        ("burst.time_budget_ms", 120000.into()),
+        ("burst.distinct_min_diff", 0.0.into()),
+    ]);
     let mut d = Daemon::start(&e, None);
     let pid = d.child.id();
     let idle = proc_status_kib(pid, "VmHWM");
@@ -1004,15 +985,10 @@ fn every_queue_command_prints_and_exits_the_same_with_or_without_a_daemon() {
     let (cloud, e) = setup(Provider::Jd, "");
     // Uploads fail (HTTP 500) and are retried in an hour: the queue holds
     // still while the same commands run through the daemon and without it.
-    let text = std::fs::read_to_string(e.path("enrolld.toml")).expect("read");
-    std::fs::write(
-        e.path("enrolld.toml"),
-        text.replace(
-            "retry_base_ms = 200",
-            "retry_base_ms = 3600000\nretry_max_ms = 7200000",
-        ),
-    )
-    .expect("write");
+    e.configure(&[
+        ("upload.retry_base_ms", 3600000.into()),
+        ("upload.retry_max_ms", 7200000.into()),
+    ]);
     cloud.push_fault("5xx*1000");
     for (i, person) in ["p-1", "p-2"].into_iter().enumerate() {
         assert_eq!(e.enroll_portrait(person, i, &[]).0, 0);

@@ -251,8 +251,14 @@ fn config_check_finds_what_start_up_and_the_first_upload_would() {
         (String::new(), "tencent.endpoint", Some("hunter2pass")),
     ] {
         let config = match key {
-            "tencent.region" => base.replace("[tencent]\n", "[tencent]\nregion = \"ap-x\\r\\n\"\n"),
-            "tencent.endpoint" => base.replace("https://", "https://admin:hunter2pass@"),
+            "tencent.region" => config_with(&base, &[("tencent.region", text("ap-x\r\n"))]),
+            "tencent.endpoint" => config_with(
+                &base,
+                &[(
+                    "tencent.endpoint",
+                    text("https://admin:hunter2pass@127.0.0.1:1"),
+                )],
+            ),
             _ => format!("{base}{extra}"),
         };
         let e = Enrolld::new(&config);

@@ -236,12 +236,9 @@ fn wrong_secret_or_missing_credentials_pause_without_leaking_them() {
     // A wrong secret: JD answers 10047 (bad sign).
     let wrong = cloud.dir.path().join("wrong-secret");
     write_private(&wrong, "not-the-secret-9a8b7c\n");
-    let config = cloud.config("", "").replace(
-        &format!(
-            "{:?}",
-            cloud.dir.path().join("secret").display().to_string()
-        ),
-        &format!("{:?}", wrong.display().to_string()),
+    let config = config_with(
+        &cloud.config("", ""),
+        &[("jd.secret_key_file", text(wrong.display().to_string()))],
     );
     let e = Enrolld::new(&config);
     let (id, _) = enroll(&e, "s1", 0);
@@ -366,7 +363,7 @@ fn an_unanswered_tencent_upload_is_checked_and_not_sent_twice() {
         // (a few hundred bytes) must answer within 5 s, the hung CreateFace
         // never does.
         let patient = std::fs::read_to_string(e.path("enrolld.toml")).expect("config");
-        let short = patient.replace("[upload]\n", "[upload]\nrecv_timeout_ms = 5000\n");
+        let short = config_with(&patient, &[("upload.recv_timeout_ms", 5000.into())]);
         write_private(&e.path("enrolld.toml"), &short);
         let (exit, s) = drain(&e);
         write_private(&e.path("enrolld.toml"), &patient);
@@ -397,9 +394,12 @@ fn an_unanswered_tencent_upload_is_checked_and_not_sent_twice() {
 fn an_untrusted_certificate_pauses_with_a_clear_error() {
     let cloud = Cloud::start(Provider::Jd);
     let other = Cloud::start(Provider::Jd);
-    let config = cloud.config("", "").replace(
-        &format!("{:?}", cloud.ca_path().display().to_string()),
-        &format!("{:?}", other.ca_path().display().to_string()),
+    let config = config_with(
+        &cloud.config("", ""),
+        &[(
+            "tls.extra_ca_file",
+            text(other.ca_path().display().to_string()),
+        )],
     );
     let e = Enrolld::new(&config);
     let (id, _) = enroll(&e, "tls1", 0);

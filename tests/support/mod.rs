@@ -198,6 +198,31 @@ pub fn noise(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// `config` (TOML text) with each `("section.key", value)` set, sections
+/// made as needed: tests change a configuration through this, never by
+/// editing its text.
+pub fn config_with(config: &str, settings: &[(&str, toml::Value)]) -> String {
+    let mut doc: toml::Table = config.parse().expect("a test config is valid TOML");
+    for (key, value) in settings {
+        let (section, name) = key.split_once('.').unwrap_or(("", key));
+        let table = if section.is_empty() {
+            &mut doc
+        } else {
+            doc.entry(section)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .expect("a section is a table")
+        };
+        table.insert(name.to_string(), value.clone());
+    }
+    doc.to_string()
+}
+
+/// A TOML string value.
+pub fn text(s: impl Into<String>) -> toml::Value {
+    toml::Value::String(s.into())
+}
+
 /// The real binary, with a config file and state dir of the test's own.
 pub struct Enrolld {
     pub dir: tempfile::TempDir,
@@ -230,6 +255,13 @@ impl Enrolld {
         );
         write_private(&dir.path().join("enrolld.toml"), config);
         Self { dir }
+    }
+
+    /// Sets keys of this test's config file (see [`config_with`]).
+    pub fn configure(&self, settings: &[(&str, toml::Value)]) {
+        let path = self.path("enrolld.toml");
+        let config = std::fs::read_to_string(&path).expect("read config");
+        write_private(&path, config_with(&config, settings));
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
