@@ -326,6 +326,11 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                     .source()
                     .map_err(|e| Failure::new(ErrorCode::InvalidSource, e))?,
             };
+            // A missing photo, a device or a FIFO is named as such, before
+            // the queue (which a running daemon holds) is opened.
+            if let SourceSpec::File(path) = &source {
+                FileSource::open(path, DecodeLimits::default())?;
+            }
             let req = EnrollRequest {
                 person_id: person.clone(),
                 person_name: name.clone(),

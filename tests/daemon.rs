@@ -1090,6 +1090,19 @@ fn a_photo_is_enrolled_through_a_running_daemon_which_reads_what_the_client_open
     };
     assert_eq!(result["entries"][0]["person_id"], "visitor-1", "{result}");
 
+    // A device or a missing photo is named as such, not as a busy queue.
+    for (source, code) in [
+        ("file:/dev/zero", "not_a_file"),
+        ("file:/nowhere.jpg", "file_not_found"),
+    ] {
+        let (exit, v) = e.json(&["enroll", "--person", "visitor-3", "--source", source]);
+        assert_eq!(
+            (exit, v["error"].as_str()),
+            (5, Some(code)),
+            "{source}: {v}"
+        );
+    }
+
     // A client that passes a FIFO, or names a photo and passes nothing, is
     // refused; the daemon reads neither and goes on.
     let fifo = e.path("fifo.jpg");

@@ -306,7 +306,12 @@ impl fmt::Display for OutboxError {
                  upload or purge entries first"
             ),
             OutboxError::StorageFull(why) => write!(f, "storage full: {why}"),
-            OutboxError::Locked(p) => write!(f, "{}: the queue is in use by another enrolld process", p.display()),
+            OutboxError::Locked(p) => write!(
+                f,
+                "{}: the queue is in use by another enrolld process (a running daemon takes \
+                 commands through its socket, and one photo file per enrollment)",
+                p.display()
+            ),
             OutboxError::NotFound(id) => write!(f, "no queue entry {id}"),
             OutboxError::InvalidState { id, state, wanted } => write!(f, "entry {id} is {state}; {wanted}"),
             OutboxError::InvalidRequest(why) => write!(f, "{why}"),
