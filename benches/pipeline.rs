@@ -31,17 +31,8 @@ fn median(mut samples: Vec<Duration>) -> Duration {
     samples[samples.len() / 2]
 }
 
-fn time<T>(mut f: impl FnMut() -> T) -> Duration {
-    black_box(f()); // warm-up
-    median(
-        (0..ITERATIONS)
-            .map(|_| {
-                let t = Instant::now();
-                black_box(f());
-                t.elapsed()
-            })
-            .collect(),
-    )
+fn time<T>(f: impl FnMut() -> T) -> Duration {
+    time_n(ITERATIONS, f)
 }
 
 fn ms(d: Duration) -> String {
@@ -199,5 +190,88 @@ fn main() {
         "enqueue+flush of a 300 KB image: {} ms (target < 10)",
         ms(flush)
     );
+    // A whole 8-frame burst (burst.frames default) from MJPEG files: decode,
+    // detect and score every frame, keep the best crop.
+    println!("8-frame burst (decode + detect + score each frame, best crop kept):");
+    for (w, h) in [(640u32, 480u32), (1280, 720), (1920, 1080)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for i in 0..8 {
+            let frame = support::frame_with_face(w, h, i % support::FACES.len(), h * 3 / 10);
+            support::write_jpeg(&frame, &dir.path().join(format!("frame{i}.jpg")));
+        }
+        let burst_cfg = enrolld::config::BurstConfig {
+            time_budget_ms: 600_000,
+            ..Default::default()
+        };
+        let not_cancelled = std::sync::atomic::AtomicBool::new(false);
+        let burst = time_n(5, || {
+            let mut source = enrolld::capture::source::FileSource::open(dir.path(), decode_limits)
+                .expect("frames");
+            let r = enrolld::capture::burst::run_burst(
+                &mut source,
+                &mut detector,
+                &burst_cfg,
+                &quality_cfg,
+                1,
+                limits.max_edge_jpeg,
+                &not_cancelled,
+                &mut |_| {},
+            )
+            .expect("burst");
+            assert_eq!(r.frames.len(), 8);
+        });
+        println!("  {w}x{h}: {} ms", ms(burst));
+    }
+
+    // `enrolld detect` over 20 portraits, whole process (decode, detect,
+    // crop, encode), one worker against one per core.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let photos: Vec<String> = (0..20)
+        .map(|i| {
+            let p = dir.path().join(format!("portrait{i}.jpg"));
+            support::write_jpeg(&support::portrait(i % support::FACES.len(), 3.0), &p);
+            p.display().to_string()
+        })
+        .collect();
+    let out_dir = dir.path().join("crops");
+    let config = dir.path().join("enrolld.toml");
+    support::write_private(&config, "# built-in defaults\n");
+    let detect_run = |jobs: &str| {
+        time_n(5, || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_enrolld"))
+                .arg("--config")
+                .arg(&config)
+                .args(["detect", "--jobs", jobs])
+                .arg("--out-dir")
+                .arg(&out_dir)
+                .args(&photos)
+                .output()
+                .expect("run enrolld detect");
+            assert_eq!(out.status.code(), Some(0), "{out:?}");
+        })
+    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let one = detect_run("1");
+    let all = detect_run(&cores.to_string());
+    println!(
+        "enrolld detect, 20 portraits, whole process: {} ms with 1 worker, {} ms with {cores} ({:.2}x)",
+        ms(one),
+        ms(all),
+        one.as_secs_f64() / all.as_secs_f64()
+    );
     println!("peak RSS of the whole run: {:.1} MiB", peak_rss_mib());
+}
+
+/// The median of `n` runs after a warm-up.
+fn time_n<T>(n: usize, mut f: impl FnMut() -> T) -> Duration {
+    black_box(f());
+    median(
+        (0..n)
+            .map(|_| {
+                let t = Instant::now();
+                black_box(f());
+                t.elapsed()
+            })
+            .collect(),
+    )
 }
