@@ -637,11 +637,18 @@ fn run_enroll(cfg: &Config, req: &EnrollRequest, json: bool) -> Result<u8, Failu
         return Ok(render(&answer, cfg, json));
     }
     if json {
+        // The whole outcome, with every frame's report, for scripts.
         println!("{}", serde_json::to_string(&outcome).unwrap_or_default());
-    } else if let EnrollOutcome::Rejected { reason, advice, .. } = &outcome {
-        println!("rejected: {reason}: {advice}");
+        return Ok(exit::REJECTED);
     }
-    Ok(exit::REJECTED)
+    // As a daemon reports it: the reason and what to do, exit 3.
+    match &outcome {
+        EnrollOutcome::Rejected { reason, advice, .. } => Err(Failure::new(
+            ErrorCode::Rejected,
+            format!("{reason}: {advice}"),
+        )),
+        EnrollOutcome::Queued { .. } => Ok(exit::OK),
+    }
 }
 
 /// Opens a photo to pass to a running daemon: a regular file only (a

@@ -1174,3 +1174,28 @@ fn drain_through_the_daemon_reports_a_pause_and_tries_again_when_asked() {
     let (code, _) = d.terminate(Duration::from_secs(15));
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn a_rejected_enrollment_ends_the_same_with_or_without_a_daemon() {
+    let (_cloud, e) = setup(Provider::Jd, "");
+    let camera = e.path("empty-room.jpg");
+    write_jpeg(&no_face_photo(), &camera);
+    e.configure(&[("camera.source", text(format!("file:{}", camera.display())))]);
+    let enroll = || {
+        let out = e.run(&["enroll", "--person", "nobody-here"]);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr.lines().last().unwrap_or("").to_owned(),
+        )
+    };
+    let d = Daemon::start(&e, None);
+    let through_daemon = enroll();
+    let (code, _) = d.terminate(Duration::from_secs(15));
+    assert_eq!(code, Some(0));
+    let without = enroll();
+    assert_eq!(through_daemon, without);
+    assert_eq!(without.0, Some(3));
+    assert!(without.2.starts_with("enrolld: no_face: "), "{without:?}");
+}
