@@ -618,6 +618,31 @@ fn detect_images(
     })
 }
 
+/// The progress line of a daemon's event, as the command prints its own
+/// progress; `None` for events the last line covers.
+fn progress_line(event: &str, data: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
+    let progress = match event {
+        "capturing" => Progress::Capturing {
+            source: data.get("source")?.as_str()?.to_string(),
+        },
+        "face_found" | "frame_rejected" => Progress::Frame {
+            report: serde_json::from_value(data.get("report")?.clone()).ok()?,
+        },
+        _ => return None,
+    };
+    Some(describe_progress(&progress))
+}
+
+/// One line of enrollment progress.
+fn describe_progress(p: &Progress) -> String {
+    match p {
+        Progress::Capturing { source } => format!("capturing from {source}"),
+        Progress::Frame { report } => {
+            format!("  frame {}: {}", report.index, describe_report(report))
+        }
+    }
+}
+
 fn run_enroll(cfg: &Config, req: &EnrollRequest, json: bool) -> Result<u8, Failure> {
     let mut det = detector(cfg)?;
     let outbox = open_outbox(cfg)?;
@@ -626,12 +651,7 @@ fn run_enroll(cfg: &Config, req: &EnrollRequest, json: bool) -> Result<u8, Failu
         if json {
             return;
         }
-        match p {
-            Progress::Capturing { source } => eprintln!("capturing from {source}"),
-            Progress::Frame { report } => {
-                eprintln!("  frame {}: {}", report.index, describe_report(&report))
-            }
-        }
+        eprintln!("{}", describe_progress(&p));
     })?;
     if let Some(answer) = handler::enrolled(&outcome) {
         return Ok(render(&answer, cfg, json));
@@ -705,7 +725,9 @@ fn daemon_answer(
     };
     let last = client.call_with(req, photo, &mut |reply| {
         if let (false, Reply::Event { event, data }) = (json, reply) {
-            eprintln!("{event}: {}", serde_json::Value::Object(data.clone()));
+            if let Some(line) = progress_line(event, data) {
+                eprintln!("{line}");
+            }
         }
     });
     Some(match last {

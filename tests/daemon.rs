@@ -1183,11 +1183,10 @@ fn a_rejected_enrollment_ends_the_same_with_or_without_a_daemon() {
     e.configure(&[("camera.source", text(format!("file:{}", camera.display())))]);
     let enroll = || {
         let out = e.run(&["enroll", "--person", "nobody-here"]);
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr.lines().last().unwrap_or("").to_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
     let d = Daemon::start(&e, None);
@@ -1197,5 +1196,15 @@ fn a_rejected_enrollment_ends_the_same_with_or_without_a_daemon() {
     let without = enroll();
     assert_eq!(through_daemon, without);
     assert_eq!(without.0, Some(3));
-    assert!(without.2.starts_with("enrolld: no_face: "), "{without:?}");
+    // Progress, then the verdict, line for line the same both ways.
+    let lines: Vec<&str> = without.2.lines().collect();
+    assert!(lines[0].starts_with("capturing from file:"), "{without:?}");
+    assert!(
+        lines[1].starts_with("  frame 0: 0 face(s): rejected: no_face"),
+        "{without:?}"
+    );
+    assert!(
+        lines[lines.len() - 1].starts_with("enrolld: no_face: "),
+        "{without:?}"
+    );
 }

@@ -13,7 +13,7 @@ static EMBEDDED_MODEL: &[u8] = include_bytes!(env!("ENROLLD_SEETA_MODEL_PATH"));
 
 /// A face found in a frame, in frame pixels. `x`/`y` may be negative or the
 /// box may extend past the frame: detectors report what they matched.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct FaceBox {
     pub x: i32,
     pub y: i32,

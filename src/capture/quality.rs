@@ -91,7 +91,7 @@ pub struct FaceScores {
 }
 
 /// A pixel rectangle inside a frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Rect {
     pub x: u32,
     pub y: u32,

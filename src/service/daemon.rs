@@ -909,14 +909,15 @@ fn capture_worker(
                 Progress::Capturing { source } => {
                     send(Reply::event("capturing", json!({ "source": source })))
                 }
+                // `report` is the whole FrameReport, which commands render.
                 Progress::Frame { report } => match (report.accepted, report.scores) {
                     (true, Some(scores)) => send(Reply::event(
                         "face_found",
-                        json!({"frame": report.index, "face_px": scores.face_px, "scores": scores}),
+                        json!({"frame": report.index, "face_px": scores.face_px, "scores": scores, "report": report}),
                     )),
                     _ => send(Reply::event(
                         "frame_rejected",
-                        json!({"frame": report.index, "reason": report.rejection, "faces_seen": report.faces_seen, "scores": report.scores}),
+                        json!({"frame": report.index, "reason": report.rejection, "faces_seen": report.faces_seen, "scores": report.scores, "report": report}),
                     )),
                 },
             },
