@@ -27,6 +27,9 @@
 //! - Images are never stored in the clear. Format 1 (plain images) is
 //!   migrated to format 2 (sealed) when first opened with a key.
 
+mod migrate;
+mod room;
+
 use crate::capture::quality::FaceScores;
 use crate::clock::{Clock, UnixMillis};
 use crate::cloud::provider::Provider;
@@ -428,69 +431,6 @@ pub(crate) fn read_chunks(
     Ok(bytes)
 }
 
-/// Format 1 -> 2: seals every image stored in the clear, one entry per
-/// transaction (an interrupted migration resumes: images that already open
-/// with the key are left as they are).
-fn migrate_seal_images(
-    entries: &sled::Tree,
-    images: &sled::Tree,
-    key: &QueueKey,
-) -> Result<(), OutboxError> {
-    let mut sealed_entries = 0u64;
-    for item in entries.iter() {
-        let (k, value) = item.map_err(storage_error)?;
-        let (Some(id), Ok(entry)) = (
-            id_from_key(&k),
-            serde_json::from_slice::<Enrollment>(&value),
-        ) else {
-            continue;
-        };
-        let mut rewrite = Vec::new();
-        for (i, meta) in entry.images.iter().enumerate() {
-            let stored = read_chunks(images, id, i as u8, meta.len)?;
-            if key.open(&image_aad(id, i as u8), &stored).is_ok() {
-                continue;
-            }
-            if stored.len() as u64 != meta.len || sha256_hex(&stored) != meta.sha256 {
-                log::error!("outbox entry {id}: image {i} is unreadable; left in place");
-                continue;
-            }
-            let sealed = key
-                .seal(&image_aad(id, i as u8), &stored)
-                .map_err(|e| OutboxError::Storage(e.to_string()))?;
-            let old_keys = images
-                .scan_prefix(image_prefix(id, i as u8))
-                .keys()
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(storage_error)?;
-            rewrite.push((i as u8, sealed, old_keys));
-        }
-        if rewrite.is_empty() {
-            continue;
-        }
-        images
-            .transaction(|tx| {
-                for (i, sealed, old_keys) in &rewrite {
-                    for k in old_keys {
-                        tx.remove(k)?;
-                    }
-                    for (c, chunk) in sealed.chunks(CHUNK_BYTES).enumerate() {
-                        tx.insert(&image_key(id, *i, c as u16), chunk)?;
-                    }
-                }
-                Ok::<(), sled::transaction::ConflictableTransactionError<OutboxError>>(())
-            })
-            .map_err(tx_error)?;
-        sealed_entries += 1;
-    }
-    if sealed_entries > 0 {
-        log::info!(
-            "outbox: sealed the images of {sealed_entries} entr(ies) queued by an older enrolld"
-        );
-    }
-    Ok(())
-}
-
 /// The smallest id above every id ever given: the stored counter, and the
 /// last entry and receipt (queues written before the counter existed).
 fn first_free_id(
@@ -702,7 +642,7 @@ impl Outbox {
         let images = db.open_tree("images").map_err(storage_error)?;
         let receipts = db.open_tree("receipts").map_err(storage_error)?;
         if found < 2 {
-            migrate_seal_images(&entries, &images, &key)?;
+            migrate::migrate_seal_images(&entries, &images, &key)?;
         }
         if stored != Some(FORMAT_VERSION) {
             db.insert(META_FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
@@ -816,83 +756,6 @@ impl Outbox {
         }
         *usage = self.scan_usage()?;
         Ok(rec)
-    }
-
-    /// Applies one entry's change (`None`: absent) to the counters, without
-    /// reading the whole queue: state changes are O(1), and the oldest
-    /// pending entry is found from the front of the queue.
-    fn account(
-        &self,
-        usage: &mut Usage,
-        before: Option<&Enrollment>,
-        after: Option<&Enrollment>,
-    ) -> Result<(), OutboxError> {
-        fn slot<'u>(u: &'u mut Usage, e: &Enrollment) -> &'u mut u64 {
-            match e.state {
-                EntryState::Pending => &mut u.pending,
-                EntryState::InFlight { .. } => &mut u.in_flight,
-                EntryState::Dead { .. } => &mut u.dead,
-            }
-        }
-        if let Some(b) = before {
-            let n = slot(usage, b);
-            *n = n.saturating_sub(1);
-            if after.is_none() {
-                usage.entries = usage.entries.saturating_sub(1);
-                usage.bytes = usage.bytes.saturating_sub(b.image_bytes());
-            }
-        }
-        if let Some(a) = after {
-            *slot(usage, a) += 1;
-            if before.is_none() {
-                usage.entries += 1;
-                usage.bytes += a.image_bytes();
-            }
-        }
-        let pending = |e: Option<&Enrollment>| e.is_some_and(|e| e.state == EntryState::Pending);
-        if pending(before) || pending(after) {
-            usage.oldest_pending_ms = self.first_pending_created()?;
-        }
-        Ok(())
-    }
-
-    /// Creation time of the first pending entry in queue order (ids grow
-    /// with time); stops at the first one, so it reads only the in-flight
-    /// and dead entries ahead of it.
-    fn first_pending_created(&self) -> Result<Option<UnixMillis>, OutboxError> {
-        for item in self.entries.iter() {
-            let (_, value) = item.map_err(storage_error)?;
-            if let Ok(e) = serde_json::from_slice::<Enrollment>(&value) {
-                if e.state == EntryState::Pending {
-                    return Ok(Some(e.created_at_ms));
-                }
-            }
-        }
-        Ok(None)
-    }
-
-    fn scan_usage(&self) -> Result<Usage, OutboxError> {
-        let mut u = Usage::default();
-        for item in self.entries.iter() {
-            let (_, value) = item.map_err(storage_error)?;
-            u.entries += 1;
-            match serde_json::from_slice::<Enrollment>(&value) {
-                Ok(e) => {
-                    u.bytes += e.image_bytes();
-                    match e.state {
-                        EntryState::Pending => {
-                            u.pending += 1;
-                            // The first pending entry in queue order, as `account` keeps it.
-                            u.oldest_pending_ms.get_or_insert(e.created_at_ms);
-                        }
-                        EntryState::InFlight { .. } => u.in_flight += 1,
-                        EntryState::Dead { .. } => u.dead += 1,
-                    }
-                }
-                Err(_) => u.corrupt += 1,
-            }
-        }
-        Ok(u)
     }
 
     /// Puts back an entry read from a damaged store or the spool, with its
@@ -1168,48 +1031,6 @@ impl Outbox {
         // The new entry is last in queue order: oldest only if it is alone.
         usage.oldest_pending_ms.get_or_insert(now);
         Ok(record)
-    }
-
-    /// Refuses an enrollment of `needed` image bytes that would leave less
-    /// than `reserve_bytes` free for the queue. The room is the filesystem's
-    /// free space plus what sled can reuse inside its file (it does not give
-    /// space back to the filesystem when entries go, but writes into it
-    /// again), estimated conservatively: twice the live records are
-    /// assumed to be in use.
-    fn check_room(&self, usage: &Usage, needed: u64) -> Result<(), OutboxError> {
-        if self.limits.reserve_bytes == 0 {
-            return Ok(());
-        }
-        let vfs = rustix::fs::statvfs(&self.path)
-            .map_err(|e| io_error(&self.path, std::io::Error::from(e)))?;
-        let fs_free = vfs.f_bavail.saturating_mul(vfs.f_frsize);
-        let file_len = self.log_file.metadata().map(|m| m.len()).unwrap_or(0);
-        let live = usage
-            .bytes
-            .saturating_add(usage.entries.saturating_mul(RECORD_OVERHEAD_BYTES));
-        let room = fs_free.saturating_add(file_len.saturating_sub(live.saturating_mul(2)));
-        // sled writes a value more than once (log, then page rewrite), and
-        // rewrites a large page (a blob file of up to a segment) whole
-        // before it deletes the old one.
-        // Plus the spool copy: base64 inside a sealed file.
-        let wanted = needed
-            .saturating_add(RECORD_OVERHEAD_BYTES)
-            .saturating_mul(2)
-            .saturating_add(needed.saturating_mul(4) / 3 + RECORD_OVERHEAD_BYTES)
-            .saturating_add(SLED_REWRITE_BYTES)
-            .saturating_add(self.limits.reserve_bytes);
-        if room < wanted {
-            return Err(OutboxError::StorageFull(format!(
-                "{}: about {} KiB free for the queue; this enrollment needs about {} KiB \
-                 plus the {} KiB kept free for uploads (queue.reserve_bytes); \
-                 enrollments are accepted again once queued ones are uploaded or space is freed",
-                self.path.display(),
-                room / 1024,
-                (wanted - self.limits.reserve_bytes) / 1024,
-                self.limits.reserve_bytes / 1024
-            )));
-        }
-        Ok(())
     }
 
     /// The keys of every image chunk of an entry.
