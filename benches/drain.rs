@@ -2,7 +2,8 @@
 //! when draining 200 queued enrollments of about 150 KB to the local
 //! emulator, for both vendors.
 //!
-//! The emulator runs as a separate `enrolld emulate` process (it still
+//! The emulator runs in a separate process, this benchmark started again
+//! as `enrolld-emulator serve` would run (it still
 //! verifies every signature and decodes every image, but skips face
 //! detection), so this process's CPU time is the client's own: signing,
 //! base64, TLS, JSON, and the durable outbox updates of every attempt.
@@ -58,7 +59,35 @@ fn image_150k() -> (Vec<u8>, u32, u32) {
     (best, crop.width(), crop.height())
 }
 
+/// Set in the emulator's process: `VENDOR CA_PATH SECRET_PATH`.
+const SERVE_ENV: &str = "ENROLLD_BENCH_SERVE";
+
+/// The emulator's process: serves until killed.
+fn serve(args: &str) {
+    let mut words = args.split(' ');
+    let (Some(vendor), Some(ca), Some(secret)) = (words.next(), words.next(), words.next()) else {
+        panic!("{SERVE_ENV}={args:?}: expected VENDOR CA SECRET");
+    };
+    let config = enrolld_emulator::EmulatorConfig {
+        vendor: vendor.parse().expect("vendor"),
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        key_id: support::KEY_ID.into(),
+        secret: enrolld::config::Secret::from_file(std::path::Path::new(secret))
+            .expect("secret")
+            .expose()
+            .to_vec(),
+        faults: Vec::new(),
+        skew_s: 0,
+        check_faces: false,
+        jd_shape: enrolld_emulator::JdShape::CodeObject,
+    };
+    enrolld_emulator::serve(config, std::path::Path::new(ca), false).expect("serve");
+}
+
 fn main() {
+    if let Ok(args) = std::env::var(SERVE_ENV) {
+        return serve(&args);
+    }
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
@@ -69,20 +98,11 @@ fn main() {
         let secret = dir.path().join("secret");
         support::write_private(&secret, support::SECRET);
         let ca = dir.path().join("ca.pem");
-        let mut emulator = Command::new(env!("CARGO_BIN_EXE_enrolld"))
-            .args([
-                "emulate",
-                vendor.as_str(),
-                "--listen",
-                "127.0.0.1:0",
-                "--no-face-check",
-                "--key-id",
-                support::KEY_ID,
-            ])
-            .arg("--ca-out")
-            .arg(&ca)
-            .arg("--secret-key-file")
-            .arg(&secret)
+        let mut emulator = Command::new(std::env::current_exe().expect("current_exe"))
+            .env(
+                SERVE_ENV,
+                format!("{} {} {}", vendor.as_str(), ca.display(), secret.display()),
+            )
             .stdout(Stdio::piped())
             .spawn()
             .expect("start the emulator");

@@ -12,11 +12,13 @@
 //!   handler that answers queue requests with or without a daemon
 //! - [`service`]: the daemon's main loop and workers, button and LED,
 //!   systemd notification and activation, metrics, the logger
-//! - [`emulator`]: local JD and Tencent clouds for the demo and the tests
 //! - [`config`], [`clock`], [`trust`]: used by all of the above
 //!
 //! The `enrolld` command (src/main.rs, src/cli/) parses the command line and
-//! renders answers; it holds no logic of its own.
+//! renders answers; it holds no logic of its own. The local JD and Tencent
+//! clouds that the demo and the tests use are a crate of their own
+//! (`emulator/`, `enrolld-emulator`), so the device binary carries no HTTPS
+//! server.
 
 #![deny(unsafe_code)]
 
@@ -25,7 +27,6 @@ pub mod clock;
 pub mod cloud;
 pub mod config;
 pub mod control;
-pub mod emulator;
 pub mod queue;
 pub mod service;
 pub mod trust;

@@ -19,7 +19,6 @@ use enrolld::cloud::{build_uploader, http_config, SkewClock};
 use enrolld::config::{Config, ConfigOrigin, SourceSpec};
 use enrolld::control::handler::{self, Answer};
 use enrolld::control::{exit, Client, ErrorCode, Failure, Reply, Request};
-use enrolld::emulator::{Emulator, EmulatorConfig, Fault, JdShape};
 use enrolld::queue::drain::{DrainSummary, Drainer, ProviderLimits};
 use enrolld::queue::outbox::{Outbox, OutboxLimits};
 use enrolld::queue::retry::RetryPolicy;
@@ -103,50 +102,11 @@ enum Command {
     },
     /// Upload every due enrollment, then print what happened.
     Drain,
-    /// Run a local JD or Tencent cloud emulator over HTTPS (loopback only).
-    Emulate {
-        /// `jd` or `tencent`.
-        vendor: Provider,
-        /// Address to listen on; port 0 picks a free port.
-        #[arg(long, default_value = "127.0.0.1:8443")]
-        listen: std::net::SocketAddr,
-        /// Where to write the emulator's CA certificate (for tls.extra_ca_file).
-        #[arg(long, value_name = "PATH")]
-        ca_out: PathBuf,
-        /// The JD appkey or Tencent SecretId requests must carry.
-        #[arg(long)]
-        key_id: String,
-        /// File holding the secret signatures are checked with.
-        #[arg(long, value_name = "PATH")]
-        secret_key_file: PathBuf,
-        /// Misbehave for the next requests: rate-limit, busy, 5xx, drop,
-        /// drop-unapplied, slow:MS, bad-credentials, quota, billing; `*N` for N requests.
-        #[arg(long = "fault", value_name = "FAULT")]
-        faults: Vec<Fault>,
-        /// Run the emulator's clock this many seconds off.
-        #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
-        skew: i64,
-        /// Accept images without checking that they hold a face.
-        #[arg(long)]
-        no_face_check: bool,
-        /// JD success answer envelope: object, string or status.
-        #[arg(long, default_value = "object")]
-        jd_shape: JdShape,
-    },
     /// Create a device key for sealing queued images (never overwrites a file).
     Keygen {
         /// Where to write the key (created with mode 0600).
         #[arg(long, value_name = "PATH")]
         output: PathBuf,
-    },
-    /// Enroll the sample photo and upload it to a local emulator: no camera, no credentials.
-    Demo {
-        /// Photo to enroll [default: the sample photo shipped with rustface].
-        #[arg(long)]
-        photo: Option<PathBuf>,
-        /// Person id to enroll under.
-        #[arg(long, default_value = "demo-person")]
-        person: String,
     },
 }
 
@@ -185,7 +145,7 @@ fn main() -> ExitCode {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     enrolld::capture::frame::return_large_buffers_to_the_system();
     // The daemon reports what it does; one-shot commands only problems.
-    let level = if matches!(cli.command, Command::Run | Command::Emulate { .. }) {
+    let level = if matches!(cli.command, Command::Run) {
         log::LevelFilter::Info
     } else {
         log::LevelFilter::Warn
@@ -357,39 +317,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             };
             Ok(render(&answer, &cfg, cli.json))
         }
-        Command::Emulate {
-            vendor,
-            listen,
-            ca_out,
-            key_id,
-            secret_key_file,
-            faults,
-            skew,
-            no_face_check,
-            jd_shape,
-        } => {
-            let secret = enrolld::config::Secret::from_file(secret_key_file)
-                .map_err(|e| Failure::new(ErrorCode::SecretUnreadable, e))?;
-            let config = EmulatorConfig {
-                vendor: *vendor,
-                listen: *listen,
-                key_id: key_id.clone(),
-                secret: secret.expose().to_vec(),
-                faults: faults.clone(),
-                skew_s: *skew,
-                check_faces: !no_face_check,
-                jd_shape: *jd_shape,
-            };
-            emulate(config, ca_out, cli.json)
-        }
         Command::Keygen { output } => keygen(output, cli.json),
-        Command::Demo { photo, person } => demo(
-            cfg,
-            cli.state_dir.is_some(),
-            photo.clone(),
-            person,
-            cli.json,
-        ),
     }
 }
 
@@ -777,42 +705,6 @@ fn run_drain(cfg: &Config, outbox: Arc<Outbox>) -> Result<DrainSummary, Failure>
     Ok(summary)
 }
 
-fn emulate(config: EmulatorConfig, ca_out: &Path, json: bool) -> Result<u8, Failure> {
-    let vendor = config.vendor;
-    let mut emulator = Emulator::start(config)
-        .map_err(|e| Failure::new(ErrorCode::EmulatorFailed, e.to_string()))?;
-    emulator.write_ca(ca_out).map_err(|e| {
-        Failure::new(
-            ErrorCode::EmulatorFailed,
-            format!("{}: {e}", ca_out.display()),
-        )
-    })?;
-    if json {
-        println!(
-            "{}",
-            json!({"vendor": vendor, "endpoint": emulator.endpoint(), "ca": ca_out})
-        );
-    } else {
-        println!(
-            "emulating {vendor} at {} (CA certificate in {})",
-            emulator.endpoint(),
-            ca_out.display()
-        );
-    }
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, stop.clone())
-            .map_err(|e| Failure::new(ErrorCode::EmulatorFailed, e.to_string()))?;
-    }
-    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    emulator.stop();
-    Ok(exit::OK)
-}
-
 /// Creates `path` (which must not exist) readable by its owner only.
 fn write_new_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
@@ -850,106 +742,6 @@ fn keygen(output: &Path, json: bool) -> Result<u8, Failure> {
         );
     }
     Ok(exit::OK)
-}
-
-fn demo(
-    mut cfg: Config,
-    state_dir_given: bool,
-    photo: Option<PathBuf>,
-    person: &str,
-    json: bool,
-) -> Result<u8, Failure> {
-    let photo = match photo {
-        Some(p) => p,
-        None => {
-            let built_in = env!("ENROLLD_SAMPLE_PHOTO");
-            if built_in.is_empty() || !Path::new(built_in).is_file() {
-                return Err(Failure::new(ErrorCode::NoSamplePhoto,
-                    "the sample photo of the rustface package is not on this machine; pass --photo PATH"));
-            }
-            PathBuf::from(built_in)
-        }
-    };
-    if !state_dir_given {
-        cfg.state_dir = PathBuf::from("enrolld-demo-state");
-    }
-    // The sample is a group photo with ~50 px faces: search and accept
-    // smaller faces than the kiosk defaults (80 px).
-    cfg.detect.min_face_px = 40;
-    cfg.quality.min_face_px = 40;
-    cfg.burst.frames = 1;
-    if cfg.jd.group_id.is_empty() && cfg.jd.group_name.is_empty() {
-        cfg.jd.group_name = "demo".into();
-    }
-    if !json {
-        println!("demo: enrolling {} as person {person:?}", photo.display());
-        println!(
-            "demo: queue in {}/ (minimum face size lowered to 40 px for the group photo)",
-            cfg.state_dir.display()
-        );
-    }
-    // Demo credentials and a demo device key, private to the demo's state dir.
-    let fail = |e: std::io::Error| Failure::new(ErrorCode::DemoFailed, e.to_string());
-    std::fs::create_dir_all(&cfg.state_dir).map_err(fail)?;
-    let dir = std::fs::canonicalize(&cfg.state_dir).map_err(fail)?;
-    let key_path = dir.join("demo-queue-key");
-    if !key_path.exists() {
-        write_new_private(&key_path, QueueKey::generate().1.as_bytes()).map_err(fail)?;
-    }
-    cfg.queue.key_file = key_path;
-    let secret_path = dir.join("demo-jd-secret");
-    if !secret_path.exists() {
-        write_new_private(&secret_path, b"demo-secret-key\n").map_err(fail)?;
-    }
-    let req = EnrollRequest {
-        person_id: person.to_string(),
-        person_name: None,
-        provider: cfg.upload.provider,
-        source: SourceSpec::File(photo),
-        frames: Some(1),
-    };
-    let code = run_enroll(&cfg, &req, json)?;
-    if code != exit::OK {
-        return Ok(code);
-    }
-    if !json {
-        println!("demo: the queue now holds:");
-        local_queue(&cfg, &Request::QueueList {}, false)?;
-    }
-    // A local JD emulator with the demo credentials stands in for the cloud.
-    let emulator = Emulator::start(EmulatorConfig {
-        vendor: Provider::Jd,
-        listen: "127.0.0.1:0"
-            .parse()
-            .map_err(|_| Failure::new(ErrorCode::DemoFailed, "address"))?,
-        key_id: "demo-appkey".into(),
-        secret: b"demo-secret-key".to_vec(),
-        faults: Vec::new(),
-        skew_s: 0,
-        check_faces: true,
-        jd_shape: JdShape::StatusString,
-    })
-    .map_err(|e| Failure::new(ErrorCode::DemoFailed, e.to_string()))?;
-    let ca_path = secret_path.with_file_name("demo-emulator-ca.pem");
-    emulator.write_ca(&ca_path).map_err(fail)?;
-    cfg.jd.endpoint = emulator.endpoint();
-    cfg.jd.appkey = "demo-appkey".into();
-    cfg.jd.secret_key_file = secret_path;
-    cfg.tls.extra_ca_file = Some(ca_path);
-    if !json {
-        println!(
-            "demo: uploading to a local JD emulator at {} (signed, over TLS)",
-            emulator.endpoint()
-        );
-    }
-    let summary = run_drain(&cfg, Arc::new(open_outbox(&cfg)?))?;
-    let code = render(&Answer::Drained(Box::new(summary)), &cfg, json);
-    if !json {
-        let stored = emulator.with_state(|s| s.persons.get(person).map_or(0, |p| p.faces.len()));
-        println!("demo: the emulator now holds {stored} face(s) for {person:?}; receipts kept on the device:");
-        local_queue(&cfg, &Request::QueueReceipts {}, false)?;
-    }
-    Ok(code)
 }
 
 /// Answers a queue request from the queue itself (no daemon runs) and prints it.

@@ -300,30 +300,6 @@ fn an_explicit_missing_config_is_an_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/enrolld.toml"));
 }
 
-#[test]
-fn the_demo_runs_without_camera_or_credentials() {
-    let e = Enrolld::new("");
-    let out = e
-        .command()
-        .current_dir(e.dir.path())
-        .args([
-            "--state-dir",
-            e.path("demo").to_str().expect("utf8"),
-            "demo",
-        ])
-        .output()
-        .expect("run");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("queued enrollment"), "{stdout}");
-    assert!(stdout.contains("demo-person"), "{stdout}");
-}
-
 /// Every file of the state directory, read whole.
 fn state_files(dir: &std::path::Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     let mut out = Vec::new();

@@ -136,51 +136,6 @@ fn the_state_dir_is_private_and_so_is_every_file_of_the_queue() {
     assert!(files >= 2, "sled's conf and log at least");
 }
 
-/// The emulator runs as root in the systemd VM test while the daemon runs as
-/// `enrolld`: the CA certificate it writes is public and must be readable by
-/// all, whatever the process umask (0077) would make of it.
-#[test]
-fn the_emulators_ca_certificate_is_readable_by_the_daemons_user() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let secret = dir.path().join("secret");
-    write_private(&secret, "s3cret\n");
-    let ca = dir.path().join("ca.pem");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_enrolld"))
-        .args([
-            "--json",
-            "emulate",
-            "jd",
-            "--listen",
-            "127.0.0.1:0",
-            "--key-id",
-            "k",
-        ])
-        .arg("--ca-out")
-        .arg(&ca)
-        .arg("--secret-key-file")
-        .arg(&secret)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the emulator");
-    let mut line = String::new();
-    let stdout = child.stdout.take().expect("stdout");
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
-        .expect("read the emulator's first line");
-    let _ = child.kill();
-    let _ = child.wait();
-    let v: serde_json::Value = serde_json::from_str(line.trim()).expect("a JSON line");
-    assert!(
-        v["endpoint"]
-            .as_str()
-            .is_some_and(|e| e.starts_with("https://127.0.0.1:")),
-        "{v}"
-    );
-    let mode = std::fs::metadata(&ca).expect("stat").permissions().mode() & 0o777;
-    assert_eq!(mode, 0o644, "the CA certificate is {mode:o}");
-    let pem = std::fs::read_to_string(&ca).expect("read");
-    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
-}
-
 #[test]
 fn config_check_finds_what_start_up_and_the_first_upload_would() {
     let cloud = Cloud::start(enrolld::cloud::provider::Provider::Tencent);

@@ -6,7 +6,7 @@
 mod support;
 
 use enrolld::cloud::provider::Provider;
-use enrolld::emulator::JdShape;
+use enrolld_emulator::JdShape;
 use serde_json::Value;
 use support::*;
 

@@ -11,3 +11,8 @@ pub mod enroll;
 pub mod frame;
 pub mod quality;
 pub mod source;
+
+/// Where the rustface package's sample group photo was on the build machine
+/// (empty if it was not found): the demo's and the tests' photo. A path,
+/// not the picture: nothing of it is embedded.
+pub const SAMPLE_PHOTO: &str = env!("ENROLLD_SAMPLE_PHOTO");

@@ -330,22 +330,22 @@ pub const SECRET: &str = "test-secret-value-7d1e83b5";
 /// A JD or Tencent emulator over real TLS on 127.0.0.1, with its CA and the
 /// secret in files, ready to be put into an enrolld configuration.
 pub struct Cloud {
-    pub emulator: enrolld::emulator::Emulator,
+    pub emulator: enrolld_emulator::Emulator,
     pub dir: tempfile::TempDir,
     pub vendor: enrolld::cloud::provider::Provider,
 }
 
 impl Cloud {
     pub fn start(vendor: enrolld::cloud::provider::Provider) -> Self {
-        Self::start_with(vendor, enrolld::emulator::JdShape::CodeObject, 0)
+        Self::start_with(vendor, enrolld_emulator::JdShape::CodeObject, 0)
     }
 
     pub fn start_with(
         vendor: enrolld::cloud::provider::Provider,
-        jd_shape: enrolld::emulator::JdShape,
+        jd_shape: enrolld_emulator::JdShape,
         skew_s: i64,
     ) -> Self {
-        let emulator = enrolld::emulator::Emulator::start(enrolld::emulator::EmulatorConfig {
+        let emulator = enrolld_emulator::Emulator::start(enrolld_emulator::EmulatorConfig {
             vendor,
             listen: "127.0.0.1:0".parse().expect("addr"),
             key_id: KEY_ID.into(),

@@ -7,9 +7,9 @@ use super::{
     check_image, request_id, with_faults, Edges, FaultKind, ImageProblem, Outcome, Person, Shared,
     StoredFace,
 };
-use crate::capture::detect::SeetaDetector;
-use crate::cloud::sign::{same_signature, tc3_sign, Tc3Request};
-use crate::cloud::tencent::SERVICE;
+use enrolld::capture::detect::SeetaDetector;
+use enrolld::cloud::sign::{same_signature, tc3_sign, Tc3Request};
+use enrolld::cloud::tencent::SERVICE;
 use serde_json::{json, Value};
 
 const MAX_SKEW_S: i64 = 300;

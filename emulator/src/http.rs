@@ -1,7 +1,7 @@
 //! Just enough HTTP/1.1 for the emulator: one request at a time on a
 //! keep-alive connection, `Content-Length` bodies, bounded sizes.
 
-use crate::clock::{http_date, UnixMillis};
+use enrolld::clock::{http_date, UnixMillis};
 use serde_json::Value;
 use std::io::{Read, Write};
 

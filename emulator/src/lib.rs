@@ -1,6 +1,7 @@
-//! A local stand-in for the vendors' clouds, shipped in the product so a
-//! technician can test a device without credentials and the tests have a real
-//! HTTPS peer: `enrolld emulate jd|tencent --listen 127.0.0.1:PORT`.
+//! A local stand-in for the vendors' clouds, so a technician can test a
+//! device without credentials and the tests have a real HTTPS peer:
+//! `enrolld-emulator serve jd|tencent --listen 127.0.0.1:PORT`. A crate of
+//! its own: the device binary carries no HTTPS server or CA generator.
 //!
 //! It serves HTTPS with a certificate from a CA it generates (written to a file
 //! for `[tls] extra_ca_file`), verifies signatures and timestamps, enforces the
@@ -13,15 +14,16 @@
 //! `{"clear": true}`, `POST /__emulator/skew` `{"seconds": -10800}`.
 //! It only listens on loopback addresses.
 
+pub mod demo;
 mod http;
 pub mod jd;
 pub mod tencent;
 
-use crate::capture::detect::{FaceDetector, SeetaDetector};
-use crate::capture::frame::{decode_untrusted, DecodeLimits};
-use crate::clock::{Clock, SystemClock, UnixMillis};
-use crate::cloud::provider::Provider;
-use crate::config::DetectConfig;
+use enrolld::capture::detect::{FaceDetector, SeetaDetector};
+use enrolld::capture::frame::{decode_untrusted, DecodeLimits};
+use enrolld::clock::{Clock, SystemClock, UnixMillis};
+use enrolld::cloud::provider::Provider;
+use enrolld::config::DetectConfig;
 use http::{read_request, write_response, Request};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde::Serialize;
@@ -364,7 +366,7 @@ pub(crate) fn check_image(
         None
     };
     Ok(ImageCheck {
-        sha256: crate::cloud::sign::sha256_hex(bytes),
+        sha256: enrolld::cloud::sign::sha256_hex(bytes),
         width: w,
         height: h,
         faces,
@@ -480,6 +482,38 @@ impl Drop for Emulator {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Runs an emulator until SIGTERM or SIGINT (`enrolld-emulator serve`):
+/// writes its CA certificate to `ca_out`, then prints one banner line on
+/// stdout (JSON with `json`) naming its endpoint, for scripts to read.
+pub fn serve(config: EmulatorConfig, ca_out: &Path, json: bool) -> Result<(), String> {
+    use std::io::Write;
+    let vendor = config.vendor;
+    let mut emulator = Emulator::start(config).map_err(|e| e.to_string())?;
+    emulator
+        .write_ca(ca_out)
+        .map_err(|e| format!("{}: {e}", ca_out.display()))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).map_err(|e| format!("signals: {e}"))?;
+    }
+    let banner = if json {
+        json!({"vendor": vendor, "endpoint": emulator.endpoint(), "ca": ca_out}).to_string()
+    } else {
+        format!(
+            "emulating {vendor} at {} (CA certificate in {})",
+            emulator.endpoint(),
+            ca_out.display()
+        )
+    };
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "{banner}").and_then(|()| out.flush());
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    emulator.stop();
+    Ok(())
 }
 
 fn make_tls() -> Result<(String, Arc<rustls::ServerConfig>), String> {

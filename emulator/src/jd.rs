@@ -4,8 +4,8 @@ use super::http::Request;
 use super::{
     check_image, with_faults, Edges, FaultKind, ImageProblem, JdShape, Outcome, Shared, StoredFace,
 };
-use crate::capture::detect::SeetaDetector;
-use crate::cloud::sign::{jd_sign, same_signature};
+use enrolld::capture::detect::SeetaDetector;
+use enrolld::cloud::sign::{jd_sign, same_signature};
 use serde_json::{json, Value};
 
 /// JD's gateway accepts timestamps within 5 minutes of its clock.
