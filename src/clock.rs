@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch (UTC).
 pub type UnixMillis = i64;
@@ -47,6 +47,53 @@ impl FakeClock {
 impl Clock for FakeClock {
     fn now_ms(&self) -> UnixMillis {
         self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Monotonic time for the daemon's deadlines (an armed person's TTL, how
+/// long a `follow_upload` client waits, the shutdown grace, the watchdog):
+/// never moved by NTP or an operator setting the date, and faked in tests so
+/// deadlines are tested without sleeping.
+pub trait Timer: Send + Sync {
+    /// Time since an arbitrary origin.
+    fn elapsed(&self) -> Duration;
+    /// Waits `d`; a fake timer moves its time on instead.
+    fn sleep(&self, d: Duration);
+}
+
+/// The system's monotonic clock (`CLOCK_MONOTONIC`).
+#[derive(Debug, Clone, Copy)]
+pub struct SystemTimer(Instant);
+
+impl SystemTimer {
+    pub fn new() -> Self {
+        Self(Instant::now())
+    }
+}
+
+impl Default for SystemTimer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Timer for SystemTimer {
+    fn elapsed(&self) -> Duration {
+        self.0.elapsed()
+    }
+    fn sleep(&self, d: Duration) {
+        std::thread::sleep(d);
+    }
+}
+
+/// A fake clock is also a fake timer: its milliseconds, and sleeping
+/// advances them.
+impl Timer for FakeClock {
+    fn elapsed(&self) -> Duration {
+        Duration::from_millis(u64::try_from(self.now_ms()).unwrap_or(0))
+    }
+    fn sleep(&self, d: Duration) {
+        self.advance(i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     }
 }
 

@@ -17,7 +17,7 @@
 
 use crate::capture::detect::SeetaDetector;
 use crate::capture::enroll::{enroll, EnrollError, EnrollOutcome, EnrollRequest, Progress};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, SystemClock, SystemTimer, Timer};
 use crate::cloud::http::HttpClient;
 use crate::cloud::{build_uploader, http_config, SkewClock};
 use crate::config::{Config, ReceivedPhoto, SourceSpec, UnarmedPolicy};
@@ -28,6 +28,7 @@ use crate::queue::drain::{DrainSummary, Drainer, ProviderLimits};
 use crate::queue::outbox::{EntryState, Outbox, OutboxLimits};
 use crate::queue::retry::{next_pass_at, PassEnd, RetryPolicy};
 use crate::queue::seal::QueueKey;
+use crate::service::deadlines::{wait_for_workers, ArmedPerson, Followers, Worker, SHUTDOWN_GRACE};
 use crate::service::hardware::{
     run_led, sysfs_root, watch_button, watch_gpio_button, GpioLed, Led, LedHandle, LedOutput,
     LedPattern,
@@ -39,14 +40,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// How long an upload in progress may take to finish after SIGTERM.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// The main loop wakes at least this often (signals, watchdog, expiry).
 const TICK: Duration = Duration::from_millis(200);
-/// A `follow_upload` client waits at most this long.
-const FOLLOW_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What the main loop reacts to.
 enum Event {
@@ -150,6 +147,7 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
         .map_err(DaemonError::Signals)?;
 
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let timer: Arc<dyn Timer> = Arc::new(SystemTimer::new());
     let limits = OutboxLimits::from_config(&config.queue);
     let key = QueueKey::from_file(&config.queue.key_file)
         .map_err(|e| DaemonError::Queue(Failure::new(ErrorCode::QueueKey, e)))?;
@@ -232,7 +230,7 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
     // `drain` requests take a ticket; a pass serves those taken before it began.
     let drain_asked = Arc::new(AtomicU64::new(0));
     {
-        let (asked, outbox, events, stop, config, skew, clock) = (
+        let (asked, outbox, events, stop, config, skew, clock, timer) = (
             drain_asked.clone(),
             outbox.clone(),
             events_tx.clone(),
@@ -240,6 +238,7 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
             config.clone(),
             skew.clone(),
             clock.clone(),
+            timer.clone(),
         );
         workers.push(spawn(
             "drain",
@@ -249,6 +248,7 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
                     events: &events,
                     asked: &asked,
                     stop: &stop,
+                    timer: timer.as_ref(),
                 };
                 drain_worker(config, outbox, clock, skew, link)
             }),
@@ -314,10 +314,11 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
         led,
         skew,
         busy: false,
+        timer: timer.clone(),
         armed: None,
         last_result: "none yet".into(),
         last_drain: None,
-        followers: Vec::new(),
+        followers: Followers::default(),
         status_line: String::new(),
         counters: crate::service::metrics::Counters {
             salvage_lost: salvage.as_ref().map_or(0, |r| r.lost.len() as u64),
@@ -350,16 +351,13 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
     // Closing the job channels lets the capture and drain threads end.
     drop(capture_tx);
     drop(drain_tx);
-    let deadline = Instant::now() + SHUTDOWN_GRACE;
-    for (name, handle) in workers {
-        if matches!(name, "drain" | "capture") {
-            while !handle.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if !handle.is_finished() {
-                log::warn!("{name} did not finish in time; its entry stays queued");
-            }
-        }
+    let uploading: Vec<(&str, &dyn Worker)> = workers
+        .iter()
+        .filter(|(name, _)| matches!(*name, "drain" | "capture"))
+        .map(|(name, handle)| (*name, handle as &dyn Worker))
+        .collect();
+    for name in wait_for_workers(&uploading, SHUTDOWN_GRACE, timer.as_ref()) {
+        log::warn!("{name} did not finish in time; its entry stays queued");
     }
     // Every follow_upload client gets its closing line: uploaded if the
     // upload finished in the grace period, otherwise still queued.
@@ -368,7 +366,7 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
     } else {
         outbox.receipts().unwrap_or_default()
     };
-    for (id, reply, _) in followers.drain(..) {
+    for (id, reply) in followers.take_all() {
         let _ = match receipts.iter().find(|r| r.id == id) {
             Some(r) => reply.try_send(Reply::Answer {
                 result: json!({"queued": id, "uploaded": true, "face_ids": r.face_ids}),
@@ -388,9 +386,9 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
         ));
     }
     // Let client threads write what they were given (at most a second).
-    let flush_until = Instant::now() + Duration::from_secs(1);
-    while clients.load(Ordering::SeqCst) > 0 && Instant::now() < flush_until {
-        std::thread::sleep(Duration::from_millis(10));
+    let flush_until = timer.elapsed() + Duration::from_secs(1);
+    while clients.load(Ordering::SeqCst) > 0 && timer.elapsed() < flush_until {
+        timer.sleep(Duration::from_millis(10));
     }
     if let Some(bound) = bound {
         bound.remove();
@@ -414,15 +412,16 @@ struct Daemon {
     led: LedHandle,
     skew: Arc<SkewClock>,
     busy: bool,
-    /// (person id, person name, until).
-    armed: Option<(String, Option<String>, Instant)>,
+    /// Every deadline below is on this monotonic timer.
+    timer: Arc<dyn Timer>,
+    armed: Option<ArmedPerson>,
     last_result: String,
     last_drain: Option<DrainSummary>,
-    /// Clients waiting for an upload: (entry id, reply channel, give up at).
-    followers: Vec<(u64, SyncSender<Reply>, Instant)>,
+    /// Clients waiting for an upload to be confirmed.
+    followers: Followers,
     status_line: String,
     counters: crate::service::metrics::Counters,
-    metrics_written: Option<Instant>,
+    metrics_written: Option<Duration>,
 }
 
 impl Daemon {
@@ -434,7 +433,7 @@ impl Daemon {
         hangup: &AtomicBool,
     ) {
         let watchdog_every = watchdog_interval().map(|d| d / 2);
-        let mut last_watchdog = Instant::now();
+        let mut last_watchdog = self.timer.elapsed();
         while !stop.load(Ordering::SeqCst) {
             match events.recv_timeout(TICK) {
                 Ok(event) => self.handle(event),
@@ -444,16 +443,13 @@ impl Daemon {
             if hangup.swap(false, Ordering::SeqCst) {
                 self.reload();
             }
-            if self
-                .armed
-                .as_ref()
-                .is_some_and(|(_, _, until)| Instant::now() >= *until)
-            {
+            let now = self.timer.elapsed();
+            if self.armed.as_ref().is_some_and(|a| !a.live_at(now)) {
                 self.armed = None;
             }
-            self.expire_followers();
+            self.followers.expire(now);
             if let Some(every) = watchdog_every {
-                if last_watchdog.elapsed() >= every {
+                if self.timer.elapsed().saturating_sub(last_watchdog) >= every {
                     let dead: Vec<&str> = workers
                         .iter()
                         .filter(|(_, h)| h.is_finished())
@@ -467,7 +463,7 @@ impl Daemon {
                             dead.join(", ")
                         );
                     }
-                    last_watchdog = Instant::now();
+                    last_watchdog = self.timer.elapsed();
                 }
             }
             self.update_status();
@@ -503,7 +499,7 @@ impl Daemon {
         if path.as_os_str().is_empty()
             || self
                 .metrics_written
-                .is_some_and(|t| t.elapsed() < Duration::from_secs(15))
+                .is_some_and(|t| self.timer.elapsed().saturating_sub(t) < Duration::from_secs(15))
         {
             return;
         }
@@ -521,7 +517,7 @@ impl Daemon {
         if let Err(e) = crate::service::metrics::write_atomic(path, &text) {
             log::warn!("metrics {}: {e}", path.display());
         }
-        self.metrics_written = Some(Instant::now());
+        self.metrics_written = Some(self.timer.elapsed());
     }
 
     fn handle(&mut self, event: Event) {
@@ -538,8 +534,7 @@ impl Daemon {
                 self.last_result = result;
                 if let Some(id) = queued {
                     if let Some(reply) = follower {
-                        self.followers
-                            .push((id, reply, Instant::now() + FOLLOW_TIMEOUT));
+                        self.followers.add(id, reply, self.timer.elapsed());
                     }
                     let _ = self.drain_tx.try_send(DrainCmd::Wake);
                 }
@@ -660,10 +655,12 @@ impl Daemon {
             {
                 Err(e) => answer(Reply::error(e.code(), e.to_string())),
                 Ok(()) => {
-                    let ttl = Duration::from_secs(ttl_s.clamp(1, 3600));
-                    self.armed = Some((person.clone(), name, Instant::now() + ttl));
+                    let now = self.timer.elapsed();
+                    let armed = ArmedPerson::new(person.clone(), name, ttl_s, now);
+                    let expires_in_s = armed.expires_in_s(now);
+                    self.armed = Some(armed);
                     answer(Reply::Answer {
-                        result: json!({"armed": person, "expires_in_s": ttl.as_secs()}),
+                        result: json!({"armed": person, "expires_in_s": expires_in_s}),
                     });
                 }
             },
@@ -698,7 +695,7 @@ impl Daemon {
                 if was_busy {
                     self.cancel.store(true, Ordering::SeqCst);
                 }
-                let was_armed = self.armed.take().map(|(p, _, _)| p);
+                let was_armed = self.armed.take().map(|a| a.person);
                 answer(Reply::Answer {
                     result: json!({"cancelled_enrollment": was_busy, "disarmed": was_armed}),
                 });
@@ -707,11 +704,12 @@ impl Daemon {
     }
 
     fn button(&mut self) {
+        let now = self.timer.elapsed();
         let armed = self
             .armed
             .take()
-            .filter(|(_, _, until)| Instant::now() < *until)
-            .map(|(p, name, _)| (p, name));
+            .filter(|a| a.live_at(now))
+            .map(|a| (a.person, a.name));
         let (person, name) = match (armed, self.config.button.unarmed) {
             (Some(p), _) => p,
             (None, UnarmedPolicy::Template) => (
@@ -744,9 +742,10 @@ impl Daemon {
     }
 
     fn status(&self) -> StatusReport {
-        let armed = self.armed.as_ref().map(|(p, _, until)| Armed {
-            person: p.clone(),
-            expires_in_s: until.saturating_duration_since(Instant::now()).as_secs(),
+        let now = self.timer.elapsed();
+        let armed = self.armed.as_ref().map(|a| Armed {
+            person: a.person.clone(),
+            expires_in_s: a.expires_in_s(now),
         });
         StatusReport {
             daemon: "running".into(),
@@ -808,8 +807,9 @@ impl Daemon {
             return;
         }
         let receipts = self.outbox.receipts().unwrap_or_default();
-        self.followers.retain(|(id, reply, _)| {
-            if let Some(r) = receipts.iter().find(|r| r.id == *id) {
+        let outbox = &self.outbox;
+        self.followers.retain(|id, reply| {
+            if let Some(r) = receipts.iter().find(|r| r.id == id) {
                 let _ = reply.try_send(Reply::event(
                     "uploaded",
                     json!({"id": id, "face_ids": r.face_ids}),
@@ -819,7 +819,7 @@ impl Daemon {
                 });
                 return false;
             }
-            match self.outbox.get(*id) {
+            match outbox.get(id) {
                 Ok(e) if matches!(e.state, EntryState::Dead { .. }) => {
                     let code = e.last_error.map(|l| l.code).unwrap_or_default();
                     let _ = reply.try_send(Reply::error(
@@ -830,19 +830,6 @@ impl Daemon {
                 }
                 _ => true,
             }
-        });
-    }
-
-    fn expire_followers(&mut self) {
-        let now = Instant::now();
-        self.followers.retain(|(id, reply, until)| {
-            if now < *until {
-                return true;
-            }
-            let _ = reply.try_send(Reply::Answer {
-                result: json!({"queued": id, "uploaded": false}),
-            });
-            false
         });
     }
 }
@@ -1032,6 +1019,8 @@ struct DrainLink<'a> {
     /// The last `drain` ticket handed out (see [`Event::Drained`]).
     asked: &'a AtomicU64,
     stop: &'a AtomicBool,
+    /// What its waits are measured on.
+    timer: &'a dyn Timer,
 }
 
 fn drain_worker(
@@ -1046,19 +1035,18 @@ fn drain_worker(
         events,
         asked,
         stop,
+        timer,
     } = link;
     let mut drainer = build_drainer(&config, outbox.clone(), clock.clone(), skew.clone());
     while !stop.load(Ordering::SeqCst) {
         let serving = asked.load(Ordering::SeqCst);
         let summary = drainer.drain(&mut |d| {
-            let until = Instant::now() + d;
-            while Instant::now() < until {
+            let until = timer.elapsed() + d;
+            while timer.elapsed() < until {
                 if stop.load(Ordering::SeqCst) {
                     return false;
                 }
-                std::thread::sleep(
-                    Duration::from_millis(20).min(until.saturating_duration_since(Instant::now())),
-                );
+                timer.sleep(Duration::from_millis(20).min(until.saturating_sub(timer.elapsed())));
             }
             !stop.load(Ordering::SeqCst)
         });
@@ -1079,9 +1067,9 @@ fn drain_worker(
         };
         let now = clock.now_ms();
         let wait = Duration::from_millis((next_pass_at(end, now) - now).max(0) as u64);
-        let until = Instant::now() + wait;
-        while !stop.load(Ordering::SeqCst) && Instant::now() < until {
-            match commands.recv_timeout(TICK.min(until.saturating_duration_since(Instant::now()))) {
+        let until = timer.elapsed() + wait;
+        while !stop.load(Ordering::SeqCst) && timer.elapsed() < until {
+            match commands.recv_timeout(TICK.min(until.saturating_sub(timer.elapsed()))) {
                 Ok(DrainCmd::Wake) => break,
                 Ok(DrainCmd::Resume) => {
                     drainer.resume();

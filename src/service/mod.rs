@@ -1,10 +1,12 @@
 //! The long-running daemon and what it talks to on the device: the main loop
-//! and its workers ([`daemon`]), the button and LED ([`hardware`]), systemd
+//! and its workers ([`daemon`]), its deadlines on a monotonic timer
+//! ([`deadlines`]), the button and LED ([`hardware`]), systemd
 //! notifications and socket activation ([`notify`], [`activation`]), the
 //! metrics file ([`metrics`]) and the journal-friendly logger ([`logger`]).
 
 pub mod activation;
 pub mod daemon;
+pub mod deadlines;
 pub mod hardware;
 pub mod logger;
 pub mod metrics;
