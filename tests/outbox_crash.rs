@@ -166,7 +166,7 @@ fn sigkill_during_enqueue_and_claim_loses_nothing_acknowledged() {
             if claimed.contains(&id) {
                 assert_eq!(entry.state, EntryState::Pending);
                 assert!(
-                    entry.outcome_unknown,
+                    entry.progress.outcome_unknown,
                     "an interrupted upload must be checked before resending"
                 );
             }

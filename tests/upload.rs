@@ -449,7 +449,7 @@ fn a_person_created_elsewhere_after_the_snapshot_gets_a_face_added() {
     .expect("entry");
     assert_eq!(client.prepare(&mut entry).expect("snapshot"), None);
     assert_eq!(
-        entry.face_ids_before,
+        entry.progress.face_ids_before,
         Some(vec![]),
         "the person does not exist yet"
     );

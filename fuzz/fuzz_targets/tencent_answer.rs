@@ -26,6 +26,6 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(response) = parse_answer("CreateFace", status, body) {
         let mut e = entry();
         let _ = apply_create_face(&mut e, &[1], &response);
-        assert!(e.done_images.iter().all(|i| *i == 1), "{:?}", e.done_images);
+        assert!(e.progress.done_images.iter().all(|i| *i == 1), "{:?}", e.progress.done_images);
     }
 });

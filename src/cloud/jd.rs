@@ -229,15 +229,15 @@ impl Uploader for JdClient {
     ) -> Result<Uploaded, UploadError> {
         for (i, image) in images.iter().enumerate() {
             let index = i as u8;
-            if entry.done_images.contains(&index) {
+            if entry.progress.done_images.contains(&index) {
                 continue;
             }
             let face_id = self.face_create(entry, image)?;
-            entry.done_images.push(index);
-            entry.uploaded_face_ids.extend(face_id);
+            entry.progress.done_images.push(index);
+            entry.progress.uploaded_face_ids.extend(face_id);
         }
         Ok(Uploaded {
-            face_ids: entry.uploaded_face_ids.clone(),
+            face_ids: entry.progress.uploaded_face_ids.clone(),
         })
     }
 }

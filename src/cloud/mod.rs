@@ -42,6 +42,30 @@ impl ErrorClass {
     }
 }
 
+/// What the uploads of one entry have learned so far, kept with the entry
+/// between attempts so that a retry sends only what is missing and never
+/// adds a face twice. The JD and Tencent clients read and write it; the
+/// queue stores it without looking inside, except to mark an upload that a
+/// crash interrupted ([`UploadProgress::outcome_unknown`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadProgress {
+    /// An upload may have reached the cloud without an answer (crash,
+    /// timeout): check the cloud before sending again.
+    #[serde(default)]
+    pub outcome_unknown: bool,
+    /// Face ids the cloud already confirmed for some of the images.
+    #[serde(default)]
+    pub uploaded_face_ids: Vec<String>,
+    /// Indexes of the images that need no more sending (uploaded, or refused
+    /// for good while others succeeded).
+    #[serde(default)]
+    pub done_images: Vec<u8>,
+    /// The person's face ids in the cloud before the first send (Tencent),
+    /// to tell after an unanswered upload whether it landed.
+    #[serde(default)]
+    pub face_ids_before: Option<Vec<String>>,
+}
+
 /// A failed upload, classified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadError {

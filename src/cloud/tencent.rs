@@ -275,9 +275,9 @@ impl TencentClient {
                 "Image": base64(image),
             }),
         )?;
-        entry.done_images.push(index as u8);
+        entry.progress.done_images.push(index as u8);
         if let Some(face) = r.get("FaceId").and_then(Value::as_str) {
-            entry.uploaded_face_ids.push(face.to_string());
+            entry.progress.uploaded_face_ids.push(face.to_string());
         }
         Ok(())
     }
@@ -351,16 +351,16 @@ pub fn apply_create_face(
     let mut refused_codes = Vec::new();
     for (k, &i) in pending.iter().enumerate() {
         match ret_codes.get(k).copied() {
-            Some(0) => entry.done_images.push(i as u8),
+            Some(0) => entry.progress.done_images.push(i as u8),
             Some(c) if image_refused(c) => {
-                entry.done_images.push(i as u8);
+                entry.progress.done_images.push(i as u8);
                 refused_codes.push(c);
             }
             Some(c) => retry_codes.push(c),
             None => retry_codes.push(i64::MIN),
         }
     }
-    entry.uploaded_face_ids.extend(face_ids);
+    entry.progress.uploaded_face_ids.extend(face_ids);
     if let Some(c) = retry_codes.first() {
         return Err(UploadError::new(
             ErrorClass::Retry,
@@ -371,7 +371,7 @@ pub fn apply_create_face(
             ),
         ));
     }
-    if entry.uploaded_face_ids.is_empty() {
+    if entry.progress.uploaded_face_ids.is_empty() {
         let c = refused_codes.first().copied().unwrap_or(0);
         return Err(UploadError::new(
             ErrorClass::Never,
@@ -399,15 +399,17 @@ impl Uploader for TencentClient {
     }
 
     fn prepare(&mut self, entry: &mut Enrollment) -> Result<Option<Uploaded>, UploadError> {
-        if !entry.outcome_unknown && entry.face_ids_before.is_some() {
+        if !entry.progress.outcome_unknown && entry.progress.face_ids_before.is_some() {
             return Ok(None);
         }
         let now = self.person_faces(&entry.person_id)?.unwrap_or_default();
-        if entry.outcome_unknown {
-            if let Some(before) = &entry.face_ids_before {
+        if entry.progress.outcome_unknown {
+            if let Some(before) = &entry.progress.face_ids_before {
                 let landed: Vec<String> = now
                     .iter()
-                    .filter(|id| !before.contains(id) && !entry.uploaded_face_ids.contains(id))
+                    .filter(|id| {
+                        !before.contains(id) && !entry.progress.uploaded_face_ids.contains(id)
+                    })
                     .cloned()
                     .collect();
                 if !landed.is_empty() {
@@ -416,18 +418,18 @@ impl Uploader for TencentClient {
                         entry.id,
                         landed.len()
                     );
-                    entry.uploaded_face_ids.extend(landed);
-                    entry.done_images = (0..entry.images.len() as u8).collect();
-                    entry.outcome_unknown = false;
+                    entry.progress.uploaded_face_ids.extend(landed);
+                    entry.progress.done_images = (0..entry.images.len() as u8).collect();
+                    entry.progress.outcome_unknown = false;
                     return Ok(Some(Uploaded {
-                        face_ids: entry.uploaded_face_ids.clone(),
+                        face_ids: entry.progress.uploaded_face_ids.clone(),
                     }));
                 }
             }
-            entry.outcome_unknown = false;
+            entry.progress.outcome_unknown = false;
         }
-        if entry.face_ids_before.is_none() {
-            entry.face_ids_before = Some(now);
+        if entry.progress.face_ids_before.is_none() {
+            entry.progress.face_ids_before = Some(now);
         }
         Ok(None)
     }
@@ -438,15 +440,15 @@ impl Uploader for TencentClient {
         images: &[Vec<u8>],
     ) -> Result<Uploaded, UploadError> {
         let mut pending: Vec<usize> = (0..images.len())
-            .filter(|i| !entry.done_images.contains(&(*i as u8)))
+            .filter(|i| !entry.progress.done_images.contains(&(*i as u8)))
             .collect();
         // A person holds at most 5 faces: send the best that fit (images are
         // in order of preference), never a call Tencent must refuse.
-        let in_cloud =
-            entry.face_ids_before.as_ref().map_or(0, Vec::len) + entry.uploaded_face_ids.len();
+        let in_cloud = entry.progress.face_ids_before.as_ref().map_or(0, Vec::len)
+            + entry.progress.uploaded_face_ids.len();
         let room = rules::MAX_FACES_PER_PERSON.saturating_sub(in_cloud);
         if pending.len() > room {
-            if room == 0 && entry.uploaded_face_ids.is_empty() {
+            if room == 0 && entry.progress.uploaded_face_ids.is_empty() {
                 return Err(UploadError::new(
                     ErrorClass::Never,
                     "InvalidParameterValue.PersonFaceNumExceed",
@@ -465,13 +467,17 @@ impl Uploader for TencentClient {
                 rules::MAX_FACES_PER_PERSON
             );
             for i in pending.split_off(room) {
-                entry.done_images.push(i as u8);
+                entry.progress.done_images.push(i as u8);
             }
         }
         // A Tencent person always keeps at least one face, so an empty
         // snapshot means the person did not exist: go straight to CreatePerson.
-        let person_missing = entry.face_ids_before.as_ref().is_some_and(Vec::is_empty)
-            && entry.uploaded_face_ids.is_empty();
+        let person_missing = entry
+            .progress
+            .face_ids_before
+            .as_ref()
+            .is_some_and(Vec::is_empty)
+            && entry.progress.uploaded_face_ids.is_empty();
         if person_missing && !self.group_id.is_empty() && !pending.is_empty() {
             let first = pending[0];
             match self.create_person(entry, first, &images[first]) {
@@ -503,7 +509,7 @@ impl Uploader for TencentClient {
             }
         }
         Ok(Uploaded {
-            face_ids: entry.uploaded_face_ids.clone(),
+            face_ids: entry.progress.uploaded_face_ids.clone(),
         })
     }
 }

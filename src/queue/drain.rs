@@ -303,7 +303,7 @@ impl Drainer {
                 summary.uploaded += 1;
             }
             Err(e) => {
-                entry.outcome_unknown |= e.outcome_unknown;
+                entry.progress.outcome_unknown |= e.outcome_unknown;
                 self.record(summary, id, &e);
                 let now = self.clock.now_ms();
                 let last = self.last_error(&e);
@@ -322,8 +322,12 @@ impl Drainer {
                         } else {
                             at
                         };
-                        self.outbox
-                            .reschedule(id, at, Some(last), entry.outcome_unknown)?;
+                        self.outbox.reschedule(
+                            id,
+                            at,
+                            Some(last),
+                            entry.progress.outcome_unknown,
+                        )?;
                         summary.retried += 1;
                     }
                     Decision::Dead => {
@@ -331,8 +335,12 @@ impl Drainer {
                         summary.dead += 1;
                     }
                     Decision::Pause => {
-                        self.outbox
-                            .reschedule(id, now, Some(last), entry.outcome_unknown)?;
+                        self.outbox.reschedule(
+                            id,
+                            now,
+                            Some(last),
+                            entry.progress.outcome_unknown,
+                        )?;
                         log::error!("uploads to {provider} paused: {e}");
                         self.paused.insert(
                             provider,
@@ -405,7 +413,7 @@ fn run_upload(
         Err(e) => Err(e),
     };
     if let Err(e) = &result {
-        entry.outcome_unknown |= e.outcome_unknown;
+        entry.progress.outcome_unknown |= e.outcome_unknown;
     }
     outbox.save_progress(entry).map_err(storage)?;
     result
@@ -687,7 +695,7 @@ mod tests {
         e.outcome_unknown = true;
         r.results.lock().expect("lock").push_back(Err(e));
         r.drainer.drain(&mut no_wait).expect("drain");
-        assert!(r.outbox.get(id).expect("kept").outcome_unknown);
+        assert!(r.outbox.get(id).expect("kept").progress.outcome_unknown);
     }
 
     #[test]

@@ -33,6 +33,7 @@ mod room;
 use crate::capture::quality::FaceScores;
 use crate::clock::{Clock, UnixMillis};
 use crate::cloud::provider::Provider;
+use crate::cloud::UploadProgress;
 use crate::control::ErrorCode;
 use crate::queue::seal::QueueKey;
 use crate::queue::spool::Spool;
@@ -145,21 +146,11 @@ pub struct Enrollment {
     #[serde(flatten)]
     pub state: EntryState,
     pub last_error: Option<LastError>,
-    /// An upload may have reached the cloud without an answer (crash,
-    /// timeout): check the cloud before sending again.
-    #[serde(default)]
-    pub outcome_unknown: bool,
-    /// Face ids the cloud already confirmed for some of the images.
-    #[serde(default)]
-    pub uploaded_face_ids: Vec<String>,
-    /// Indexes of the images that need no more sending (uploaded, or refused
-    /// for good while others succeeded).
-    #[serde(default)]
-    pub done_images: Vec<u8>,
-    /// The person's face ids in the cloud before the first send (Tencent),
-    /// to tell after an unanswered upload whether it landed.
-    #[serde(default)]
-    pub face_ids_before: Option<Vec<String>>,
+    /// What the uploads so far learned: the cloud clients' to read and
+    /// write; the store keeps it as it is given (flattened: the record's
+    /// fields are those of earlier releases).
+    #[serde(flatten)]
+    pub progress: UploadProgress,
     pub images: Vec<ImageMeta>,
     /// Scores of the chosen faces, for audit.
     #[serde(default)]
@@ -734,7 +725,7 @@ impl Outbox {
             };
             if let EntryState::InFlight { since_ms } = e.state {
                 e.state = EntryState::Pending;
-                e.outcome_unknown = true;
+                e.progress.outcome_unknown = true;
                 // The cloud may still be working on the request the crash
                 // left unanswered: look for its result only once it is done.
                 e.next_attempt_at_ms = crate::queue::retry::settled(e.next_attempt_at_ms, since_ms);
@@ -805,7 +796,7 @@ impl Outbox {
             Ok((mut entry, images)) if images_match(&entry, &images) => {
                 if !matches!(entry.state, EntryState::Dead { .. }) {
                     entry.state = EntryState::Pending;
-                    entry.outcome_unknown = true;
+                    entry.progress.outcome_unknown = true;
                 }
                 log::error!(
                     "outbox: entry {id} was missing from the store; restored from its spool copy"
@@ -964,10 +955,7 @@ impl Outbox {
             next_attempt_at_ms: now,
             state: EntryState::Pending,
             last_error: None,
-            outcome_unknown: false,
-            uploaded_face_ids: Vec::new(),
-            done_images: Vec::new(),
-            face_ids_before: None,
+            progress: UploadProgress::default(),
             images: new
                 .images
                 .iter()
@@ -1118,8 +1106,8 @@ impl Outbox {
                     // Its copy goes only when it is uploaded or purged: the
                     // store may have rolled back past that, so the cloud is
                     // asked before it is sent again.
-                    if entry.state == EntryState::Pending && !entry.outcome_unknown {
-                        entry.outcome_unknown = true;
+                    if entry.state == EntryState::Pending && !entry.progress.outcome_unknown {
+                        entry.progress.outcome_unknown = true;
                         self.entries
                             .insert(
                                 key.clone(),
@@ -1303,7 +1291,7 @@ impl Outbox {
         self.update(id, |e| {
             e.state = EntryState::Pending;
             e.next_attempt_at_ms = next_attempt_at_ms;
-            e.outcome_unknown = outcome_unknown;
+            e.progress.outcome_unknown = outcome_unknown;
             if error.is_some() {
                 e.last_error = error;
             }
@@ -1359,10 +1347,7 @@ impl Outbox {
                     wanted: "progress is only saved during an upload",
                 });
             }
-            e.uploaded_face_ids.clone_from(&progress.uploaded_face_ids);
-            e.done_images.clone_from(&progress.done_images);
-            e.face_ids_before.clone_from(&progress.face_ids_before);
-            e.outcome_unknown = progress.outcome_unknown;
+            e.progress.clone_from(&progress.progress);
             Ok(())
         })
     }
@@ -1586,7 +1571,7 @@ mod tests {
         assert_eq!(rec.requeued, 1);
         let e = ob.get(id).expect("get");
         assert_eq!(e.state, EntryState::Pending);
-        assert!(e.outcome_unknown);
+        assert!(e.progress.outcome_unknown);
     }
 
     #[test]
@@ -1767,6 +1752,31 @@ mod tests {
         assert_eq!(ob.check().expect("check").lost, vec![e.id]);
     }
 
+    /// The upload progress moved into a type of the cloud clients; the
+    /// record on the device keeps the fields where earlier releases wrote
+    /// them, so a queue written by either reads back the same.
+    #[test]
+    fn upload_progress_is_stored_in_the_records_shape_of_earlier_releases() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = FakeClock::new(5_000);
+        let ob = open(dir.path(), &clock, BIG);
+        let mut e = ob.enqueue(new("p", vec![3; 1_000])).expect("enqueue");
+        e.progress.outcome_unknown = true;
+        e.progress.done_images = vec![0];
+        e.progress.face_ids_before = Some(vec!["f1".into()]);
+        let v = serde_json::to_value(&e).expect("json");
+        assert!(v.get("progress").is_none(), "{v}");
+        assert_eq!(v["outcome_unknown"], true);
+        assert_eq!(v["done_images"], serde_json::json!([0]));
+        assert_eq!(v["face_ids_before"], serde_json::json!(["f1"]));
+        assert_eq!(v["uploaded_face_ids"], serde_json::json!([]));
+        let mut old = v.clone();
+        let fields = old.as_object_mut().expect("object");
+        fields.remove("uploaded_face_ids");
+        let back: Enrollment = serde_json::from_value(old).expect("a record without a field");
+        assert_eq!(back, e, "missing progress fields default as before");
+    }
+
     #[test]
     fn complete_swaps_the_entry_for_a_receipt() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1774,11 +1784,11 @@ mod tests {
         let ob = open(dir.path(), &clock, BIG);
         let e = ob.enqueue(new("p", vec![3; 200_000])).expect("enqueue");
         let mut claimed = ob.claim(e.id).expect("claim");
-        claimed.face_ids_before = Some(vec!["old".into()]);
-        claimed.done_images = vec![0];
+        claimed.progress.face_ids_before = Some(vec!["old".into()]);
+        claimed.progress.done_images = vec![0];
         ob.save_progress(&claimed).expect("progress");
         assert_eq!(
-            ob.get(e.id).expect("get").face_ids_before,
+            ob.get(e.id).expect("get").progress.face_ids_before,
             Some(vec!["old".into()])
         );
         clock.set(9_000);
