@@ -705,24 +705,11 @@ fn run_drain(cfg: &Config, outbox: Arc<Outbox>) -> Result<DrainSummary, Failure>
     Ok(summary)
 }
 
-/// Creates `path` (which must not exist) readable by its owner only.
-fn write_new_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(contents)?;
-    f.sync_all()
-}
-
 fn keygen(output: &Path, json: bool) -> Result<u8, Failure> {
     let (_, hex) = QueueKey::generate();
     let mut line = zeroize::Zeroizing::new(hex.as_bytes().to_vec());
     line.push(b'\n');
-    write_new_private(output, &line).map_err(|e| {
+    enrolld::trust::write_new_private(output, &line).map_err(|e| {
         let why = if e.kind() == std::io::ErrorKind::AlreadyExists {
             "exists; a key is never overwritten (the queue it seals would be lost)".to_string()
         } else {

@@ -118,6 +118,21 @@ pub fn read(path: &Path, privacy: Privacy) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Creates `path`, which must not exist, readable by its owner only (mode
+/// 0600 whatever the umask), and syncs it: for keys, secrets and configs
+/// that enrolld's own tools write.
+pub fn write_new_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents)?;
+    f.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,8 +6,8 @@
 use crate::{Emulator, EmulatorConfig, JdShape};
 use enrolld::cloud::provider::Provider;
 use enrolld::queue::seal::QueueKey;
+use enrolld::trust::write_new_private;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -177,15 +177,4 @@ fn beside_this_program() -> PathBuf {
 /// An I/O error on `path`, as the demo reports it.
 fn io(path: &Path) -> impl Fn(std::io::Error) -> String + '_ {
     move |e| format!("{}: {e}", path.display())
-}
-
-/// Creates `path` (which must not exist) readable by its owner only.
-fn write_new_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(contents)?;
-    f.sync_all()
 }
