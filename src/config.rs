@@ -65,13 +65,13 @@ impl Default for Config {
 pub struct CameraConfig {
     /// `v4l2:/dev/videoN`, `v4l2:N`, or `file:PATH` (one image, or a directory
     /// of images played as successive frames). Default `v4l2:/dev/video0`.
-    pub source: String,
+    pub source: SourceSpec,
     /// Requested width in pixels; the closest the camera offers is used. Default 1280.
     pub width: u32,
     /// Requested height in pixels. Default 720.
     pub height: u32,
     /// Requested pixel format: `MJPG`, `YUYV`, `NV12`, `GREY`, `RGB3`, `BGR3`. Default `MJPG`.
-    pub fourcc: String,
+    pub fourcc: PixelFormat,
     /// Requested frame rate (the closest offered is used). Default 30.
     pub fps: u32,
     /// Frames read and discarded after opening, so auto-exposure settles. Default 5.
@@ -91,10 +91,10 @@ pub struct CameraConfig {
 impl Default for CameraConfig {
     fn default() -> Self {
         Self {
-            source: "v4l2:/dev/video0".into(),
+            source: SourceSpec::V4l2Path("/dev/video0".into()),
             width: 1280,
             height: 720,
-            fourcc: "MJPG".into(),
+            fourcc: PixelFormat::Mjpeg,
             fps: 30,
             warmup_frames: 5,
             read_timeout_ms: 2000,
@@ -469,8 +469,10 @@ pub struct LedConfig {
     pub gpio_line: u32,
 }
 
-/// A camera source, parsed from `[camera] source`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A camera source, parsed from `[camera] source` once, as the file is read
+/// (an invalid one stops the load with its line and column).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum SourceSpec {
     /// A V4L2 device node such as `/dev/video0` (symlinks are followed).
     V4l2Path(PathBuf),
@@ -535,6 +537,21 @@ impl fmt::Display for SourceSpec {
             Self::File(p) => write!(f, "file:{}", p.display()),
             Self::Received(p) => write!(f, "file:{} (sent by the client)", p.name),
         }
+    }
+}
+
+/// How serde reads it, which only the config file does: the message names
+/// the key (toml adds the file's line and column).
+impl TryFrom<String> for SourceSpec {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(&s).map_err(|e| format!("camera.source: {e}"))
+    }
+}
+
+impl From<SourceSpec> for String {
+    fn from(s: SourceSpec) -> String {
+        s.to_string()
     }
 }
 
@@ -631,18 +648,6 @@ impl Config {
         let mut bad = |key: &str, why: String| p.push((key.to_string(), why));
         if self.state_dir.as_os_str().is_empty() {
             bad("state_dir", "must not be empty".into());
-        }
-        if let Err(e) = SourceSpec::parse(&self.camera.source) {
-            bad("camera.source", e);
-        }
-        if PixelFormat::from_fourcc(&self.camera.fourcc).is_none() {
-            bad(
-                "camera.fourcc",
-                format!(
-                    "{:?} is not one of MJPG, YUYV, NV12, GREY, RGB3, BGR3",
-                    self.camera.fourcc
-                ),
-            );
         }
         if !(16..=8192).contains(&self.camera.width) {
             bad("camera.width", "must be 16..=8192".into());
@@ -868,11 +873,6 @@ impl Config {
                 break;
             }
         }
-    }
-
-    /// The parsed camera source (validated at load).
-    pub fn source(&self) -> Result<SourceSpec, String> {
-        SourceSpec::parse(&self.camera.source)
     }
 
     /// Things that do not stop the daemon but stop uploads, as (key, reason).
@@ -1162,7 +1162,7 @@ mod tests {
         let c = parse("").expect("defaults are valid");
         assert_eq!(c, Config::default());
         assert_eq!(c.state_dir, PathBuf::from("/var/lib/enrolld"));
-        assert_eq!(c.camera.source, "v4l2:/dev/video0");
+        assert_eq!(c.camera.source.to_string(), "v4l2:/dev/video0");
         assert_eq!(c.upload.provider, Provider::Jd);
         assert_eq!(c.tencent.version, "2018-03-01");
         assert_eq!(c.control.socket, PathBuf::from("/run/enrolld/control.sock"));
@@ -1227,7 +1227,7 @@ socket = "/tmp/enrolld.sock"
 "#,
         )
         .expect("valid");
-        assert_eq!(c.source(), Ok(SourceSpec::V4l2Index(2)));
+        assert_eq!(c.camera.source, SourceSpec::V4l2Index(2));
         assert_eq!(c.upload.provider, Provider::Tencent);
         assert_eq!(c.tls.extra_ca_file, Some(PathBuf::from("/tmp/ca.pem")));
     }
@@ -1242,10 +1242,29 @@ socket = "/tmp/enrolld.sock"
 
     #[test]
     fn invalid_values_name_the_key() {
+        // Typed keys are checked as the file is read: the first bad one
+        // stops it, with its line.
         let err = parse("[camera]\nsource = \"usb:0\"\n[burst]\nkeep = 5\n").expect_err("invalid");
         let text = err.to_string();
-        assert!(text.contains("test.toml: camera.source:"), "{text}");
+        assert!(text.starts_with("test.toml: "), "{text}");
+        assert!(text.contains("line 2"), "{text}");
+        assert!(
+            text.contains("camera.source: \"usb:0\": expected v4l2:"),
+            "{text}"
+        );
+        let err = parse("[camera]\nfourcc = \"H264\"\n").expect_err("invalid");
+        let text = err.to_string();
+        assert!(
+            text.contains("camera.fourcc: \"H264\" is not one of MJPG,"),
+            "{text}"
+        );
+        let c = parse("[camera]\nfourcc = \"yuyv\"\n").expect("valid");
+        assert_eq!(c.camera.fourcc, PixelFormat::Yuyv);
+        // Values checked after reading are all reported together.
+        let err = parse("[burst]\nkeep = 5\n[camera]\nwidth = 1\n").expect_err("invalid");
+        let text = err.to_string();
         assert!(text.contains("test.toml: burst.keep:"), "{text}");
+        assert!(text.contains("test.toml: camera.width:"), "{text}");
         let err = parse("[upload]\nprovider = \"aws\"\n").expect_err("bad provider");
         assert!(err.to_string().contains("aws"), "{err}");
         let err = parse("[jd]\nendpoint = \"http://a\"\n").expect_err("http");

@@ -282,9 +282,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             }
             let source = match source {
                 Some(s) => s,
-                None => cfg
-                    .source()
-                    .map_err(|e| Failure::new(ErrorCode::InvalidSource, e))?,
+                None => cfg.camera.source.clone(),
             };
             // A missing photo, a device or a FIFO is named as such, before
             // the queue (which a running daemon holds) is opened.

@@ -287,8 +287,10 @@ fn map_image_error(e: image::ImageError, width: u32, height: u32) -> DecodeError
     }
 }
 
-/// Pixel layouts a camera can deliver (V4L2 fourcc names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+/// Pixel layouts a camera can deliver (V4L2 fourcc names; `camera.fourcc`
+/// is read and written as one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum PixelFormat {
     /// Motion JPEG, one JPEG per frame (`MJPG`).
     Mjpeg,
@@ -318,6 +320,9 @@ impl PixelFormat {
         }
     }
 
+    /// The fourcc names enrolld decodes, for messages.
+    pub const NAMES: &'static str = "MJPG, YUYV, NV12, GREY, RGB3, BGR3";
+
     pub fn fourcc(self) -> &'static str {
         match self {
             Self::Mjpeg => "MJPG",
@@ -345,6 +350,22 @@ impl PixelFormat {
 impl fmt::Display for PixelFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.fourcc())
+    }
+}
+
+/// How serde reads it, which only the config file does: the message names
+/// the key (toml adds the file's line and column).
+impl TryFrom<String> for PixelFormat {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::from_fourcc(&s)
+            .ok_or_else(|| format!("camera.fourcc: {s:?} is not one of {}", Self::NAMES))
+    }
+}
+
+impl From<PixelFormat> for String {
+    fn from(f: PixelFormat) -> String {
+        f.fourcc().to_string()
     }
 }
 

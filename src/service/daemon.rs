@@ -590,10 +590,7 @@ impl Daemon {
             .map_err(|e| Reply::error(e.code(), e.to_string()))?;
         let source = match photo {
             Some(photo) => SourceSpec::Received(photo),
-            None => self
-                .config
-                .source()
-                .map_err(|e| Reply::error(ErrorCode::InvalidSource, e))?,
+            None => self.config.camera.source.clone(),
         };
         let request = EnrollRequest {
             person_id: person,

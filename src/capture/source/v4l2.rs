@@ -96,7 +96,7 @@ impl V4l2Source {
         let (path, index) = resolve_device(&device)?;
         check_access(&path, &what)?;
         let wanted = Offered {
-            format: PixelFormat::from_fourcc(&cfg.fourcc).unwrap_or(PixelFormat::Mjpeg),
+            format: cfg.fourcc,
             width: cfg.width,
             height: cfg.height,
             fps: cfg.fps,
