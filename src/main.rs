@@ -405,7 +405,7 @@ fn detect_one(
             })
         }
     };
-    let (report, candidate) = assess_frame(&frame, det, &cfg.quality);
+    let (report, candidate) = assess_frame(&frame, det, &cfg.quality, None);
     drop(frame);
     let mut output = None;
     if let (Some(dir), Some(c)) = (out_dir, &candidate) {

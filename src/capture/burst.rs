@@ -25,6 +25,9 @@ pub struct FrameReport {
     pub scores: Option<FaceScores>,
     pub accepted: bool,
     pub rejection: Option<Rejection>,
+    /// Searched only around the face of the previous frame (tracking).
+    #[serde(default)]
+    pub tracked: bool,
 }
 
 /// An acceptable face crop from one frame.
@@ -36,16 +39,28 @@ pub struct Candidate {
     thumb: GrayImage,
 }
 
-/// Detects, chooses and scores the face of one frame.
+/// Detects, chooses and scores the face of one frame. With `near` (the face
+/// of the previous frame) only its region is searched, unless the face is
+/// not found there; the chosen face's box is then refined at full
+/// resolution.
 pub fn assess_frame(
     frame: &Frame,
     detector: &mut dyn FaceDetector,
     qcfg: &QualityConfig,
+    near: Option<&FaceBox>,
 ) -> (FrameReport, Option<Candidate>) {
     let gray = image::imageops::grayscale(&frame.image);
-    let mut faces = detector.detect(&gray);
+    let tracked_faces = near
+        .map(|f| detector.detect_near(&gray, f))
+        .filter(|found| !found.is_empty());
+    let tracked = tracked_faces.is_some();
+    let mut faces = tracked_faces.unwrap_or_else(|| detector.detect(&gray));
     // Detectors promise no order; reports list the largest first.
     faces.sort_by_key(|f| std::cmp::Reverse(f.area()));
+    if let Some(largest) = faces.first_mut() {
+        *largest = detector.refine(&gray, largest);
+        faces.sort_by_key(|f| std::cmp::Reverse(f.area()));
+    }
     let a = quality::assess(&gray, &faces, qcfg);
     let candidate = match (&a.decision, a.crop, a.scores, a.thumb) {
         (Ok(()), Some(rect), Some(scores), Some(thumb)) => Some(Candidate {
@@ -68,6 +83,7 @@ pub fn assess_frame(
         scores: a.scores,
         accepted: a.decision.is_ok(),
         rejection: a.decision.err(),
+        tracked,
     };
     (report, candidate)
 }
@@ -87,6 +103,10 @@ pub struct BurstResult {
 /// Captures up to `cfg.frames` frames within `cfg.time_budget_ms`, scores each
 /// and keeps the best `keep` distinct ones. `on_frame` sees every report as it
 /// is made (progress for the socket and the LED).
+///
+/// After a frame with a face, the next is searched around that face
+/// ([`FaceDetector::detect_near`]), the whole frame again when it is lost;
+/// never when `quality.max_faces` is set, which needs every face counted.
 ///
 /// Memory: one frame at a time; a candidate keeps only its crop, scaled so
 /// its long edge is at most `crop_max_edge` (the encoder would scale it so
@@ -109,6 +129,8 @@ pub fn run_burst(
     let mut unreadable = Vec::new();
     let mut last_error = None;
     let keep = keep.clamp(1, 4);
+    let track = qcfg.max_faces == 0;
+    let mut previous: Option<FaceBox> = None;
     for _ in 0..cfg.frames {
         if cancel.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(SourceError::Cancelled);
@@ -134,8 +156,10 @@ pub fn run_burst(
                 break;
             }
         };
-        let (report, candidate) = assess_frame(&frame, detector, qcfg);
+        let near = previous.as_ref().filter(|_| track);
+        let (report, candidate) = assess_frame(&frame, detector, qcfg, near);
         drop(frame);
+        previous = report.chosen;
         on_frame(&report);
         frames.push(report);
         if let Some(mut c) = candidate {

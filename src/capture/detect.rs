@@ -35,7 +35,78 @@ impl FaceBox {
 
 /// Finds faces in a grey-scale frame.
 pub trait FaceDetector {
+    /// Every face of at least the configured size in the whole frame.
     fn detect(&mut self, gray: &GrayImage) -> Vec<FaceBox>;
+
+    /// The faces near `around`, a face found in the previous frame of a
+    /// burst (tracking): searched only in the region around it and only for
+    /// faces of about its size, so it costs a fraction of [`Self::detect`].
+    /// Empty when the face is lost; the caller then searches the frame.
+    fn detect_near(&mut self, gray: &GrayImage, around: &FaceBox) -> Vec<FaceBox> {
+        let region = near_region(around, gray.width(), gray.height());
+        self.detect(gray)
+            .into_iter()
+            .filter(|f| region.is_some_and(|r| r.contains_centre(f)))
+            .collect()
+    }
+
+    /// The box of `face` made exact at full resolution: a dense search of
+    /// its region for a face of about its size. `face` itself when none is
+    /// found there.
+    fn refine(&mut self, _gray: &GrayImage, face: &FaceBox) -> FaceBox {
+        *face
+    }
+}
+
+/// Tracking: how far around the previous face the next frame is searched,
+/// as a fraction of its size on each side (a face moves far less than this
+/// between frames 33-100 ms apart), and the sizes it may have there.
+const NEAR_MARGIN: f32 = 0.6;
+const NEAR_MIN_SIZE: f32 = 0.7;
+const NEAR_MAX_SIZE: f32 = 1.45;
+/// Refinement: the sizes searched around the chosen face.
+const REFINE_MIN_SIZE: f32 = 0.8;
+const REFINE_MAX_SIZE: f32 = 1.25;
+
+/// A region of a frame, in its pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl Region {
+    fn contains_centre(&self, f: &FaceBox) -> bool {
+        let cx = i64::from(f.x) + i64::from(f.width / 2);
+        let cy = i64::from(f.y) + i64::from(f.height / 2);
+        cx >= i64::from(self.x)
+            && cy >= i64::from(self.y)
+            && cx < i64::from(self.x + self.width)
+            && cy < i64::from(self.y + self.height)
+    }
+}
+
+/// `face` grown by `margin` of its size on each side, within a `w`x`h`
+/// frame; `None` when nothing of it is inside.
+fn grown_region(face: &FaceBox, margin: f32, w: u32, h: u32) -> Option<Region> {
+    let grow = (face.size() as f32 * margin).round() as i64;
+    let x0 = (i64::from(face.x) - grow).clamp(0, i64::from(w));
+    let y0 = (i64::from(face.y) - grow).clamp(0, i64::from(h));
+    let x1 = (i64::from(face.x) + i64::from(face.width) + grow).clamp(0, i64::from(w));
+    let y1 = (i64::from(face.y) + i64::from(face.height) + grow).clamp(0, i64::from(h));
+    (x1 > x0 && y1 > y0).then(|| Region {
+        x: x0 as u32,
+        y: y0 as u32,
+        width: (x1 - x0) as u32,
+        height: (y1 - y0) as u32,
+    })
+}
+
+/// Where [`FaceDetector::detect_near`] looks for the face of the previous frame.
+pub fn near_region(face: &FaceBox, w: u32, h: u32) -> Option<Region> {
+    grown_region(face, NEAR_MARGIN, w, h)
 }
 
 /// Why a detector could not be built.
@@ -50,12 +121,33 @@ impl fmt::Display for ModelError {
 
 impl std::error::Error for ModelError {}
 
+/// The face rustface's window spans: at each scale of its pyramid it finds
+/// faces of 40 px there. rustface 0.1.7 starts the pyramid at the image's
+/// own scale and does not use `set_min_face_size`, so the image it is given
+/// is scaled first to make the smallest face asked for 40 px: a larger
+/// minimum is searched on a smaller image (faster), a smaller one on an
+/// enlarged image (without it, faces under 40 px were never found).
+const WINDOW_PX: f32 = 40.0;
+/// The smallest image rustface can search.
+const MIN_SEARCH_PX: u32 = 40;
+
+/// How densely a search samples positions and sizes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Density {
+    pyramid_scale: f32,
+    window_step: u32,
+}
+
 /// rustface's SeetaFace funnel-structured cascade detector.
 pub struct SeetaDetector {
     inner: Box<dyn rustface::Detector>,
     min_face_px: u32,
     max_edge: u32,
-    applied_min: u32,
+    /// The configured density (`detect.pyramid_scale`, `detect.window_step`).
+    density: Density,
+    applied: Density,
+    /// Sizes in pixels of the searched image; 0 for none.
+    applied_max_face: u32,
 }
 
 impl SeetaDetector {
@@ -70,23 +162,99 @@ impl SeetaDetector {
         // All values were validated by Config::problems; clamp anyway since
         // rustface panics on out-of-range settings.
         inner.set_score_thresh(cfg.score_threshold.max(0.01));
-        inner.set_pyramid_scale_factor(cfg.pyramid_scale.clamp(0.11, 0.98) as f32);
-        inner.set_slide_window_step(cfg.window_step.max(1), cfg.window_step.max(1));
-        let min = cfg.min_face_px.max(20);
-        inner.set_min_face_size(min);
+        let density = Density {
+            pyramid_scale: cfg.pyramid_scale.clamp(0.11, 0.98) as f32,
+            window_step: cfg.window_step.max(1),
+        };
+        inner.set_pyramid_scale_factor(density.pyramid_scale);
+        inner.set_slide_window_step(density.window_step, density.window_step);
+        inner.set_max_face_size(0);
         Ok(Self {
             inner,
-            min_face_px: min,
+            min_face_px: cfg.min_face_px.max(20),
             max_edge: cfg.max_edge.max(160),
-            applied_min: min,
+            density,
+            applied: density,
+            applied_max_face: 0,
         })
     }
 
-    fn set_min(&mut self, min: u32) {
-        if min != self.applied_min {
-            self.inner.set_min_face_size(min);
-            self.applied_min = min;
+    fn set_density(&mut self, d: Density) {
+        if d != self.applied {
+            self.inner.set_pyramid_scale_factor(d.pyramid_scale);
+            self.inner
+                .set_slide_window_step(d.window_step, d.window_step);
+            self.applied = d;
         }
+    }
+
+    /// Searches `region` of `gray` for faces of `min_face` to `max_face`
+    /// (0: any) pixels, at the scale that makes `min_face` the window's
+    /// size, with at most `max_edge` pixels on the searched image's long
+    /// edge. Boxes are in `gray`'s pixels.
+    fn search(
+        &mut self,
+        gray: &GrayImage,
+        region: Region,
+        min_face: u32,
+        max_face: u32,
+        max_edge: u32,
+    ) -> Vec<FaceBox> {
+        let long = region.width.max(region.height);
+        let scale = (WINDOW_PX / min_face.max(1) as f32).min(max_edge as f32 / long.max(1) as f32);
+        let sw = (region.width as f32 * scale).round() as u32;
+        let sh = (region.height as f32 * scale).round() as u32;
+        if sw < MIN_SEARCH_PX || sh < MIN_SEARCH_PX {
+            return Vec::new();
+        }
+        let whole = region.x == 0
+            && region.y == 0
+            && region.width == gray.width()
+            && region.height == gray.height();
+        let cropped;
+        let area = if whole {
+            gray
+        } else {
+            cropped =
+                image::imageops::crop_imm(gray, region.x, region.y, region.width, region.height)
+                    .to_image();
+            &cropped
+        };
+        let resized;
+        let img = if (sw, sh) == area.dimensions() {
+            area
+        } else {
+            resized = image::imageops::resize(area, sw, sh, FilterType::Triangle);
+            &resized
+        };
+        let max_scaled = if max_face == 0 {
+            0
+        } else {
+            ((max_face as f32 * scale).round() as u32).max(MIN_SEARCH_PX)
+        };
+        if max_scaled != self.applied_max_face {
+            self.inner.set_max_face_size(max_scaled);
+            self.applied_max_face = max_scaled;
+        }
+        let data = rustface::ImageData::new(img.as_raw(), img.width(), img.height());
+        let (sx, sy) = (
+            region.width as f32 / img.width() as f32,
+            region.height as f32 / img.height() as f32,
+        );
+        self.inner
+            .detect(&data)
+            .into_iter()
+            .map(|f| {
+                let b = f.bbox();
+                FaceBox {
+                    x: region.x as i32 + (b.x() as f32 * sx).round() as i32,
+                    y: region.y as i32 + (b.y() as f32 * sy).round() as i32,
+                    width: (b.width() as f32 * sx).round() as u32,
+                    height: (b.height() as f32 * sy).round() as u32,
+                    score: f.score(),
+                }
+            })
+            .collect()
     }
 }
 
@@ -100,45 +268,78 @@ fn load_model_file(path: &Path) -> Result<rustface::Model, ModelError> {
 impl FaceDetector for SeetaDetector {
     fn detect(&mut self, gray: &GrayImage) -> Vec<FaceBox> {
         let (w, h) = gray.dimensions();
-        if w < 20 || h < 20 {
-            return Vec::new();
-        }
-        let long = w.max(h);
-        // Large frames are searched at a reduced size; the minimum face size
-        // is scaled with them so it still means pixels of the full frame.
-        let (scaled, scale) = if long > self.max_edge {
-            let s = self.max_edge as f32 / long as f32;
-            let sw = ((w as f32 * s).round() as u32).max(1);
-            let sh = ((h as f32 * s).round() as u32).max(1);
-            (
-                Some(image::imageops::resize(gray, sw, sh, FilterType::Triangle)),
-                s,
-            )
-        } else {
-            (None, 1.0)
+        let whole = Region {
+            x: 0,
+            y: 0,
+            width: w,
+            height: h,
         };
-        let img = scaled.as_ref().unwrap_or(gray);
-        let min = ((self.min_face_px as f32 * scale).round() as u32).max(20);
-        if img.width() < min || img.height() < min {
-            return Vec::new();
-        }
-        self.set_min(min);
-        let data = rustface::ImageData::new(img.as_raw(), img.width(), img.height());
-        self.inner
-            .detect(&data)
-            .into_iter()
-            .map(|f| {
-                let b = f.bbox();
-                FaceBox {
-                    x: (b.x() as f32 / scale).round() as i32,
-                    y: (b.y() as f32 / scale).round() as i32,
-                    width: (b.width() as f32 / scale).round() as u32,
-                    height: (b.height() as f32 / scale).round() as u32,
-                    score: f.score(),
-                }
-            })
-            .collect()
+        self.set_density(self.density);
+        self.search(gray, whole, self.min_face_px, 0, self.max_edge)
     }
+
+    fn detect_near(&mut self, gray: &GrayImage, around: &FaceBox) -> Vec<FaceBox> {
+        let Some(region) = near_region(around, gray.width(), gray.height()) else {
+            return Vec::new();
+        };
+        let size = around.size() as f32;
+        let min = ((size * NEAR_MIN_SIZE).round() as u32).max(self.min_face_px);
+        let max = ((size * NEAR_MAX_SIZE).round() as u32).max(min);
+        self.set_density(self.density);
+        self.search(gray, region, min, max, u32::MAX)
+    }
+
+    fn refine(&mut self, gray: &GrayImage, face: &FaceBox) -> FaceBox {
+        let Some(region) = grown_region(face, 0.35, gray.width(), gray.height()) else {
+            return *face;
+        };
+        let size = face.size() as f32;
+        let min = ((size * REFINE_MIN_SIZE).round() as u32).max(20);
+        let max = ((size * REFINE_MAX_SIZE).round() as u32).max(min);
+        self.set_density(Density {
+            pyramid_scale: 0.9,
+            window_step: 2,
+        });
+        let found = self.search(gray, region, min, max, u32::MAX);
+        self.set_density(self.density);
+        // The boxes of the same face at the many positions and sizes of the
+        // dense search, and the face as found, averaged by confidence.
+        let same: Vec<FaceBox> = found
+            .into_iter()
+            .filter(|f| overlap(face, f) > 0.3)
+            .chain(std::iter::once(*face))
+            .collect();
+        let weight: f64 = same.iter().map(|f| f.score.max(0.0)).sum();
+        if weight <= 0.0 {
+            return *face;
+        }
+        let mean = |v: &dyn Fn(&FaceBox) -> f64| {
+            same.iter().map(|f| v(f) * f.score.max(0.0)).sum::<f64>() / weight
+        };
+        let cx = mean(&|f| f64::from(f.x) + f64::from(f.width) / 2.0);
+        let cy = mean(&|f| f64::from(f.y) + f64::from(f.height) / 2.0);
+        let side = mean(&|f| f64::from(f.size()));
+        FaceBox {
+            x: (cx - side / 2.0).round() as i32,
+            y: (cy - side / 2.0).round() as i32,
+            width: side.round() as u32,
+            height: side.round() as u32,
+            score: same.iter().map(|f| f.score).fold(face.score, f64::max),
+        }
+    }
+}
+
+/// Intersection over union of two boxes.
+pub fn overlap(a: &FaceBox, b: &FaceBox) -> f64 {
+    let x0 = i64::from(a.x).max(i64::from(b.x));
+    let y0 = i64::from(a.y).max(i64::from(b.y));
+    let x1 = (i64::from(a.x) + i64::from(a.width)).min(i64::from(b.x) + i64::from(b.width));
+    let y1 = (i64::from(a.y) + i64::from(a.height)).min(i64::from(b.y) + i64::from(b.height));
+    if x1 <= x0 || y1 <= y0 {
+        return 0.0;
+    }
+    let inter = ((x1 - x0) * (y1 - y0)) as f64;
+    inter / (a.area() as f64 + b.area() as f64 - inter)
 }
 
 /// A detector that returns fixed boxes, for tests of the code around detection.
