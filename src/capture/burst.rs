@@ -131,29 +131,34 @@ pub fn run_burst(
     let keep = keep.clamp(1, 4);
     let track = qcfg.max_faces == 0;
     let mut previous: Option<FaceBox> = None;
-    for _ in 0..cfg.frames {
+    let mut device_failed = false;
+    let mut cancelled = false;
+    read_frames(source, cfg.frames, &mut |read| {
         if cancel.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(SourceError::Cancelled);
+            cancelled = true;
+            return Err(());
         }
         if started.elapsed() > budget && !frames.is_empty() {
-            break;
+            return Err(());
         }
-        let frame = match source.next_frame() {
+        let frame = match read {
             Ok(Some(f)) => f,
-            Ok(None) => break,
+            Ok(None) => return Err(()),
             // A file that does not decode is skipped; the next may be fine.
             Err(e @ SourceError::Decode { .. }) => {
                 unreadable.push(e.to_string());
                 last_error = Some(e);
-                continue;
+                return Ok(());
             }
             // The device itself failed: nothing more will come.
             Err(e) => {
                 if frames.is_empty() {
-                    return Err(e);
+                    last_error = Some(e);
+                    device_failed = true;
+                } else {
+                    unreadable.push(e.to_string());
                 }
-                unreadable.push(e.to_string());
-                break;
+                return Err(());
             }
         };
         let near = previous.as_ref().filter(|_| track);
@@ -168,6 +173,15 @@ pub fn run_burst(
             // Bound memory: only the best few crops can matter.
             candidates.sort_by(|a, b| b.scores.overall.total_cmp(&a.scores.overall));
             candidates.truncate(keep * 4);
+        }
+        Ok(())
+    });
+    if cancelled {
+        return Err(SourceError::Cancelled);
+    }
+    if device_failed {
+        if let Some(e) = last_error {
+            return Err(e);
         }
     }
     if frames.is_empty() {
@@ -187,6 +201,61 @@ pub fn run_burst(
         rejection,
         unreadable,
     })
+}
+
+/// Hands `each` the results of up to `n` reads of `source`, until it
+/// returns `Err(())`. When the source [reads ahead](FrameSource::reads_ahead),
+/// the next frame is captured and decoded on a second thread while `each`
+/// works on this one (a rendezvous channel: at most the frame being worked
+/// on and the one read next are alive); otherwise one read follows the other.
+fn read_frames(
+    source: &mut dyn FrameSource,
+    n: u32,
+    each: &mut dyn FnMut(Result<Option<Frame>, SourceError>) -> Result<(), ()>,
+) {
+    /// The last read of a source: no frame will follow.
+    fn ends(read: &Result<Option<Frame>, SourceError>) -> bool {
+        matches!(read, Ok(None))
+            || matches!(read, Err(e) if !matches!(e, SourceError::Decode { .. }))
+    }
+    if source.reads_ahead() {
+        let read_ahead = std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(0);
+            let src = &mut *source;
+            let reader = std::thread::Builder::new()
+                .name("read-ahead".into())
+                .spawn_scoped(scope, move || {
+                    for _ in 0..n {
+                        let read = src.next_frame();
+                        let last = ends(&read);
+                        // The burst stopped taking frames: stop reading.
+                        if tx.send(read).is_err() || last {
+                            return;
+                        }
+                    }
+                });
+            if let Err(e) = reader {
+                log::warn!("no read-ahead thread ({e}); reading frames one after the other");
+                return false;
+            }
+            for read in rx {
+                if each(read).is_err() {
+                    break;
+                }
+            }
+            true
+        });
+        if read_ahead {
+            return;
+        }
+    }
+    for _ in 0..n {
+        let read = source.next_frame();
+        let last = ends(&read);
+        if each(read).is_err() || last {
+            return;
+        }
+    }
 }
 
 /// Scales `img` down so its long edge is at most `max_edge`.
@@ -367,6 +436,137 @@ mod tests {
         )
         .expect_err("timeout");
         assert_eq!(err.code(), "camera_timeout");
+    }
+}
+
+#[cfg(test)]
+mod read_ahead_tests {
+    use super::*;
+    use crate::capture::detect::FaceDetector;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+    use std::time::Duration;
+
+    /// A camera-like source: says when it starts reading each frame.
+    struct Camera {
+        next: u32,
+        started: SyncSender<u32>,
+    }
+
+    impl FrameSource for Camera {
+        fn describe(&self) -> String {
+            "camera".into()
+        }
+        fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
+            let _ = self.started.try_send(self.next);
+            self.next += 1;
+            Ok(Some(Frame {
+                image: RgbImage::new(64, 64),
+                index: self.next - 1,
+                origin: "camera".into(),
+            }))
+        }
+        fn reads_ahead(&self) -> bool {
+            true
+        }
+    }
+
+    /// Detects in frame k only once the source has started reading frame
+    /// k + 1 (or gives up after 10 s): it records whether reading overlapped.
+    /// The last of `frames` has no next read to wait for.
+    struct WaitsForNextRead {
+        started: Receiver<u32>,
+        frame: u32,
+        frames: u32,
+        overlapped: Vec<bool>,
+    }
+
+    impl FaceDetector for WaitsForNextRead {
+        fn detect(&mut self, _gray: &GrayImage) -> Vec<FaceBox> {
+            let wanted = self.frame + 1;
+            self.frame += 1;
+            if wanted == self.frames {
+                return Vec::new();
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut seen = false;
+            while !seen && Instant::now() < deadline {
+                if let Ok(k) = self.started.recv_timeout(Duration::from_millis(100)) {
+                    seen = k >= wanted;
+                }
+            }
+            self.overlapped.push(seen);
+            Vec::new()
+        }
+    }
+
+    #[test]
+    fn a_camera_burst_reads_the_next_frame_while_it_detects_in_this_one() {
+        let (tx, rx) = sync_channel(16);
+        let mut camera = Camera {
+            next: 0,
+            started: tx,
+        };
+        let mut detector = WaitsForNextRead {
+            started: rx,
+            frame: 0,
+            frames: 4,
+            overlapped: Vec::new(),
+        };
+        let cfg = BurstConfig {
+            frames: 4,
+            time_budget_ms: 600_000,
+            ..BurstConfig::default()
+        };
+        let r = run_burst(
+            &mut camera,
+            &mut detector,
+            &cfg,
+            &QualityConfig::default(),
+            1,
+            u32::MAX,
+            &AtomicBool::new(false),
+            &mut |_| {},
+        )
+        .expect("burst");
+        assert_eq!(r.frames.len(), 4);
+        // Frames 0-2: the next read had started (frame 3 is the last).
+        assert_eq!(detector.overlapped, vec![true, true, true]);
+        assert_eq!(camera.next, 4, "no frame read beyond the burst");
+    }
+
+    #[test]
+    fn a_cancelled_camera_burst_stops_its_reader() {
+        let (tx, _rx) = sync_channel(1);
+        let mut camera = Camera {
+            next: 0,
+            started: tx,
+        };
+        let cancel = AtomicBool::new(false);
+        let mut seen = 0;
+        let err = run_burst(
+            &mut camera,
+            &mut crate::capture::detect::FixedDetector(vec![]),
+            &BurstConfig {
+                frames: 100,
+                time_budget_ms: 600_000,
+                ..BurstConfig::default()
+            },
+            &QualityConfig::default(),
+            1,
+            u32::MAX,
+            &cancel,
+            &mut |_| {
+                seen += 1;
+                if seen == 2 {
+                    cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+            },
+        )
+        .expect_err("cancelled");
+        assert_eq!(err, SourceError::Cancelled);
+        assert_eq!(seen, 2);
+        assert!(camera.next <= 4, "read {} frames", camera.next);
     }
 }
 

@@ -16,11 +16,18 @@ use std::fmt;
 use std::path::PathBuf;
 
 /// Something that delivers frames.
-pub trait FrameSource {
+pub trait FrameSource: Send {
     /// A short description for messages (`/dev/video0 1280x720 MJPG`).
     fn describe(&self) -> String;
     /// The next frame; `Ok(None)` when a finite source has no more.
     fn next_frame(&mut self) -> Result<Option<Frame>, SourceError>;
+    /// Whether a burst may read the next frame while it works on this one:
+    /// true for a source whose frames have a size known in advance (a
+    /// camera's negotiated format), so that one more frame in memory is a
+    /// bounded cost. A photo may be of any size up to the decoding limits.
+    fn reads_ahead(&self) -> bool {
+        false
+    }
 }
 
 /// Why a source could not deliver a frame.
@@ -182,6 +189,10 @@ impl<S: FrameSource> FrameSource for Mounted<S> {
             imageops::flip_horizontal_in_place(&mut frame.image);
         }
         Ok(Some(frame))
+    }
+
+    fn reads_ahead(&self) -> bool {
+        self.inner.reads_ahead()
     }
 }
 

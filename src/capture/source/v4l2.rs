@@ -189,6 +189,12 @@ impl FrameSource for V4l2Source {
         self.description.clone()
     }
 
+    /// Frames of the negotiated size: the next is captured and decoded
+    /// while the burst detects in this one.
+    fn reads_ahead(&self) -> bool {
+        true
+    }
+
     fn next_frame(&mut self) -> Result<Option<Frame>, SourceError> {
         let raw = self.read_raw()?;
         let image = raw_to_rgb(raw.format, raw.width, raw.height, &raw.data, &self.limits)
