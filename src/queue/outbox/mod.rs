@@ -42,6 +42,7 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 /// Layout version of records and database. Bump with a migration in `open`.
 pub const FORMAT_VERSION: u32 = 2;
@@ -66,6 +67,10 @@ const RECORD_OVERHEAD_BYTES: u64 = 4096;
 /// of failing when the filesystem runs out during such a write, so the
 /// queue must never let it get that far.
 const SLED_REWRITE_BYTES: u64 = 512 * 1024;
+
+/// How long opening waits for a lock to be released before it reports
+/// `queue_locked`.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// Image bytes per stored value.
 pub const CHUNK_BYTES: usize = 64 * 1024;
@@ -589,22 +594,37 @@ impl Outbox {
                 .create(&path)
                 .map_err(|e| io_error(&path, e))?;
         }
-        let db = sled::Config::new()
-            .path(&path)
-            // Small devices: bound the page cache; flush at least every second.
-            .cache_capacity(16 * 1024 * 1024)
-            .flush_every_ms(Some(1000))
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("lock") =>
-                {
-                    OutboxError::Locked(path.clone())
+        let open = || {
+            sled::Config::new()
+                .path(&path)
+                // Small devices: bound the page cache; flush at least every second.
+                .cache_capacity(16 * 1024 * 1024)
+                .flush_every_ms(Some(1000))
+                .open()
+                .map_err(|e| match e {
+                    sled::Error::Io(io)
+                        if io.kind() == std::io::ErrorKind::WouldBlock
+                            || io.to_string().contains("lock") =>
+                    {
+                        OutboxError::Locked(path.clone())
+                    }
+                    sled::Error::Io(io) => io_error(&path, io),
+                    other => storage_error(other),
+                })
+        };
+        // sled's background threads release the file lock a moment after
+        // the store is dropped: a queue this process has just closed (one
+        // command opening it twice, a reopen after salvage) is waited for,
+        // briefly; another process's lock is reported after that wait.
+        let waited = std::time::Instant::now();
+        let db = loop {
+            match open() {
+                Err(OutboxError::Locked(_)) if waited.elapsed() < LOCK_WAIT => {
+                    std::thread::sleep(Duration::from_millis(25));
                 }
-                sled::Error::Io(io) => io_error(&path, io),
-                other => storage_error(other),
-            })?;
+                other => break other?,
+            }
+        };
         // None: a new database.
         let stored = db.get(META_FORMAT_KEY).map_err(storage_error)?.map(|v| {
             v.as_ref()
