@@ -150,6 +150,41 @@ fn speed() {
     }
 }
 
+/// The 29 people of the rustface sample photo (the 1927 Solvay conference,
+/// 1666x1136): one box (x, y, size) on each face, checked by eye against
+/// the photo and the names printed under it.
+const SOLVAY: [(i32, i32, u32); 29] = [
+    (240, 40, 53),
+    (1373, 41, 50),
+    (374, 82, 48),
+    (615, 97, 54),
+    (896, 95, 47),
+    (1011, 97, 61),
+    (1139, 98, 47),
+    (1285, 99, 42),
+    (1439, 97, 51),
+    (467, 127, 50),
+    (761, 121, 58),
+    (47, 195, 56),
+    (211, 215, 58),
+    (382, 199, 54),
+    (564, 199, 61),
+    (764, 190, 56),
+    (921, 190, 55),
+    (1084, 201, 53),
+    (1263, 208, 58),
+    (1424, 216, 54),
+    (104, 249, 57),
+    (282, 259, 61),
+    (465, 253, 58),
+    (663, 264, 61),
+    (866, 250, 62),
+    (1042, 250, 59),
+    (1167, 252, 56),
+    (1359, 260, 53),
+    (1488, 277, 57),
+];
+
 /// A labelled scene: the frame and the true face boxes.
 struct Scene {
     gray: GrayImage,
@@ -275,13 +310,34 @@ fn matches(d: &FaceBox, l: &FaceBox) -> bool {
 }
 
 fn recall() {
-    let scenes = scenes();
-    let labels: usize = scenes.iter().map(|s| s.faces.len()).sum();
-    println!(
-        "recall on {} labelled faces of 30-110 px in {} scenes of 1280x720 (made by this benchmark), detect.min_face_px = 30:",
-        labels,
-        scenes.len()
+    let solvay = Scene {
+        gray: image::imageops::grayscale(support::group_photo()),
+        faces: SOLVAY
+            .iter()
+            .map(|&(x, y, size)| FaceBox {
+                x,
+                y,
+                width: size,
+                height: size,
+                score: 0.0,
+            })
+            .collect(),
+    };
+    measure(
+        "the sample group photo (29 faces of 42-62 px, 1666x1136)",
+        &[solvay],
     );
+    measure(
+        "96 faces of 30-110 px in 12 scenes of 1280x720 made by this benchmark",
+        &scenes(),
+    );
+}
+
+/// Recall and false faces on `scenes`, for enrolld's earlier way of calling
+/// rustface and for several densities, all with `detect.min_face_px = 30`.
+fn measure(what: &str, scenes: &[Scene]) {
+    let labels: usize = scenes.iter().map(|s| s.faces.len()).sum();
+    println!("recall on {what}, detect.min_face_px = 30:");
     println!(
         "{:<30} {:>6} {:>8} {:>12} {:>14}",
         "detector", "found", "recall", "false faces", "ms per scene"
@@ -289,6 +345,18 @@ fn recall() {
     // As enrolld called rustface before it scaled frames to the minimum
     // face: the frame at most 1280 px long, rustface's 40 px window at 1x.
     {
+        let shrink = |gray: &GrayImage| {
+            let long = gray.width().max(gray.height());
+            if long <= 1280 {
+                return (gray.clone(), 1.0);
+            }
+            let s = 1280.0 / long as f32;
+            let (w, h) = (
+                (gray.width() as f32 * s).round() as u32,
+                (gray.height() as f32 * s).round() as u32,
+            );
+            (image::imageops::resize(gray, w, h, FilterType::Triangle), s)
+        };
         let model = rustface::read_model(std::io::Cursor::new(include_bytes!(env!(
             "ENROLLD_SEETA_MODEL_PATH"
         ))))
@@ -299,15 +367,16 @@ fn recall() {
         old.set_slide_window_step(5, 5);
         old.set_min_face_size(30);
         let started = Instant::now();
-        let (found, false_faces) = count(&scenes, |gray| {
-            let data = rustface::ImageData::new(gray.as_raw(), gray.width(), gray.height());
+        let (found, false_faces) = count(scenes, |gray| {
+            let (img, s) = shrink(gray);
+            let data = rustface::ImageData::new(img.as_raw(), img.width(), img.height());
             old.detect(&data)
                 .into_iter()
                 .map(|f| FaceBox {
-                    x: f.bbox().x(),
-                    y: f.bbox().y(),
-                    width: f.bbox().width(),
-                    height: f.bbox().height(),
+                    x: (f.bbox().x() as f32 / s).round() as i32,
+                    y: (f.bbox().y() as f32 / s).round() as i32,
+                    width: (f.bbox().width() as f32 / s).round() as u32,
+                    height: (f.bbox().height() as f32 / s).round() as u32,
                     score: f.score(),
                 })
                 .collect()
@@ -330,7 +399,7 @@ fn recall() {
         };
         let mut detector = SeetaDetector::new(&cfg).expect("detector");
         let started = Instant::now();
-        let (found, false_faces) = count(&scenes, |gray| detector.detect(gray));
+        let (found, false_faces) = count(scenes, |gray| detector.detect(gray));
         row(
             &format!("pyramid {pyramid} / step {step}"),
             found,

@@ -122,11 +122,10 @@ pub struct DetectConfig {
     pub pyramid_scale: f64,
     /// Sliding window step in pixels. Default 4.
     ///
-    /// Speed against recall, measured with `cargo bench --bench detect` on
-    /// its labelled set (96 faces of 30-110 px, min_face_px 30): 0.7/5
-    /// finds 92, 0.8/4 finds 95 in 1.7 times the time, 0.8/3 all 96 in 2.6
-    /// times; none a false face. Following frames of a burst are searched
-    /// only around the face, so a denser search costs the first frame alone.
+    /// Speed against recall: `cargo bench --bench detect` measures both on
+    /// labelled faces for several densities (0.8/4 takes about 1.6 times as
+    /// long as 0.7/5). Following frames of a burst are searched only around
+    /// the face, so a denser search costs the first frame alone.
     pub window_step: u32,
     /// The longest edge of the image the detector searches: a frame that
     /// scaled to `min_face_px` would be larger is searched smaller (and its
