@@ -40,6 +40,8 @@ pub fn run(opts: &DemoOptions) -> Result<u8, String> {
         }
     };
     let enrolld = opts.enrolld.clone().unwrap_or_else(beside_this_program);
+    // Before anything is written: is there an enrolld to run?
+    run_enrolld_quietly(&enrolld, &["--version"])?;
     std::fs::create_dir_all(&opts.state_dir).map_err(io(&opts.state_dir))?;
     let dir = std::fs::canonicalize(&opts.state_dir).map_err(io(&opts.state_dir))?;
 
@@ -144,6 +146,31 @@ fn config_text(dir: &Path, key: &Path, secret: &Path, ca: &Path, endpoint: &str)
     )
 }
 
+/// Runs `enrolld ARGS...` with its output discarded; an error if it fails.
+fn run_enrolld_quietly(enrolld: &Path, args: &[&str]) -> Result<(), String> {
+    let out = Command::new(enrolld)
+        .args(args)
+        .output()
+        .map_err(|e| cannot_run(enrolld, &e))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} {}: {}",
+            enrolld.display(),
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn cannot_run(enrolld: &Path, e: &std::io::Error) -> String {
+    format!(
+        "{}: {e} (build it with `cargo build -p enrolld`, or pass --enrolld PATH)",
+        enrolld.display()
+    )
+}
+
 /// Runs `enrolld --config CONFIG ARGS...` with its output on ours.
 fn run_enrolld(enrolld: &Path, config: &Path, args: &[&str]) -> Result<u8, String> {
     let _ = std::io::stdout().flush();
@@ -152,12 +179,7 @@ fn run_enrolld(enrolld: &Path, config: &Path, args: &[&str]) -> Result<u8, Strin
         .arg(config)
         .args(args)
         .status()
-        .map_err(|e| {
-            format!(
-                "{}: {e} (build it with `cargo build -p enrolld`, or pass --enrolld PATH)",
-                enrolld.display()
-            )
-        })?;
+        .map_err(|e| cannot_run(enrolld, &e))?;
     Ok(status
         .code()
         .and_then(|c| u8::try_from(c).ok())

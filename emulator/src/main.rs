@@ -96,7 +96,6 @@ fn main() -> ExitCode {
             jd_shape,
             json,
         } => enrolld::config::Secret::from_file(&secret_key_file)
-            .map_err(|e| format!("{}: {e}", secret_key_file.display()))
             .and_then(|secret| {
                 let config = EmulatorConfig {
                     vendor,

@@ -132,3 +132,17 @@ fn the_demo_runs_without_camera_or_credentials() {
     assert_eq!(again.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("queued enrollment 2"), "{stdout}");
 }
+
+#[test]
+fn the_demo_without_enrolld_says_how_to_get_it_and_writes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_enrolld-emulator"))
+        .current_dir(dir.path())
+        .args(["demo", "--enrolld", "/nonexistent/enrolld"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cargo build -p enrolld"), "{err}");
+    assert!(!dir.path().join("enrolld-demo-state").exists());
+}
