@@ -73,6 +73,7 @@ fn main() {
         return;
     }
     speed();
+    largest();
     recall();
 }
 
@@ -184,6 +185,28 @@ const SOLVAY: [(i32, i32, u32); 29] = [
     (1359, 260, 53),
     (1488, 277, 57),
 ];
+
+/// The largest search the configuration allows: a photo shrunk to 12 Mpx
+/// at decoding (4000x3000), `min_face_px` at its least (20), so the frame
+/// is enlarged until `max_edge` stops it.
+fn largest() {
+    reset_peak_rss();
+    let cfg = DetectConfig {
+        min_face_px: 20,
+        ..DetectConfig::default()
+    };
+    let mut detector = SeetaDetector::new(&cfg).expect("detector");
+    let gray = image::imageops::grayscale(&frame_with_face_at(4000, 3000, 0, 900, 0));
+    let before = peak_rss_mib();
+    let t = time_n(3, || detector.detect(&gray));
+    println!(
+        "largest search allowed (4000x3000 frame, min_face_px 20, max_edge {}): {} ms, peak RSS {:.1} MiB ({:.1} MiB before detecting)",
+        cfg.max_edge,
+        ms(t),
+        peak_rss_mib(),
+        before
+    );
+}
 
 /// A labelled scene: the frame and the true face boxes.
 struct Scene {

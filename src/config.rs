@@ -129,7 +129,7 @@ pub struct DetectConfig {
     pub window_step: u32,
     /// The longest edge of the image the detector searches: a frame that
     /// scaled to `min_face_px` would be larger is searched smaller (and its
-    /// smallest faces missed). Bounds detection time and memory. Default 2560.
+    /// smallest faces missed). Bounds detection time and memory. Default 2048.
     pub max_edge: u32,
 }
 
@@ -141,7 +141,7 @@ impl Default for DetectConfig {
             score_threshold: 2.0,
             pyramid_scale: 0.8,
             window_step: 4,
-            max_edge: 2560,
+            max_edge: 2048,
         }
     }
 }

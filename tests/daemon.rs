@@ -917,6 +917,9 @@ fn the_largest_frames_allowed_fit_the_units_memory_max() {
         ("burst.keep", 4.into()),
         ("burst.time_budget_ms", 120000.into()),
         ("burst.distinct_min_diff", 0.0.into()),
+        // The smallest minimum face: the first frame is searched as large
+        // as detect.max_edge allows.
+        ("detect.min_face_px", 20.into()),
     ]);
     let mut d = Daemon::start(&e, None);
     let pid = d.child.id();

@@ -138,9 +138,18 @@ struct Density {
     window_step: u32,
 }
 
+/// rustface keeps buffers of 13 bytes a pixel of the largest image it has
+/// searched, for as long as it lives: after a search larger than this it is
+/// made again, so a daemon that searched one large frame goes back to its
+/// idle size (a 2048x1536 search would keep 40 MB).
+const KEEP_BUFFERS_PX: u64 = 1 << 20;
+
 /// rustface's SeetaFace funnel-structured cascade detector.
 pub struct SeetaDetector {
     inner: Box<dyn rustface::Detector>,
+    /// To make `inner` again, without its buffers.
+    model: rustface::Model,
+    score_threshold: f64,
     min_face_px: u32,
     max_edge: u32,
     /// The configured density (`detect.pyramid_scale`, `detect.window_step`).
@@ -158,25 +167,30 @@ impl SeetaDetector {
             None => rustface::read_model(std::io::Cursor::new(EMBEDDED_MODEL))
                 .map_err(|e| ModelError(format!("embedded model: {e}")))?,
         };
-        let mut inner = rustface::create_detector_with_model(model);
         // All values were validated by Config::problems; clamp anyway since
         // rustface panics on out-of-range settings.
-        inner.set_score_thresh(cfg.score_threshold.max(0.01));
+        let score_threshold = cfg.score_threshold.max(0.01);
         let density = Density {
             pyramid_scale: cfg.pyramid_scale.clamp(0.11, 0.98) as f32,
             window_step: cfg.window_step.max(1),
         };
-        inner.set_pyramid_scale_factor(density.pyramid_scale);
-        inner.set_slide_window_step(density.window_step, density.window_step);
-        inner.set_max_face_size(0);
         Ok(Self {
-            inner,
+            inner: make_inner(model.clone(), score_threshold, density),
+            model,
+            score_threshold,
             min_face_px: cfg.min_face_px.max(20),
             max_edge: cfg.max_edge.max(160),
             density,
             applied: density,
             applied_max_face: 0,
         })
+    }
+
+    /// Makes rustface's detector again, dropping the buffers it grew.
+    fn renew(&mut self) {
+        self.inner = make_inner(self.model.clone(), self.score_threshold, self.density);
+        self.applied = self.density;
+        self.applied_max_face = 0;
     }
 
     fn set_density(&mut self, d: Density) {
@@ -241,8 +255,11 @@ impl SeetaDetector {
             region.width as f32 / img.width() as f32,
             region.height as f32 / img.height() as f32,
         );
-        self.inner
-            .detect(&data)
+        let found = self.inner.detect(&data);
+        if u64::from(img.width()) * u64::from(img.height()) > KEEP_BUFFERS_PX {
+            self.renew();
+        }
+        found
             .into_iter()
             .map(|f| {
                 let b = f.bbox();
@@ -256,6 +273,15 @@ impl SeetaDetector {
             })
             .collect()
     }
+}
+
+fn make_inner(model: rustface::Model, score: f64, d: Density) -> Box<dyn rustface::Detector> {
+    let mut inner = rustface::create_detector_with_model(model);
+    inner.set_score_thresh(score);
+    inner.set_pyramid_scale_factor(d.pyramid_scale);
+    inner.set_slide_window_step(d.window_step, d.window_step);
+    inner.set_max_face_size(0);
+    inner
 }
 
 fn load_model_file(path: &Path) -> Result<rustface::Model, ModelError> {
