@@ -15,47 +15,16 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+mod common;
+use common::{ms, peak_rss_mib, reset_peak_rss, time_n};
+
 use enrolld::capture::detect::{FaceBox, FaceDetector, SeetaDetector};
 use enrolld::config::{BurstConfig, DetectConfig, QualityConfig};
 use image::imageops::FilterType;
 use image::{GrayImage, RgbImage};
-use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 const ITERATIONS: usize = 21;
-
-fn ms(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64() * 1000.0)
-}
-
-/// The median of `n` runs after a warm-up.
-fn time_n<T>(n: usize, mut f: impl FnMut() -> T) -> Duration {
-    black_box(f());
-    let mut samples: Vec<Duration> = (0..n)
-        .map(|_| {
-            let t = Instant::now();
-            black_box(f());
-            t.elapsed()
-        })
-        .collect();
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
-/// Peak resident set size (VmHWM) in MiB.
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-/// Resets VmHWM to the current RSS, so each resolution gets its own peak.
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
 
 /// A frame with face `i` of `face_px` pixels, `dx` pixels right of the centre.
 fn frame_with_face_at(w: u32, h: u32, i: usize, face_px: u32, dx: i64) -> RgbImage {

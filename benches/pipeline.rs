@@ -9,6 +9,9 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+mod common;
+use common::{ms, peak_rss_mib, reset_peak_rss, time_n};
+
 use enrolld::capture::detect::{FaceDetector, SeetaDetector};
 use enrolld::capture::encode::encode_for;
 use enrolld::capture::frame::{
@@ -20,38 +23,13 @@ use enrolld::cloud::provider::Provider;
 use enrolld::config::{DetectConfig, EncodeConfig, QualityConfig};
 use enrolld::queue::outbox::{Group, NewEnrollment, NewImage, Outbox, OutboxLimits};
 use image::ImageFormat;
-use std::hint::black_box;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const ITERATIONS: usize = 21;
 
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
 fn time<T>(f: impl FnMut() -> T) -> Duration {
     time_n(ITERATIONS, f)
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.2}", d.as_secs_f64() * 1000.0)
-}
-
-/// Peak resident set size (VmHWM) in MiB.
-fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
-/// Resets VmHWM to the current RSS, so each resolution gets its own peak.
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 fn new_entry(bytes: Vec<u8>, w: u32, h: u32) -> NewEnrollment {
@@ -260,18 +238,4 @@ fn main() {
         one.as_secs_f64() / all.as_secs_f64()
     );
     println!("peak RSS of the whole run: {:.1} MiB", peak_rss_mib());
-}
-
-/// The median of `n` runs after a warm-up.
-fn time_n<T>(n: usize, mut f: impl FnMut() -> T) -> Duration {
-    black_box(f());
-    median(
-        (0..n)
-            .map(|_| {
-                let t = Instant::now();
-                black_box(f());
-                t.elapsed()
-            })
-            .collect(),
-    )
 }
