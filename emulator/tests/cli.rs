@@ -120,6 +120,12 @@ fn the_demo_runs_without_camera_or_credentials() {
         stdout.contains("the emulator now holds 1 face(s) for \"demo-person\""),
         "{stdout}"
     );
+    // The emulator says what it accepted (the VM tests look for this line).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("emulator: accepted a signed upload for \"demo-person\""),
+        "{stderr}"
+    );
     // Its state is in ./enrolld-demo-state, private; a second run reuses
     // the key and enrolls again into the same queue.
     let state = dir.path().join("enrolld-demo-state");

@@ -1,8 +1,8 @@
 //! A small `log` backend for stderr. Under systemd (`JOURNAL_STREAM` set)
 //! each line carries a `<N>` syslog priority prefix that journald parses.
 //!
-//! Only enrolld's own records go below `warn`: libraries log at debug level
-//! what enrolld must never print (ureq logs whole request URIs, which carry
+//! Only enrolld's own records (and the emulator's) go below `warn`:
+//! libraries log at debug level what enrolld must never print (ureq logs whole request URIs, which carry
 //! JD's appkey and signature, and request headers, which carry Tencent's
 //! Authorization).
 
@@ -16,7 +16,11 @@ struct StderrLogger {
 
 impl Log for StderrLogger {
     fn enabled(&self, metadata: &Metadata) -> bool {
-        let ours = metadata.target() == "enrolld" || metadata.target().starts_with("enrolld::");
+        // The daemon's crate and the emulator's (`enrolld-emulator`).
+        let ours = matches!(
+            metadata.target().split("::").next(),
+            Some("enrolld" | "enrolld_emulator")
+        );
         let cap = if ours {
             self.level
         } else {
