@@ -542,30 +542,12 @@ mod read_ahead_tests {
             next: 0,
             started: tx,
         };
-        let cancel = AtomicBool::new(false);
-        let mut seen = 0;
-        let err = run_burst(
-            &mut camera,
-            &mut crate::capture::detect::FixedDetector(vec![]),
-            &BurstConfig {
-                frames: 100,
-                time_budget_ms: 600_000,
-                ..BurstConfig::default()
-            },
-            &QualityConfig::default(),
-            1,
-            u32::MAX,
-            &cancel,
-            &mut |_| {
-                seen += 1;
-                if seen == 2 {
-                    cancel.store(true, std::sync::atomic::Ordering::SeqCst);
-                }
-            },
-        )
-        .expect_err("cancelled");
-        assert_eq!(err, SourceError::Cancelled);
-        assert_eq!(seen, 2);
+        let cfg = BurstConfig {
+            frames: 100,
+            time_budget_ms: 600_000,
+            ..BurstConfig::default()
+        };
+        crate::capture::burst::cancel_tests::cancelled_after_two_frames(&mut camera, &cfg);
         assert!(camera.next <= 4, "read {} frames", camera.next);
     }
 }
@@ -577,22 +559,15 @@ mod cancel_tests {
     use crate::capture::source::MemorySource;
     use std::sync::atomic::AtomicBool;
 
-    #[test]
-    fn a_cancelled_burst_stops_before_the_next_frame() {
-        let mut src = MemorySource::default();
-        for i in 0..5 {
-            src.frames.push_back(Ok(Frame {
-                image: RgbImage::new(64, 64),
-                index: i,
-                origin: "m".into(),
-            }));
-        }
+    /// Runs a burst that is cancelled once two frames were reported, and
+    /// checks it ends `Cancelled` with no third frame assessed.
+    pub(super) fn cancelled_after_two_frames(src: &mut dyn FrameSource, cfg: &BurstConfig) {
         let cancel = AtomicBool::new(false);
         let mut seen = 0;
         let err = run_burst(
-            &mut src,
+            src,
             &mut FixedDetector(vec![]),
-            &BurstConfig::default(),
+            cfg,
             &QualityConfig::default(),
             1,
             u32::MAX,
@@ -607,5 +582,18 @@ mod cancel_tests {
         .expect_err("cancelled");
         assert_eq!(err, SourceError::Cancelled);
         assert_eq!(seen, 2);
+    }
+
+    #[test]
+    fn a_cancelled_burst_stops_before_the_next_frame() {
+        let mut src = MemorySource::default();
+        for i in 0..5 {
+            src.frames.push_back(Ok(Frame {
+                image: RgbImage::new(64, 64),
+                index: i,
+                origin: "m".into(),
+            }));
+        }
+        cancelled_after_two_frames(&mut src, &BurstConfig::default());
     }
 }
