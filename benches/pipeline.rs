@@ -168,38 +168,7 @@ fn main() {
         "enqueue+flush of a 300 KB image: {} ms (target < 10)",
         ms(flush)
     );
-    // A whole 8-frame burst (burst.frames default) from MJPEG files: decode,
-    // detect and score every frame, keep the best crop.
-    println!("8-frame burst (decode + detect + score each frame, best crop kept):");
-    for (w, h) in [(640u32, 480u32), (1280, 720), (1920, 1080)] {
-        let dir = tempfile::tempdir().expect("tempdir");
-        for i in 0..8 {
-            let frame = support::frame_with_face(w, h, i % support::FACES.len(), h * 3 / 10);
-            support::write_jpeg(&frame, &dir.path().join(format!("frame{i}.jpg")));
-        }
-        let burst_cfg = enrolld::config::BurstConfig {
-            time_budget_ms: 600_000,
-            ..Default::default()
-        };
-        let not_cancelled = std::sync::atomic::AtomicBool::new(false);
-        let burst = time_n(5, || {
-            let mut source = enrolld::capture::source::FileSource::open(dir.path(), decode_limits)
-                .expect("frames");
-            let r = enrolld::capture::burst::run_burst(
-                &mut source,
-                &mut detector,
-                &burst_cfg,
-                &quality_cfg,
-                1,
-                limits.max_edge_jpeg,
-                &not_cancelled,
-                &mut |_| {},
-            )
-            .expect("burst");
-            assert_eq!(r.frames.len(), 8);
-        });
-        println!("  {w}x{h}: {} ms", ms(burst));
-    }
+    // The whole 8-frame burst, first and tracked frames: `cargo bench --bench detect`.
 
     // `enrolld detect` over 20 portraits, whole process (decode, detect,
     // crop, encode), one worker against one per core.
