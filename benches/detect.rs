@@ -98,6 +98,7 @@ fn speed() {
                 &quality_cfg,
                 1,
                 1024,
+                &enrolld::clock::SystemTimer::new(),
                 &not_cancelled,
                 &mut |_| {},
             )

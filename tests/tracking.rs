@@ -72,6 +72,7 @@ fn burst(
         qcfg,
         1,
         1024,
+        &enrolld::clock::SystemTimer::new(),
         &AtomicBool::new(false),
         &mut |_| {},
     )

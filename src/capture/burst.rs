@@ -4,10 +4,11 @@ use crate::capture::detect::{FaceBox, FaceDetector};
 use crate::capture::frame::Frame;
 use crate::capture::quality::{self, FaceScores, Rect, Rejection};
 use crate::capture::source::{FrameSource, SourceError};
+use crate::clock::Timer;
 use crate::config::{BurstConfig, QualityConfig};
 use image::{GrayImage, RgbImage};
 use serde::Serialize;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What happened to one frame.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -100,7 +101,9 @@ pub struct BurstResult {
     pub unreadable: Vec<String>,
 }
 
-/// Captures up to `cfg.frames` frames within `cfg.time_budget_ms`, scores each
+/// Captures up to `cfg.frames` frames within `cfg.time_budget_ms` (read on
+/// `timer`; a frame is never started once the budget is spent, and the
+/// first frame always is), scores each
 /// and keeps the best `keep` distinct ones. `on_frame` sees every report as it
 /// is made (progress for the socket and the LED).
 ///
@@ -119,10 +122,11 @@ pub fn run_burst(
     qcfg: &QualityConfig,
     keep: usize,
     crop_max_edge: u32,
+    timer: &dyn Timer,
     cancel: &std::sync::atomic::AtomicBool,
     on_frame: &mut dyn FnMut(&FrameReport),
 ) -> Result<BurstResult, SourceError> {
-    let started = Instant::now();
+    let started = timer.elapsed();
     let budget = Duration::from_millis(cfg.time_budget_ms);
     let mut frames = Vec::new();
     let mut candidates: Vec<Candidate> = Vec::new();
@@ -138,7 +142,7 @@ pub fn run_burst(
             cancelled = true;
             return Err(());
         }
-        if started.elapsed() > budget && !frames.is_empty() {
+        if timer.elapsed().saturating_sub(started) > budget && !frames.is_empty() {
             return Err(());
         }
         let frame = match read {
@@ -352,6 +356,7 @@ mod tests {
             &QualityConfig::default(),
             1,
             u32::MAX,
+            &crate::clock::SystemTimer::new(),
             &NO_CANCEL,
             &mut |_| seen += 1,
         )
@@ -381,6 +386,7 @@ mod tests {
             &q,
             3,
             u32::MAX,
+            &crate::clock::SystemTimer::new(),
             &NO_CANCEL,
             &mut |_| {},
         )
@@ -402,6 +408,7 @@ mod tests {
             &q,
             3,
             64,
+            &crate::clock::SystemTimer::new(),
             &NO_CANCEL,
             &mut |_| {},
         )
@@ -415,6 +422,75 @@ mod tests {
             "{:?}",
             crop.dimensions()
         );
+    }
+
+    /// Each detection takes `ms` of fake time.
+    struct TakesTime {
+        clock: crate::clock::FakeClock,
+        ms: i64,
+    }
+
+    impl FaceDetector for TakesTime {
+        fn detect(&mut self, _gray: &GrayImage) -> Vec<FaceBox> {
+            self.clock.advance(self.ms);
+            vec![face()]
+        }
+    }
+
+    #[test]
+    fn the_time_budget_ends_a_burst_before_the_next_frame_but_never_the_first() {
+        let q = QualityConfig {
+            min_sharpness: 0.0,
+            min_contrast: 0.0,
+            max_faces: 1, // every frame searched whole: one detect call each
+            ..QualityConfig::default()
+        };
+        let cfg = BurstConfig {
+            frames: 10,
+            time_budget_ms: 4000,
+            ..BurstConfig::default()
+        };
+        // 1.5 s a frame: frames start at 0, 1.5 and 3 s; at 4.5 s the
+        // budget is spent and no fourth frame is read.
+        let clock = crate::clock::FakeClock::new(0);
+        let mut det = TakesTime {
+            clock: clock.clone(),
+            ms: 1500,
+        };
+        let mut src = frames(10);
+        let r = run_burst(
+            &mut src,
+            &mut det,
+            &cfg,
+            &q,
+            1,
+            u32::MAX,
+            &clock,
+            &NO_CANCEL,
+            &mut |_| {},
+        )
+        .expect("burst");
+        assert_eq!(r.frames.len(), 3);
+        assert_eq!(r.chosen.len(), 1, "{:?}", r.rejection);
+        // A first frame slower than the whole budget is still judged.
+        let mut det = TakesTime {
+            clock: clock.clone(),
+            ms: 60_000,
+        };
+        let r = run_burst(
+            &mut frames(10),
+            &mut det,
+            &cfg,
+            &q,
+            1,
+            u32::MAX,
+            &clock,
+            &NO_CANCEL,
+            &mut |_| {},
+        )
+        .expect("burst");
+        assert_eq!(r.frames.len(), 1);
+        assert_eq!(r.chosen.len(), 1);
     }
 
     #[test]
@@ -431,6 +507,7 @@ mod tests {
             &QualityConfig::default(),
             1,
             u32::MAX,
+            &crate::clock::SystemTimer::new(),
             &NO_CANCEL,
             &mut |_| {},
         )
@@ -488,9 +565,9 @@ mod read_ahead_tests {
             if wanted == self.frames {
                 return Vec::new();
             }
-            let deadline = Instant::now() + Duration::from_secs(10);
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
             let mut seen = false;
-            while !seen && Instant::now() < deadline {
+            while !seen && std::time::Instant::now() < deadline {
                 if let Ok(k) = self.started.recv_timeout(Duration::from_millis(100)) {
                     seen = k >= wanted;
                 }
@@ -525,6 +602,7 @@ mod read_ahead_tests {
             &QualityConfig::default(),
             1,
             u32::MAX,
+            &crate::clock::SystemTimer::new(),
             &AtomicBool::new(false),
             &mut |_| {},
         )
@@ -571,6 +649,7 @@ mod cancel_tests {
             &QualityConfig::default(),
             1,
             u32::MAX,
+            &crate::clock::SystemTimer::new(),
             &cancel,
             &mut |_| {
                 seen += 1;

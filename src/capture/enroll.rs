@@ -150,6 +150,7 @@ pub fn enroll(
         &cfg.quality,
         keep,
         cfg.encode.max_edge.min(limits.max_edge_jpeg),
+        &crate::clock::SystemTimer::new(),
         cancel,
         &mut |r| on_progress(Progress::Frame { report: r.clone() }),
     )

@@ -253,6 +253,15 @@ impl Enrolld {
             "state_dir = {:?}\n{extra}\n{jd}",
             dir.path().join("state").display().to_string()
         );
+        // A burst's time budget is wall-clock time, so it would decide how
+        // many frames a slow or busy machine (qemu-user, a loaded CI host)
+        // judges. Tests give it all the time allowed unless they set it;
+        // the budget itself is tested on a fake clock (`capture::burst`).
+        let config = if config.contains("time_budget_ms") {
+            config
+        } else {
+            config_with(&config, &[("burst.time_budget_ms", 120_000.into())])
+        };
         write_private(&dir.path().join("enrolld.toml"), config);
         Self { dir }
     }
