@@ -450,47 +450,32 @@ mod tests {
             time_budget_ms: 4000,
             ..BurstConfig::default()
         };
+        let clock = crate::clock::FakeClock::new(0);
+        // (frames judged, frames chosen) when each detection takes `ms`.
+        let burst = |ms| {
+            let mut det = TakesTime {
+                clock: clock.clone(),
+                ms,
+            };
+            let r = run_burst(
+                &mut frames(10),
+                &mut det,
+                &cfg,
+                &q,
+                1,
+                u32::MAX,
+                &clock,
+                &NO_CANCEL,
+                &mut |_| {},
+            )
+            .expect("burst");
+            (r.frames.len(), r.chosen.len())
+        };
         // 1.5 s a frame: frames start at 0, 1.5 and 3 s; at 4.5 s the
         // budget is spent and no fourth frame is read.
-        let clock = crate::clock::FakeClock::new(0);
-        let mut det = TakesTime {
-            clock: clock.clone(),
-            ms: 1500,
-        };
-        let mut src = frames(10);
-        let r = run_burst(
-            &mut src,
-            &mut det,
-            &cfg,
-            &q,
-            1,
-            u32::MAX,
-            &clock,
-            &NO_CANCEL,
-            &mut |_| {},
-        )
-        .expect("burst");
-        assert_eq!(r.frames.len(), 3);
-        assert_eq!(r.chosen.len(), 1, "{:?}", r.rejection);
+        assert_eq!(burst(1500), (3, 1));
         // A first frame slower than the whole budget is still judged.
-        let mut det = TakesTime {
-            clock: clock.clone(),
-            ms: 60_000,
-        };
-        let r = run_burst(
-            &mut frames(10),
-            &mut det,
-            &cfg,
-            &q,
-            1,
-            u32::MAX,
-            &clock,
-            &NO_CANCEL,
-            &mut |_| {},
-        )
-        .expect("burst");
-        assert_eq!(r.frames.len(), 1);
-        assert_eq!(r.chosen.len(), 1);
+        assert_eq!(burst(60_000), (1, 1));
     }
 
     #[test]
