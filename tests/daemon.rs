@@ -87,7 +87,7 @@ impl Daemon {
     }
 
     fn call(&self, req: &Request) -> (Vec<Reply>, Reply) {
-        let mut client = Client::connect(&self.socket, Duration::from_secs(60))
+        let mut client = Client::connect(&self.socket, EVENTUALLY)
             .expect("connect")
             .expect("daemon listening");
         let mut events = Vec::new();
@@ -154,10 +154,12 @@ fn setup(vendor: Provider, extra: &str) -> (Cloud, Enrolld) {
 }
 
 /// How long a test waits for something that should happen before it calls
-/// it lost. It is not a speed target: each wait ends on its event, and only
-/// one that never comes costs this long (qemu-user on a loaded host is many
-/// times slower than an idle x86 machine).
-const EVENTUALLY: Duration = Duration::from_secs(120);
+/// it lost, and a client for the daemon's next line. It is not a speed
+/// target: each wait ends on its event, and only one that never comes costs
+/// this long. qemu-user on a loaded host is many times slower than an idle
+/// x86 machine: there, one 6400x6250 frame took over a minute to decode and
+/// search, between two progress lines.
+const EVENTUALLY: Duration = Duration::from_secs(300);
 
 fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let until = Instant::now() + timeout;
@@ -334,7 +336,7 @@ fn sigterm_during_an_upload_then_restart_loses_nothing_and_adds_no_duplicate() {
     // This client follows the upload: SIGTERM must still give it a last line.
     let socket = d.socket.clone();
     let follower = std::thread::spawn(move || {
-        let mut client = Client::connect(&socket, Duration::from_secs(120))
+        let mut client = Client::connect(&socket, EVENTUALLY)
             .expect("connect")
             .expect("daemon listening");
         let mut events = Vec::new();
@@ -356,7 +358,7 @@ fn sigterm_during_an_upload_then_restart_loses_nothing_and_adds_no_duplicate() {
         "the upload started"
     );
     let (prompt, startup) = (d.prompt(), d.startup);
-    let (code, took) = d.terminate(Duration::from_secs(60));
+    let (code, took) = d.terminate(EVENTUALLY);
     assert_eq!(code, Some(0), "a clean exit after {took:?}");
     assert!(
         took < Duration::from_secs(10) + prompt,
@@ -476,9 +478,7 @@ fn random_and_oversized_input_never_kills_it() {
     assert!(huge.contains("too_long"), "{huge}");
     // A client that says nothing is timed out.
     let silent = std::os::unix::net::UnixStream::connect(&d.socket).expect("connect");
-    silent
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .expect("timeout");
+    silent.set_read_timeout(Some(EVENTUALLY)).expect("timeout");
     let mut out = String::new();
     let _ = std::io::Read::read_to_string(&mut &silent, &mut out);
     assert!(out.contains("timeout"), "{out}");
@@ -535,7 +535,7 @@ fn a_second_trigger_while_enrolling_is_busy_and_cancel_stops_the_first() {
     let d = Daemon::start(&e, None);
     let socket = d.socket.clone();
     let first = std::thread::spawn(move || {
-        let mut c = Client::connect(&socket, Duration::from_secs(60))
+        let mut c = Client::connect(&socket, EVENTUALLY)
             .expect("connect")
             .expect("listening");
         c.call(
@@ -1147,7 +1147,7 @@ fn a_photo_is_enrolled_through_a_running_daemon_which_reads_what_the_client_open
         follow_upload: false,
         photo: Some("fifo.jpg".into()),
     };
-    let mut client = Client::connect(&d.socket, Duration::from_secs(60))
+    let mut client = Client::connect(&d.socket, EVENTUALLY)
         .expect("connect")
         .expect("listening");
     let last = client
