@@ -278,6 +278,13 @@ pub struct UploadConfig {
     pub retry_base_ms: u64,
     /// Longest delay between attempts, in milliseconds. Default 900000 (15 min).
     pub retry_max_ms: u64,
+    /// Uploads paused by an operator problem (credentials, billing, the
+    /// clock) are checked again on their own, at most this long after the
+    /// pause, in milliseconds. Default 300000 (5 min).
+    pub pause_recheck_min_ms: u64,
+    /// Later checks back off (doubling, jittered down by up to half) to at
+    /// most this, in milliseconds. Default 3600000 (1 hour).
+    pub pause_recheck_max_ms: u64,
     /// Days a receipt of an uploaded enrollment is kept. Default 30.
     pub receipt_retention_days: u32,
 }
@@ -292,6 +299,8 @@ impl Default for UploadConfig {
             max_answer_bytes: 1024 * 1024,
             retry_base_ms: 2_000,
             retry_max_ms: 900_000,
+            pause_recheck_min_ms: 300_000,
+            pause_recheck_max_ms: 3_600_000,
             receipt_retention_days: 30,
         }
     }
@@ -792,6 +801,16 @@ impl Config {
             bad(
                 "upload.retry_base_ms",
                 "retry_base_ms must be >= 100 and <= retry_max_ms <= 86400000".into(),
+            );
+        }
+        if u.pause_recheck_min_ms < 100
+            || u.pause_recheck_max_ms < u.pause_recheck_min_ms
+            || u.pause_recheck_max_ms > 86_400_000
+        {
+            bad(
+                "upload.pause_recheck_min_ms",
+                "pause_recheck_min_ms must be >= 100 and <= pause_recheck_max_ms <= 86400000"
+                    .into(),
             );
         }
         if u.receipt_retention_days > 3650 {

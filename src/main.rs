@@ -13,15 +13,13 @@ use enrolld::capture::enroll::{enroll, EnrollOutcome, EnrollRequest, Progress};
 use enrolld::capture::frame::DecodeLimits;
 use enrolld::capture::source::{FileSource, FrameSource};
 use enrolld::clock::{Clock, SystemClock};
-use enrolld::cloud::http::HttpClient;
 use enrolld::cloud::provider::Provider;
-use enrolld::cloud::{build_uploader, http_config, SkewClock};
+use enrolld::cloud::SkewClock;
 use enrolld::config::{Config, ConfigOrigin, SourceSpec};
 use enrolld::control::handler::{self, Answer};
 use enrolld::control::{exit, Client, ErrorCode, Failure, Reply, Request};
-use enrolld::queue::drain::{DrainSummary, Drainer, ProviderLimits};
+use enrolld::queue::drain::DrainSummary;
 use enrolld::queue::outbox::{Outbox, OutboxLimits};
-use enrolld::queue::retry::RetryPolicy;
 use enrolld::queue::seal::QueueKey;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -668,27 +666,7 @@ fn daemon_answer(
 fn run_drain(cfg: &Config, outbox: Arc<Outbox>) -> Result<DrainSummary, Failure> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let skew = Arc::new(SkewClock::new(clock.clone()));
-    let http = Arc::new(
-        HttpClient::new(&http_config(cfg))
-            .map_err(|e| Failure::new(ErrorCode::TlsConfig, e.to_string()))?,
-    );
-    let policy = RetryPolicy {
-        base_ms: cfg.upload.retry_base_ms as i64,
-        max_ms: cfg.upload.retry_max_ms as i64,
-        ..RetryPolicy::default()
-    };
-    let retention = enrolld::queue::drain::Retention::from_config(cfg);
-    let mut drainer = Drainer::new(outbox, policy, clock, skew.clone(), retention);
-    for (provider, qps) in [
-        (Provider::Jd, cfg.jd.qps),
-        (Provider::Tencent, cfg.tencent.qps),
-    ] {
-        drainer.set_uploader(
-            provider,
-            build_uploader(cfg, provider, http.clone(), skew.clone()),
-            ProviderLimits { qps },
-        );
-    }
+    let mut drainer = enrolld::service::uploads::build_drainer(cfg, outbox, clock, skew);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         let _ = signal_hook::flag::register(signal, stop.clone());

@@ -1192,6 +1192,93 @@ fn drain_through_the_daemon_reports_a_pause_and_tries_again_when_asked() {
     assert_eq!(code, Some(0));
 }
 
+/// The daemon's log (stderr, the journal under systemd).
+fn journal(e: &Enrolld) -> String {
+    std::fs::read_to_string(e.path("daemon.log")).unwrap_or_default()
+}
+
+#[test]
+fn a_billing_lapse_fixed_in_the_console_is_uploaded_with_nobody_at_the_device() {
+    let (cloud, e) = setup(Provider::Jd, "");
+    let metrics = e.path("enrolld.prom");
+    e.configure(&[
+        ("upload.pause_recheck_min_ms", 1_000.into()),
+        ("upload.pause_recheck_max_ms", 2_000.into()),
+        ("metrics.textfile", text(metrics.display().to_string())),
+    ]);
+    // The bill lapsed: JD answers 10010 to everything until it is paid.
+    cloud.push_fault("billing*1000000");
+    assert_eq!(e.enroll_portrait("p-arrears", 0, &[]).0, 0);
+    let d = Daemon::start(&e, None);
+    let mut paused = serde_json::Value::Null;
+    assert!(wait_until(EVENTUALLY, || {
+        let (_, r) = d.call(&Request::Status {});
+        if let Reply::Answer { result } = r {
+            paused = result["last_drain"]["paused"][0].clone();
+        }
+        paused["checks"].as_u64().is_some_and(|c| c >= 1)
+    }));
+    // Paused, why, since when and when it checks next: in status, the
+    // metrics and the journal.
+    assert_eq!(paused["code"], "10010", "{paused:#}");
+    let since = paused["since_ms"].as_i64().expect("since");
+    let next = paused["next_check_ms"].as_i64().expect("next check");
+    assert!(next > since, "{paused:#}");
+    assert!(wait_until(EVENTUALLY, || std::fs::read_to_string(&metrics)
+        .is_ok_and(|m| m.contains(
+            "enrolld_upload_pause_next_check_timestamp_seconds{provider=\"jd\"}"
+        ))));
+    let log = journal(&e);
+    assert!(log.contains("uploads to jd paused"), "{log}");
+    assert!(log.contains("checking uploads to jd again"), "{log}");
+    assert!(log.contains("checking again in"), "{log}");
+    assert!(cloud.faces("p-arrears").is_empty());
+    // The bill is paid in the console. Nobody touches the device.
+    cloud.emulator.clear_faults();
+    assert!(
+        wait_until(EVENTUALLY, || cloud.faces("p-arrears").len() == 1),
+        "{}",
+        journal(&e)
+    );
+    assert!(wait_until(EVENTUALLY, || journal(&e).contains("uploads to jd resumed")));
+    assert!(wait_until(EVENTUALLY, || {
+        let (_, r) = d.call(&Request::Status {});
+        matches!(&r, Reply::Answer { result } if result["last_drain"]["paused"].as_array().is_some_and(|p| p.is_empty()))
+    }));
+    let (code, _) = d.terminate(EVENTUALLY);
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn a_secret_file_replaced_while_paused_is_read_at_the_next_check() {
+    let (cloud, e) = setup(Provider::Jd, "");
+    e.configure(&[
+        ("upload.pause_recheck_min_ms", 1_000.into()),
+        ("upload.pause_recheck_max_ms", 2_000.into()),
+    ]);
+    // The device was given an old secret: every request's signature is wrong.
+    let secret = cloud.dir.path().join("secret");
+    write_private(&secret, "an-old-rotated-secret\n");
+    assert_eq!(e.enroll_portrait("p-rotated", 0, &[]).0, 0);
+    let d = Daemon::start(&e, None);
+    assert!(wait_until(EVENTUALLY, || journal(&e).contains("uploads to jd paused")));
+    assert!(cloud.faces("p-rotated").is_empty());
+    // The new secret is put in place (as a provisioning agent would): no
+    // reload, no command.
+    write_private(&secret, format!("{SECRET}\n"));
+    assert!(
+        wait_until(EVENTUALLY, || cloud.faces("p-rotated").len() == 1),
+        "{}",
+        journal(&e)
+    );
+    let log = journal(&e);
+    for leaked in [SECRET, "an-old-rotated-secret"] {
+        assert!(!log.contains(leaked), "{leaked} leaked into the journal");
+    }
+    let (code, _) = d.terminate(EVENTUALLY);
+    assert_eq!(code, Some(0));
+}
+
 #[test]
 fn a_rejected_enrollment_ends_the_same_with_or_without_a_daemon() {
     let (_cloud, e) = setup(Provider::Jd, "");

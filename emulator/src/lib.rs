@@ -465,6 +465,12 @@ impl Emulator {
     }
 
     /// Runs `f` on the state.
+    /// Lifts every fault still pending: the operator fixed it in the
+    /// console (paid the bill, restored the key).
+    pub fn clear_faults(&self) {
+        self.shared.lock().faults.clear();
+    }
+
     pub fn with_state<T>(&self, f: impl FnOnce(&State) -> T) -> T {
         f(&self.shared.lock())
     }

@@ -188,8 +188,12 @@ fn drain_lines(s: &DrainSummary) -> Vec<String> {
     )];
     lines.extend(s.paused.iter().map(|p| {
         format!(
-            "paused: uploads to {} stopped: {} {}",
-            p.provider, p.code, p.message
+            "paused: uploads to {} stopped: {} {} (since {}; checked again by itself at {}, or now with `enrolld drain`)",
+            p.provider,
+            p.code,
+            p.message,
+            rfc3339(p.since_ms),
+            rfc3339(p.next_check_ms)
         )
     }));
     lines

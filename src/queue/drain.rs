@@ -11,20 +11,34 @@ use crate::clock::{Clock, UnixMillis};
 use crate::cloud::provider::Provider;
 use crate::cloud::{ErrorClass, SkewClock, UploadError, Uploader};
 use crate::queue::outbox::{LastError, Outbox, OutboxError};
-use crate::queue::retry::{self, Decision, Jitter, RetryPolicy, TokenBucket};
+use crate::queue::retry::{self, Decision, Jitter, PauseRecheck, RetryPolicy, TokenBucket};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Uploads to a provider stopped until an operator acts.
+/// Uploads to a provider stopped by an operator problem (credentials,
+/// billing, the device clock): checked again on their own at
+/// `next_check_ms`, and at once by a `drain` request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pause {
     pub provider: Provider,
     pub code: String,
     pub message: String,
+    /// When uploads to the provider first stopped.
     pub since_ms: UnixMillis,
+    /// When the drain tries the provider again by itself.
+    #[serde(default)]
+    pub next_check_ms: UnixMillis,
+    /// Checks since `since_ms` that found it still broken.
+    #[serde(default)]
+    pub checks: u32,
 }
+
+/// Builds a provider's uploader anew, reading its secret and CA files again:
+/// a pause check picks up files replaced since (rotated credentials, a
+/// renewed CA) without a reload.
+pub type UploaderFactory = Box<dyn FnMut(Provider) -> Result<Box<dyn Uploader>, UploadError>>;
 
 /// One failed attempt, for the summary.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -80,6 +94,11 @@ pub struct Drainer {
     skew: Arc<SkewClock>,
     jitter: Jitter,
     paused: HashMap<Provider, Pause>,
+    /// Pauses whose check is under way in this pass: lifted if an upload
+    /// succeeds, paused again (one more check) if it fails the same way.
+    checking: HashMap<Provider, Pause>,
+    recheck: PauseRecheck,
+    factory: Option<UploaderFactory>,
     retention: Retention,
     /// When receipts were last expired; at most once an hour, not every pass.
     receipts_expired_at: Option<UnixMillis>,
@@ -122,6 +141,9 @@ impl Drainer {
             skew,
             jitter: Jitter::seeded(),
             paused: HashMap::new(),
+            checking: HashMap::new(),
+            recheck: PauseRecheck::default(),
+            factory: None,
             retention,
             receipts_expired_at: None,
         }
@@ -156,14 +178,124 @@ impl Drainer {
         self
     }
 
-    /// Current pauses.
-    pub fn paused(&self) -> Vec<Pause> {
-        self.paused.values().cloned().collect()
+    /// How often paused providers are checked again.
+    pub fn with_recheck(mut self, recheck: PauseRecheck) -> Self {
+        self.recheck = recheck;
+        self
     }
 
-    /// Lifts all pauses (after the operator fixed things, or a config reload).
+    /// Builds every provider's uploader with `factory`, and again before each
+    /// check of a pause and on [`Drainer::resume`].
+    pub fn set_factory(
+        &mut self,
+        mut factory: UploaderFactory,
+        limits: &[(Provider, ProviderLimits)],
+    ) {
+        for &(provider, l) in limits {
+            let uploader = factory(provider);
+            self.set_uploader(provider, uploader, l);
+        }
+        self.factory = Some(factory);
+    }
+
+    /// Current pauses, by provider.
+    pub fn paused(&self) -> Vec<Pause> {
+        let mut p: Vec<Pause> = self.paused.values().cloned().collect();
+        p.sort_by_key(|p| p.provider.as_str());
+        p
+    }
+
+    /// Lifts all pauses at once (an operator asked for a `drain`): the
+    /// uploaders are built anew and the next pass tries every provider.
     pub fn resume(&mut self) {
+        let paused: Vec<Provider> = self.paused.keys().copied().collect();
+        for provider in paused {
+            self.rebuild(provider);
+        }
         self.paused.clear();
+    }
+
+    /// Turns the pauses whose check is due into checks of this pass.
+    fn start_due_checks(&mut self, now: UnixMillis) {
+        let due: Vec<Provider> = self
+            .paused
+            .values()
+            .filter(|p| p.next_check_ms <= now)
+            .map(|p| p.provider)
+            .collect();
+        for provider in due {
+            let Some(pause) = self.paused.remove(&provider) else {
+                continue;
+            };
+            log::info!(
+                "checking uploads to {provider} again (paused {} s ago: {} {}; check {})",
+                (now - pause.since_ms).max(0) / 1000,
+                pause.code,
+                pause.message,
+                pause.checks + 1
+            );
+            self.rebuild(provider);
+            self.checking.insert(provider, pause);
+        }
+    }
+
+    /// Builds a provider's uploader anew, if a factory was given.
+    fn rebuild(&mut self, provider: Provider) {
+        let Some(factory) = self.factory.as_mut() else {
+            return;
+        };
+        match factory(provider) {
+            Ok(u) => {
+                self.unavailable.remove(&provider);
+                self.uploaders.insert(provider, u);
+            }
+            Err(e) => {
+                self.uploaders.remove(&provider);
+                self.unavailable.insert(provider, e);
+            }
+        }
+    }
+
+    /// Stops uploads to `provider` after error `e` at `now`: a new pause, or
+    /// one more failed check of the pause being checked.
+    fn pause(&mut self, provider: Provider, e: &UploadError, now: UnixMillis) {
+        let (since_ms, checks) = match self.checking.remove(&provider) {
+            Some(p) => (p.since_ms, p.checks + 1),
+            None => (now, 0),
+        };
+        let next_check_ms = self.recheck.next_check_at(now, checks, self.jitter.unit());
+        let when = (next_check_ms - now).max(0) / 1000;
+        if checks == 0 {
+            log::error!("uploads to {provider} paused: {e}; checking again in {when} s");
+        } else {
+            log::error!(
+                "uploads to {provider} still paused after {checks} check(s): {e}; checking again in {when} s"
+            );
+        }
+        self.paused.insert(
+            provider,
+            Pause {
+                provider,
+                code: e.code.clone(),
+                message: e.message.clone(),
+                since_ms,
+                next_check_ms,
+                checks,
+            },
+        );
+    }
+
+    /// Ends the checks of this pass that did not pause again: the provider
+    /// uploads again (or had nothing to send, which a later pass will try).
+    fn end_checks(&mut self, now: UnixMillis) {
+        for (provider, pause) in self.checking.drain() {
+            log::info!(
+                "uploads to {provider} are no longer paused: the check found no operator problem (paused {} s: {} {})",
+                (now - pause.since_ms).max(0) / 1000,
+                pause.code,
+                pause.message
+            );
+        }
     }
 
     /// Uploads everything due now. `wait` sleeps for rate limits and returns
@@ -197,6 +329,7 @@ impl Drainer {
             }
             self.receipts_expired_at = Some(now);
         }
+        self.start_due_checks(now);
         'passes: loop {
             let now = self.clock.now_ms();
             let paused: Vec<Provider> = self.paused.keys().copied().collect();
@@ -217,6 +350,7 @@ impl Drainer {
                 self.attempt(entry.id, entry.provider, &mut summary)?;
             }
         }
+        self.end_checks(self.clock.now_ms());
         summary.paused = self.paused();
         let usage = self.outbox.usage();
         summary.pending = usage.pending;
@@ -224,7 +358,10 @@ impl Drainer {
             .outbox
             .list()?
             .iter()
-            .filter(|e| e.state == crate::queue::outbox::EntryState::Pending)
+            .filter(|e| {
+                e.state == crate::queue::outbox::EntryState::Pending
+                    && !self.paused.contains_key(&e.provider)
+            })
             .map(|e| e.next_attempt_at_ms)
             .min();
         summary.clock_skew_ms = self.skew.offset_ms();
@@ -301,6 +438,14 @@ impl Drainer {
             Ok(uploaded) => {
                 self.outbox.complete(id, &uploaded.face_ids)?;
                 summary.uploaded += 1;
+                if let Some(pause) = self.checking.remove(&provider) {
+                    log::info!(
+                        "uploads to {provider} resumed: entry {id} was uploaded; they were paused {} s ({} {})",
+                        (self.clock.now_ms() - pause.since_ms).max(0) / 1000,
+                        pause.code,
+                        pause.message
+                    );
+                }
             }
             Err(e) => {
                 entry.progress.outcome_unknown |= e.outcome_unknown;
@@ -341,16 +486,7 @@ impl Drainer {
                             Some(last),
                             entry.progress.outcome_unknown,
                         )?;
-                        log::error!("uploads to {provider} paused: {e}");
-                        self.paused.insert(
-                            provider,
-                            Pause {
-                                provider,
-                                code: e.code.clone(),
-                                message: e.message.clone(),
-                                since_ms: now,
-                            },
-                        );
+                        self.pause(provider, &e, now);
                     }
                 }
             }
@@ -664,6 +800,117 @@ mod tests {
         );
         let s = r.drainer.drain(&mut no_wait).expect("drain");
         assert_eq!(s.uploaded, 3);
+    }
+
+    #[test]
+    fn a_pause_checks_itself_again_with_a_fresh_uploader_and_backs_off() {
+        let mut r = rig();
+        let recheck = PauseRecheck {
+            min_ms: 300_000,
+            max_ms: 3_600_000,
+        };
+        r.drainer = std::mem::replace(
+            &mut r.drainer,
+            Drainer::new(
+                r.outbox.clone(),
+                RetryPolicy::default(),
+                Arc::new(r.clock.clone()),
+                Arc::new(SkewClock::new(Arc::new(r.clock.clone()))),
+                Retention::default(),
+            ),
+        )
+        .with_recheck(recheck)
+        .with_jitter(Jitter::with_seed(3));
+        // The factory is what re-reads the secret: count its builds.
+        let builds = Arc::new(Mutex::new(0u32));
+        let (results, sent, b) = (r.results.clone(), r.sent.clone(), builds.clone());
+        r.drainer.set_factory(
+            Box::new(move |provider| {
+                *b.lock().expect("lock") += 1;
+                Ok(Box::new(Scripted {
+                    provider,
+                    results: results.clone(),
+                    sent: sent.clone(),
+                }) as Box<dyn Uploader>)
+            }),
+            &[(Provider::Jd, ProviderLimits { qps: 1000.0 })],
+        );
+        assert_eq!(*builds.lock().expect("lock"), 1);
+        let a = enqueue(&r, "a", Provider::Jd);
+        let t0 = r.clock.now_ms();
+        r.results
+            .lock()
+            .expect("lock")
+            .push_back(err(ErrorClass::Operator, "10010"));
+        let s = r.drainer.drain(&mut no_wait).expect("drain");
+        let p = &s.paused[0];
+        assert_eq!((p.code.as_str(), p.since_ms, p.checks), ("10010", t0, 0));
+        let first = p.next_check_ms;
+        assert!((t0 + 150_000..=t0 + 300_000).contains(&first), "{first}");
+        assert_eq!(
+            s.next_due_ms, None,
+            "a paused provider's entries are not due"
+        );
+        // Before the check is due, nothing is sent.
+        r.clock.set(first - 1);
+        let s = r.drainer.drain(&mut no_wait).expect("drain");
+        assert_eq!(r.sent.lock().expect("lock").len(), 1);
+        assert_eq!(s.paused.len(), 1);
+        // The check finds it still broken: paused since the start, the next
+        // check further off.
+        r.clock.set(first);
+        r.results
+            .lock()
+            .expect("lock")
+            .push_back(err(ErrorClass::Operator, "10010"));
+        let s = r.drainer.drain(&mut no_wait).expect("drain");
+        assert_eq!(r.sent.lock().expect("lock").len(), 2);
+        assert_eq!(*builds.lock().expect("lock"), 2, "built anew for the check");
+        let p = &s.paused[0];
+        assert_eq!((p.since_ms, p.checks), (t0, 1));
+        let second = p.next_check_ms;
+        assert!(
+            (first + 300_000..=first + 600_000).contains(&second),
+            "{second}"
+        );
+        // The bill is paid: the next check uploads and the pause is gone.
+        r.clock.set(second);
+        let s = r.drainer.drain(&mut no_wait).expect("drain");
+        assert_eq!(s.uploaded, 1);
+        assert!(s.paused.is_empty(), "{s:?}");
+        assert!(r.outbox.get(a).is_err(), "uploaded entries leave the queue");
+        assert_eq!(*builds.lock().expect("lock"), 3);
+    }
+
+    #[test]
+    fn an_operator_drain_lifts_pauses_with_a_fresh_uploader() {
+        let mut r = rig();
+        let builds = Arc::new(Mutex::new(0u32));
+        let (results, sent, b) = (r.results.clone(), r.sent.clone(), builds.clone());
+        r.drainer.set_factory(
+            Box::new(move |provider| {
+                *b.lock().expect("lock") += 1;
+                Ok(Box::new(Scripted {
+                    provider,
+                    results: results.clone(),
+                    sent: sent.clone(),
+                }) as Box<dyn Uploader>)
+            }),
+            &[(Provider::Jd, ProviderLimits { qps: 1000.0 })],
+        );
+        enqueue(&r, "a", Provider::Jd);
+        r.results
+            .lock()
+            .expect("lock")
+            .push_back(err(ErrorClass::Operator, "10001"));
+        assert_eq!(
+            r.drainer.drain(&mut no_wait).expect("drain").paused.len(),
+            1
+        );
+        r.drainer.resume();
+        assert_eq!(*builds.lock().expect("lock"), 2);
+        let s = r.drainer.drain(&mut no_wait).expect("drain");
+        assert_eq!((s.uploaded, s.paused.len()), (1, 0));
     }
 
     #[test]

@@ -67,6 +67,48 @@ impl RetryPolicy {
     }
 }
 
+/// When a paused provider is checked again: an operator problem (a lapsed
+/// bill, rotated credentials, a renewed CA) is often fixed in the cloud
+/// console, far from the device, so a pause is tried again on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PauseRecheck {
+    /// Longest wait before the first check after pausing.
+    pub min_ms: i64,
+    /// Longest wait between later checks.
+    pub max_ms: i64,
+}
+
+impl Default for PauseRecheck {
+    fn default() -> Self {
+        Self {
+            min_ms: 5 * 60_000,
+            max_ms: 60 * 60_000,
+        }
+    }
+}
+
+impl PauseRecheck {
+    /// The wait before check `checks + 1` of a pause (`checks` checks found
+    /// it still broken): `min_ms` doubled for each of them, at most
+    /// `max_ms`, then scaled by a factor in [0.5, 1] that `unit` in [0, 1)
+    /// picks. The bound is never passed, and a fleet paused by the same
+    /// lapse does not come back to the vendor in step.
+    pub fn delay_ms(&self, checks: u32, unit: f64) -> i64 {
+        let min = self.min_ms.max(1);
+        let max = self.max_ms.max(min);
+        let raw = (min as f64) * 2f64.powi(checks.min(30) as i32);
+        let capped = raw.min(max as f64);
+        let factor = 0.5 + 0.5 * unit.clamp(0.0, 1.0);
+        ((capped * factor).round() as i64).clamp(1, max)
+    }
+
+    /// When a pause that `checks` checks found still broken, at `now`, is
+    /// checked next.
+    pub fn next_check_at(&self, now: UnixMillis, checks: u32, unit: f64) -> UnixMillis {
+        now.saturating_add(self.delay_ms(checks, unit))
+    }
+}
+
 /// How long the cloud may still be working on a request that got no
 /// answer (a timeout, a dropped connection, a crash mid-upload): its
 /// outcome is looked for only after this.
@@ -88,29 +130,34 @@ pub fn retry_at_once(class: ErrorClass, tries: u32) -> bool {
 /// How a drain pass ended, for [`next_pass_at`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PassEnd {
-    /// The pass ran; `next_due_ms` is the next pending entry's time.
+    /// The pass ran; `next_due_ms` is the next pending entry's time (of a
+    /// provider that is not paused), `next_check_ms` the earliest time a
+    /// paused provider is checked again.
     Done {
         next_due_ms: Option<UnixMillis>,
-        paused: bool,
+        next_check_ms: Option<UnixMillis>,
     },
     /// The queue could not be read.
     Failed,
 }
 
 /// When the drain loop runs its next pass (unless woken earlier by a new
-/// enrollment or a `drain` request): at the next due entry, but at least
-/// 50 ms and at most a minute from now; a minute at least while a provider
-/// is paused (its operator problem is checked again, not hammered); 5 s
-/// after a pass that could not read the queue.
+/// enrollment, a `drain` request or a step of the wall clock): at the next
+/// due entry or pause check, whichever comes first, but at least 50 ms and
+/// at most a minute from now; 5 s after a pass that could not read the
+/// queue.
 pub fn next_pass_at(end: PassEnd, now: UnixMillis) -> UnixMillis {
     match end {
         PassEnd::Failed => now + 5_000,
         PassEnd::Done {
             next_due_ms,
-            paused,
+            next_check_ms,
         } => {
-            let wait = next_due_ms.map_or(60_000, |t| (t - now).clamp(50, 60_000));
-            now + if paused { wait.max(60_000) } else { wait }
+            let next = match (next_due_ms, next_check_ms) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            now + next.map_or(60_000, |t| (t - now).clamp(50, 60_000))
         }
     }
 }
@@ -186,30 +233,68 @@ mod tests {
     #[test]
     fn the_drain_loop_waits_for_the_next_due_entry_within_bounds() {
         let now = 1_000_000;
-        let done = |next_due_ms, paused| PassEnd::Done {
+        let done = |next_due_ms, next_check_ms| PassEnd::Done {
             next_due_ms,
-            paused,
+            next_check_ms,
         };
         assert_eq!(
-            next_pass_at(done(Some(now + 2_000), false), now),
+            next_pass_at(done(Some(now + 2_000), None), now),
             now + 2_000
         );
         assert_eq!(
-            next_pass_at(done(Some(now - 10), false), now),
+            next_pass_at(done(Some(now - 10), None), now),
             now + 50,
             "overdue"
         );
         assert_eq!(
-            next_pass_at(done(Some(now + 3_600_000), false), now),
+            next_pass_at(done(Some(now + 3_600_000), None), now),
             now + 60_000
         );
-        assert_eq!(next_pass_at(done(None, false), now), now + 60_000, "empty");
+        assert_eq!(next_pass_at(done(None, None), now), now + 60_000, "empty");
         assert_eq!(
-            next_pass_at(done(Some(now + 100), true), now),
-            now + 60_000,
-            "paused"
+            next_pass_at(done(None, Some(now + 7_000)), now),
+            now + 7_000,
+            "a paused provider's check wakes the loop"
+        );
+        assert_eq!(
+            next_pass_at(done(Some(now + 9_000), Some(now + 7_000)), now),
+            now + 7_000,
+            "whichever comes first"
         );
         assert_eq!(next_pass_at(PassEnd::Failed, now), now + 5_000);
+    }
+
+    #[test]
+    fn a_pause_is_checked_within_its_bound_then_backs_off_to_the_cap() {
+        let r = PauseRecheck::default();
+        // The first check: at most 5 minutes after pausing, at least half that.
+        assert_eq!(r.delay_ms(0, 1.0), 300_000);
+        assert_eq!(r.delay_ms(0, 0.0), 150_000);
+        // Then doubling, never past an hour.
+        let upper: Vec<i64> = (0..8).map(|c| r.delay_ms(c, 1.0)).collect();
+        assert_eq!(
+            upper,
+            [300_000, 600_000, 1_200_000, 2_400_000, 3_600_000, 3_600_000, 3_600_000, 3_600_000]
+        );
+        assert_eq!(r.delay_ms(u32::MAX, 1.0), 3_600_000);
+        // Ten thousand devices paused at the same moment spread over the
+        // band instead of coming back together.
+        let mut j = Jitter::with_seed(7);
+        let mut minutes = std::collections::BTreeMap::new();
+        for _ in 0..10_000 {
+            let d = r.delay_ms(0, j.unit());
+            assert!((150_000..=300_000).contains(&d), "{d}");
+            *minutes.entry(d / 60_000).or_insert(0u32) += 1;
+        }
+        assert!(minutes.len() >= 3, "{minutes:?}");
+        assert!(minutes.values().all(|&n| n < 5_000), "{minutes:?}");
+        // A bound below the first wait is still a bound.
+        let tight = PauseRecheck {
+            min_ms: 1_000,
+            max_ms: 500,
+        };
+        assert_eq!(tight.delay_ms(3, 1.0), 1_000);
+        assert_eq!(r.next_check_at(1_000, 0, 0.0), 151_000);
     }
 
     #[test]

@@ -18,15 +18,14 @@
 use crate::capture::detect::SeetaDetector;
 use crate::capture::enroll::{enroll, EnrollError, EnrollOutcome, EnrollRequest, Progress};
 use crate::clock::{Clock, SystemClock, SystemTimer, Timer};
-use crate::cloud::http::HttpClient;
-use crate::cloud::{build_uploader, http_config, SkewClock};
+use crate::cloud::SkewClock;
 use crate::config::{Config, ReceivedPhoto, SourceSpec, UnarmedPolicy};
 use crate::control::handler::{self, Answer, Armed, DaemonState, StatusReport};
 use crate::control::server::{bind_socket, control_worker, Submit};
 use crate::control::{ErrorCode, Failure, Reply, Request};
-use crate::queue::drain::{DrainSummary, Drainer, ProviderLimits};
+use crate::queue::drain::DrainSummary;
 use crate::queue::outbox::{EntryState, Outbox, OutboxLimits};
-use crate::queue::retry::{next_pass_at, PassEnd, RetryPolicy};
+use crate::queue::retry::{next_pass_at, PassEnd};
 use crate::queue::seal::QueueKey;
 use crate::service::deadlines::{wait_for_workers, ArmedPerson, Followers, Worker, SHUTDOWN_GRACE};
 use crate::service::hardware::{
@@ -478,7 +477,15 @@ impl Daemon {
         );
         if let Some(d) = &self.last_drain {
             if let Some(p) = d.paused.first() {
-                line.push_str(&format!("; uploads paused: {} {}", p.code, p.message));
+                let now = SystemClock.now_ms();
+                line.push_str(&format!(
+                    "; uploads to {} paused {} s ago: {} {}; next check in {} s",
+                    p.provider,
+                    (now - p.since_ms).max(0) / 1000,
+                    p.code,
+                    p.message,
+                    (p.next_check_ms - now).max(0) / 1000
+                ));
             }
         }
         if self.busy {
@@ -506,7 +513,7 @@ impl Daemon {
         let paused = self
             .last_drain
             .as_ref()
-            .is_some_and(|d| !d.paused.is_empty());
+            .map_or(&[][..], |d| d.paused.as_slice());
         let text = crate::service::metrics::render(
             usage,
             &self.counters,
@@ -970,45 +977,6 @@ fn capture_worker(
     }
 }
 
-fn build_drainer(
-    config: &Config,
-    outbox: Arc<Outbox>,
-    clock: Arc<dyn Clock>,
-    skew: Arc<SkewClock>,
-) -> Drainer {
-    let policy = RetryPolicy {
-        base_ms: config.upload.retry_base_ms as i64,
-        max_ms: config.upload.retry_max_ms as i64,
-        ..RetryPolicy::default()
-    };
-    let mut drainer = Drainer::new(
-        outbox,
-        policy,
-        clock,
-        skew.clone(),
-        crate::queue::drain::Retention::from_config(config),
-    );
-    let http = HttpClient::new(&http_config(config)).map(Arc::new);
-    for (provider, qps) in [
-        (crate::cloud::provider::Provider::Jd, config.jd.qps),
-        (
-            crate::cloud::provider::Provider::Tencent,
-            config.tencent.qps,
-        ),
-    ] {
-        let uploader = match &http {
-            Ok(http) => build_uploader(config, provider, http.clone(), skew.clone()),
-            Err(e) => Err(crate::cloud::UploadError::new(
-                crate::cloud::ErrorClass::Operator,
-                "tls_config",
-                e.to_string(),
-            )),
-        };
-        drainer.set_uploader(provider, uploader, ProviderLimits { qps });
-    }
-    drainer
-}
-
 /// How the drain thread talks with the main loop.
 struct DrainLink<'a> {
     commands: &'a Receiver<DrainCmd>,
@@ -1034,7 +1002,12 @@ fn drain_worker(
         stop,
         timer,
     } = link;
-    let mut drainer = build_drainer(&config, outbox.clone(), clock.clone(), skew.clone());
+    let mut drainer = crate::service::uploads::build_drainer(
+        &config,
+        outbox.clone(),
+        clock.clone(),
+        skew.clone(),
+    );
     while !stop.load(Ordering::SeqCst) {
         let serving = asked.load(Ordering::SeqCst);
         let summary = drainer.drain(&mut |d| {
@@ -1051,7 +1024,7 @@ fn drain_worker(
             Ok(s) => {
                 let end = PassEnd::Done {
                     next_due_ms: s.next_due_ms,
-                    paused: !s.paused.is_empty(),
+                    next_check_ms: s.paused.iter().map(|p| p.next_check_ms).min(),
                 };
                 let _ = events.try_send(Event::Drained(s, serving));
                 end
@@ -1073,7 +1046,12 @@ fn drain_worker(
                     break;
                 }
                 Ok(DrainCmd::Reload(cfg)) => {
-                    drainer = build_drainer(&cfg, outbox.clone(), clock.clone(), skew.clone());
+                    drainer = crate::service::uploads::build_drainer(
+                        &cfg,
+                        outbox.clone(),
+                        clock.clone(),
+                        skew.clone(),
+                    );
                     break;
                 }
                 Err(RecvTimeoutError::Timeout) => {}

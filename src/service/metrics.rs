@@ -2,6 +2,7 @@
 //! Written atomically (a temporary file renamed over the target), so the
 //! collector never reads half a file.
 
+use crate::queue::drain::Pause;
 use crate::queue::outbox::Usage;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -24,7 +25,7 @@ pub fn render(
     counters: &Counters,
     now_ms: i64,
     clock_skew_ms: i64,
-    paused: bool,
+    pauses: &[Pause],
 ) -> String {
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, f64)]| {
@@ -100,9 +101,61 @@ pub fn render(
         "enrolld_uploads_paused",
         "gauge",
         "1 while uploads wait for an operator.",
-        &[("", f64::from(u8::from(paused)))],
+        &[("", f64::from(u8::from(!pauses.is_empty())))],
+    );
+    // The code is the vendor's or enrolld's (a short token), never a message.
+    let since: Vec<(String, f64)> = pauses
+        .iter()
+        .map(|p| {
+            (
+                format!(
+                    "{{provider=\"{}\",code=\"{}\"}}",
+                    p.provider,
+                    label(&p.code)
+                ),
+                p.since_ms as f64 / 1000.0,
+            )
+        })
+        .collect();
+    let next: Vec<(String, f64)> = pauses
+        .iter()
+        .map(|p| {
+            (
+                format!("{{provider=\"{}\"}}", p.provider),
+                p.next_check_ms as f64 / 1000.0,
+            )
+        })
+        .collect();
+    metric(
+        "enrolld_upload_paused_since_timestamp_seconds",
+        "gauge",
+        "When uploads to a provider paused, and the code that paused them.",
+        &borrow(&since),
+    );
+    metric(
+        "enrolld_upload_pause_next_check_timestamp_seconds",
+        "gauge",
+        "When a paused provider is checked again by itself.",
+        &borrow(&next),
     );
     out
+}
+
+fn borrow(v: &[(String, f64)]) -> Vec<(&str, f64)> {
+    v.iter().map(|(l, x)| (l.as_str(), *x)).collect()
+}
+
+/// A label value with only characters that need no escaping.
+fn label(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Writes `text` to `path` atomically.
@@ -135,7 +188,25 @@ mod tests {
             last_success_ms: Some(20_000),
             salvage_lost: 1,
         };
-        let text = render(&usage, &c, 70_000, -3_000, false);
+        let pause = Pause {
+            provider: crate::cloud::provider::Provider::Jd,
+            code: "10010".into(),
+            message: "arrears \"x\"".into(),
+            since_ms: 30_000,
+            next_check_ms: 330_000,
+            checks: 0,
+        };
+        let text = render(&usage, &c, 70_000, -3_000, &[pause]);
+        assert!(text.contains("enrolld_uploads_paused 1\n"), "{text}");
+        assert!(
+            text.contains(
+                "enrolld_upload_paused_since_timestamp_seconds{provider=\"jd\",code=\"10010\"} 30\n"
+            ),
+            "{text}"
+        );
+        assert!(text
+            .contains("enrolld_upload_pause_next_check_timestamp_seconds{provider=\"jd\"} 330\n"));
+        assert!(!text.contains("arrears"), "messages stay out of labels");
         assert!(text.contains("enrolld_queue_lost_entries 1\n"), "{text}");
         assert!(text.contains("enrolld_queue_pending 2\n"), "{text}");
         assert!(text.contains("enrolld_oldest_pending_age_seconds 60\n"));

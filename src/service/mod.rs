@@ -2,7 +2,8 @@
 //! and its workers ([`daemon`]), its deadlines on a monotonic timer
 //! ([`deadlines`]), the button and LED ([`hardware`]), systemd
 //! notifications and socket activation ([`notify`], [`activation`]), the
-//! metrics file ([`metrics`]) and the journal-friendly logger ([`logger`]).
+//! metrics file ([`metrics`]), the journal-friendly logger ([`logger`]) and
+//! the drainer's assembly from the configuration ([`uploads`]).
 
 pub mod activation;
 pub mod daemon;
@@ -11,3 +12,4 @@ pub mod hardware;
 pub mod logger;
 pub mod metrics;
 pub mod notify;
+pub mod uploads;

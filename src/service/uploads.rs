@@ -1,0 +1,62 @@
+//! The one place that assembles a drainer from the configuration, for the
+//! daemon's drain thread and for `enrolld drain` without a daemon alike:
+//! the retry policy, the pause checks, retention, each provider's rate limit
+//! and a factory that builds its uploader (TLS roots, CA file and secret
+//! read anew each time it is called).
+
+use crate::clock::Clock;
+use crate::cloud::http::HttpClient;
+use crate::cloud::provider::Provider;
+use crate::cloud::{build_uploader, http_config, ErrorClass, SkewClock, UploadError};
+use crate::config::Config;
+use crate::queue::drain::{Drainer, ProviderLimits, Retention};
+use crate::queue::outbox::Outbox;
+use crate::queue::retry::{PauseRecheck, RetryPolicy};
+use std::sync::Arc;
+
+/// A drainer for `config`, over `outbox`.
+pub fn build_drainer(
+    config: &Config,
+    outbox: Arc<Outbox>,
+    clock: Arc<dyn Clock>,
+    skew: Arc<SkewClock>,
+) -> Drainer {
+    let u = &config.upload;
+    let policy = RetryPolicy {
+        base_ms: u.retry_base_ms as i64,
+        max_ms: u.retry_max_ms as i64,
+        ..RetryPolicy::default()
+    };
+    let recheck = PauseRecheck {
+        min_ms: u.pause_recheck_min_ms as i64,
+        max_ms: u.pause_recheck_max_ms as i64,
+    };
+    let mut drainer = Drainer::new(
+        outbox,
+        policy,
+        clock,
+        skew.clone(),
+        Retention::from_config(config),
+    )
+    .with_recheck(recheck);
+    let limits: Vec<(Provider, ProviderLimits)> = Provider::ALL
+        .iter()
+        .map(|&p| {
+            let qps = match p {
+                Provider::Jd => config.jd.qps,
+                Provider::Tencent => config.tencent.qps,
+            };
+            (p, ProviderLimits { qps })
+        })
+        .collect();
+    let config = config.clone();
+    drainer.set_factory(
+        Box::new(move |provider| {
+            let http = HttpClient::new(&http_config(&config))
+                .map_err(|e| UploadError::new(ErrorClass::Operator, "tls_config", e.to_string()))?;
+            build_uploader(&config, provider, Arc::new(http), skew.clone())
+        }),
+        &limits,
+    );
+    drainer
+}
