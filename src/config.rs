@@ -186,7 +186,8 @@ impl Default for QualityConfig {
 pub struct BurstConfig {
     /// Frames captured and scored per enrollment (1-100). Default 8.
     pub frames: u32,
-    /// Time budget for the whole burst, in milliseconds. Default 4000.
+    /// Time budget for the whole burst, in milliseconds (100-120000); 0 is
+    /// none: every frame is judged however slow the device. Default 4000.
     pub time_budget_ms: u64,
     /// Best distinct frames kept (1-4; more than 1 only helps Tencent). Default 1.
     pub keep: u32,
@@ -729,8 +730,11 @@ impl Config {
         if !(1..=100).contains(&b.frames) {
             bad("burst.frames", "must be 1..=100".into());
         }
-        if !(100..=120_000).contains(&b.time_budget_ms) {
-            bad("burst.time_budget_ms", "must be 100..=120000".into());
+        if b.time_budget_ms != 0 && !(100..=120_000).contains(&b.time_budget_ms) {
+            bad(
+                "burst.time_budget_ms",
+                "must be 100..=120000, or 0 for no budget".into(),
+            );
         }
         if !(1..=4).contains(&b.keep) {
             bad(

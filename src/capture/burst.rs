@@ -103,7 +103,7 @@ pub struct BurstResult {
 
 /// Captures up to `cfg.frames` frames within `cfg.time_budget_ms` (read on
 /// `timer`; a frame is never started once the budget is spent, and the
-/// first frame always is), scores each
+/// first frame always is; 0 is no budget: every frame is judged), scores each
 /// and keeps the best `keep` distinct ones. `on_frame` sees every report as it
 /// is made (progress for the socket and the LED).
 ///
@@ -142,7 +142,10 @@ pub fn run_burst(
             cancelled = true;
             return Err(());
         }
-        if timer.elapsed().saturating_sub(started) > budget && !frames.is_empty() {
+        if cfg.time_budget_ms > 0
+            && timer.elapsed().saturating_sub(started) > budget
+            && !frames.is_empty()
+        {
             return Err(());
         }
         let frame = match read {
@@ -445,14 +448,14 @@ mod tests {
             max_faces: 1, // every frame searched whole: one detect call each
             ..QualityConfig::default()
         };
-        let cfg = BurstConfig {
-            frames: 10,
-            time_budget_ms: 4000,
-            ..BurstConfig::default()
-        };
         let clock = crate::clock::FakeClock::new(0);
         // (frames judged, frames chosen) when each detection takes `ms`.
-        let burst = |ms| {
+        let burst_within = |budget_ms, ms| {
+            let cfg = BurstConfig {
+                frames: 10,
+                time_budget_ms: budget_ms,
+                ..BurstConfig::default()
+            };
             let mut det = TakesTime {
                 clock: clock.clone(),
                 ms,
@@ -471,11 +474,14 @@ mod tests {
             .expect("burst");
             (r.frames.len(), r.chosen.len())
         };
+        let burst = |ms| burst_within(4000, ms);
         // 1.5 s a frame: frames start at 0, 1.5 and 3 s; at 4.5 s the
         // budget is spent and no fourth frame is read.
         assert_eq!(burst(1500), (3, 1));
         // A first frame slower than the whole budget is still judged.
         assert_eq!(burst(60_000), (1, 1));
+        // No budget: every frame is judged however long each takes.
+        assert_eq!(burst_within(0, 60_000), (10, 1));
     }
 
     #[test]

@@ -255,12 +255,12 @@ impl Enrolld {
         );
         // A burst's time budget is wall-clock time, so it would decide how
         // many frames a slow or busy machine (qemu-user, a loaded CI host)
-        // judges. Tests give it all the time allowed unless they set it;
-        // the budget itself is tested on a fake clock (`capture::burst`).
+        // judges. Tests turn it off (0) unless they set it; the budget
+        // itself is tested on a fake clock (`capture::burst`).
         let config = if config.contains("time_budget_ms") {
             config
         } else {
-            config_with(&config, &[("burst.time_budget_ms", 120_000.into())])
+            config_with(&config, &[("burst.time_budget_ms", 0.into())])
         };
         write_private(&dir.path().join("enrolld.toml"), config);
         Self { dir }
