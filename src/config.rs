@@ -779,6 +779,8 @@ impl Config {
                          with the key in the secret file, so leave user:password@ out"
                     ),
                 );
+            } else if let Err(why) = check_endpoint(url) {
+                bad(key, format!("{shown:?} {why}"));
             }
         }
         if !matches!(self.tencent.version.as_str(), "2018-03-01" | "2020-03-03") {
@@ -903,101 +905,6 @@ impl Config {
         }
     }
 
-    /// Things that do not stop the daemon but stop uploads, as (key, reason).
-    pub fn upload_warnings(&self) -> Vec<(String, String)> {
-        let mut w = Vec::new();
-        match self.upload.provider {
-            Provider::Jd => {
-                if self.jd.appkey.is_empty() {
-                    w.push((
-                        "jd.appkey".into(),
-                        "not set: uploads to JD cannot start".into(),
-                    ));
-                }
-                if self.jd.group_id.is_empty() && self.jd.group_name.is_empty() {
-                    w.push((
-                        "jd.group_id".into(),
-                        "neither group_id nor group_name is set".into(),
-                    ));
-                }
-                if let Err(e) = resolve_secret_path(&self.jd.secret_key_file).and_then(|p| {
-                    std::fs::metadata(&p).map_err(|e| format!("{}: {e}", p.display()))
-                }) {
-                    w.push(("jd.secret_key_file".into(), e));
-                }
-            }
-            Provider::Tencent => {
-                if self.tencent.secret_id.is_empty() {
-                    w.push((
-                        "tencent.secret_id".into(),
-                        "not set: uploads to Tencent cannot start".into(),
-                    ));
-                }
-                if let Err(e) = resolve_secret_path(&self.tencent.secret_key_file).and_then(|p| {
-                    std::fs::metadata(&p).map_err(|e| format!("{}: {e}", p.display()))
-                }) {
-                    w.push(("tencent.secret_key_file".into(), e));
-                }
-            }
-        }
-        w
-    }
-
-    /// What start-up or the first upload would find wrong in the files the
-    /// configuration names, as (key, reason): the queue key, the provider's
-    /// secret (once its key id is set), the extra CA file, the model, the
-    /// control socket's path and the state directory. `config check` reports
-    /// these as errors; `run` would fail on them.
-    pub fn startup_problems(&self) -> Vec<(String, String)> {
-        let mut p: Vec<(String, String)> = Vec::new();
-        if let Err(e) = crate::queue::seal::QueueKey::from_file(&self.queue.key_file) {
-            p.push(("queue.key_file".into(), e));
-        }
-        let (id_key, id, secret_key, secret) = match self.upload.provider {
-            Provider::Jd => (
-                "jd.appkey",
-                &self.jd.appkey,
-                "jd.secret_key_file",
-                &self.jd.secret_key_file,
-            ),
-            Provider::Tencent => (
-                "tencent.secret_id",
-                &self.tencent.secret_id,
-                "tencent.secret_key_file",
-                &self.tencent.secret_key_file,
-            ),
-        };
-        if !id.is_empty() {
-            if let Err(e) = Secret::from_file(secret) {
-                p.push((
-                    secret_key.into(),
-                    format!("{e} ({id_key} is set, so uploads need it)"),
-                ));
-            }
-        }
-        if let Some(ca) = &self.tls.extra_ca_file {
-            if let Err(e) = crate::cloud::http::load_ca_file(ca) {
-                p.push(("tls.extra_ca_file".into(), e.message));
-            }
-        }
-        if let Some(model) = &self.detect.model {
-            if let Err(e) = crate::trust::check(model, crate::trust::Privacy::Public) {
-                p.push(("detect.model".into(), format!("{}: {e}", model.display())));
-            }
-        }
-        if let Err(e) = check_socket_file(&self.control.socket) {
-            p.push(("control.socket".into(), e));
-        }
-        match std::fs::metadata(&self.state_dir) {
-            Ok(m) if !m.is_dir() => p.push((
-                "state_dir".into(),
-                format!("{} exists and is not a directory", self.state_dir.display()),
-            )),
-            _ => {}
-        }
-        p
-    }
-
     /// The effective configuration as TOML, with identifiers masked.
     pub fn to_masked_toml(&self) -> String {
         let mut c = self.clone();
@@ -1007,6 +914,55 @@ impl Config {
         c.tencent.endpoint = mask_userinfo(&c.tencent.endpoint);
         toml::to_string_pretty(&c).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
     }
+}
+
+/// An endpoint is a base URL: `https://host[:port]`, and at most a `/` after
+/// it. Both vendors' paths are fixed (JD's `/jdai/faceCreate`, Tencent's
+/// `/`), so a path or query set here can only make every request miss.
+pub fn check_endpoint(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or_else(|| "must be an https:// URL".to_string())?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((h, "")) => (h, None),
+            Some((h, p)) => match p.strip_prefix(':') {
+                Some(p) => (h, Some(p)),
+                None => return Err("has text after the IPv6 address's ']'".into()),
+            },
+            None => return Err("has an IPv6 address without its closing ']'".into()),
+        }
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("has no host".into());
+    }
+    if let Some(bad) = host
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || "-._:".contains(*c)))
+    {
+        return Err(format!("has {bad:?} in its host"));
+    }
+    if let Some(p) = port {
+        match p.parse::<u16>() {
+            Ok(n) if n > 0 => {}
+            _ => return Err(format!("has {p:?} as its port, which is not 1..=65535")),
+        }
+    }
+    if !tail.is_empty() && tail != "/" {
+        return Err(format!(
+            "has {tail:?} after the host: give the base URL only (such as https://aiapi.jd.com); \
+             enrolld adds the API's path itself"
+        ));
+    }
+    Ok(())
 }
 
 /// Longest path a Unix socket address holds (`sun_path` less its NUL).

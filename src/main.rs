@@ -318,35 +318,33 @@ fn run(cli: Cli) -> Result<u8, Failure> {
 }
 
 fn config_check(cfg: &Config, origin: &ConfigOrigin, json: bool) -> Result<u8, Failure> {
-    let warnings = cfg.upload_warnings();
     let from = match origin {
         ConfigOrigin::File(p) => p.display().to_string(),
         ConfigOrigin::Defaults => "built-in defaults (no config file)".into(),
     };
-    // What start-up or the first upload would refuse is an error here too.
-    let problems = cfg.startup_problems();
-    if !problems.is_empty() {
-        let e = enrolld::config::ConfigError::Invalid {
-            path: PathBuf::from(&from),
-            problems,
-        };
-        return Err(Failure::new(ErrorCode::ConfigInvalid, e.to_string()));
-    }
+    // The one verdict that `run` also starts on.
+    enrolld::service::preflight::check(cfg, Path::new(&from))
+        .map_err(|e| Failure::new(ErrorCode::ConfigInvalid, e.to_string()))?;
+    let proxy = enrolld::cloud::http::proxy_from_env();
     if json {
         let effective: toml::Value =
             toml::from_str(&cfg.to_masked_toml()).unwrap_or(toml::Value::Table(Default::default()));
-        let warnings: Vec<_> = warnings
-            .iter()
-            .map(|(k, w)| json!({"key": k, "warning": w}))
-            .collect();
         println!(
             "{}",
-            json!({"source": from, "valid": true, "warnings": warnings, "config": effective})
+            json!({"source": from, "valid": true, "proxy": proxy, "config": effective})
         );
     } else {
-        println!("# configuration from {from}: valid");
-        for (key, w) in &warnings {
-            println!("# warning: {key}: {w}");
+        println!("# configuration from {from}: valid (`enrolld run` starts on it)");
+        match &proxy {
+            Some(p) => println!(
+                "# uploads go through the proxy {} (from {}){}",
+                p.url,
+                p.variable,
+                p.no_proxy
+                    .as_ref()
+                    .map_or(String::new(), |n| format!("; not for NO_PROXY={n}"))
+            ),
+            None => println!("# uploads connect directly (no HTTPS_PROXY or ALL_PROXY set)"),
         }
         print!("{}", cfg.to_masked_toml());
     }

@@ -272,7 +272,7 @@ fn config_errors_name_the_key_and_check_masks_identifiers() {
     let secret = tempfile::NamedTempFile::new().expect("tmp");
     write_private(secret.path(), "Gu5t9xGARNpq86cd98joQYCN3EXAMPLE\n");
     let e = Enrolld::new(&format!(
-        "[upload]\nprovider = \"tencent\"\n[tencent]\nsecret_id = \"AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE\"\nsecret_key_file = {:?}\n",
+        "[upload]\nprovider = \"tencent\"\n[tencent]\nsecret_id = \"AKIDz8krbsJ5yKBZQpn74WFkmLPx3EXAMPLE\"\ngroup_id = \"g\"\nsecret_key_file = {:?}\n",
         secret.path().display().to_string()
     ));
     let out = e.run(&["config", "check"]);
@@ -359,7 +359,15 @@ fn queued_images_are_sealed_at_rest() {
 
 #[test]
 fn a_missing_or_wrong_queue_key_is_a_clear_error_that_keeps_the_queue() {
-    let e = Enrolld::new("");
+    // Credentials that start-up accepts, so `run` meets the key first.
+    let e = Enrolld::new(
+        "[jd]\nendpoint = \"https://127.0.0.1:9\"\nappkey = \"k\"\ngroup_name = \"g\"\n",
+    );
+    write_private(&e.path("jd-secret"), "s\n");
+    e.configure(&[(
+        "jd.secret_key_file",
+        text(e.path("jd-secret").display().to_string()),
+    )]);
     let (code, v) = e.enroll_portrait("carol", 2, &[]);
     assert_eq!(code, 0, "{v:#}");
     let key = e.path("queue-key");

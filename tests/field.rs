@@ -139,7 +139,7 @@ fn the_state_dir_is_private_and_so_is_every_file_of_the_queue() {
 #[test]
 fn config_check_finds_what_start_up_and_the_first_upload_would() {
     let cloud = Cloud::start(enrolld::cloud::provider::Provider::Tencent);
-    let base = cloud.config("", "");
+    let base = cloud.config("", "group_id = \"g\"");
     let e = Enrolld::new(&base);
     let check = |e: &Enrolld| {
         let out = e.run(&["config", "check"]);

@@ -160,6 +160,8 @@ impl HttpClient {
             .max_idle_connections_per_host(4)
             .max_idle_age(Duration::from_secs(50))
             .tls_config(TlsConfig::builder().root_certs(roots).build())
+            // HTTPS_PROXY / ALL_PROXY and NO_PROXY, as `config check` shows.
+            .proxy(ureq::Proxy::try_from_env())
             .build()
             .new_agent();
         Ok(Self {
@@ -205,6 +207,49 @@ impl HttpClient {
             body,
         })
     }
+}
+
+/// The proxy the uploads go through, from the environment, as `config
+/// check` shows it: the variable, its URL with any user:password masked,
+/// and NO_PROXY.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ProxyInfo {
+    pub variable: String,
+    pub url: String,
+    pub no_proxy: Option<String>,
+}
+
+/// The variables ureq reads, in its order (the first one set that parses wins).
+const PROXY_VARIABLES: [&str; 6] = [
+    "ALL_PROXY",
+    "all_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+];
+
+/// The proxy ureq will use, or `None` when no variable names one it accepts.
+pub fn proxy_from_env() -> Option<ProxyInfo> {
+    ureq::Proxy::try_from_env()?;
+    let no_proxy = ["NO_PROXY", "no_proxy"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok());
+    PROXY_VARIABLES.iter().find_map(|v| {
+        let value = std::env::var(v).ok()?;
+        ureq::Proxy::new(&value).ok()?;
+        Some(ProxyInfo {
+            variable: (*v).to_string(),
+            // ureq takes a bare host:port as http://; mask user:password
+            // there too.
+            url: crate::config::mask_userinfo(&if value.contains("://") {
+                value.clone()
+            } else {
+                format!("http://{value}")
+            }),
+            no_proxy: no_proxy.clone(),
+        })
+    })
 }
 
 /// `https://host:port/path?query` -> `host:port`, for messages.

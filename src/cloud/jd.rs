@@ -190,6 +190,9 @@ impl JdClient {
         if let Some(server) = resp.date_ms {
             self.clock.observe(server, self.clock.local_ms());
         }
+        if let Some(e) = super::no_such_api(resp.status, "jd.endpoint", &url) {
+            return Err(e);
+        }
         match parse_answer(&resp.body) {
             Ok(answer) => classify(&answer, self.clock.now_ms()),
             Err(_) if resp.status != 200 => Err(classify_http_status(resp.status)),

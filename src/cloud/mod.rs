@@ -136,6 +136,22 @@ pub fn classify_http_status(status: u16) -> UploadError {
     )
 }
 
+/// A 404 or 405, whatever the body says: the server has no such API at
+/// this address (a wrong host or port, a proxy or portal in the way).
+/// Retrying cannot help, so it pauses for the operator, naming `key`.
+pub fn no_such_api(status: u16, key: &str, url: &str) -> Option<UploadError> {
+    matches!(status, 404 | 405).then(|| {
+        UploadError::new(
+            ErrorClass::Operator,
+            format!("http_{status}"),
+            format!(
+                "HTTP status {status} from {}: no such API there; check {key}",
+                crate::cloud::http::host_of(url)
+            ),
+        )
+    })
+}
+
 /// A confirmed upload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Uploaded {

@@ -248,6 +248,9 @@ impl TencentClient {
         if let Some(server) = resp.date_ms {
             self.clock.observe(server, self.clock.local_ms());
         }
+        if let Some(e) = super::no_such_api(resp.status, "tencent.endpoint", &self.url) {
+            return Err(e);
+        }
         parse_answer(action, resp.status, &resp.body)
     }
 

@@ -91,6 +91,9 @@ enum DrainCmd {
 /// Why the daemon could not start.
 #[derive(Debug)]
 pub enum DaemonError {
+    /// The configuration or a file it names would not work (the same
+    /// verdict as `enrolld config check`).
+    Config(crate::config::ConfigError),
     /// The signal handlers could not be installed.
     Signals(std::io::Error),
     /// The queue key or the queue itself.
@@ -106,6 +109,7 @@ impl DaemonError {
     pub fn code(&self) -> ErrorCode {
         match self {
             DaemonError::Queue(f) => f.code,
+            DaemonError::Config(_) => ErrorCode::ConfigInvalid,
             // A path that is not a socket, or not absolute: the config.
             DaemonError::Socket(e)
                 if matches!(
@@ -123,6 +127,9 @@ impl DaemonError {
 impl std::fmt::Display for DaemonError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            DaemonError::Config(e) => {
+                write!(f, "not starting: {}", e.to_string().replace('\n', "\n  "))
+            }
             DaemonError::Signals(e) => write!(f, "signals: {e}"),
             DaemonError::Queue(e) => write!(f, "outbox: {e}"),
             DaemonError::Socket(e) => write!(f, "control socket: {e}"),
@@ -135,6 +142,8 @@ impl std::error::Error for DaemonError {}
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonError> {
+    crate::service::preflight::check(&config, &config_source(config_path.as_deref()))
+        .map_err(DaemonError::Config)?;
     let config = Arc::new(config);
     let notifier = Notifier::from_env();
     let stop = Arc::new(AtomicBool::new(false));
@@ -767,7 +776,10 @@ impl Daemon {
 
     fn reload(&mut self) {
         self.notifier.reloading();
-        let loaded = Config::load(self.config_path.as_deref());
+        let source = config_source(self.config_path.as_deref());
+        let loaded = Config::load(self.config_path.as_deref()).and_then(|(new, origin)| {
+            crate::service::preflight::check(&new, &source).map(|()| (new, origin))
+        });
         match loaded {
             Ok((new, _)) => {
                 if new.control.socket != self.config.control.socket
@@ -975,6 +987,14 @@ fn capture_worker(
             follower,
         });
     }
+}
+
+/// The file a configuration came from, as messages name it.
+fn config_source(path: Option<&std::path::Path>) -> PathBuf {
+    path.map_or_else(
+        || PathBuf::from(crate::config::DEFAULT_CONFIG_PATH),
+        std::path::Path::to_path_buf,
+    )
 }
 
 /// How the drain thread talks with the main loop.

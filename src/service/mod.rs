@@ -3,7 +3,8 @@
 //! ([`deadlines`]), the button and LED ([`hardware`]), systemd
 //! notifications and socket activation ([`notify`], [`activation`]), the
 //! metrics file ([`metrics`]), the journal-friendly logger ([`logger`]) and
-//! the drainer's assembly from the configuration ([`uploads`]).
+//! the drainer's assembly from the configuration ([`uploads`]) and the
+//! one start-up check that `config check` and `run` share ([`preflight`]).
 
 pub mod activation;
 pub mod daemon;
@@ -12,4 +13,5 @@ pub mod hardware;
 pub mod logger;
 pub mod metrics;
 pub mod notify;
+pub mod preflight;
 pub mod uploads;
