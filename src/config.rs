@@ -1335,6 +1335,36 @@ socket = "/tmp/enrolld.sock"
     }
 
     #[test]
+    fn endpoints_are_base_urls_with_a_numeric_port() {
+        for good in [
+            "https://aiapi.jd.com",
+            "https://iai.tencentcloudapi.com/",
+            "https://127.0.0.1:8443",
+            "https://[::1]:8443/",
+            "https://[::1]",
+        ] {
+            assert_eq!(check_endpoint(good), Ok(()), "{good}");
+        }
+        for (bad, says) in [
+            ("https://127.0.0.1:notaport", "port"),
+            ("https://127.0.0.1:", "port"),
+            ("https://127.0.0.1:0", "port"),
+            ("https://127.0.0.1:65536", "port"),
+            ("https://h/some/path?x=1", "after the host"),
+            ("https://h?x=1", "after the host"),
+            ("https://h#frag", "after the host"),
+            ("https://:8443", "no host"),
+            ("https://h a", "in its host"),
+            ("https://[::1", "closing"),
+            ("https://[::1]x", "after the IPv6"),
+            ("http://h", "https://"),
+        ] {
+            let err = check_endpoint(bad).expect_err(bad);
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn socket_paths_longer_than_a_socket_address_are_refused() {
         assert!(check_socket_path(Path::new(&format!("/{}", "s".repeat(106)))).is_ok());
         let long = format!("/{}", "s".repeat(107));

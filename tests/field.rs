@@ -511,3 +511,277 @@ fn when_both_copies_of_an_entry_rot_only_that_entry_is_lost_and_named() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("lost 1 [{victim}]")), "{text}");
 }
+
+/// What `enrolld run` did with a configuration: refused it (the exit code
+/// and stderr) or started (its control socket answered), then stopped.
+#[derive(Debug)]
+enum RunVerdict {
+    Refused(Option<i32>, String),
+    Started(std::process::Child),
+}
+
+fn run_verdict(e: &Enrolld, socket: &Path) -> RunVerdict {
+    let log = e.path("run.log");
+    let mut child = e
+        .command()
+        .arg("run")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn");
+    // Either it exits or its socket answers; the cap is for neither.
+    let until = Instant::now() + Duration::from_secs(300);
+    while Instant::now() < until {
+        if let Ok(Some(status)) = child.try_wait() {
+            let err = std::fs::read_to_string(&log).unwrap_or_default();
+            return RunVerdict::Refused(status.code(), err);
+        }
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            return RunVerdict::Started(child);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    panic!("run neither exited nor listened");
+}
+
+/// SIGTERM to a daemon that started, and its exit.
+fn stop_daemon(mut child: std::process::Child) {
+    let pid = rustix::process::Pid::from_child(&child);
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    let _ = child.wait();
+}
+
+/// Each broken configuration: what `config check` says and what `run`
+/// does must agree (both refuse, naming the same key), and what check
+/// accepts must start and upload. The first cases are the ones a site
+/// reported; the rest are more of the same kind.
+#[test]
+fn config_check_and_run_agree_on_every_broken_config() {
+    let cloud = Cloud::start(enrolld::cloud::provider::Provider::Jd);
+    let endpoint = cloud.emulator.endpoint();
+    let port = endpoint.rsplit(':').next().expect("port").to_string();
+    type Break = Box<dyn Fn(&Enrolld) -> Vec<(&'static str, toml::Value)>>;
+    let set =
+        |pairs: Vec<(&'static str, toml::Value)>| -> Break { Box::new(move |_| pairs.clone()) };
+    let cases: Vec<(&str, &str, Break)> = vec![
+        (
+            "state_dir that cannot be created",
+            "state_dir",
+            set(vec![("state_dir", text("/sys/enrolld-test/state"))]),
+        ),
+        (
+            "socket whose parent is a regular file",
+            "control.socket",
+            Box::new(|e| {
+                std::fs::write(e.path("plain"), "x").expect("write");
+                vec![(
+                    "control.socket",
+                    text(e.path("plain/control.sock").display().to_string()),
+                )]
+            }),
+        ),
+        (
+            "empty appkey",
+            "jd.appkey",
+            set(vec![("jd.appkey", text(""))]),
+        ),
+        (
+            "non-numeric port",
+            "jd.endpoint",
+            set(vec![("jd.endpoint", text("https://127.0.0.1:notaport"))]),
+        ),
+        (
+            "endpoint with a path",
+            "jd.endpoint",
+            set(vec![(
+                "jd.endpoint",
+                text(format!("{endpoint}/some/path?x=1")),
+            )]),
+        ),
+        (
+            "missing secret",
+            "jd.secret_key_file",
+            set(vec![("jd.secret_key_file", text("/nonexistent/jd-secret"))]),
+        ),
+        (
+            "empty secret",
+            "jd.secret_key_file",
+            Box::new(|e| {
+                write_private(&e.path("secret"), "");
+                vec![]
+            }),
+        ),
+        (
+            "secret readable by others",
+            "jd.secret_key_file",
+            Box::new(|e| {
+                chmod(&e.path("secret"), 0o644);
+                vec![]
+            }),
+        ),
+        (
+            "secret is a directory",
+            "jd.secret_key_file",
+            Box::new(|e| {
+                std::fs::remove_file(e.path("secret")).expect("rm");
+                std::fs::create_dir(e.path("secret")).expect("mkdir");
+                vec![]
+            }),
+        ),
+        (
+            "missing CA file",
+            "tls.extra_ca_file",
+            set(vec![("tls.extra_ca_file", text("/nonexistent/ca.pem"))]),
+        ),
+        (
+            "CA file that is not PEM",
+            "tls.extra_ca_file",
+            Box::new(|e| {
+                std::fs::write(e.path("ca.pem"), "not a certificate\n").expect("write");
+                vec![]
+            }),
+        ),
+        // More of the same kind.
+        (
+            "port 0",
+            "jd.endpoint",
+            set(vec![("jd.endpoint", text("https://127.0.0.1:0"))]),
+        ),
+        (
+            "port past 65535",
+            "jd.endpoint",
+            set(vec![("jd.endpoint", text("https://127.0.0.1:70000"))]),
+        ),
+        (
+            "endpoint with a query only",
+            "jd.endpoint",
+            set(vec![("jd.endpoint", text(format!("{endpoint}?debug=1")))]),
+        ),
+        (
+            "no group",
+            "jd.group_id",
+            set(vec![("jd.group_name", text(""))]),
+        ),
+        (
+            "state_dir is a file",
+            "state_dir",
+            Box::new(|e| {
+                std::fs::write(e.path("state-file"), "x").expect("write");
+                vec![(
+                    "state_dir",
+                    text(e.path("state-file").display().to_string()),
+                )]
+            }),
+        ),
+        (
+            "relative secret without systemd credentials",
+            "jd.secret_key_file",
+            set(vec![("jd.secret_key_file", text("jd-secret-key"))]),
+        ),
+        (
+            "missing queue key",
+            "queue.key_file",
+            Box::new(|e| {
+                std::fs::remove_file(e.path("queue-key")).expect("rm");
+                vec![]
+            }),
+        ),
+    ];
+    let accepted: Vec<(&str, Break)> = vec![
+        ("the configuration as given", set(vec![])),
+        (
+            "an endpoint ending in /",
+            set(vec![("jd.endpoint", text(format!("{endpoint}/")))]),
+        ),
+        (
+            "an endpoint named by host name",
+            set(vec![(
+                "jd.endpoint",
+                text(format!("https://localhost:{port}")),
+            )]),
+        ),
+    ];
+    let fresh = || {
+        let e = Enrolld::new("");
+        write_private(&e.path("secret"), format!("{SECRET}\n"));
+        std::fs::copy(cloud.ca_path(), e.path("ca.pem")).expect("ca");
+        e.configure(&[
+            ("jd.endpoint", text(endpoint.clone())),
+            ("jd.appkey", text(KEY_ID)),
+            (
+                "jd.secret_key_file",
+                text(e.path("secret").display().to_string()),
+            ),
+            ("jd.group_name", text("kiosk")),
+            ("jd.qps", 1000.0.into()),
+            (
+                "tls.extra_ca_file",
+                text(e.path("ca.pem").display().to_string()),
+            ),
+            (
+                "control.socket",
+                text(e.path("control.sock").display().to_string()),
+            ),
+        ]);
+        e
+    };
+    let mut table = Vec::new();
+    for (name, key, breaks) in &cases {
+        let e = fresh();
+        let settings = breaks(&e);
+        e.configure(&settings);
+        let check = e.run(&["config", "check"]);
+        let socket = e.path("control.sock");
+        let socket = settings
+            .iter()
+            .find(|(k, _)| *k == "control.socket")
+            .and_then(|(_, v)| v.as_str().map(std::path::PathBuf::from))
+            .unwrap_or(socket);
+        let run = run_verdict(&e, &socket);
+        table.push(format!(
+            "{name:<45} check: {:?}  run: {}",
+            check.status.code(),
+            match &run {
+                RunVerdict::Refused(code, _) => format!("refused ({code:?})"),
+                RunVerdict::Started(_) => "started".into(),
+            }
+        ));
+        assert_eq!(check.status.code(), Some(2), "{name}: check accepted it");
+        assert!(stderr(&check).contains(key), "{name}: {}", stderr(&check));
+        match run {
+            RunVerdict::Refused(code, err) => {
+                assert_eq!(code, Some(2), "{name}: {err}");
+                assert!(err.contains(key), "{name}: run names {key}: {err}");
+            }
+            RunVerdict::Started(child) => {
+                stop_daemon(child);
+                panic!("{name}: check refuses it, run started");
+            }
+        }
+    }
+    for (i, (name, change)) in accepted.iter().enumerate() {
+        let e = fresh();
+        e.configure(&change(&e));
+        let check = e.run(&["config", "check"]);
+        assert_eq!(check.status.code(), Some(0), "{name}: {}", stderr(&check));
+        let socket = e.path("control.sock");
+        let child = match run_verdict(&e, &socket) {
+            RunVerdict::Started(child) => child,
+            RunVerdict::Refused(code, err) => {
+                panic!("{name}: check accepts it, run {code:?}: {err}")
+            }
+        };
+        let person = format!("accepted-{i}");
+        let (code, v) = e.enroll_portrait(&person, 0, &[]);
+        assert_eq!(code, 0, "{name}: {v:#}");
+        let until = Instant::now() + Duration::from_secs(300);
+        while cloud.faces(&person).is_empty() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        stop_daemon(child);
+        assert_eq!(cloud.faces(&person).len(), 1, "{name}: not uploaded");
+        table.push(format!("{name:<45} check: Some(0)  run: started, uploaded"));
+    }
+    println!("{}", table.join("\n"));
+}

@@ -336,4 +336,21 @@ mod tests {
         assert_eq!(classify_http_status(429).class, ErrorClass::Retry);
         assert_eq!(classify_http_status(401).class, ErrorClass::Operator);
     }
+
+    #[test]
+    fn no_such_api_is_for_the_operator_whatever_the_body() {
+        let e = no_such_api(404, "jd.endpoint", "https://h:1/x/jdai/faceCreate").expect("404");
+        assert_eq!(
+            (e.class, e.code.as_str()),
+            (ErrorClass::Operator, "http_404")
+        );
+        assert!(
+            e.message.contains("jd.endpoint") && e.message.contains("h:1"),
+            "{e}"
+        );
+        assert!(no_such_api(405, "k", "https://h/").is_some());
+        for ok in [200, 400, 429, 500] {
+            assert!(no_such_api(ok, "k", "https://h/").is_none(), "{ok}");
+        }
+    }
 }
