@@ -542,6 +542,7 @@ fn run_verdict(e: &Enrolld, socket: &Path) -> RunVerdict {
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("run neither exited nor listened");
 }
 
