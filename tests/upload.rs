@@ -622,3 +622,80 @@ fn an_entry_an_older_release_queued_against_the_rules_is_reported_then_dies_unse
     let dead = entry(&e, id);
     assert_eq!(dead["last_error"]["code"], "invalid_person", "{dead:#}");
 }
+
+#[test]
+fn uploads_go_through_an_https_proxy_and_config_check_shows_it_masked() {
+    let cloud = Cloud::start(Provider::Jd);
+    let proxy = ConnectProxy::start();
+    let e = Enrolld::new(&cloud.config("", ""));
+    let proxy_url = format!("http://site:pr0xy-pa55@{}", proxy.addr);
+    let with_proxy = |args: &[&str], no_proxy: Option<&str>| {
+        let mut c = e.command();
+        c.env("HTTPS_PROXY", &proxy_url);
+        if let Some(n) = no_proxy {
+            c.env("NO_PROXY", n);
+        }
+        c.arg("--json").args(args).output().expect("run")
+    };
+    // config check names the proxy, its password masked.
+    let out = with_proxy(&["config", "check"], None);
+    assert_eq!(out.status.code(), Some(0));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["proxy"]["variable"], "HTTPS_PROXY", "{v:#}");
+    assert_eq!(
+        v["proxy"]["url"],
+        format!("http://***@{}", proxy.addr),
+        "{v:#}"
+    );
+    let text = e
+        .command()
+        .env("HTTPS_PROXY", &proxy_url)
+        .args(["config", "check"])
+        .output()
+        .expect("run");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&text.stdout),
+        String::from_utf8_lossy(&text.stderr)
+    );
+    assert!(
+        all.contains("uploads go through the proxy http://***@"),
+        "{all}"
+    );
+    assert!(
+        !all.contains("pr0xy-pa55") && !String::from_utf8_lossy(&out.stdout).contains("pr0xy-pa55")
+    );
+    // The upload goes through a CONNECT tunnel to the cloud.
+    enroll(&e, "via-proxy", 0);
+    let out = with_proxy(&["drain"], None);
+    let s: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(out.status.code(), Some(0), "{s:#}");
+    assert_eq!(s["uploaded"], 1, "{s:#}");
+    assert_eq!(cloud.faces("via-proxy").len(), 1);
+    let tunnels = proxy.tunnels();
+    let cloud_addr = cloud
+        .emulator
+        .endpoint()
+        .trim_start_matches("https://")
+        .to_string();
+    assert_eq!(tunnels.len(), 1, "{tunnels:?}");
+    assert_eq!(tunnels[0].0, cloud_addr);
+    assert!(
+        tunnels[0]
+            .1
+            .as_deref()
+            .is_some_and(|a| a.starts_with("Basic ")),
+        "{tunnels:?}"
+    );
+    // NO_PROXY naming the cloud's host: straight there, no tunnel.
+    enroll(&e, "no-proxy", 1);
+    let out = with_proxy(&["drain"], Some("127.0.0.1"));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(cloud.faces("no-proxy").len(), 1);
+    assert_eq!(proxy.tunnels().len(), 1, "NO_PROXY was not honoured");
+}

@@ -285,6 +285,10 @@ impl Enrolld {
         let mut c = Command::new(env!("CARGO_BIN_EXE_enrolld"));
         c.arg("--config").arg(self.path("enrolld.toml"));
         c.env_remove("CREDENTIALS_DIRECTORY");
+        // Uploads go straight to the emulator unless a test sets a proxy.
+        for v in PROXY_VARIABLES {
+            c.env_remove(v);
+        }
         c
     }
 
@@ -329,6 +333,114 @@ impl Enrolld {
             )
         });
         (out.status.code().unwrap_or(-1), value)
+    }
+}
+
+/// The variables ureq reads for a proxy, and NO_PROXY.
+pub const PROXY_VARIABLES: [&str; 8] = [
+    "ALL_PROXY",
+    "all_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "NO_PROXY",
+    "no_proxy",
+];
+
+/// The tunnels a proxy opened: (target, Proxy-Authorization).
+pub type Tunnels = std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>;
+
+/// An HTTP CONNECT proxy on 127.0.0.1 that tunnels only to 127.0.0.1 and
+/// counts the tunnels it opened (and the Proxy-Authorization it got).
+pub struct ConnectProxy {
+    pub addr: std::net::SocketAddr,
+    pub tunnels: Tunnels,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ConnectProxy {
+    pub fn start() -> Self {
+        use std::io::{BufRead, BufReader, Write};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let tunnels: Tunnels = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (t, st) = (tunnels.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !st.load(Ordering::SeqCst) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                };
+                let _ = client.set_nonblocking(false);
+                let _ = client.set_read_timeout(Some(std::time::Duration::from_secs(300)));
+                let mut reader = BufReader::new(client.try_clone().expect("clone"));
+                let mut head = Vec::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    head.push(line.trim_end().to_string());
+                }
+                let target = head
+                    .first()
+                    .and_then(|l| l.strip_prefix("CONNECT "))
+                    .and_then(|l| l.split(' ').next())
+                    .unwrap_or("")
+                    .to_string();
+                let auth = head.iter().find_map(|l| {
+                    l.strip_prefix("Proxy-Authorization: ")
+                        .or_else(|| l.strip_prefix("proxy-authorization: "))
+                        .map(str::to_string)
+                });
+                let mut client = client;
+                // Loopback only: traffic stays on this machine.
+                let upstream = if target.starts_with("127.0.0.1:") {
+                    std::net::TcpStream::connect(&target).ok()
+                } else {
+                    None
+                };
+                let Some(upstream) = upstream else {
+                    let _ = client.write_all(b"HTTP/1.1 403 Forbidden\r\n\r\n");
+                    continue;
+                };
+                t.lock().expect("lock").push((target, auth));
+                let _ = client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+                // Bytes the reader buffered past the head go first.
+                let buffered = reader.buffer().to_vec();
+                let (mut up_w, mut up_r) = (upstream.try_clone().expect("clone"), upstream);
+                let mut down_w = client.try_clone().expect("clone");
+                let _ = up_w.write_all(&buffered);
+                let mut from_client = reader.into_inner();
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_client, &mut up_w);
+                    let _ = up_w.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut up_r, &mut down_w);
+                    let _ = down_w.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        Self {
+            addr,
+            tunnels,
+            stop,
+        }
+    }
+
+    pub fn tunnels(&self) -> Vec<(String, Option<String>)> {
+        self.tunnels.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for ConnectProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
