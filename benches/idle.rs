@@ -37,12 +37,22 @@ fn main() {
     let photo = dir.path().join("camera.png");
     std::fs::write(&photo, []).expect("placeholder");
     let config = dir.path().join("enrolld.toml");
+    // A configuration start-up accepts (enrolld run refuses one that could
+    // never upload); the endpoint is a closed port on this machine and the
+    // queue is empty, so nothing is sent.
+    let (key, secret) = (dir.path().join("queue-key"), dir.path().join("jd-secret"));
+    write_private(&key, format!("{}\n", "5f".repeat(32)));
+    write_private(&secret, "bench-secret\n".into());
     write_private(
         &config,
         format!(
-            "state_dir = {:?}\n[camera]\nsource = \"file:{}\"\n[jd]\ngroup_name = \"g\"\n[control]\nsocket = {:?}\n",
+            "state_dir = {:?}\n[camera]\nsource = \"file:{}\"\n[queue]\nkey_file = {:?}\n\
+             [jd]\nendpoint = \"https://127.0.0.1:9\"\nappkey = \"bench\"\nsecret_key_file = {:?}\n\
+             group_name = \"g\"\n[control]\nsocket = {:?}\n",
             dir.path().join("state").display().to_string(),
             photo.display(),
+            key.display().to_string(),
+            secret.display().to_string(),
             dir.path().join("control.sock").display().to_string()
         ),
     );

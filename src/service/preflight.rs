@@ -46,13 +46,17 @@ pub fn problems(cfg: &Config) -> Vec<(String, String)> {
             bad("detect.model", format!("{}: {e}", model.display()));
         }
     }
+    // A socket already there is systemd's (socket activation: its directory
+    // is systemd's too) or a stale one the daemon replaces; otherwise the
+    // daemon makes the directory and binds in it.
+    let socket_exists = std::fs::symlink_metadata(&cfg.control.socket).is_ok();
     if let Err(e) = check_socket_file(&cfg.control.socket) {
         bad("control.socket", e);
     } else if let Some(dir) = cfg
         .control
         .socket
         .parent()
-        .filter(|d| !d.as_os_str().is_empty())
+        .filter(|d| !socket_exists && !d.as_os_str().is_empty())
     {
         if let Err(e) = usable_dir(dir) {
             bad("control.socket", format!("its directory {e}"));
