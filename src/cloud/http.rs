@@ -220,7 +220,7 @@ pub struct ProxyInfo {
 }
 
 /// The variables ureq reads, in its order (the first one set that parses wins).
-const PROXY_VARIABLES: [&str; 6] = [
+pub const PROXY_VARIABLES: [&str; 6] = [
     "ALL_PROXY",
     "all_proxy",
     "HTTPS_PROXY",

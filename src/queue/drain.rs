@@ -161,6 +161,11 @@ impl Drainer {
             provider,
             TokenBucket::new(limits.qps, limits.qps.clamp(1.0, 10.0), now),
         );
+        self.install(provider, uploader);
+    }
+
+    /// Puts a provider's uploader in place, or the reason it has none.
+    fn install(&mut self, provider: Provider, uploader: Result<Box<dyn Uploader>, UploadError>) {
         match uploader {
             Ok(u) => {
                 self.unavailable.remove(&provider);
@@ -244,16 +249,8 @@ impl Drainer {
         let Some(factory) = self.factory.as_mut() else {
             return;
         };
-        match factory(provider) {
-            Ok(u) => {
-                self.unavailable.remove(&provider);
-                self.uploaders.insert(provider, u);
-            }
-            Err(e) => {
-                self.uploaders.remove(&provider);
-                self.unavailable.insert(provider, e);
-            }
-        }
+        let uploader = factory(provider);
+        self.install(provider, uploader);
     }
 
     /// Stops uploads to `provider` after error `e` at `now`: a new pause, or
@@ -672,6 +669,24 @@ mod tests {
             .id
     }
 
+    /// Installs a factory of scripted JD uploaders; the count of its builds.
+    fn counting_factory(r: &mut Rig) -> Arc<Mutex<u32>> {
+        let builds = Arc::new(Mutex::new(0u32));
+        let (results, sent, b) = (r.results.clone(), r.sent.clone(), builds.clone());
+        r.drainer.set_factory(
+            Box::new(move |provider| {
+                *b.lock().expect("lock") += 1;
+                Ok(Box::new(Scripted {
+                    provider,
+                    results: results.clone(),
+                    sent: sent.clone(),
+                }) as Box<dyn Uploader>)
+            }),
+            &[(Provider::Jd, ProviderLimits { qps: 1000.0 })],
+        );
+        builds
+    }
+
     fn err(class: ErrorClass, code: &str) -> Result<Uploaded, UploadError> {
         Err(UploadError::new(class, code, "m"))
     }
@@ -822,19 +837,7 @@ mod tests {
         .with_recheck(recheck)
         .with_jitter(Jitter::with_seed(3));
         // The factory is what re-reads the secret: count its builds.
-        let builds = Arc::new(Mutex::new(0u32));
-        let (results, sent, b) = (r.results.clone(), r.sent.clone(), builds.clone());
-        r.drainer.set_factory(
-            Box::new(move |provider| {
-                *b.lock().expect("lock") += 1;
-                Ok(Box::new(Scripted {
-                    provider,
-                    results: results.clone(),
-                    sent: sent.clone(),
-                }) as Box<dyn Uploader>)
-            }),
-            &[(Provider::Jd, ProviderLimits { qps: 1000.0 })],
-        );
+        let builds = counting_factory(&mut r);
         assert_eq!(*builds.lock().expect("lock"), 1);
         let a = enqueue(&r, "a", Provider::Jd);
         let t0 = r.clock.now_ms();
@@ -885,19 +888,7 @@ mod tests {
     #[test]
     fn an_operator_drain_lifts_pauses_with_a_fresh_uploader() {
         let mut r = rig();
-        let builds = Arc::new(Mutex::new(0u32));
-        let (results, sent, b) = (r.results.clone(), r.sent.clone(), builds.clone());
-        r.drainer.set_factory(
-            Box::new(move |provider| {
-                *b.lock().expect("lock") += 1;
-                Ok(Box::new(Scripted {
-                    provider,
-                    results: results.clone(),
-                    sent: sent.clone(),
-                }) as Box<dyn Uploader>)
-            }),
-            &[(Provider::Jd, ProviderLimits { qps: 1000.0 })],
-        );
+        let builds = counting_factory(&mut r);
         enqueue(&r, "a", Provider::Jd);
         r.results
             .lock()

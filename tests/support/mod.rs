@@ -286,9 +286,10 @@ impl Enrolld {
         c.arg("--config").arg(self.path("enrolld.toml"));
         c.env_remove("CREDENTIALS_DIRECTORY");
         // Uploads go straight to the emulator unless a test sets a proxy.
-        for v in PROXY_VARIABLES {
+        for v in enrolld::cloud::http::PROXY_VARIABLES {
             c.env_remove(v);
         }
+        c.env_remove("NO_PROXY").env_remove("no_proxy");
         c
     }
 
@@ -335,18 +336,6 @@ impl Enrolld {
         (out.status.code().unwrap_or(-1), value)
     }
 }
-
-/// The variables ureq reads for a proxy, and NO_PROXY.
-pub const PROXY_VARIABLES: [&str; 8] = [
-    "ALL_PROXY",
-    "all_proxy",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "HTTP_PROXY",
-    "http_proxy",
-    "NO_PROXY",
-    "no_proxy",
-];
 
 /// The tunnels a proxy opened: (target, Proxy-Authorization).
 pub type Tunnels = std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>;
