@@ -231,7 +231,6 @@ pub const PROXY_VARIABLES: [&str; 6] = [
 
 /// The proxy ureq will use, or `None` when no variable names one it accepts.
 pub fn proxy_from_env() -> Option<ProxyInfo> {
-    ureq::Proxy::try_from_env()?;
     let no_proxy = ["NO_PROXY", "no_proxy"]
         .iter()
         .find_map(|v| std::env::var(v).ok());

@@ -189,17 +189,10 @@ impl Drainer {
         self
     }
 
-    /// Builds every provider's uploader with `factory`, and again before each
-    /// check of a pause and on [`Drainer::resume`].
-    pub fn set_factory(
-        &mut self,
-        mut factory: UploaderFactory,
-        limits: &[(Provider, ProviderLimits)],
-    ) {
-        for &(provider, l) in limits {
-            let uploader = factory(provider);
-            self.set_uploader(provider, uploader, l);
-        }
+    /// Builds a paused provider's uploader anew with `factory` before each
+    /// check of the pause and on [`Drainer::resume`] (the first ones are
+    /// given with [`Drainer::set_uploader`]).
+    pub fn set_factory(&mut self, factory: UploaderFactory) {
         self.factory = Some(factory);
     }
 
@@ -673,17 +666,18 @@ mod tests {
     fn counting_factory(r: &mut Rig) -> Arc<Mutex<u32>> {
         let builds = Arc::new(Mutex::new(0u32));
         let (results, sent, b) = (r.results.clone(), r.sent.clone(), builds.clone());
-        r.drainer.set_factory(
-            Box::new(move |provider| {
-                *b.lock().expect("lock") += 1;
-                Ok(Box::new(Scripted {
-                    provider,
-                    results: results.clone(),
-                    sent: sent.clone(),
-                }) as Box<dyn Uploader>)
-            }),
-            &[(Provider::Jd, ProviderLimits { qps: 1000.0 })],
-        );
+        let mut factory: UploaderFactory = Box::new(move |provider| {
+            *b.lock().expect("lock") += 1;
+            Ok(Box::new(Scripted {
+                provider,
+                results: results.clone(),
+                sent: sent.clone(),
+            }) as Box<dyn Uploader>)
+        });
+        let first = factory(Provider::Jd);
+        r.drainer
+            .set_uploader(Provider::Jd, first, ProviderLimits { qps: 1000.0 });
+        r.drainer.set_factory(factory);
         builds
     }
 

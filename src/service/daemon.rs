@@ -485,15 +485,16 @@ impl Daemon {
             u.pending, u.dead, self.last_result
         );
         if let Some(d) = &self.last_drain {
+            // Times, not ages: the line changes only when the pause does, so
+            // STATUS is not re-sent (nor the metrics rewritten) every tick.
             if let Some(p) = d.paused.first() {
-                let now = SystemClock.now_ms();
                 line.push_str(&format!(
-                    "; uploads to {} paused {} s ago: {} {}; next check in {} s",
+                    "; uploads to {} paused since {}: {} {}; next check at {}",
                     p.provider,
-                    (now - p.since_ms).max(0) / 1000,
+                    crate::clock::rfc3339(p.since_ms),
                     p.code,
                     p.message,
-                    (p.next_check_ms - now).max(0) / 1000
+                    crate::clock::rfc3339(p.next_check_ms)
                 ));
             }
         }

@@ -39,24 +39,30 @@ pub fn build_drainer(
         Retention::from_config(config),
     )
     .with_recheck(recheck);
-    let limits: Vec<(Provider, ProviderLimits)> = Provider::ALL
-        .iter()
-        .map(|&p| {
-            let qps = match p {
-                Provider::Jd => config.jd.qps,
-                Provider::Tencent => config.tencent.qps,
-            };
-            (p, ProviderLimits { qps })
-        })
-        .collect();
+    // At start-up every provider shares one client (one set of roots);
+    // a pause check builds its provider a client of its own, from the CA
+    // file as it is then.
+    let http = http_client(config);
+    for provider in Provider::ALL {
+        let qps = match provider {
+            Provider::Jd => config.jd.qps,
+            Provider::Tencent => config.tencent.qps,
+        };
+        let uploader = http
+            .clone()
+            .and_then(|http| build_uploader(config, provider, http, skew.clone()));
+        drainer.set_uploader(provider, uploader, ProviderLimits { qps });
+    }
     let config = config.clone();
-    drainer.set_factory(
-        Box::new(move |provider| {
-            let http = HttpClient::new(&http_config(&config))
-                .map_err(|e| UploadError::new(ErrorClass::Operator, "tls_config", e.to_string()))?;
-            build_uploader(&config, provider, Arc::new(http), skew.clone())
-        }),
-        &limits,
-    );
+    drainer.set_factory(Box::new(move |provider| {
+        build_uploader(&config, provider, http_client(&config)?, skew.clone())
+    }));
     drainer
+}
+
+/// The HTTPS client of `config` (roots, extra CA file, deadlines, proxy).
+fn http_client(config: &Config) -> Result<Arc<HttpClient>, UploadError> {
+    HttpClient::new(&http_config(config))
+        .map(Arc::new)
+        .map_err(|e| UploadError::new(ErrorClass::Operator, "tls_config", e.to_string()))
 }
