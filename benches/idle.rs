@@ -1,6 +1,11 @@
 //! `cargo bench --bench idle`: resident memory and CPU use of an idle
-//! `enrolld run` (release build): file camera, JD configured, empty queue,
-//! a fake NOTIFY_SOCKET with a 1 s watchdog.
+//! `enrolld run` (release build): file camera, JD configured, a fake
+//! NOTIFY_SOCKET with a 1 s watchdog; once with an empty queue and once with
+//! 800 entries pending (real crops of about 85 KB; the endpoint is a closed
+//! port, so the drain loop keeps retrying them).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::os::unix::net::UnixDatagram;
 
@@ -33,6 +38,63 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
+    measure("empty queue", 0);
+    measure("800 pending", 800);
+}
+
+/// A real face crop as the daemon queues one: about 85 KB of JPEG.
+fn crop_85k() -> (Vec<u8>, u32, u32) {
+    let photo = support::group_photo();
+    let crop = image::imageops::crop_imm(photo, 300, 0, 560, 560).to_image();
+    let mut best = Vec::new();
+    for q in (40..=95).rev().step_by(5) {
+        best.clear();
+        let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut best, q);
+        crop.write_with_encoder(enc).expect("encode");
+        if best.len() <= 90_000 {
+            break;
+        }
+    }
+    (best, crop.width(), crop.height())
+}
+
+/// Queues `n` entries the way `enroll` does, before the daemon starts.
+fn prefill(config: &std::path::Path, n: usize) {
+    use enrolld::queue::outbox::{Group, NewEnrollment, NewImage, Outbox, OutboxLimits};
+    let (cfg, _) = enrolld::config::Config::load(Some(config)).expect("config");
+    let key = enrolld::queue::seal::QueueKey::from_file(&cfg.queue.key_file).expect("key");
+    let clock: std::sync::Arc<dyn enrolld::clock::Clock> =
+        std::sync::Arc::new(enrolld::clock::SystemClock);
+    let (outbox, _) = Outbox::open(
+        &cfg.state_dir,
+        OutboxLimits::from_config(&cfg.queue),
+        clock,
+        key,
+    )
+    .expect("outbox");
+    let (bytes, width, height) = crop_85k();
+    for i in 0..n {
+        outbox
+            .enqueue(NewEnrollment {
+                person_id: format!("idle-{i}"),
+                person_name: None,
+                provider: enrolld::cloud::provider::Provider::Jd,
+                group: Group {
+                    id: "g".into(),
+                    name: "g".into(),
+                },
+                images: vec![NewImage {
+                    bytes: bytes.clone(),
+                    width,
+                    height,
+                }],
+                scores: vec![],
+            })
+            .expect("enqueue");
+    }
+}
+
+fn measure(label: &str, entries: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let photo = dir.path().join("camera.png");
     std::fs::write(&photo, []).expect("placeholder");
@@ -56,6 +118,9 @@ fn main() {
             dir.path().join("control.sock").display().to_string()
         ),
     );
+    if entries > 0 {
+        prefill(&config, entries);
+    }
     let notify_path = dir.path().join("notify");
     let notify = UnixDatagram::bind(&notify_path).expect("notify");
     notify
@@ -67,7 +132,11 @@ fn main() {
         .arg("run")
         .env("NOTIFY_SOCKET", &notify_path)
         .env("WATCHDOG_USEC", "1000000")
-        .stderr(Stdio::null())
+        .stderr(if std::env::var_os("ENROLLD_BENCH_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .expect("spawn");
     let pid = child.id();
@@ -94,9 +163,11 @@ fn main() {
     let cpu = (cpu_ticks(pid) - c0) as f64 / ticks_per_s;
     let wall = t0.elapsed().as_secs_f64();
     println!(
-        "idle enrolld run over {wall:.0} s: RSS {:.1} MiB (peak {:.1} MiB), CPU {:.2}% of one core, {watchdogs} watchdog pings, {} threads",
+        "idle enrolld run, {label}, over {wall:.0} s: RSS {:.1} MiB (peak {:.1} MiB; anonymous {:.1} MiB, file {:.1} MiB), CPU {:.2}% of one core, {watchdogs} watchdog pings, {} threads",
         status_kb(pid, "VmRSS:") as f64 / 1024.0,
         status_kb(pid, "VmHWM:") as f64 / 1024.0,
+        status_kb(pid, "RssAnon:") as f64 / 1024.0,
+        status_kb(pid, "RssFile:") as f64 / 1024.0,
         100.0 * cpu / wall,
         std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0)
     );

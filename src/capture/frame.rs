@@ -241,7 +241,7 @@ pub fn return_large_buffers_to_the_system() {
     // glibc allows at any time; nothing else in enrolld calls it.
     #[allow(unsafe_code)]
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 18);
     }
 }
 

@@ -107,10 +107,14 @@ impl fmt::Display for UploadError {
 
 impl std::error::Error for UploadError {}
 
+/// The code of a failure where the host could not be reached or the request
+/// not sent: the next entry for the same host would fail the same way.
+pub const NETWORK_CODE: &str = "network";
+
 impl From<HttpError> for UploadError {
     fn from(e: HttpError) -> Self {
         let (class, code) = match e.kind {
-            HttpErrorKind::Connect | HttpErrorKind::Send => (ErrorClass::Retry, "network"),
+            HttpErrorKind::Connect | HttpErrorKind::Send => (ErrorClass::Retry, NETWORK_CODE),
             HttpErrorKind::Unknown => (ErrorClass::Retry, "no_answer"),
             // An untrusted certificate is a configuration problem (or an
             // attack): keep everything queued and tell the operator.

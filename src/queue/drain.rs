@@ -98,6 +98,11 @@ pub struct Drainer {
     /// succeeds, paused again (one more check) if it fails the same way.
     checking: HashMap<Provider, Pause>,
     recheck: PauseRecheck,
+    /// Providers whose host could not be reached (nothing was sent): until
+    /// then only the entry that failed is tried again, when its own backoff
+    /// ends, instead of every due entry failing the same way in each pass
+    /// (800 claims, image reads and flushes a pass with the network down).
+    unreachable: HashMap<Provider, UnixMillis>,
     factory: Option<UploaderFactory>,
     retention: Retention,
     /// When receipts were last expired; at most once an hour, not every pass.
@@ -142,6 +147,7 @@ impl Drainer {
             jitter: Jitter::seeded(),
             paused: HashMap::new(),
             checking: HashMap::new(),
+            unreachable: HashMap::new(),
             recheck: PauseRecheck::default(),
             factory: None,
             retention,
@@ -322,15 +328,19 @@ impl Drainer {
         self.start_due_checks(now);
         'passes: loop {
             let now = self.clock.now_ms();
+            self.unreachable.retain(|_, until| *until > now);
             let paused: Vec<Provider> = self.paused.keys().copied().collect();
-            let due = self
-                .outbox
-                .due_where(now, 32, |e| !paused.contains(&e.provider))?;
+            let held: Vec<Provider> = self.unreachable.keys().copied().collect();
+            let due = self.outbox.due_where(now, 32, |e| {
+                !paused.contains(&e.provider) && !held.contains(&e.provider)
+            })?;
             if due.is_empty() {
                 break;
             }
             for entry in due {
-                if self.paused.contains_key(&entry.provider) {
+                if self.paused.contains_key(&entry.provider)
+                    || self.unreachable.contains_key(&entry.provider)
+                {
                     continue;
                 }
                 if !self.take_token(entry.provider, wait) {
@@ -352,7 +362,10 @@ impl Drainer {
                 e.state == crate::queue::outbox::EntryState::Pending
                     && !self.paused.contains_key(&e.provider)
             })
-            .map(|e| e.next_attempt_at_ms)
+            .map(|e| {
+                let held = self.unreachable.get(&e.provider).copied();
+                held.map_or(e.next_attempt_at_ms, |t| t.max(e.next_attempt_at_ms))
+            })
             .min();
         summary.clock_skew_ms = self.skew.offset_ms();
         Ok(summary)
@@ -428,6 +441,7 @@ impl Drainer {
             Ok(uploaded) => {
                 self.outbox.complete(id, &uploaded.face_ids)?;
                 summary.uploaded += 1;
+                self.unreachable.remove(&provider);
                 if let Some(pause) = self.checking.remove(&provider) {
                     log::info!(
                         "uploads to {provider} resumed: entry {id} was uploaded; they were paused {} s ({} {})",
@@ -464,6 +478,16 @@ impl Drainer {
                             entry.progress.outcome_unknown,
                         )?;
                         summary.retried += 1;
+                        if e.code == crate::cloud::NETWORK_CODE && !e.outcome_unknown {
+                            if !self.unreachable.contains_key(&provider) {
+                                log::warn!(
+                                    "{provider} cannot be reached ({}); entry {id} tries again in {} s, the others wait for it",
+                                    e.message,
+                                    (at - now).max(0) / 1000
+                                );
+                            }
+                            self.unreachable.insert(provider, at);
+                        }
                     }
                     Decision::Dead => {
                         self.outbox.mark_dead(id, &e.code, Some(last))?;
@@ -726,6 +750,43 @@ mod tests {
         r.clock.advance(2_000);
         let s = r.drainer.drain(&mut no_wait).expect("drain");
         assert_eq!(s.uploaded, 1);
+    }
+
+    #[test]
+    fn an_unreachable_host_is_tried_through_one_entry_until_it_answers() {
+        let mut r = rig();
+        let ids: Vec<u64> = (0..5)
+            .map(|i| enqueue(&r, &format!("p{i}"), Provider::Jd))
+            .collect();
+        let tencent = enqueue(&r, "t", Provider::Tencent);
+        let mut script = r.results.lock().expect("lock");
+        script.push_back(err(ErrorClass::Retry, crate::cloud::NETWORK_CODE));
+        script.push_back(err(ErrorClass::Retry, crate::cloud::NETWORK_CODE));
+        drop(script);
+        let s = r.drainer.drain(&mut no_wait).expect("drain");
+        assert_eq!(s.retried, 1, "one failure, not five");
+        assert_eq!(*r.sent.lock().expect("lock"), vec![ids[0]]);
+        // The others wait for the failed entry's backoff, not longer.
+        assert_eq!(s.next_due_ms, Some(1_002_000));
+        assert!(
+            r.outbox.get(tencent).is_ok(),
+            "another vendor is not held (it has no uploader here)"
+        );
+        r.clock.advance(1_000);
+        r.drainer.drain(&mut no_wait).expect("drain");
+        assert_eq!(r.sent.lock().expect("lock").len(), 1, "still held");
+        r.clock.advance(1_000);
+        let s = r.drainer.drain(&mut no_wait).expect("drain");
+        assert_eq!(s.retried, 1);
+        assert_eq!(*r.sent.lock().expect("lock"), vec![ids[0], ids[0]]);
+        assert_eq!(
+            s.next_due_ms,
+            Some(1_002_000 + 4_000),
+            "the probe backs off"
+        );
+        r.clock.advance(4_000);
+        let s = r.drainer.drain(&mut no_wait).expect("drain");
+        assert_eq!(s.uploaded, 5, "the host answers: everything goes");
     }
 
     #[test]
