@@ -40,12 +40,43 @@ fn main() {
         .map(|p| p.display().to_string())
         .unwrap_or_default();
     println!("cargo:rustc-env=ENROLLD_SAMPLE_PHOTO={photo}");
+    println!("cargo:rustc-env=ENROLLD_BUILD_FLOOR_S={}", build_floor_s());
     // Tests that mount a file system need root: built by root (as CI
     // does), they run; built by anyone else, they are ignored, not failed.
     println!("cargo:rustc-check-cfg=cfg(enrolld_root)");
     if built_by_root() {
         println!("cargo:rustc-cfg=enrolld_root");
     }
+}
+
+/// The trusted time floor's build part (src/cloud/timefloor.rs): the
+/// latest of SOURCE_DATE_EPOCH, the checked-out commit's time and a date
+/// this file was last edited on. Any time before the build is a valid floor,
+/// so a floor that is not refreshed on every commit is only less useful.
+fn build_floor_s() -> i64 {
+    /// 2026-12-01T00:00:00Z.
+    const EDITED: i64 = 1_796_083_200;
+    println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
+    let epoch = env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|v| v.trim().parse::<i64>().ok());
+    let commit = std::process::Command::new("git")
+        .args(["log", "-1", "--format=%ct"])
+        .current_dir(env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<i64>()
+                .ok()
+        });
+    [Some(EDITED), epoch, commit]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(EDITED)
 }
 
 fn built_by_root() -> bool {

@@ -80,6 +80,7 @@ fn serve(args: &str) {
         skew_s: 0,
         check_faces: false,
         jd_shape: enrolld_emulator::JdShape::CodeObject,
+        cert_not_before_ms: None,
     };
     enrolld_emulator::serve(config, std::path::Path::new(ca), false).expect("serve");
 }

@@ -28,6 +28,27 @@ impl Clock for SystemClock {
     }
 }
 
+/// Where in this boot something happened: the kernel's boot id and the
+/// time since boot (CLOCK_BOOTTIME, which counts suspend and which no one
+/// sets). Two stamps of one boot give the true time between them even
+/// while the wall clock is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BootStamp {
+    pub boot_id: String,
+    pub boot_ms: i64,
+}
+
+impl BootStamp {
+    pub fn now() -> Option<Self> {
+        let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+        Some(Self {
+            boot_id: id.trim().to_string(),
+            boot_ms: t.tv_sec * 1000 + t.tv_nsec / 1_000_000,
+        })
+    }
+}
+
 /// A clock tests can set and advance; clones share the same time.
 #[derive(Debug, Clone, Default)]
 pub struct FakeClock(Arc<AtomicI64>);

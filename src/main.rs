@@ -236,7 +236,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                     return Ok(exit::FAILURE);
                 }
             };
-            let answer = Answer::Status(Box::new(handler::status(&outbox)));
+            let answer = Answer::Status(Box::new(handler::status(&outbox, &cfg.state_dir)));
             Ok(render(&answer, &cfg, cli.json))
         }
         Command::Enroll {

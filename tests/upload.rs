@@ -699,3 +699,118 @@ fn uploads_go_through_an_https_proxy_and_config_check_shows_it_masked() {
     assert_eq!(cloud.faces("no-proxy").len(), 1);
     assert_eq!(proxy.tunnels().len(), 1, "NO_PROXY was not honoured");
 }
+
+/// A board without a battery-backed clock boots at 1970 and NTP may never
+/// run. Certificates are checked at the trusted time floor (the build's
+/// time, then the last `Date` a verified session carried), requests are
+/// signed with the cloud's time, and the records stamped 1970 get their
+/// true times once the cloud has told it. The emulator's certificate is
+/// valid from a few days ago only, as a public CA's would be.
+#[test]
+#[cfg_attr(
+    not(target_arch = "x86_64"),
+    ignore = "libfaketime is installed for the host only"
+)]
+fn a_device_booted_at_1970_uploads_before_ntp_and_its_records_get_the_true_time() {
+    use enrolld::cloud::timefloor::{BUILD_FLOOR_MS, FILE};
+    const DAY: i64 = 86_400_000;
+    let now = || enrolld::clock::Clock::now_ms(&enrolld::clock::SystemClock);
+    let json_of = |out: std::process::Output| -> (i32, Value) {
+        let text = String::from_utf8_lossy(&out.stdout);
+        let v = serde_json::from_str(text.trim())
+            .unwrap_or_else(|e| panic!("{e}: {text}\n{}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code().unwrap_or(-1), v)
+    };
+    let enroll_1970 = |e: &Enrolld, person: &str, i: usize| -> u64 {
+        let photo = e.path(&format!("p{i}.jpg"));
+        write_jpeg(&portrait(i, 3.0), &photo);
+        let source = format!("file:{}", photo.display());
+        let (code, v) = json_of(
+            e.at_1970()
+                .args(["--json", "enroll", "--person", person, "--source", &source])
+                .output()
+                .expect("run"),
+        );
+        assert_eq!(code, 0, "{v:#}");
+        let created = v["entry"]["created_at_ms"].as_i64().expect("created");
+        assert!(
+            created < DAY + 3_600_000,
+            "stamped by the 1970 clock: {created}"
+        );
+        v["entry"]["id"].as_u64().expect("id")
+    };
+
+    // A fresh device: the build's time is the only floor, and the
+    // certificate has been valid since the day before the build.
+    for vendor in [Provider::Jd, Provider::Tencent] {
+        let cloud = Cloud::start_valid_from(vendor, BUILD_FLOOR_MS - DAY);
+        let e = Enrolld::new(&cloud.config("", "group_id = \"g\""));
+        let id = enroll_1970(&e, "rtc1", 0);
+        let out = e.at_1970().args(["status"]).output().expect("status");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("clock is before") && text.contains("check NTP or the RTC"),
+            "{vendor}: {text}"
+        );
+        let (code, s) = json_of(
+            e.at_1970()
+                .args(["--json", "drain"])
+                .output()
+                .expect("drain"),
+        );
+        assert_eq!(code, 0, "{vendor}: {s:#}");
+        assert_eq!(s["uploaded"], 1, "{vendor}: {s:#}");
+        assert_eq!(cloud.faces("rtc1").len(), 1, "{vendor}");
+        // The cloud's Date is now the floor, kept across restarts.
+        let floor: i64 = std::fs::read_to_string(e.state_dir().join(FILE))
+            .expect("time floor written")
+            .trim()
+            .parse()
+            .expect("a number");
+        assert!((now() - floor).abs() < 60_000, "{vendor}: floor {floor}");
+        // The receipt carries the true times, not 1970's.
+        let receipts = e.open_outbox().receipts().expect("receipts");
+        let r = receipts.iter().find(|r| r.id == id).expect("receipt");
+        for t in [r.created_at_ms, r.uploaded_at_ms] {
+            assert!((now() - t).abs() < 120_000, "{vendor}: {r:?}");
+        }
+    }
+
+    // The certificate became valid after the build: only the Date floor
+    // of a device that once talked to the cloud lets it through.
+    let fresh_cert = (now() - 3 * DAY).max(BUILD_FLOOR_MS + 1_000);
+    let cloud = Cloud::start_valid_from(Provider::Jd, fresh_cert);
+    let never_online = Enrolld::new(&cloud.config("", ""));
+    enroll_1970(&never_online, "rtc2", 1);
+    let (code, s) = json_of(
+        never_online
+            .at_1970()
+            .args(["--json", "drain"])
+            .output()
+            .expect("drain"),
+    );
+    assert_eq!(code, 8, "paused: {s:#}");
+    assert_eq!(s["paused"][0]["code"], "tls", "{s:#}");
+    assert!(cloud.faces("rtc2").is_empty());
+
+    // The same device after it has talked to the cloud once (a minute ago,
+    // before a power cut): the Date it recorded is its floor.
+    let once_online = Enrolld::new(&cloud.config("", ""));
+    let id = enroll_1970(&once_online, "rtc3", 2);
+    support::write_private(
+        &once_online.state_dir().join(FILE),
+        format!("{}\n", now() - 60_000),
+    );
+    let (code, s) = json_of(
+        once_online
+            .at_1970()
+            .args(["--json", "drain"])
+            .output()
+            .expect("drain"),
+    );
+    assert_eq!(code, 0, "{s:#}");
+    assert_eq!(cloud.faces("rtc3").len(), 1);
+    let receipts = once_online.open_outbox().receipts().expect("receipts");
+    let r = receipts.iter().find(|r| r.id == id).expect("receipt");
+    assert!((now() - r.created_at_ms).abs() < 120_000, "{r:?}");
+}

@@ -65,6 +65,7 @@ pub fn run(opts: &DemoOptions) -> Result<u8, String> {
         skew_s: 0,
         check_faces: true,
         jd_shape: JdShape::StatusString,
+        cert_not_before_ms: None,
     })
     .map_err(|e| e.to_string())?;
     let ca = dir.join("demo-emulator-ca.pem");

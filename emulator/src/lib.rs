@@ -236,6 +236,11 @@ pub struct EmulatorConfig {
     /// JD success answer style: `code` envelope with object result, `code`
     /// with a JSON-like string result, or the seed page's `status` envelope.
     pub jd_shape: JdShape,
+    /// When the server certificate becomes valid (ms since the epoch); it
+    /// stays valid for 90 days after that or after now, as a public CA's
+    /// would. `None`: three days ago, so a device whose clock reads 1970 or
+    /// last week is refused unless it checks certificates at a true time.
+    pub cert_not_before_ms: Option<i64>,
 }
 
 /// The documented JD answer envelopes.
@@ -391,7 +396,7 @@ impl Emulator {
                 config.listen
             )));
         }
-        let (ca_pem, tls) = make_tls().map_err(EmulatorError)?;
+        let (ca_pem, tls) = make_tls(config.cert_not_before_ms).map_err(EmulatorError)?;
         let listener = TcpListener::bind(config.listen)
             .map_err(|e| EmulatorError(format!("{}: {e}", config.listen)))?;
         let addr = listener
@@ -522,7 +527,7 @@ pub fn serve(config: EmulatorConfig, ca_out: &Path, json: bool) -> Result<(), St
     Ok(())
 }
 
-fn make_tls() -> Result<(String, Arc<rustls::ServerConfig>), String> {
+fn make_tls(not_before_ms: Option<i64>) -> Result<(String, Arc<rustls::ServerConfig>), String> {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
     let err = |e: rcgen::Error| format!("certificate: {e}");
     let ca_key = KeyPair::generate().map_err(err)?;
@@ -542,6 +547,15 @@ fn make_tls() -> Result<(String, Arc<rustls::ServerConfig>), String> {
     leaf_params
         .distinguished_name
         .push(DnType::CommonName, "enrolld emulator");
+    let now_ms = enrolld::clock::Clock::now_ms(&enrolld::clock::SystemClock);
+    let from_ms = not_before_ms.unwrap_or(now_ms - 3 * 86_400_000);
+    let until_ms = from_ms.max(now_ms) + 90 * 86_400_000;
+    let at = |ms: i64| {
+        time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+            .map_err(|e| format!("certificate validity: {e}"))
+    };
+    leaf_params.not_before = at(from_ms)?;
+    leaf_params.not_after = at(until_ms)?;
     let leaf = leaf_params
         .signed_by(&leaf_key, &ca, &ca_key)
         .map_err(err)?;
@@ -793,6 +807,7 @@ mod tests {
             skew_s: 0,
             check_faces: false,
             jd_shape: JdShape::CodeObject,
+            cert_not_before_ms: None,
         };
         let err = Emulator::start(config).err().expect("refused");
         assert!(err.0.contains("loopback"), "{err}");

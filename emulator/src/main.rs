@@ -106,6 +106,7 @@ fn main() -> ExitCode {
                     skew_s: skew,
                     check_faces: !no_face_check,
                     jd_shape,
+                    cert_not_before_ms: None,
                 };
                 serve(config, &ca_out, json)
             })

@@ -232,8 +232,11 @@ fn jpeg_is_progressive(bytes: &[u8]) -> bool {
 /// serves from its heap (instead of a mapping of its own) up to 32 MiB as
 /// large buffers come and go. A frame's buffers (tens of MiB) would then stay
 /// resident after each enrollment. With a fixed threshold, every buffer of
-/// 1 MiB or more is its own mapping, returned to the system when freed, so
-/// the daemon goes back to its idle size between enrollments. Call once, at
+/// 256 KiB or more is its own mapping, returned to the system when freed, so
+/// the daemon goes back to its idle size between enrollments. The threshold
+/// is 256 KiB, not more: sled allocates 40 histograms of 512 KiB at open that
+/// it never writes (`no_metrics`), and as mappings of their own their zero
+/// pages are never touched (20 MiB resident otherwise). Call once, at
 /// start-up, before other threads exist.
 pub fn return_large_buffers_to_the_system() {
     #[cfg(target_env = "gnu")]

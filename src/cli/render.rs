@@ -155,6 +155,9 @@ fn status(out: &mut Vec<String>, s: &StatusReport, cfg: &Config) {
             }
         }
     }
+    if let Some(w) = &s.clock_warning {
+        out.push(format!("clock: {w}"));
+    }
     let u = &s.queue;
     out.push(format!(
         "queue: {} pending, {} in flight, {} dead, {} bytes",

@@ -8,14 +8,16 @@
 
 use crate::clock::parse_http_date;
 use crate::clock::UnixMillis;
+use crate::cloud::timefloor::TimeFloor;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+use ureq::tls::{Certificate, PemItem};
+use ureq::unversioned::transport::{ConnectProxyConnector, Connector, TcpConnector};
 
 /// Deadlines and limits of the HTTP layer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct HttpConfig {
     /// DNS, TCP and TLS handshake.
     pub connect_timeout: Duration,
@@ -27,6 +29,9 @@ pub struct HttpConfig {
     pub max_body_bytes: u64,
     /// Extra trusted CA certificates (PEM).
     pub extra_ca_file: Option<PathBuf>,
+    /// The time certificates are checked at, raised by each answer's
+    /// `Date`; `None`: the build's time and the system clock only.
+    pub time_floor: Option<Arc<TimeFloor>>,
 }
 
 impl Default for HttpConfig {
@@ -37,6 +42,7 @@ impl Default for HttpConfig {
             recv_timeout: Duration::from_secs(30),
             max_body_bytes: 1024 * 1024,
             extra_ca_file: None,
+            time_floor: None,
         }
     }
 }
@@ -98,6 +104,7 @@ impl std::error::Error for HttpError {}
 pub struct HttpClient {
     agent: ureq::Agent,
     max_body: u64,
+    floor: Arc<TimeFloor>,
 }
 
 impl fmt::Debug for HttpClient {
@@ -131,18 +138,22 @@ pub fn load_ca_file(path: &Path) -> Result<Vec<Certificate<'static>>, HttpError>
 
 impl HttpClient {
     pub fn new(cfg: &HttpConfig) -> Result<Self, HttpError> {
-        let roots = match &cfg.extra_ca_file {
-            None => RootCerts::WebPki,
-            Some(path) => {
-                let mut all: Vec<Certificate<'static>> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+        let mut roots: Vec<rustls_pki_types::CertificateDer<'static>> =
+            webpki_root_certs::TLS_SERVER_ROOT_CERTS.to_vec();
+        if let Some(path) = &cfg.extra_ca_file {
+            roots.extend(
+                load_ca_file(path)?
                     .iter()
-                    .map(|c| Certificate::from_der(c.as_ref()).to_owned())
-                    .collect();
-                all.extend(load_ca_file(path)?);
-                RootCerts::Specific(Arc::new(all))
-            }
-        };
-        let agent = ureq::Agent::config_builder()
+                    .map(|c| rustls_pki_types::CertificateDer::from(c.der().to_vec())),
+            );
+        }
+        let floor = cfg
+            .time_floor
+            .clone()
+            .unwrap_or_else(|| Arc::new(TimeFloor::new(Arc::new(crate::clock::SystemClock), None)));
+        let tls = crate::cloud::tls::client_config(&roots, &floor)
+            .map_err(|e| HttpError::new(HttpErrorKind::Config, format!("TLS: {e}")))?;
+        let config = ureq::Agent::config_builder()
             .https_only(true)
             .http_status_as_error(false)
             .max_redirects(0)
@@ -159,14 +170,23 @@ impl HttpClient {
             .max_idle_connections(8)
             .max_idle_connections_per_host(4)
             .max_idle_age(Duration::from_secs(50))
-            .tls_config(TlsConfig::builder().root_certs(roots).build())
             // HTTPS_PROXY / ALL_PROXY and NO_PROXY, as `config check` shows.
             .proxy(ureq::Proxy::try_from_env())
-            .build()
-            .new_agent();
+            .build();
+        // ureq's own chain, with enrolld's TLS in place of its rustls.
+        let connector = ()
+            .chain(ConnectProxyConnector::default())
+            .chain(TcpConnector::default())
+            .chain(crate::cloud::tls::FloorTlsConnector { config: tls });
+        let agent = ureq::Agent::with_parts(
+            config,
+            connector,
+            ureq::unversioned::resolver::DefaultResolver::default(),
+        );
         Ok(Self {
             agent,
             max_body: cfg.max_body_bytes,
+            floor,
         })
     }
 
@@ -195,6 +215,10 @@ impl HttpClient {
             .get("date")
             .and_then(|v| v.to_str().ok())
             .and_then(parse_http_date);
+        // Every session is verified: its Date raises the floor.
+        if let Some(d) = date_ms {
+            self.floor.observe(d);
+        }
         let body = resp
             .body_mut()
             .with_config()

@@ -7,6 +7,8 @@ pub mod provider;
 pub mod rules;
 pub mod sign;
 pub mod tencent;
+pub mod timefloor;
+pub mod tls;
 
 use crate::clock::{Clock, UnixMillis};
 use crate::cloud::http::{HttpError, HttpErrorKind};
@@ -248,6 +250,7 @@ pub fn http_config(cfg: &crate::config::Config) -> crate::cloud::http::HttpConfi
         recv_timeout: Duration::from_millis(cfg.upload.recv_timeout_ms),
         max_body_bytes: cfg.upload.max_answer_bytes,
         extra_ca_file: cfg.tls.extra_ca_file.clone(),
+        time_floor: None,
     }
 }
 

@@ -58,6 +58,9 @@ pub struct StatusReport {
     pub queue: Usage,
     pub rule_violations: Vec<BrokenRule>,
     pub storage_salvage: Option<SalvageReport>,
+    /// Set while the wall clock is before the trusted time floor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_warning: Option<String>,
     /// Present when the daemon runs.
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
     pub state: Option<DaemonState>,
@@ -166,8 +169,9 @@ pub fn enrolled(outcome: &EnrollOutcome) -> Option<Answer> {
     Some(Answer::Enrolled(value))
 }
 
-/// The queue's part of `status`; the daemon adds its [`DaemonState`].
-pub fn status(outbox: &Outbox) -> StatusReport {
+/// The queue's part of `status`, and the clock's; the daemon adds its
+/// [`DaemonState`].
+pub fn status(outbox: &Outbox, state_dir: &std::path::Path) -> StatusReport {
     let broken = outbox
         .list()
         .map(|entries| broken_rules(&entries))
@@ -177,6 +181,11 @@ pub fn status(outbox: &Outbox) -> StatusReport {
         queue: outbox.usage(),
         rule_violations: broken,
         storage_salvage: outbox.last_salvage(),
+        clock_warning: crate::cloud::timefloor::TimeFloor::in_state_dir(
+            state_dir,
+            std::sync::Arc::new(crate::clock::SystemClock),
+        )
+        .warning(),
         state: None,
     }
 }

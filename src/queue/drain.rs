@@ -103,6 +103,12 @@ pub struct Drainer {
     /// ends, instead of every due entry failing the same way in each pass
     /// (800 claims, image reads and flushes a pass with the network down).
     unreachable: HashMap<Provider, UnixMillis>,
+    /// The trusted time floor: while the clock is before it, records get
+    /// their true times once a cloud's `Date` tells it.
+    floor: Option<Arc<crate::cloud::timefloor::TimeFloor>>,
+    /// The clock was seen before the floor in this process, or this
+    /// process has not looked yet: the records' times are checked.
+    times_suspect: bool,
     factory: Option<UploaderFactory>,
     retention: Retention,
     /// When receipts were last expired; at most once an hour, not every pass.
@@ -148,6 +154,8 @@ impl Drainer {
             paused: HashMap::new(),
             checking: HashMap::new(),
             unreachable: HashMap::new(),
+            floor: None,
+            times_suspect: true,
             recheck: PauseRecheck::default(),
             factory: None,
             retention,
@@ -351,6 +359,7 @@ impl Drainer {
             }
         }
         self.end_checks(self.clock.now_ms());
+        self.correct_times()?;
         summary.paused = self.paused();
         let usage = self.outbox.usage();
         summary.pending = usage.pending;
@@ -369,6 +378,44 @@ impl Drainer {
             .min();
         summary.clock_skew_ms = self.skew.offset_ms();
         Ok(summary)
+    }
+
+    /// Uses `floor` to tell when the wall clock is wrong and what the true
+    /// time is.
+    pub fn set_time_floor(&mut self, floor: Arc<crate::cloud::timefloor::TimeFloor>) {
+        self.floor = Some(floor);
+    }
+
+    /// Gives records stamped while the clock was wrong their true times, as
+    /// soon as the true time is known; says in the journal when the clock
+    /// goes wrong and when it is right again.
+    fn correct_times(&mut self) -> Result<(), OutboxError> {
+        let Some(floor) = self.floor.clone() else {
+            return Ok(());
+        };
+        let behind = floor.clock_behind().is_some();
+        if behind && !self.times_suspect {
+            if let Some(w) = floor.warning() {
+                log::warn!("{w}");
+            }
+        }
+        if !(self.times_suspect || behind) {
+            return Ok(());
+        }
+        if let (Some(true_now), Some(stamp)) = (floor.true_now_ms(), crate::clock::BootStamp::now())
+        {
+            let n = self
+                .outbox
+                .correct_times(floor.floor_ms(), true_now, &stamp)?;
+            if n > 0 {
+                log::info!(
+                    "{n} record(s) stamped while the clock was wrong now carry the true time ({})",
+                    crate::clock::rfc3339(true_now)
+                );
+            }
+            self.times_suspect = behind;
+        }
+        Ok(())
     }
 
     fn take_token(&mut self, provider: Provider, wait: &mut dyn FnMut(Duration) -> bool) -> bool {

@@ -771,7 +771,7 @@ impl Daemon {
                 clock_skew_ms: self.skew.offset_ms(),
                 provider: self.config.upload.provider,
             }),
-            ..handler::status(&self.outbox)
+            ..handler::status(&self.outbox, &self.config.state_dir)
         }
     }
 

@@ -7,6 +7,7 @@
 use crate::clock::Clock;
 use crate::cloud::http::HttpClient;
 use crate::cloud::provider::Provider;
+use crate::cloud::timefloor::TimeFloor;
 use crate::cloud::{build_uploader, http_config, ErrorClass, SkewClock, UploadError};
 use crate::config::Config;
 use crate::queue::drain::{Drainer, ProviderLimits, Retention};
@@ -34,7 +35,7 @@ pub fn build_drainer(
     let mut drainer = Drainer::new(
         outbox,
         policy,
-        clock,
+        clock.clone(),
         skew.clone(),
         Retention::from_config(config),
     )
@@ -42,7 +43,15 @@ pub fn build_drainer(
     // At start-up every provider shares one client (one set of roots);
     // a pause check builds its provider a client of its own, from the CA
     // file as it is then.
-    let http = http_client(config);
+    let floor = Arc::new(crate::cloud::timefloor::TimeFloor::in_state_dir(
+        &config.state_dir,
+        clock.clone(),
+    ));
+    if let Some(w) = floor.warning() {
+        log::warn!("{w}");
+    }
+    drainer.set_time_floor(floor.clone());
+    let http = http_client(config, &floor);
     for provider in Provider::ALL {
         let qps = match provider {
             Provider::Jd => config.jd.qps,
@@ -55,14 +64,23 @@ pub fn build_drainer(
     }
     let config = config.clone();
     drainer.set_factory(Box::new(move |provider| {
-        build_uploader(&config, provider, http_client(&config)?, skew.clone())
+        build_uploader(
+            &config,
+            provider,
+            http_client(&config, &floor)?,
+            skew.clone(),
+        )
     }));
     drainer
 }
 
 /// The HTTPS client of `config` (roots, extra CA file, deadlines, proxy).
-fn http_client(config: &Config) -> Result<Arc<HttpClient>, UploadError> {
-    HttpClient::new(&http_config(config))
+fn http_client(config: &Config, floor: &Arc<TimeFloor>) -> Result<Arc<HttpClient>, UploadError> {
+    let http = crate::cloud::http::HttpConfig {
+        time_floor: Some(floor.clone()),
+        ..http_config(config)
+    };
+    HttpClient::new(&http)
         .map(Arc::new)
         .map_err(|e| UploadError::new(ErrorClass::Operator, "tls_config", e.to_string()))
 }

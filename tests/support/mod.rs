@@ -223,6 +223,11 @@ pub fn text(s: impl Into<String>) -> toml::Value {
     toml::Value::String(s.into())
 }
 
+/// How far [`Enrolld::at_1970`]'s clock is behind the real one, in seconds.
+static BEHIND_S: std::sync::LazyLock<i64> = std::sync::LazyLock::new(|| {
+    enrolld::clock::Clock::now_ms(&enrolld::clock::SystemClock) / 1000 - 86_400
+});
+
 /// The real binary, with a config file and state dir of the test's own.
 pub struct Enrolld {
     pub dir: tempfile::TempDir,
@@ -290,6 +295,25 @@ impl Enrolld {
             c.env_remove(v);
         }
         c.env_remove("NO_PROXY").env_remove("no_proxy");
+        c
+    }
+
+    /// `command()` with the wall clock of a board without a battery clock
+    /// that read 1970-01-02 00:00 when this test process started, and has
+    /// kept ticking since (libfaketime; boot and monotonic clocks are real).
+    pub fn at_1970(&self) -> Command {
+        let lib = [
+            "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+            "/usr/lib/faketime/libfaketime.so.1",
+        ]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .expect("libfaketime: install Debian's faketime (scripts/setup-debian does)");
+        let mut c = self.command();
+        c.env("LD_PRELOAD", lib)
+            .env("FAKETIME", format!("-{}", *BEHIND_S))
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            .env("FAKETIME_DONT_RESET", "1");
         c
     }
 
@@ -455,6 +479,28 @@ impl Cloud {
         jd_shape: enrolld_emulator::JdShape,
         skew_s: i64,
     ) -> Self {
+        Self::start_full(vendor, jd_shape, skew_s, None)
+    }
+
+    /// A cloud whose certificate becomes valid at `not_before_ms`.
+    pub fn start_valid_from(
+        vendor: enrolld::cloud::provider::Provider,
+        not_before_ms: i64,
+    ) -> Self {
+        Self::start_full(
+            vendor,
+            enrolld_emulator::JdShape::CodeObject,
+            0,
+            Some(not_before_ms),
+        )
+    }
+
+    fn start_full(
+        vendor: enrolld::cloud::provider::Provider,
+        jd_shape: enrolld_emulator::JdShape,
+        skew_s: i64,
+        cert_not_before_ms: Option<i64>,
+    ) -> Self {
         let emulator = enrolld_emulator::Emulator::start(enrolld_emulator::EmulatorConfig {
             vendor,
             listen: "127.0.0.1:0".parse().expect("addr"),
@@ -464,6 +510,7 @@ impl Cloud {
             skew_s,
             check_faces: true,
             jd_shape,
+            cert_not_before_ms,
         })
         .expect("emulator starts");
         let dir = tempfile::tempdir().expect("tempdir");

@@ -31,7 +31,7 @@ mod migrate;
 mod room;
 
 use crate::capture::quality::FaceScores;
-use crate::clock::{Clock, UnixMillis};
+use crate::clock::{BootStamp, Clock, UnixMillis};
 use crate::cloud::provider::Provider;
 use crate::cloud::UploadProgress;
 use crate::control::ErrorCode;
@@ -146,6 +146,10 @@ pub struct Enrollment {
     pub provider: Provider,
     pub group: Group,
     pub created_at_ms: UnixMillis,
+    /// Where in which boot it was queued: its time can be corrected when
+    /// the wall clock was wrong then ([`Outbox::correct_times`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_boot: Option<BootStamp>,
     pub attempts: u32,
     pub next_attempt_at_ms: UnixMillis,
     #[serde(flatten)]
@@ -179,6 +183,10 @@ pub struct Receipt {
     pub created_at_ms: UnixMillis,
     pub uploaded_at_ms: UnixMillis,
     pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_boot: Option<BootStamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploaded_boot: Option<BootStamp>,
 }
 
 /// One image to enqueue.
@@ -971,6 +979,7 @@ impl Outbox {
             provider: new.provider,
             group: new.group,
             created_at_ms: now,
+            created_boot: BootStamp::now(),
             attempts: 0,
             next_attempt_at_ms: now,
             state: EntryState::Pending,
@@ -1387,6 +1396,8 @@ impl Outbox {
             created_at_ms: e.created_at_ms,
             uploaded_at_ms: self.clock.now_ms(),
             attempts: e.attempts,
+            created_boot: e.created_boot.clone(),
+            uploaded_boot: BootStamp::now(),
         };
         let json = serde_json::to_vec(&receipt).map_err(|x| OutboxError::Storage(x.to_string()))?;
         let image_keys = self.image_keys(id)?;
@@ -1405,6 +1416,64 @@ impl Outbox {
         self.persist()?;
         self.account(&mut usage, Some(&e), None)?;
         Ok(receipt)
+    }
+
+    /// Entries and receipts stamped before `floor_ms` (the wall clock was
+    /// wrong: a board without a battery clock before NTP) get the true time,
+    /// `true_now_ms` less the boot time since, when they were stamped in
+    /// the boot `now` is in; those of another boot keep their times. Returns
+    /// how many records changed. Receipts are read newest first, up to the
+    /// first one with both times right.
+    pub fn correct_times(
+        &self,
+        floor_ms: UnixMillis,
+        true_now_ms: UnixMillis,
+        now: &BootStamp,
+    ) -> Result<usize, OutboxError> {
+        let _usage = self.lock();
+        let fix = |t: &mut UnixMillis, stamp: &Option<BootStamp>| -> bool {
+            match stamp {
+                Some(b) if *t < floor_ms && b.boot_id == now.boot_id => {
+                    *t = true_now_ms - (now.boot_ms - b.boot_ms).max(0);
+                    true
+                }
+                _ => false,
+            }
+        };
+        let mut changed = 0;
+        for item in self.entries.iter() {
+            let (key, value) = item.map_err(storage_error)?;
+            let Ok(mut e) = serde_json::from_slice::<Enrollment>(&value) else {
+                continue;
+            };
+            if fix(&mut e.created_at_ms, &e.created_boot) {
+                let json =
+                    serde_json::to_vec(&e).map_err(|x| OutboxError::Storage(x.to_string()))?;
+                self.entries.insert(key, json).map_err(storage_error)?;
+                changed += 1;
+            }
+        }
+        for item in self.receipts.iter().rev() {
+            let (key, value) = item.map_err(storage_error)?;
+            let Ok(mut r) = serde_json::from_slice::<Receipt>(&value) else {
+                continue;
+            };
+            if r.created_at_ms >= floor_ms && r.uploaded_at_ms >= floor_ms {
+                break;
+            }
+            let created = fix(&mut r.created_at_ms, &r.created_boot);
+            let uploaded = fix(&mut r.uploaded_at_ms, &r.uploaded_boot);
+            if created || uploaded {
+                let json =
+                    serde_json::to_vec(&r).map_err(|x| OutboxError::Storage(x.to_string()))?;
+                self.receipts.insert(key, json).map_err(storage_error)?;
+                changed += 1;
+            }
+        }
+        if changed > 0 {
+            self.persist()?;
+        }
+        Ok(changed)
     }
 
     /// Every receipt, oldest first.
