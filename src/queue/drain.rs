@@ -227,6 +227,34 @@ impl Drainer {
         self.paused.clear();
     }
 
+    /// The wall clock was set (NTP stepped it, an operator ran `date`):
+    /// waits computed in the old time are cut to what they may be in the
+    /// new one. After a step back by hours, an entry or a pause check would
+    /// otherwise wait those hours on top of its backoff.
+    pub fn clock_stepped(&mut self) -> Result<(), OutboxError> {
+        let now = self.clock.now_ms();
+        self.unreachable.clear();
+        self.times_suspect = true;
+        let latest_retry = now + self.policy.max_ms;
+        for e in self.outbox.list()? {
+            if e.state == crate::queue::outbox::EntryState::Pending
+                && e.next_attempt_at_ms > latest_retry
+            {
+                self.outbox.reschedule(
+                    e.id,
+                    latest_retry,
+                    e.last_error.clone(),
+                    e.progress.outcome_unknown,
+                )?;
+            }
+        }
+        let latest_check = now + self.recheck.max_ms;
+        for p in self.paused.values_mut() {
+            p.next_check_ms = p.next_check_ms.min(latest_check);
+        }
+        Ok(())
+    }
+
     /// Turns the pauses whose check is due into checks of this pass.
     fn start_due_checks(&mut self, now: UnixMillis) {
         let due: Vec<Provider> = self
@@ -834,6 +862,33 @@ mod tests {
         r.clock.advance(4_000);
         let s = r.drainer.drain(&mut no_wait).expect("drain");
         assert_eq!(s.uploaded, 5, "the host answers: everything goes");
+    }
+
+    #[test]
+    fn a_clock_stepped_back_by_hours_cuts_the_waits_computed_in_the_old_time() {
+        let mut r = rig();
+        let id = enqueue(&r, "a", Provider::Jd);
+        r.results
+            .lock()
+            .expect("lock")
+            .push_back(err(ErrorClass::Retry, "10043"));
+        r.drainer.drain(&mut no_wait).expect("drain");
+        assert_eq!(
+            r.outbox.get(id).expect("kept").next_attempt_at_ms,
+            1_002_000
+        );
+        // The clock was 5 hours ahead; NTP steps it back.
+        let max = RetryPolicy::default().max_ms;
+        r.clock.set(1_002_000 - 5 * 3_600_000);
+        r.drainer.clock_stepped().expect("stepped");
+        let now = r.clock.now_ms();
+        assert_eq!(
+            r.outbox.get(id).expect("kept").next_attempt_at_ms,
+            now + max
+        );
+        r.clock.advance(max);
+        let s = r.drainer.drain(&mut no_wait).expect("drain");
+        assert_eq!(s.uploaded, 1, "uploaded within one longest backoff");
     }
 
     #[test]

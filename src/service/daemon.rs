@@ -82,6 +82,8 @@ struct Trigger {
 /// What the drain thread is told.
 enum DrainCmd {
     Wake,
+    /// The wall clock was set: schedules made in the old time are redone.
+    ClockStepped,
     /// An operator asked for a pass (`drain`): paused providers are tried
     /// again, since the operator may have fixed what paused them.
     Resume,
@@ -235,6 +237,15 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
     // Drain.
     let skew = Arc::new(SkewClock::new(clock.clone()));
     let (drain_tx, drain_rx) = mpsc::sync_channel::<DrainCmd>(8);
+    {
+        // Detached: it blocks until the clock is set and holds nothing that
+        // needs shutting down.
+        let drain = drain_tx.clone();
+        std::thread::Builder::new()
+            .name("clock-watch".into())
+            .spawn(move || watch_clock_steps(&drain))
+            .map_err(|e| DaemonError::Thread("clock-watch", e))?;
+    }
     // `drain` requests take a ticket; a pass serves those taken before it began.
     let drain_asked = Arc::new(AtomicU64::new(0));
     {
@@ -1062,6 +1073,12 @@ fn drain_worker(
         while !stop.load(Ordering::SeqCst) && timer.elapsed() < until {
             match commands.recv_timeout(TICK.min(until.saturating_sub(timer.elapsed()))) {
                 Ok(DrainCmd::Wake) => break,
+                Ok(DrainCmd::ClockStepped) => {
+                    if let Err(e) = drainer.clock_stepped() {
+                        log::error!("drain: {e}");
+                    }
+                    break;
+                }
                 Ok(DrainCmd::Resume) => {
                     drainer.resume();
                     break;
@@ -1077,6 +1094,61 @@ fn drain_worker(
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+}
+
+/// Wakes the drain loop as soon as the wall clock is set (NTP stepping it
+/// by hours, an operator's `date`), instead of letting it wait out a
+/// schedule computed in the old time: a timerfd armed at an absolute time
+/// with TFD_TIMER_CANCEL_ON_SET reads ECANCELED when the clock is set.
+fn watch_clock_steps(drain: &mpsc::SyncSender<DrainCmd>) {
+    use rustix::time::{
+        timerfd_create, timerfd_settime, Itimerspec, TimerfdClockId, TimerfdFlags,
+        TimerfdTimerFlags, Timespec,
+    };
+    let fd = match timerfd_create(TimerfdClockId::Realtime, TimerfdFlags::CLOEXEC) {
+        Ok(fd) => fd,
+        Err(e) => {
+            log::warn!("clock steps will not wake the drain loop: timerfd: {e}");
+            return;
+        }
+    };
+    loop {
+        // A year ahead: only the clock being set ends the wait early.
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
+        let spec = Itimerspec {
+            it_interval: Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: Timespec {
+                tv_sec: now.tv_sec.saturating_add(365 * 86_400),
+                tv_nsec: 0,
+            },
+        };
+        let flags = TimerfdTimerFlags::ABSTIME | TimerfdTimerFlags::CANCEL_ON_SET;
+        if let Err(e) = timerfd_settime(&fd, flags, &spec) {
+            log::warn!("clock steps will not wake the drain loop: timerfd_settime: {e}");
+            return;
+        }
+        let mut buf = [0u8; 8];
+        match rustix::io::read(&fd, &mut buf) {
+            Err(rustix::io::Errno::CANCELED) => {
+                log::info!(
+                    "the wall clock was set (now {}); the upload schedule is redone",
+                    crate::clock::rfc3339(crate::clock::Clock::now_ms(&SystemClock))
+                );
+                if drain.try_send(DrainCmd::ClockStepped).is_err() {
+                    // Full (it wakes anyway) or gone (stopping).
+                    continue;
+                }
+            }
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => {
+                log::warn!("clock steps will not wake the drain loop: {e}");
+                return;
             }
         }
     }
