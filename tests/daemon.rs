@@ -1241,6 +1241,13 @@ fn a_billing_lapse_fixed_in_the_console_is_uploaded_with_nobody_at_the_device() 
         journal(&e)
     );
     assert!(wait_until(EVENTUALLY, || journal(&e).contains("uploads to jd resumed")));
+    // The journal tells what was uploaded, with the cloud's face id.
+    let log = journal(&e);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("uploaded to jd (person p-arrears") && l.contains("face id(s) ")),
+        "{log}"
+    );
     assert!(wait_until(EVENTUALLY, || {
         let (_, r) = d.call(&Request::Status {});
         matches!(&r, Reply::Answer { result } if result["last_drain"]["paused"].as_array().is_some_and(|p| p.is_empty()))

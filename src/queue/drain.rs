@@ -516,6 +516,12 @@ impl Drainer {
             Ok(uploaded) => {
                 self.outbox.complete(id, &uploaded.face_ids)?;
                 summary.uploaded += 1;
+                log::info!(
+                    "entry {id} uploaded to {provider} (person {}, attempt {}): face id(s) {}",
+                    entry.person_id,
+                    entry.attempts,
+                    uploaded.face_ids.join(", ")
+                );
                 self.unreachable.remove(&provider);
                 if let Some(pause) = self.checking.remove(&provider) {
                     log::info!(
@@ -553,6 +559,11 @@ impl Drainer {
                             entry.progress.outcome_unknown,
                         )?;
                         summary.retried += 1;
+                        log::warn!(
+                            "entry {id} to {provider}: {e}; attempt {} failed, next at {}",
+                            entry.attempts,
+                            crate::clock::rfc3339(at)
+                        );
                         if e.code == crate::cloud::NETWORK_CODE && !e.outcome_unknown {
                             if !self.unreachable.contains_key(&provider) {
                                 log::warn!(
@@ -567,6 +578,9 @@ impl Drainer {
                     Decision::Dead => {
                         self.outbox.mark_dead(id, &e.code, Some(last))?;
                         summary.dead += 1;
+                        log::warn!(
+                            "entry {id} to {provider} is dead: {e}; kept with its images (enrolld queue show {id})"
+                        );
                     }
                     Decision::Pause => {
                         self.outbox.reschedule(
