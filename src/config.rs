@@ -728,7 +728,7 @@ impl Config {
         }
         let b = &self.burst;
         if !(1..=100).contains(&b.frames) {
-            bad("burst.frames", "must be 1..=100".into());
+            bad("burst.frames", format!("must be 1..={MAX_BURST_FRAMES}"));
         }
         if b.time_budget_ms != 0 && !(100..=120_000).contains(&b.time_budget_ms) {
             bad(
@@ -1130,6 +1130,58 @@ impl Drop for Secret {
     fn drop(&mut self) {
         // Wipes the whole allocation, including bytes trimmed off the end.
         zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+/// The most frames one burst may take (`burst.frames`, `enroll --frames`,
+/// the socket's `"frames"`).
+pub const MAX_BURST_FRAMES: u32 = 100;
+
+impl Config {
+    /// What `provider` lacks to upload: its key id, its secret file, its
+    /// group; `(config key, why)`. Empty when it can upload. `config check`
+    /// and start-up ask it of `upload.provider`; an enrollment for another
+    /// provider (`--provider`, the socket's `"provider"`) asks it of that
+    /// one, so nothing is queued that could never be sent.
+    pub fn provider_problems(&self, provider: Provider) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let (id_key, id, secret_key, secret) = match provider {
+            Provider::Jd => (
+                "jd.appkey",
+                &self.jd.appkey,
+                "jd.secret_key_file",
+                &self.jd.secret_key_file,
+            ),
+            Provider::Tencent => (
+                "tencent.secret_id",
+                &self.tencent.secret_id,
+                "tencent.secret_key_file",
+                &self.tencent.secret_key_file,
+            ),
+        };
+        if id.is_empty() {
+            out.push((id_key, format!("not set: uploads to {provider} need it")));
+        }
+        if let Err(e) = Secret::from_file(secret) {
+            out.push((
+                secret_key,
+                format!("{e} (uploads to {provider} need the secret)"),
+            ));
+        }
+        match provider {
+            Provider::Jd if self.jd.group_id.is_empty() && self.jd.group_name.is_empty() => out
+                .push((
+                    "jd.group_id",
+                    "neither jd.group_id nor jd.group_name is set: JD's faceCreate needs a group"
+                        .into(),
+                )),
+            Provider::Tencent if self.tencent.group_id.is_empty() => out.push((
+                "tencent.group_id",
+                "not set: Tencent's CreatePerson needs the group new persons join".into(),
+            )),
+            _ => {}
+        }
+        out
     }
 }
 

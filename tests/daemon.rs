@@ -1319,3 +1319,55 @@ fn a_rejected_enrollment_ends_the_same_with_or_without_a_daemon() {
         "{without:?}"
     );
 }
+
+/// The socket takes an enrollment on the command line's terms: a burst of 1
+/// to 100 frames, and only for a provider that could upload it. Nothing is
+/// captured or queued otherwise, and the answer says what is missing.
+#[test]
+fn the_socket_refuses_what_the_command_line_refuses() {
+    let (_cloud, e) = setup(Provider::Jd, "");
+    let d = Daemon::start(&e, None);
+    let enroll = |provider: Option<Provider>, frames: Option<u32>| Request::Enroll {
+        person: "sock-check".into(),
+        name: None,
+        provider,
+        frames,
+        follow_upload: false,
+        photo: None,
+    };
+    for (req, code, says) in [
+        (enroll(None, Some(0)), "invalid_request", "1 to 100 frames"),
+        (
+            enroll(None, Some(101)),
+            "invalid_request",
+            "1 to 100 frames",
+        ),
+        (
+            enroll(Some(Provider::Tencent), None),
+            "config_invalid",
+            "tencent.secret_id",
+        ),
+    ] {
+        let (events, last) = d.call(&req);
+        assert_eq!(events, vec![last.clone()], "no capture events");
+        match &last {
+            Reply::Error { code: c, message } => {
+                assert_eq!(c.as_str(), code, "{req:?}: {message}");
+                assert!(message.contains(says), "{req:?}: {message}");
+            }
+            other => panic!("{req:?}: {other:?}"),
+        }
+    }
+    // The command line, through the daemon, says the same.
+    let out = e.run(&["enroll", "--person", "sock-check", "--provider", "tencent"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("tencent.secret_id"),
+        "{out:?}"
+    );
+    let (_, r) = d.call(&Request::QueueList {});
+    assert!(
+        matches!(&r, Reply::Answer { result } if result["entries"].as_array().is_some_and(|a| a.is_empty())),
+        "nothing queued: {r:?}"
+    );
+}

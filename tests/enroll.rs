@@ -102,7 +102,16 @@ fn tencent_keeps_up_to_k_distinct_frames() {
     assert_eq!(code, 0, "{v:#}");
     let n = v["entry"]["images"].as_array().expect("images").len();
     assert!((2..=3).contains(&n), "kept {n} images: {v:#}");
-    // JD takes one image per call: keep is capped at 1 for it.
+    // JD takes one image per call: keep is capped at 1 for it. (An entry for
+    // a provider other than upload.provider needs that one's credentials.)
+    write_private(&e.path("jd-secret"), "s\n");
+    e.configure(&[
+        ("jd.appkey", text("k")),
+        (
+            "jd.secret_key_file",
+            text(e.path("jd-secret").display().to_string()),
+        ),
+    ]);
     let (code, v) = e.json(&[
         "enroll",
         "--person",

@@ -515,7 +515,15 @@ fn tencent_ids_the_cloud_refuses_are_refused_at_enroll_and_nothing_is_queued() {
     }
     let (_, list) = e.json(&["queue", "list"]);
     assert_eq!(list["usage"]["entries"], 0, "{list:#}");
-    // JD's outerId may be Chinese.
+    // JD's outerId may be Chinese (given JD's credentials: an entry for a
+    // provider other than upload.provider needs them).
+    e.configure(&[
+        ("jd.appkey", text("k")),
+        (
+            "jd.secret_key_file",
+            text(cloud.dir.path().join("secret").display().to_string()),
+        ),
+    ]);
     let (code, v) = e.enroll_portrait("张三", 0, &["--provider", "jd"]);
     assert_eq!(code, 0, "{v:#}");
 }

@@ -26,6 +26,51 @@ pub struct EnrollRequest {
     pub frames: Option<u32>,
 }
 
+impl EnrollRequest {
+    /// Whether this enrollment could be queued and uploaded at all: the
+    /// person's id and name, the burst's size, the provider's group, and the
+    /// credentials of a provider other than `upload.provider`. The one verdict for the command line and the
+    /// socket, given before anything is captured.
+    pub fn check(&self, cfg: &Config) -> Result<(), EnrollError> {
+        self.provider
+            .check_person(&self.person_id, self.person_name.as_deref())
+            .map_err(EnrollError::InvalidPerson)?;
+        if let Some(n) = self.frames {
+            if !(1..=crate::config::MAX_BURST_FRAMES).contains(&n) {
+                return Err(EnrollError::InvalidFrames(n));
+            }
+        }
+        let group = group_for(cfg, self.provider);
+        if self.provider == Provider::Jd && group.id.is_empty() && group.name.is_empty() {
+            // JD refuses faceCreate without a group: fail now, not as a dead entry later.
+            return Err(EnrollError::GroupMissing(
+                "JD needs a face group: set jd.group_id or jd.group_name in the configuration",
+            ));
+        }
+        // The configured provider's credentials are start-up's verdict
+        // (`config check`, `run`): a device may enroll before they are
+        // installed, and `drain` says what is missing. Another provider's
+        // are checked here, or nothing would ever upload the entry.
+        let problems = if self.provider == cfg.upload.provider {
+            Vec::new()
+        } else {
+            cfg.provider_problems(self.provider)
+        };
+        if !problems.is_empty() {
+            let list: Vec<String> = problems
+                .iter()
+                .map(|(k, why)| format!("{k}: {why}"))
+                .collect();
+            return Err(EnrollError::ProviderUnusable(format!(
+                "nothing queued for {}: {}",
+                self.provider,
+                list.join("; ")
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Progress events, in order: `capturing`, one `frame` per frame, then the
 /// outcome is returned.
 #[derive(Debug, Clone, Serialize)]
@@ -61,6 +106,11 @@ pub enum EnrollError {
     InvalidPerson(RuleViolation),
     /// The provider needs a group and none is configured.
     GroupMissing(&'static str),
+    /// The provider asked for lacks credentials or a group: an entry for
+    /// it could never be uploaded.
+    ProviderUnusable(String),
+    /// A burst of 0 or more than 100 frames.
+    InvalidFrames(u32),
     Source(SourceError),
     Encode(EncodeError),
     Outbox(OutboxError),
@@ -72,6 +122,8 @@ impl EnrollError {
         match self {
             EnrollError::InvalidPerson(_) => ErrorCode::InvalidPerson,
             EnrollError::GroupMissing(_) => ErrorCode::GroupMissing,
+            EnrollError::ProviderUnusable(_) => ErrorCode::ConfigInvalid,
+            EnrollError::InvalidFrames(_) => ErrorCode::InvalidRequest,
             EnrollError::Source(e) => e.code(),
             EnrollError::Encode(_) => ErrorCode::EncodeFailed,
             EnrollError::Outbox(e) => e.code(),
@@ -90,6 +142,12 @@ impl fmt::Display for EnrollError {
         match self {
             EnrollError::InvalidPerson(why) => write!(f, "invalid {why}"),
             EnrollError::GroupMissing(why) => f.write_str(why),
+            EnrollError::ProviderUnusable(why) => f.write_str(why),
+            EnrollError::InvalidFrames(n) => write!(
+                f,
+                "frames {n}: a burst takes 1 to {} frames",
+                crate::config::MAX_BURST_FRAMES
+            ),
             EnrollError::Source(e) => e.fmt(f),
             EnrollError::Encode(e) => e.fmt(f),
             EnrollError::Outbox(e) => e.fmt(f),
@@ -122,16 +180,8 @@ pub fn enroll(
     cancel: &std::sync::atomic::AtomicBool,
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<EnrollOutcome, EnrollError> {
-    req.provider
-        .check_person(&req.person_id, req.person_name.as_deref())
-        .map_err(EnrollError::InvalidPerson)?;
+    req.check(cfg)?;
     let group = group_for(cfg, req.provider);
-    if req.provider == Provider::Jd && group.id.is_empty() && group.name.is_empty() {
-        // JD refuses faceCreate without a group: fail now, not as a dead entry later.
-        return Err(EnrollError::GroupMissing(
-            "JD needs a face group: set jd.group_id or jd.group_name in the configuration",
-        ));
-    }
     let mut source = source::open(&req.source, &cfg.camera, DecodeLimits::default())
         .map_err(EnrollError::Source)?;
     on_progress(Progress::Capturing {
@@ -141,7 +191,7 @@ pub fn enroll(
     let keep = (cfg.burst.keep as usize).min(limits.max_images_per_call);
     let mut burst_cfg = cfg.burst.clone();
     if let Some(n) = req.frames {
-        burst_cfg.frames = n.clamp(1, 100);
+        burst_cfg.frames = n;
     }
     let burst = run_burst(
         source.as_mut(),

@@ -613,9 +613,6 @@ impl Daemon {
             ));
         }
         let provider = provider.unwrap_or(self.config.upload.provider);
-        provider
-            .check_person(&person, name.as_deref())
-            .map_err(|e| Reply::error(e.code(), e.to_string()))?;
         let source = match photo {
             Some(photo) => SourceSpec::Received(photo),
             None => self.config.camera.source.clone(),
@@ -627,6 +624,10 @@ impl Daemon {
             source,
             frames,
         };
+        // The command line's verdict, before anything is captured.
+        request
+            .check(&self.config)
+            .map_err(|e| Reply::error(e.code(), e.to_string()))?;
         let job = CaptureJob {
             config: self.config.clone(),
             request,

@@ -10,8 +10,7 @@
 //! extra CA file, the model, the control socket's and the state directory's
 //! places.
 
-use crate::cloud::provider::Provider;
-use crate::config::{check_socket_file, Config, Secret};
+use crate::config::{check_socket_file, Config};
 use std::path::Path;
 
 /// [`problems`] as one error naming `source` (the file, or the defaults), or
@@ -71,43 +70,8 @@ pub fn problems(cfg: &Config) -> Vec<(String, String)> {
 /// The configured provider's key id, secret file and group: uploads cannot
 /// start without them.
 fn credentials(cfg: &Config, bad: &mut impl FnMut(&str, String)) {
-    let (id_key, id, secret_key, secret) = match cfg.upload.provider {
-        Provider::Jd => (
-            "jd.appkey",
-            &cfg.jd.appkey,
-            "jd.secret_key_file",
-            &cfg.jd.secret_key_file,
-        ),
-        Provider::Tencent => (
-            "tencent.secret_id",
-            &cfg.tencent.secret_id,
-            "tencent.secret_key_file",
-            &cfg.tencent.secret_key_file,
-        ),
-    };
-    let provider = cfg.upload.provider;
-    if id.is_empty() {
-        bad(
-            id_key,
-            format!("not set: uploads to {provider} (upload.provider) need it"),
-        );
-    }
-    if let Err(e) = Secret::from_file(secret) {
-        bad(
-            secret_key,
-            format!("{e} (uploads to {provider} need the secret)"),
-        );
-    }
-    match provider {
-        Provider::Jd if cfg.jd.group_id.is_empty() && cfg.jd.group_name.is_empty() => bad(
-            "jd.group_id",
-            "neither jd.group_id nor jd.group_name is set: JD's faceCreate needs a group".into(),
-        ),
-        Provider::Tencent if cfg.tencent.group_id.is_empty() => bad(
-            "tencent.group_id",
-            "not set: Tencent's CreatePerson needs the group new persons join".into(),
-        ),
-        _ => {}
+    for (key, why) in cfg.provider_problems(cfg.upload.provider) {
+        bad(key, why);
     }
 }
 
