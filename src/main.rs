@@ -640,8 +640,16 @@ fn daemon_answer(
             format!("{}: {e}", cfg.control.socket.display()),
         )
     };
+    // The daemon answers these from its main loop at once, and an
+    // enrollment's first event is `capturing`: a daemon that says nothing
+    // for this long is stopped or hung. A drain answers when its pass ends;
+    // a queue check reads back every image.
+    let first_line = match req {
+        Request::Drain {} | Request::QueueCheck {} => timeout,
+        _ => std::time::Duration::from_secs(15),
+    };
     let mut client = match Client::connect(&cfg.control.socket, timeout) {
-        Ok(Some(c)) => c,
+        Ok(Some(c)) => c.first_line_within(first_line),
         Ok(None) => return None,
         Err(e) => return Some(Err(unreachable(&e))),
     };

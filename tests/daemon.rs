@@ -1371,3 +1371,28 @@ fn the_socket_refuses_what_the_command_line_refuses() {
         "nothing queued: {r:?}"
     );
 }
+
+/// A stopped (SIGSTOP) or hung daemon still has its socket accept
+/// connections: `status` says so after 15 s of silence instead of waiting
+/// two minutes, and works again once the daemon runs on.
+#[test]
+fn a_stopped_daemon_is_named_as_such_and_not_waited_for() {
+    let (_cloud, e) = setup(Provider::Jd, "");
+    let d = Daemon::start(&e, None);
+    d.signal(rustix::process::Signal::STOP);
+    let started = Instant::now();
+    let out = e.run(&["status"]);
+    let waited = started.elapsed();
+    d.signal(rustix::process::Signal::CONT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(stderr.contains("stopped or hung"), "{stderr}");
+    assert!(
+        waited < Duration::from_secs(100),
+        "gave up after the first-line wait, not the whole answer's: {waited:?}"
+    );
+    let out = e.run(&["status"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let (code, _) = d.terminate(EVENTUALLY);
+    assert_eq!(code, Some(0));
+}

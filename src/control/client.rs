@@ -10,6 +10,10 @@ use std::time::Duration;
 /// A client connection to the daemon.
 pub struct Client {
     stream: std::io::BufReader<UnixStream>,
+    /// The wait for each line after the first.
+    each: Duration,
+    /// The wait for the first line; `None`: as for every line.
+    first: Option<Duration>,
 }
 
 impl Client {
@@ -21,6 +25,8 @@ impl Client {
                 s.set_write_timeout(Some(timeout))?;
                 Ok(Some(Client {
                     stream: std::io::BufReader::new(s),
+                    each: timeout,
+                    first: None,
                 }))
             }
             Err(e)
@@ -36,6 +42,14 @@ impl Client {
     }
 
     /// Sends a request and calls `on_reply` for every line until the last.
+    /// The daemon's first line must come within `first`: a daemon that is
+    /// stopped (SIGSTOP) or hung still has its socket accept connections,
+    /// and would otherwise be waited for as long as a whole answer may take.
+    pub fn first_line_within(mut self, first: Duration) -> Self {
+        self.first = Some(first);
+        self
+    }
+
     pub fn call(
         &mut self,
         req: &Request,
@@ -59,9 +73,29 @@ impl Client {
             None => self.stream.get_mut().write_all(line.as_bytes())?,
             Some(file) => send_with_fd(self.stream.get_ref(), line.as_bytes(), file)?,
         }
+        let mut wait = self.first.unwrap_or(self.each);
         loop {
+            self.stream.get_ref().set_read_timeout(Some(wait))?;
             let mut text = String::new();
-            if self.stream.read_line(&mut text)? == 0 {
+            let read = self.stream.read_line(&mut text).map_err(|e| {
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) {
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!(
+                            "accepted the connection but sent nothing for {} s: the daemon may be \
+                             stopped or hung (systemctl status enrolld; journalctl -u enrolld)",
+                            wait.as_secs()
+                        ),
+                    )
+                } else {
+                    e
+                }
+            })?;
+            wait = self.each;
+            if read == 0 {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
                     "the daemon closed the connection",
