@@ -30,7 +30,9 @@ use std::sync::Arc;
 const EXIT_CODES: &str = "Exit codes: 0 success; 1 runtime failure (storage, encoding); 2 usage or configuration error; \
 3 rejected (no acceptable face); 4 queue or storage full; 5 camera or input image unreadable; 6 no such queue entry; \
 drain: 7 some uploads failed and will be retried, 8 uploads paused until an operator acts, 9 the cloud refused some enrollments (dead); \
-10 the daemon is busy with another enrollment.";
+10 the daemon is busy with another enrollment.
+
+Environment: ENROLLD_LOG=error|warn|info|debug|trace sets the log level on stderr (default: info for `run`, warn otherwise); HTTPS_PROXY / ALL_PROXY and NO_PROXY route uploads through a proxy (`config check` shows it); CREDENTIALS_DIRECTORY (systemd LoadCredential=) is where relative secret and key files are found; NOTIFY_SOCKET and WATCHDOG_USEC (systemd) are used by `run`.";
 
 #[derive(Parser)]
 #[command(name = "enrolld", version, about = "Edge face enrollment: camera -> best face -> durable queue -> cloud", after_help = EXIT_CODES)]
@@ -122,9 +124,11 @@ enum QueueCommand {
     /// and the last rebuild of a damaged store (exit 1 if anything is damaged).
     Check,
     /// Delete an entry and its images, or every dead entry with --dead.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["id", "dead"])))]
     Purge {
-        #[arg(required_unless_present = "dead", conflicts_with = "dead")]
+        /// The entry to delete, with its images.
         id: Option<u64>,
+        /// Delete every dead entry instead.
         #[arg(long)]
         dead: bool,
     },
@@ -137,7 +141,10 @@ enum ConfigCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(&e),
+    };
     // Files enrolld makes (the queue, crops, keys, metrics) are its user's
     // alone, as under the unit's UMask=0077; the socket's mode is set apart.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
@@ -161,6 +168,36 @@ fn main() -> ExitCode {
             ExitCode::from(f.exit())
         }
     }
+}
+
+/// A command line clap refuses: with `--json` anywhere in it, the error is
+/// on stdout as JSON like every other error; `--help` and `--version` print
+/// as usual.
+fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+        || !std::env::args_os().any(|a| a == "--json")
+    {
+        let _ = e.print();
+        return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(exit::USAGE));
+    }
+    let text = e.render().to_string();
+    let message = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information")
+        })
+        .map(|l| l.trim_start_matches("error: "))
+        .fold(String::new(), |mut m, l| {
+            if !m.is_empty() {
+                m.push_str(if m.ends_with(':') { " " } else { "; " });
+            }
+            m.push_str(l);
+            m
+        });
+    println!("{}", json!({"error": ErrorCode::Usage, "message": message}));
+    ExitCode::from(exit::USAGE)
 }
 
 fn load_config(cli: &Cli) -> Result<(Config, ConfigOrigin), Failure> {

@@ -474,3 +474,42 @@ fn a_phone_portrait_is_turned_upright_by_its_exif_orientation() {
     ]);
     assert_eq!(code, 3, "{v:#}");
 }
+
+/// With `--json`, a command line clap refuses is an error on stdout like
+/// any other (`usage`, exit 2); `queue purge` with nothing to purge names
+/// both ways; `--help` describes the environment.
+#[test]
+fn usage_errors_are_json_with_json_and_name_what_is_missing() {
+    let e = Enrolld::new("");
+    for (args, says) in [
+        (&["--bogus", "status"][..], "--bogus"),
+        (&["queue", "show", "abc"][..], "abc"),
+        (&["enroll", "--person", "x", "--frames", "0"][..], "1..=100"),
+        (&["queue", "purge"][..], "<ID|--dead>"),
+    ] {
+        let (code, v) = e.json(args);
+        assert_eq!(code, 2, "{args:?}: {v:#}");
+        assert_eq!(v["error"], "usage", "{args:?}: {v:#}");
+        assert!(
+            v["message"].as_str().unwrap_or("").contains(says),
+            "{args:?}: {v:#}"
+        );
+    }
+    let out = e.run(&["queue", "purge"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--dead"),
+        "{out:?}"
+    );
+    let help = e.run(&["--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&help.stdout);
+    for word in [
+        "ENROLLD_LOG",
+        "HTTPS_PROXY",
+        "CREDENTIALS_DIRECTORY",
+        "Exit codes",
+    ] {
+        assert!(text.contains(word), "--help lacks {word}: {text}");
+    }
+}

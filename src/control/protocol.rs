@@ -82,6 +82,7 @@ error_codes! {
     DaemonUnreachable "daemon_unreachable" FAILURE "the daemon's socket exists but the daemon did not answer",
     DaemonFailed "daemon_failed" FAILURE "the daemon could not start or stopped on an error",
     KeygenFailed "keygen_failed" FAILURE "the key file could not be created",
+    Usage "usage" USAGE "the command line is not valid (`enrolld --help`)",
     ConfigInvalid "config_invalid" USAGE "the configuration file is invalid",
     InvalidConfig "invalid_config" USAGE "a configured value breaks a vendor rule",
     InvalidPerson "invalid_person" USAGE "the person id or name breaks the vendor's rules",
