@@ -40,7 +40,8 @@ struct Cli {
     /// Configuration file [default: /etc/enrolld/enrolld.toml, built-in defaults if absent].
     #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
-    /// Use this state directory instead of the configured `state_dir`.
+    /// Use this state directory instead of the configured `state_dir`
+    /// (the command then works on it directly, never through a daemon).
     #[arg(long, global = true, value_name = "DIR")]
     state_dir: Option<PathBuf>,
     /// Print machine-readable JSON on stdout.
@@ -251,7 +252,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             .map(|()| exit::OK)
             .map_err(|e| Failure::new(e.code(), e.to_string())),
         Command::Status => {
-            if let Some(answer) = daemon_answer(&cfg, &Request::Status {}, None, cli.json) {
+            if let Some(answer) = daemon_answer(&cli, &cfg, &Request::Status {}, None) {
                 return Ok(render(&answer?, &cfg, cli.json));
             }
             let outbox = match open_outbox(&cfg) {
@@ -311,7 +312,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                     photo: photo.as_ref().map(|(p, _)| p.display().to_string()),
                 };
                 let file = photo.as_ref().map(|(_, f)| f);
-                if let Some(answer) = daemon_answer(&cfg, &req, file, cli.json) {
+                if let Some(answer) = daemon_answer(&cli, &cfg, &req, file) {
                     return Ok(render(&answer?, &cfg, cli.json));
                 }
             }
@@ -335,13 +336,13 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Queue { command } => {
             let req = queue_request(command);
-            match daemon_answer(&cfg, &req, None, cli.json) {
+            match daemon_answer(&cli, &cfg, &req, None) {
                 Some(answer) => Ok(render(&answer?, &cfg, cli.json)),
                 None => local_queue(&cfg, &req, cli.json),
             }
         }
         Command::Drain => {
-            let answer = match daemon_answer(&cfg, &Request::Drain {}, None, cli.json) {
+            let answer = match daemon_answer(&cli, &cfg, &Request::Drain {}, None) {
                 Some(answer) => answer?,
                 None => {
                     let outbox = Arc::new(open_outbox(&cfg)?);
@@ -660,12 +661,20 @@ fn queue_request(cmd: &QueueCommand) -> Request {
 
 /// Asks the running daemon; `None` when none answers. Progress events go
 /// to stderr (not with `--json`: stdout carries one JSON document).
+/// The running daemon's answer, or `None` when this command works on the
+/// queue itself: no daemon answers, or `--state-dir` names a queue of its
+/// own (the daemon answers for its state_dir only; if it holds that one, the
+/// queue says so: queue_locked).
 fn daemon_answer(
+    cli: &Cli,
     cfg: &Config,
     req: &Request,
     photo: Option<&std::fs::File>,
-    json: bool,
 ) -> Option<Result<Answer, Failure>> {
+    if cli.state_dir.is_some() {
+        return None;
+    }
+    let json = cli.json;
     // A drain pass uploads everything due, at the vendors' rate limits.
     let timeout = match req {
         Request::Drain {} => std::time::Duration::from_secs(3600),

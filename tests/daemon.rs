@@ -1396,3 +1396,53 @@ fn a_stopped_daemon_is_named_as_such_and_not_waited_for() {
     let (code, _) = d.terminate(EVENTUALLY);
     assert_eq!(code, Some(0));
 }
+
+/// `--state-dir` names a queue of its own: with a daemon running, the
+/// command works on that directory, not on the daemon's queue; the daemon's
+/// own directory is refused as held.
+#[test]
+fn state_dir_on_the_command_line_is_not_the_daemons_queue() {
+    let (_cloud, e) = setup(Provider::Jd, "");
+    let d = Daemon::start(&e, None);
+    assert_eq!(e.enroll_portrait("in-daemon", 0, &[]).0, 0);
+    let other = e.path("other-state");
+    let other_arg = other.display().to_string();
+    let (code, v) = e.json(&["--state-dir", &other_arg, "queue", "list"]);
+    assert_eq!(code, 0, "{v:#}");
+    assert_eq!(v["usage"]["entries"], 0, "the other queue is empty: {v:#}");
+    let photo = e.path("portrait-0.jpg");
+    let source = format!("file:{}", photo.display());
+    let (code, v) = e.json(&[
+        "--state-dir",
+        &other_arg,
+        "enroll",
+        "--person",
+        "in-other",
+        "--source",
+        &source,
+    ]);
+    assert_eq!(code, 0, "{v:#}");
+    let (_, r) = d.call(&Request::QueueList {});
+    let Reply::Answer { result } = &r else {
+        panic!("{r:?}")
+    };
+    let persons: Vec<&str> = result["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .filter_map(|e| e["person_id"].as_str())
+        .collect();
+    assert!(
+        !persons.contains(&"in-other"),
+        "not in the daemon's queue: {persons:?}"
+    );
+    let own = e.state_dir().display().to_string();
+    let (code, v) = e.json(&["--state-dir", &own, "queue", "list"]);
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (1, Some("queue_locked")),
+        "{v:#}"
+    );
+    let (code, _) = d.terminate(EVENTUALLY);
+    assert_eq!(code, Some(0));
+}
