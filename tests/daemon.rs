@@ -1446,3 +1446,38 @@ fn state_dir_on_the_command_line_is_not_the_daemons_queue() {
     let (code, _) = d.terminate(EVENTUALLY);
     assert_eq!(code, Some(0));
 }
+
+/// Drains waiting on a cloud that does not answer take at most
+/// `control.max_clients - 2` slots: `status` still gets in, and the drain
+/// that is refused is told why.
+#[test]
+fn drains_waiting_on_a_hung_cloud_leave_room_for_status() {
+    let (cloud, e) = setup(Provider::Jd, "max_clients = 4");
+    let d = Daemon::start(&e, None);
+    cloud.push_fault("hang");
+    assert_eq!(e.enroll_portrait("p-hung", 0, &[]).0, 0);
+    let socket = e.path("control.sock");
+    let (tx, rx) = std::sync::mpsc::channel();
+    for _ in 0..3 {
+        let (socket, tx) = (socket.clone(), tx.clone());
+        std::thread::spawn(move || {
+            let Ok(Some(mut c)) = Client::connect(&socket, EVENTUALLY) else {
+                return;
+            };
+            let _ = tx.send(c.call(&Request::Drain {}, &mut |_| {}).ok());
+        });
+    }
+    // Two wait on the cloud; the third is refused at once.
+    let refused = rx.recv_timeout(EVENTUALLY).expect("one drain answered");
+    match &refused {
+        Some(Reply::Error { code, message }) => {
+            assert_eq!(*code, ErrorCode::TooManyClients, "{message}");
+            assert!(message.contains("waiting on the cloud"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let (_, r) = d.call(&Request::Status {});
+    assert!(matches!(r, Reply::Answer { .. }), "status gets in: {r:?}");
+    let (code, _) = d.terminate(EVENTUALLY);
+    assert_eq!(code, Some(0));
+}

@@ -204,14 +204,31 @@ pub fn control_worker(
         let spawned = std::thread::Builder::new()
             .name("client".into())
             .spawn(move || {
-                serve_client(stream, &*submit, timeout, || {
+                serve_client(stream, &*submit, timeout, |req| {
                     waiting.leave(ticket);
-                    if active.fetch_add(1, Ordering::SeqCst) >= max {
+                    // Requests that wait on the cloud (drain, an enrollment
+                    // followed to its upload) leave two slots free, so that
+                    // status and the queue commands still get in.
+                    let long = matches!(
+                        req,
+                        Request::Drain {}
+                            | Request::Enroll {
+                                follow_upload: true,
+                                ..
+                            }
+                    );
+                    let limit = if long { max.saturating_sub(2).max(1) } else { max };
+                    if active.fetch_add(1, Ordering::SeqCst) >= limit {
                         active.fetch_sub(1, Ordering::SeqCst);
-                        return Err(Reply::error(
-                            ErrorCode::TooManyClients,
-                            format!("at most {max} clients at once"),
-                        ));
+                        let advice = if long {
+                            format!(
+                                "{limit} requests are already waiting on the cloud (at most {max} clients, \
+                                 2 kept for status and the queue); try again when one ends"
+                            )
+                        } else {
+                            format!("at most {max} clients at once (control.max_clients); try again")
+                        };
+                        return Err(Reply::error(ErrorCode::TooManyClients, advice));
                     }
                     Ok(SlotGuard(active))
                 });
@@ -287,7 +304,7 @@ fn serve_client(
     stream: UnixStream,
     submit: &(dyn Fn(Request, Option<std::fs::File>, SyncSender<Reply>) -> bool + Send + Sync),
     timeout: Duration,
-    slot: impl FnOnce() -> Result<SlotGuard, Reply>,
+    slot: impl FnOnce(&Request) -> Result<SlotGuard, Reply>,
 ) {
     if stream.set_read_timeout(Some(timeout)).is_err()
         || stream
@@ -306,7 +323,7 @@ fn serve_client(
     });
     let failure = match read_request(&mut reader) {
         Ok(req) => 'served: {
-            let _slot = match slot() {
+            let _slot = match slot(&req) {
                 Ok(guard) => guard,
                 Err(reply) => break 'served reply,
             };
