@@ -35,7 +35,9 @@ fn drain_exit(s: &DrainSummary) -> u8 {
         exit::PAUSED
     } else if s.dead > 0 {
         exit::DEAD
-    } else if s.retried > 0 || s.pending > 0 {
+    } else if s.retried > 0 || s.pending_failed > 0 {
+        // Pending entries that have not failed (not due yet, or queued
+        // during the pass) are no failure.
         exit::RETRY_PENDING
     } else {
         exit::OK
@@ -285,4 +287,26 @@ fn broken_rules(out: &mut Vec<String>, broken: &[BrokenRule]) {
             b.id, b.problem
         )
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drain_exits_7_only_when_something_failed_and_waits_to_be_retried() {
+        let s = |retried, pending, pending_failed| DrainSummary {
+            retried,
+            pending,
+            pending_failed,
+            ..DrainSummary::default()
+        };
+        // Entries still pending that never failed (not due yet, or queued
+        // during the pass): nothing failed.
+        assert_eq!(drain_exit(&s(0, 3, 0)), exit::OK);
+        assert_eq!(drain_exit(&s(0, 0, 0)), exit::OK);
+        assert_eq!(drain_exit(&s(1, 1, 1)), exit::RETRY_PENDING);
+        // Waiting after an earlier pass's failure.
+        assert_eq!(drain_exit(&s(0, 2, 1)), exit::RETRY_PENDING);
+    }
 }

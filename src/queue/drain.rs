@@ -60,6 +60,10 @@ pub struct DrainSummary {
     pub failures: Vec<Failure>,
     /// Entries still pending after the pass.
     pub pending: u64,
+    /// Of those, the ones waiting to be tried again after a failure (this
+    /// pass's or an earlier one's); the others are not due yet.
+    #[serde(default)]
+    pub pending_failed: u64,
     /// When the next pending entry is due, if any.
     pub next_due_ms: Option<UnixMillis>,
     /// Cloud time minus device time, as measured from answers.
@@ -391,9 +395,14 @@ impl Drainer {
         summary.paused = self.paused();
         let usage = self.outbox.usage();
         summary.pending = usage.pending;
-        summary.next_due_ms = self
-            .outbox
-            .list()?
+        let entries = self.outbox.list()?;
+        summary.pending_failed = entries
+            .iter()
+            .filter(|e| {
+                e.state == crate::queue::outbox::EntryState::Pending && e.last_error.is_some()
+            })
+            .count() as u64;
+        summary.next_due_ms = entries
             .iter()
             .filter(|e| {
                 e.state == crate::queue::outbox::EntryState::Pending
