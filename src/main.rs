@@ -618,8 +618,8 @@ fn run_enroll(cfg: &Config, req: &EnrollRequest, json: bool) -> Result<u8, Failu
     }
     if json {
         // The whole outcome, with every frame's report, for scripts.
-        println!("{}", serde_json::to_string(&outcome).unwrap_or_default());
-        return Ok(exit::REJECTED);
+        let outcome = serde_json::to_value(&outcome).unwrap_or(serde_json::Value::Null);
+        return Ok(render(&Answer::Rejected(outcome), cfg, json));
     }
     // As a daemon reports it: the reason and what to do, exit 3.
     match &outcome {
@@ -699,15 +699,29 @@ fn daemon_answer(
         Ok(None) => return None,
         Err(e) => return Some(Err(unreachable(&e))),
     };
+    let mut rejected: Option<serde_json::Value> = None;
     let last = client.call_with(req, photo, &mut |reply| {
-        if let (false, Reply::Event { event, data }) = (json, reply) {
-            if let Some(line) = progress_line(event, data) {
-                eprintln!("{line}");
+        if let Reply::Event { event, data } = reply {
+            if event == "rejected" {
+                rejected = data.get("outcome").cloned();
+            }
+            if !json {
+                if let Some(line) = progress_line(event, data) {
+                    eprintln!("{line}");
+                }
             }
         }
     });
     Some(match last {
         Err(e) => Err(unreachable(&e)),
+        // A rejection prints as it does without a daemon: the whole
+        // outcome with --json, exit 3.
+        Ok(Reply::Error {
+            code: ErrorCode::Rejected,
+            ..
+        }) if json && rejected.is_some() => Ok(Answer::Rejected(
+            rejected.take().unwrap_or(serde_json::Value::Null),
+        )),
         Ok(Reply::Answer { result }) => Answer::from_result(req, result),
         Ok(Reply::Error { code, message }) => Err(Failure::new(code, message)),
         Ok(Reply::Event { .. }) => Err(unreachable(&"the answer ended early")),

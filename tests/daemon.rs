@@ -1481,3 +1481,33 @@ fn drains_waiting_on_a_hung_cloud_leave_room_for_status() {
     let (code, _) = d.terminate(EVENTUALLY);
     assert_eq!(code, Some(0));
 }
+
+/// A rejected enrollment prints the same with and without a daemon: the
+/// whole outcome with every frame's report under `--json`, exit 3.
+#[test]
+fn a_rejection_prints_the_same_with_or_without_a_daemon() {
+    let (_cloud, e) = setup(Provider::Jd, "");
+    let photo = e.path("no-face.jpg");
+    write_jpeg(&no_face_photo(), &photo);
+    let source = format!("file:{}", photo.display());
+    let args = ["enroll", "--person", "nf-1", "--source", &source];
+    let (alone_code, alone) = e.json(&args);
+    let d = Daemon::start(&e, None);
+    let (daemon_code, daemon) = e.json(&args);
+    assert_eq!((alone_code, daemon_code), (3, 3), "{alone:#}\n{daemon:#}");
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        v.as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(keys(&alone), keys(&daemon), "{alone:#}\n{daemon:#}");
+    assert_eq!(alone["result"], "rejected");
+    assert_eq!(alone["reason"], daemon["reason"]);
+    assert_eq!(alone["advice"], daemon["advice"]);
+    assert_eq!(
+        alone["frames"].as_array().map(Vec::len),
+        daemon["frames"].as_array().map(Vec::len)
+    );
+    let (code, _) = d.terminate(EVENTUALLY);
+    assert_eq!(code, Some(0));
+}

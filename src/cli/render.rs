@@ -26,6 +26,7 @@ pub fn exit_code(answer: &Answer) -> u8 {
         Answer::Status(s) if !s.running() => exit::FAILURE,
         Answer::Health(h) if !h.problems.is_empty() => exit::FAILURE,
         Answer::Drained(s) => drain_exit(s),
+        Answer::Rejected(_) => exit::REJECTED,
         _ => exit::OK,
     }
 }
@@ -91,6 +92,11 @@ pub fn text(answer: &Answer, cfg: &Config) -> String {
         Answer::Drained(s) => drained(&mut out, s),
         Answer::Enrolled(v) => out.push(enrolled(v)),
         Answer::Other(v) => out.push(serde_json::to_string_pretty(v).unwrap_or_default()),
+        Answer::Rejected(v) => out.push(format!(
+            "rejected: {}: {}",
+            v["reason"].as_str().unwrap_or("?"),
+            v["advice"].as_str().unwrap_or("")
+        )),
     }
     let mut text = out.join("\n");
     text.push('\n');

@@ -93,6 +93,9 @@ pub enum Answer {
     Drained(Box<DrainSummary>),
     /// An enrollment was queued: see [`enrolled`].
     Enrolled(Value),
+    /// An enrollment was rejected: the whole outcome, every frame's report
+    /// with it (`enroll --json`, with or without a daemon; exit 3).
+    Rejected(Value),
     /// Answers with no fixed shape yet (arm, cancel).
     Other(Value),
 }

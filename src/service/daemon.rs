@@ -966,11 +966,13 @@ fn capture_worker(
                 }
                 (Some(id), format!("queued {id} for {person}"))
             }
-            Ok(EnrollOutcome::Rejected { reason, advice, .. }) => {
+            Ok(rejected @ EnrollOutcome::Rejected { reason, advice, .. }) => {
                 led.show(LedPattern::Rejected(reason));
+                // The whole outcome, every frame's report with it, as
+                // `enroll --json` prints it without a daemon.
                 send(Reply::event(
                     "rejected",
-                    json!({"reason": reason, "advice": advice}),
+                    json!({"reason": reason, "advice": advice, "outcome": rejected}),
                 ));
                 send(Reply::error(
                     ErrorCode::Rejected,
