@@ -729,6 +729,14 @@ fn a_device_booted_at_1970_uploads_before_ntp_and_its_records_get_the_true_time(
             .unwrap_or_else(|e| panic!("{e}: {text}\n{}", String::from_utf8_lossy(&out.stderr)));
         (out.status.code().unwrap_or(-1), v)
     };
+    let drain_1970 = |e: &Enrolld| {
+        json_of(
+            e.at_1970()
+                .args(["--json", "drain"])
+                .output()
+                .expect("drain"),
+        )
+    };
     let enroll_1970 = |e: &Enrolld, person: &str, i: usize| -> u64 {
         let photo = e.path(&format!("p{i}.jpg"));
         write_jpeg(&portrait(i, 3.0), &photo);
@@ -790,13 +798,7 @@ fn a_device_booted_at_1970_uploads_before_ntp_and_its_records_get_the_true_time(
     let cloud = Cloud::start_valid_from(Provider::Jd, fresh_cert);
     let never_online = Enrolld::new(&cloud.config("", ""));
     enroll_1970(&never_online, "rtc2", 1);
-    let (code, s) = json_of(
-        never_online
-            .at_1970()
-            .args(["--json", "drain"])
-            .output()
-            .expect("drain"),
-    );
+    let (code, s) = drain_1970(&never_online);
     assert_eq!(code, 8, "paused: {s:#}");
     assert_eq!(s["paused"][0]["code"], "tls", "{s:#}");
     assert!(cloud.faces("rtc2").is_empty());
@@ -809,13 +811,7 @@ fn a_device_booted_at_1970_uploads_before_ntp_and_its_records_get_the_true_time(
         &once_online.state_dir().join(FILE),
         format!("{}\n", now() - 60_000),
     );
-    let (code, s) = json_of(
-        once_online
-            .at_1970()
-            .args(["--json", "drain"])
-            .output()
-            .expect("drain"),
-    );
+    let (code, s) = drain_1970(&once_online);
     assert_eq!(code, 0, "{s:#}");
     assert_eq!(cloud.faces("rtc3").len(), 1);
     let receipts = once_online.open_outbox().receipts().expect("receipts");

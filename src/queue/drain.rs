@@ -807,6 +807,11 @@ mod tests {
         Err(UploadError::new(class, code, "m"))
     }
 
+    /// The next upload of the scripted uploader fails with `class` `code`.
+    fn fail_next(r: &Rig, class: ErrorClass, code: &str) {
+        r.results.lock().expect("lock").push_back(err(class, code));
+    }
+
     fn no_wait(_: Duration) -> bool {
         true
     }
@@ -828,10 +833,7 @@ mod tests {
     fn retryable_failures_back_off_and_keep_the_entry() {
         let mut r = rig();
         let id = enqueue(&r, "a", Provider::Jd);
-        r.results
-            .lock()
-            .expect("lock")
-            .push_back(err(ErrorClass::Retry, "10043"));
+        fail_next(&r, ErrorClass::Retry, "10043");
         let s = r.drainer.drain(&mut no_wait).expect("drain");
         assert_eq!((s.uploaded, s.retried), (0, 1));
         let e = r.outbox.get(id).expect("kept");
@@ -857,10 +859,8 @@ mod tests {
             .map(|i| enqueue(&r, &format!("p{i}"), Provider::Jd))
             .collect();
         let tencent = enqueue(&r, "t", Provider::Tencent);
-        let mut script = r.results.lock().expect("lock");
-        script.push_back(err(ErrorClass::Retry, crate::cloud::NETWORK_CODE));
-        script.push_back(err(ErrorClass::Retry, crate::cloud::NETWORK_CODE));
-        drop(script);
+        fail_next(&r, ErrorClass::Retry, crate::cloud::NETWORK_CODE);
+        fail_next(&r, ErrorClass::Retry, crate::cloud::NETWORK_CODE);
         let s = r.drainer.drain(&mut no_wait).expect("drain");
         assert_eq!(s.retried, 1, "one failure, not five");
         assert_eq!(*r.sent.lock().expect("lock"), vec![ids[0]]);
@@ -891,10 +891,7 @@ mod tests {
     fn a_clock_stepped_back_by_hours_cuts_the_waits_computed_in_the_old_time() {
         let mut r = rig();
         let id = enqueue(&r, "a", Provider::Jd);
-        r.results
-            .lock()
-            .expect("lock")
-            .push_back(err(ErrorClass::Retry, "10043"));
+        fail_next(&r, ErrorClass::Retry, "10043");
         r.drainer.drain(&mut no_wait).expect("drain");
         assert_eq!(
             r.outbox.get(id).expect("kept").next_attempt_at_ms,
