@@ -1511,3 +1511,23 @@ fn a_rejection_prints_the_same_with_or_without_a_daemon() {
     let (code, _) = d.terminate(EVENTUALLY);
     assert_eq!(code, Some(0));
 }
+
+/// `drain` through a daemon tells what happened, not only what its own pass
+/// did: entries due at start-up that the background pass uploads while the
+/// request waits are counted in its answer.
+#[test]
+fn drain_through_the_daemon_counts_the_pass_that_was_under_way() {
+    let (cloud, e) = setup(Provider::Jd, "");
+    for i in 0..4 {
+        assert_eq!(e.enroll_portrait(&format!("due-{i}"), i % 3, &[]).0, 0);
+    }
+    // Each upload takes 1.5 s: the start-up pass is under way when asked.
+    cloud.push_fault("slow:1500*4");
+    let d = Daemon::start(&e, None);
+    let (code, s) = e.json(&["drain"]);
+    assert_eq!(code, 0, "{s:#}");
+    assert_eq!(s["uploaded"], 4, "{s:#}");
+    assert_eq!(s["pending"], 0, "{s:#}");
+    let (code, _) = d.terminate(EVENTUALLY);
+    assert_eq!(code, Some(0));
+}

@@ -77,6 +77,27 @@ pub struct DrainSummary {
 
 const MAX_FAILURES_KEPT: usize = 20;
 
+impl DrainSummary {
+    /// Adds what a later pass did: its counts add up, its failures follow
+    /// (the most recent 20 kept), and the queue's state is the later one's.
+    pub fn merge(&mut self, later: &DrainSummary) {
+        self.uploaded += later.uploaded;
+        self.retried += later.retried;
+        self.dead += later.dead;
+        self.receipts_expired += later.receipts_expired;
+        self.dead_expired += later.dead_expired;
+        self.failures.extend(later.failures.iter().cloned());
+        let excess = self.failures.len().saturating_sub(MAX_FAILURES_KEPT);
+        self.failures.drain(..excess);
+        self.paused = later.paused.clone();
+        self.pending = later.pending;
+        self.pending_failed = later.pending_failed;
+        self.next_due_ms = later.next_due_ms;
+        self.clock_skew_ms = later.clock_skew_ms;
+        self.stopped = later.stopped;
+    }
+}
+
 /// Receipts are expired at most this often (it reads every receipt).
 const RECEIPT_EXPIRY_EVERY_MS: i64 = 3_600_000;
 

@@ -398,7 +398,7 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
             )),
         };
     }
-    for (_, reply) in drain_waiters {
+    for (_, reply, _) in drain_waiters {
         let _ = reply.try_send(Reply::error(
             ErrorCode::Stopping,
             "enrolld is stopping; the queue stays as it is and drains once it runs again",
@@ -426,7 +426,10 @@ struct Daemon {
     /// The last `drain` ticket handed out.
     drain_asked: Arc<AtomicU64>,
     /// `drain` clients waiting for a pass: (ticket, reply channel).
-    drain_waiters: Vec<(u64, SyncSender<Reply>)>,
+    /// `drain` clients: their ticket, and what the passes that ended since
+    /// they asked did (a pass under way when they asked counts: its uploads
+    /// are what they asked for).
+    drain_waiters: Vec<(u64, SyncSender<Reply>, DrainSummary)>,
     cancel: Arc<AtomicBool>,
     led: LedHandle,
     skew: Arc<SkewClock>,
@@ -569,15 +572,26 @@ impl Daemon {
             }
             Event::DrainFailed(failure, served) => {
                 log::warn!("drain failed: {failure}");
-                self.answer_drain_waiters(served, &Reply::from(failure));
+                let reply = Reply::from(failure);
+                self.drain_waiters.retain(|(ticket, tx, _)| {
+                    if *ticket > served {
+                        return true;
+                    }
+                    let _ = tx.try_send(reply.clone());
+                    false
+                });
             }
             Event::Drained(summary, served) => {
-                self.answer_drain_waiters(
-                    served,
-                    &Reply::Answer {
-                        result: Answer::Drained(Box::new(summary.clone())).to_value(),
-                    },
-                );
+                self.drain_waiters.retain_mut(|(ticket, tx, seen)| {
+                    seen.merge(&summary);
+                    if *ticket > served {
+                        return true;
+                    }
+                    let _ = tx.try_send(Reply::Answer {
+                        result: Answer::Drained(Box::new(seen.clone())).to_value(),
+                    });
+                    false
+                });
                 if summary.uploaded > 0 {
                     self.led.show(LedPattern::Uploaded);
                     self.counters.last_success_ms = Some(SystemClock.now_ms());
@@ -695,7 +709,8 @@ impl Daemon {
             }),
             Request::Drain {} => {
                 let ticket = self.drain_asked.fetch_add(1, Ordering::SeqCst) + 1;
-                self.drain_waiters.push((ticket, reply.clone()));
+                self.drain_waiters
+                    .push((ticket, reply.clone(), DrainSummary::default()));
                 let _ = self.drain_tx.try_send(DrainCmd::Resume);
             }
             Request::QueueList {}
@@ -818,17 +833,6 @@ impl Daemon {
                 ));
             }
         }
-    }
-
-    /// Answers the `drain` clients whose ticket a pass served.
-    fn answer_drain_waiters(&mut self, served: u64, reply: &Reply) {
-        self.drain_waiters.retain(|(ticket, tx)| {
-            if *ticket > served {
-                return true;
-            }
-            let _ = tx.try_send(reply.clone());
-            false
-        });
     }
 
     fn answer_followers(&mut self) {
