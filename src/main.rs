@@ -150,8 +150,9 @@ fn main() -> ExitCode {
     // alone, as under the unit's UMask=0077; the socket's mode is set apart.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     enrolld::capture::frame::return_large_buffers_to_the_system();
-    // The daemon reports what it does; one-shot commands only problems.
-    let level = if matches!(cli.command, Command::Run) {
+    // The daemon reports what it does, and so does a drain as it goes (each
+    // upload, retry and dead entry, on stderr); other commands only problems.
+    let level = if matches!(cli.command, Command::Run | Command::Drain) {
         log::LevelFilter::Info
     } else {
         log::LevelFilter::Warn

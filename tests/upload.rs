@@ -73,8 +73,14 @@ fn tencent_creates_the_person_then_adds_more_faces() {
     assert_eq!(cloud.faces("p-1001"), first);
     // A second enrollment of the same person adds a face with CreateFace.
     let (_, second) = enroll(&e, "p-1001", 1);
-    let (code, _) = drain(&e);
-    assert_eq!(code, 0);
+    // A drain says what it uploads as it goes, on stderr.
+    let out = e.run(&["drain"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("uploaded to tencent (person p-1001"),
+        "{said}"
+    );
     assert_eq!(
         cloud.requests("CreateFace"),
         1,
