@@ -807,6 +807,11 @@ fn a_device_booted_at_1970_uploads_before_ntp_and_its_records_get_the_true_time(
     let (code, s) = drain_1970(&never_online);
     assert_eq!(code, 8, "paused: {s:#}");
     assert_eq!(s["paused"][0]["code"], "tls", "{s:#}");
+    let why = s["paused"][0]["message"].as_str().unwrap_or("");
+    assert!(
+        why.contains("not valid yet") && why.contains("check NTP or the RTC"),
+        "the pause says the clock is the cause: {why}"
+    );
     assert!(cloud.faces("rtc2").is_empty());
 
     // The same device after it has talked to the cloud once (a minute ago,

@@ -208,7 +208,16 @@ impl HttpClient {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let mut resp = req.send(body).map_err(|e| classify(e, host))?;
+        let mut resp = req.send(body).map_err(|e| {
+            let mut err = classify(e, host);
+            // A certificate "not valid yet" on a device whose clock is wrong.
+            if err.kind == HttpErrorKind::Tls {
+                if let Some(w) = self.floor.warning() {
+                    err.message = format!("{}; {w}", err.message);
+                }
+            }
+            err
+        })?;
         let status = resp.status().as_u16();
         let date_ms = resp
             .headers()
