@@ -263,7 +263,12 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                     if cli.json {
                         println!(
                             "{}",
-                            json!({"daemon": "not running", "queue_error": {"error": f.code, "message": f.message}})
+                            json!({
+                                "daemon": "not running",
+                                "error": ErrorCode::NotRunning,
+                                "message": format!("no daemon answers on {}", cfg.control.socket.display()),
+                                "queue_error": {"error": f.code, "message": f.message}
+                            })
                         );
                     } else {
                         println!(

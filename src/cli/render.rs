@@ -5,15 +5,26 @@
 use enrolld::clock::rfc3339;
 use enrolld::cloud::rules::BrokenRule;
 use enrolld::config::Config;
-use enrolld::control::exit;
 use enrolld::control::handler::{Answer, StatusReport};
+use enrolld::control::{exit, ErrorCode};
 use enrolld::queue::drain::DrainSummary;
 use enrolld::queue::outbox::{Enrollment, EntryState, HealthReport, SalvageReport};
 
 /// Prints `answer` on stdout and returns the command's exit code.
 pub fn render(answer: &Answer, cfg: &Config, json: bool) -> u8 {
     if json {
-        println!("{}", answer.to_value());
+        let mut value = answer.to_value();
+        // A failing exit has an error's shape too: `status` with no daemon.
+        if let (Answer::Status(s), Some(obj)) = (answer, value.as_object_mut()) {
+            if !s.running() {
+                obj.insert("error".into(), serde_json::json!(ErrorCode::NotRunning));
+                obj.insert(
+                    "message".into(),
+                    format!("no daemon answers on {}", cfg.control.socket.display()).into(),
+                );
+            }
+        }
+        println!("{value}");
     } else {
         print!("{}", text(answer, cfg));
     }

@@ -79,6 +79,7 @@ error_codes! {
     Cancelled "cancelled" FAILURE "the enrollment was cancelled (`cancel`, or the daemon is stopping)",
     Stopping "stopping" FAILURE "the daemon is stopping; a queued entry stays queued",
     Timeout "timeout" FAILURE "no request line within `control.read_timeout_ms`",
+    NotRunning "not_running" FAILURE "`status`: no daemon answers on the control socket (the queue is shown)",
     DaemonUnreachable "daemon_unreachable" FAILURE "the daemon's socket exists but the daemon did not answer",
     DaemonFailed "daemon_failed" FAILURE "the daemon could not start or stopped on an error",
     KeygenFailed "keygen_failed" FAILURE "the key file could not be created",
