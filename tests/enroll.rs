@@ -504,7 +504,11 @@ fn usage_errors_are_json_with_json_and_name_what_is_missing() {
     // status without a daemon fails (exit 1) with an error's shape, and
     // still shows the queue.
     let (code, v) = e.json(&["status"]);
-    assert_eq!((code, v["error"].as_str()), (1, Some("not_running")), "{v:#}");
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (1, Some("not_running")),
+        "{v:#}"
+    );
     assert!(v["queue"].is_object(), "{v:#}");
     let help = e.run(&["--help"]);
     assert_eq!(help.status.code(), Some(0));

@@ -18,7 +18,15 @@ pub enum Provider {
 }
 
 impl Provider {
-    pub const ALL: [Provider; 2] = [Provider::Jd, Provider::Tencent];
+    /// Every vendor. A vendor added to the enum fails to compile here until
+    /// it is counted (the match is exhaustive) and so listed (the array's
+    /// length is the count): nothing can compile and then pause at run time
+    /// with `no_uploader`.
+    pub const ALL: [Provider; Provider::COUNT] = [Provider::Jd, Provider::Tencent];
+
+    const COUNT: usize = match Provider::Jd {
+        Provider::Jd | Provider::Tencent => 2,
+    };
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -462,9 +462,7 @@ impl Drainer {
         }
         if let (Some(true_now), Some(stamp)) = (floor.true_now_ms(), crate::clock::BootStamp::now())
         {
-            let n = self
-                .outbox
-                .correct_times(floor.floor_ms(), true_now, &stamp)?;
+            let n = self.outbox.correct_times(true_now, &stamp)?;
             if n > 0 {
                 log::info!(
                     "{n} record(s) stamped while the clock was wrong now carry the true time ({})",

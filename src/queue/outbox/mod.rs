@@ -1418,28 +1418,37 @@ impl Outbox {
         Ok(receipt)
     }
 
-    /// Entries and receipts stamped before `floor_ms` (the wall clock was
-    /// wrong: a board without a battery clock before NTP) get the true time,
-    /// `true_now_ms` less the boot time since, when they were stamped in
-    /// the boot `now` is in; those of another boot keep their times. Returns
-    /// how many records changed. Receipts are read newest first, up to the
-    /// first one with both times right.
+    /// Entries and receipts of the boot `now` is in whose wall-clock stamp
+    /// is off the true time by more than a minute (the clock was wrong when
+    /// they were made: a board without a battery clock before NTP) get the
+    /// true time: `true_now_ms` less the boot time since. A stamp is judged
+    /// by its boot time, not by the floor: a record made a second before the
+    /// last `Date` was seen is right. Records of other boots keep their
+    /// times (how long those boots lasted is unknown). Returns how many
+    /// records changed; receipts are read newest first, up to the first one
+    /// of another boot.
     pub fn correct_times(
         &self,
-        floor_ms: UnixMillis,
         true_now_ms: UnixMillis,
         now: &BootStamp,
     ) -> Result<usize, OutboxError> {
+        const TOLERANCE_MS: i64 = 60_000;
         let _usage = self.lock();
         let fix = |t: &mut UnixMillis, stamp: &Option<BootStamp>| -> bool {
             match stamp {
-                Some(b) if *t < floor_ms && b.boot_id == now.boot_id => {
-                    *t = true_now_ms - (now.boot_ms - b.boot_ms).max(0);
-                    true
+                Some(b) if b.boot_id == now.boot_id => {
+                    let truth = true_now_ms - (now.boot_ms - b.boot_ms).max(0);
+                    if (*t - truth).abs() > TOLERANCE_MS {
+                        *t = truth;
+                        return true;
+                    }
+                    false
                 }
                 _ => false,
             }
         };
+        let this_boot =
+            |stamp: &Option<BootStamp>| stamp.as_ref().is_some_and(|b| b.boot_id == now.boot_id);
         let mut changed = 0;
         for item in self.entries.iter() {
             let (key, value) = item.map_err(storage_error)?;
@@ -1458,7 +1467,7 @@ impl Outbox {
             let Ok(mut r) = serde_json::from_slice::<Receipt>(&value) else {
                 continue;
             };
-            if r.created_at_ms >= floor_ms && r.uploaded_at_ms >= floor_ms {
+            if !this_boot(&r.uploaded_boot) {
                 break;
             }
             let created = fix(&mut r.created_at_ms, &r.created_boot);
@@ -1576,6 +1585,41 @@ mod tests {
         max_bytes: 1 << 30,
         reserve_bytes: 0,
     };
+
+    #[test]
+    fn records_stamped_by_a_wrong_clock_get_the_true_time_and_right_ones_stay() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let real = crate::clock::SystemClock.now_ms();
+        // Booted at 1970: the first entry and its receipt are stamped 1970.
+        let clock = FakeClock::new(86_400_000);
+        let ob = open(dir.path(), &clock, BIG);
+        let wrong = ob.enqueue(new("a", vec![1; 10])).expect("enqueue").id;
+        let done = ob.enqueue(new("b", vec![2; 10])).expect("enqueue").id;
+        ob.claim(done).expect("claim");
+        ob.complete(done, &["f".into()]).expect("complete");
+        // NTP ran: the next one is stamped right.
+        clock.set(real);
+        let right = ob.enqueue(new("c", vec![3; 10])).expect("enqueue").id;
+        let now = BootStamp::now().expect("boot stamp");
+        assert_eq!(ob.correct_times(real, &now).expect("correct"), 2);
+        for id in [wrong, right] {
+            let t = ob.get(id).expect("entry").created_at_ms;
+            assert!((real - 5_000..=real).contains(&t), "entry {id}: {t}");
+        }
+        let r = &ob.receipts().expect("receipts")[0];
+        assert!((real - 5_000..=real).contains(&r.created_at_ms), "{r:?}");
+        assert!((real - 5_000..=real).contains(&r.uploaded_at_ms), "{r:?}");
+        assert_eq!(ob.correct_times(real, &now).expect("again"), 0, "nothing left");
+        // A record of another boot keeps its time.
+        let other = BootStamp {
+            boot_id: "another-boot".into(),
+            boot_ms: now.boot_ms,
+        };
+        clock.set(86_400_000);
+        let old = ob.enqueue(new("d", vec![4; 10])).expect("enqueue").id;
+        assert_eq!(ob.correct_times(real, &other).expect("other boot"), 0);
+        assert_eq!(ob.get(old).expect("entry").created_at_ms, 86_400_000);
+    }
 
     #[test]
     fn enqueue_get_and_images_round_trip() {
