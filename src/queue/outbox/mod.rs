@@ -1609,7 +1609,11 @@ mod tests {
         let r = &ob.receipts().expect("receipts")[0];
         assert!((real - 5_000..=real).contains(&r.created_at_ms), "{r:?}");
         assert!((real - 5_000..=real).contains(&r.uploaded_at_ms), "{r:?}");
-        assert_eq!(ob.correct_times(real, &now).expect("again"), 0, "nothing left");
+        assert_eq!(
+            ob.correct_times(real, &now).expect("again"),
+            0,
+            "nothing left"
+        );
         // A record of another boot keeps its time.
         let other = BootStamp {
             boot_id: "another-boot".into(),
