@@ -8,12 +8,6 @@
 mod support;
 
 use std::os::unix::net::UnixDatagram;
-
-fn write_private(path: &std::path::Path, text: String) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, text).expect("write");
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-}
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -39,7 +33,8 @@ fn main() {
         return;
     }
     measure("empty queue", 0);
-    measure("800 pending", 800);
+    let (crop, _, _) = crop_85k();
+    measure(&format!("800 pending of {} bytes each", crop.len()), 800);
 }
 
 /// A real face crop as the daemon queues one: about 85 KB of JPEG.
@@ -103,9 +98,9 @@ fn measure(label: &str, entries: usize) {
     // never upload); the endpoint is a closed port on this machine and the
     // queue is empty, so nothing is sent.
     let (key, secret) = (dir.path().join("queue-key"), dir.path().join("jd-secret"));
-    write_private(&key, format!("{}\n", "5f".repeat(32)));
-    write_private(&secret, "bench-secret\n".into());
-    write_private(
+    support::write_private(&key, format!("{}\n", "5f".repeat(32)));
+    support::write_private(&secret, "bench-secret\n");
+    support::write_private(
         &config,
         format!(
             "state_dir = {:?}\n[camera]\nsource = \"file:{}\"\n[queue]\nkey_file = {:?}\n\

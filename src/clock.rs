@@ -39,11 +39,18 @@ pub struct BootStamp {
 }
 
 impl BootStamp {
+    /// The boot id is read once per process (it cannot change under it);
+    /// every enqueue, upload and answer takes a stamp.
     pub fn now() -> Option<Self> {
-        let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        static BOOT_ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+        let id = BOOT_ID.get_or_init(|| {
+            std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .ok()
+                .map(|id| id.trim().to_string())
+        });
         let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
         Some(Self {
-            boot_id: id.trim().to_string(),
+            boot_id: id.clone()?,
             boot_ms: t.tv_sec * 1000 + t.tv_nsec / 1_000_000,
         })
     }

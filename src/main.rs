@@ -266,7 +266,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                             json!({
                                 "daemon": "not running",
                                 "error": ErrorCode::NotRunning,
-                                "message": format!("no daemon answers on {}", cfg.control.socket.display()),
+                                "message": cli::render::not_running(&cfg),
                                 "queue_error": {"error": f.code, "message": f.message}
                             })
                         );

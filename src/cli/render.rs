@@ -18,10 +18,7 @@ pub fn render(answer: &Answer, cfg: &Config, json: bool) -> u8 {
         if let (Answer::Status(s), Some(obj)) = (answer, value.as_object_mut()) {
             if !s.running() {
                 obj.insert("error".into(), serde_json::json!(ErrorCode::NotRunning));
-                obj.insert(
-                    "message".into(),
-                    format!("no daemon answers on {}", cfg.control.socket.display()).into(),
-                );
+                obj.insert("message".into(), not_running(cfg).into());
             }
         }
         println!("{value}");
@@ -29,6 +26,11 @@ pub fn render(answer: &Answer, cfg: &Config, json: bool) -> u8 {
         print!("{}", text(answer, cfg));
     }
     exit_code(answer)
+}
+
+/// Why `status` fails when no daemon runs.
+pub fn not_running(cfg: &Config) -> String {
+    format!("no daemon answers on {}", cfg.control.socket.display())
 }
 
 /// The exit code of a command that got `answer`.
