@@ -13,11 +13,12 @@ mod support;
 
 use enrolld::clock::{Clock, SystemClock};
 use enrolld::cloud::http::HttpClient;
-use enrolld::cloud::provider::Provider;
 use enrolld::cloud::{build_uploader, http_config, SkewClock};
 use enrolld::config::Config;
+use enrolld::model::Group;
+use enrolld::model::Provider;
 use enrolld::queue::drain::{Drainer, ProviderLimits};
-use enrolld::queue::outbox::{Group, NewEnrollment, NewImage, Outbox, OutboxLimits};
+use enrolld::queue::outbox::{NewEnrollment, NewImage, Outbox, OutboxLimits};
 use enrolld::queue::retry::RetryPolicy;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -55,7 +55,8 @@ fn crop_85k() -> (Vec<u8>, u32, u32) {
 
 /// Queues `n` entries the way `enroll` does, before the daemon starts.
 fn prefill(config: &std::path::Path, n: usize) {
-    use enrolld::queue::outbox::{Group, NewEnrollment, NewImage, Outbox, OutboxLimits};
+    use enrolld::model::Group;
+    use enrolld::queue::outbox::{NewEnrollment, NewImage, Outbox, OutboxLimits};
     let (cfg, _) = enrolld::config::Config::load(Some(config)).expect("config");
     let key = enrolld::queue::seal::QueueKey::from_file(&cfg.queue.key_file).expect("key");
     let clock: std::sync::Arc<dyn enrolld::clock::Clock> =
@@ -73,7 +74,7 @@ fn prefill(config: &std::path::Path, n: usize) {
             .enqueue(NewEnrollment {
                 person_id: format!("idle-{i}"),
                 person_name: None,
-                provider: enrolld::cloud::provider::Provider::Jd,
+                provider: enrolld::model::Provider::Jd,
                 group: Group {
                     id: "g".into(),
                     name: "g".into(),

@@ -14,14 +14,14 @@ use common::{ms, peak_rss_mib, reset_peak_rss, time_n};
 
 use enrolld::capture::detect::{FaceDetector, SeetaDetector};
 use enrolld::capture::encode::encode_for;
-use enrolld::capture::frame::{
-    decode_untrusted, raw_to_rgb, rgb_to_yuyv, DecodeLimits, PixelFormat,
-};
+use enrolld::capture::frame::{decode_untrusted, raw_to_rgb, rgb_to_yuyv, DecodeLimits};
 use enrolld::capture::quality;
 use enrolld::clock::SystemClock;
-use enrolld::cloud::provider::Provider;
 use enrolld::config::{DetectConfig, EncodeConfig, QualityConfig};
-use enrolld::queue::outbox::{Group, NewEnrollment, NewImage, Outbox, OutboxLimits};
+use enrolld::model::Group;
+use enrolld::model::PixelFormat;
+use enrolld::model::Provider;
+use enrolld::queue::outbox::{NewEnrollment, NewImage, Outbox, OutboxLimits};
 use image::ImageFormat;
 use std::sync::Arc;
 use std::time::Duration;

@@ -6,8 +6,8 @@
 //! `LoadCredential=`), so the unit can hand secrets over without the daemon's
 //! user being able to read the originals.
 
-use crate::capture::frame::PixelFormat;
-use crate::cloud::provider::Provider;
+use crate::model::PixelFormat;
+use crate::model::Provider;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -866,8 +866,8 @@ impl Config {
     /// The vendors' rules for what the configuration sends: group ids and
     /// names, the region, and the ids the button makes.
     fn check_vendor_rules(&self, bad: &mut impl FnMut(&str, String)) {
-        use crate::cloud::{jd, tencent};
-        let mut check = |r: Result<(), crate::cloud::rules::RuleViolation>| {
+        use crate::model::rules::{jd, tencent};
+        let mut check = |r: Result<(), crate::model::rules::RuleViolation>| {
             if let Err(v) = r {
                 bad(v.field, v.reason());
             }
@@ -875,15 +875,12 @@ impl Config {
         // JD's group may be missing (a warning: uploads to JD cannot start),
         // but what is set must be legal.
         if !self.jd.group_id.is_empty() || !self.jd.group_name.is_empty() {
-            check(jd::rules::check_group(
-                &self.jd.group_id,
-                &self.jd.group_name,
-            ));
+            check(jd::check_group(&self.jd.group_id, &self.jd.group_name));
         }
         if !self.tencent.group_id.is_empty() {
-            check(tencent::rules::check_group_id(&self.tencent.group_id));
+            check(tencent::check_group_id(&self.tencent.group_id));
         }
-        check(tencent::rules::check_region(&self.tencent.region));
+        check(tencent::check_region(&self.tencent.region));
         // The longest device part and a ten-digit time: every id the button
         // can make must be legal for both vendors.
         let id = render_id_template(

@@ -12,6 +12,8 @@
 //!   handler that answers queue requests with or without a daemon
 //! - [`service`]: the daemon's main loop and workers, button and LED,
 //!   systemd notification and activation, metrics, the logger
+//! - [`model`]: the domain every layer shares (vendors and their rules, the
+//!   enrollment record, error codes); it imports only [`clock`]
 //! - [`config`], [`clock`], [`trust`]: used by all of the above
 //!
 //! The `enrolld` command (src/main.rs, src/cli/) parses the command line and
@@ -27,6 +29,7 @@ pub mod clock;
 pub mod cloud;
 pub mod config;
 pub mod control;
+pub mod model;
 pub mod queue;
 pub mod service;
 pub mod trust;

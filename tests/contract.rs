@@ -5,10 +5,11 @@
 
 mod support;
 
-use enrolld::cloud::provider::Provider;
-use enrolld::cloud::tencent::rules as tc;
 use enrolld::cloud::tencent::{classify_code, TencentClient, DOCUMENTED_CODES};
-use enrolld::cloud::{base64, ErrorClass, UploadError};
+use enrolld::cloud::{base64, UploadError};
+use enrolld::model::rules::tencent as tc;
+use enrolld::model::ErrorClass;
+use enrolld::model::Provider;
 use serde_json::{json, Value};
 use support::*;
 
@@ -185,7 +186,7 @@ fn ret_codes_per_image_are_given_up_for_good() {
         )
         .expect("a partial answer, not an error");
     assert_eq!(r["RetCode"], json!([-1101, -1102, -1109]), "{r}");
-    let mut entry: enrolld::queue::outbox::Enrollment = serde_json::from_value(json!({
+    let mut entry: enrolld::model::Enrollment = serde_json::from_value(json!({
         "format_version": 2, "id": 1, "person_id": "exists", "provider": "tencent",
         "group": {"id": "g", "name": ""}, "created_at_ms": 0, "attempts": 1,
         "next_attempt_at_ms": 0, "state": "in_flight", "since_ms": 0, "last_error": null,
@@ -211,7 +212,7 @@ fn emulator_verdict(
     }
 }
 
-fn client_verdict(r: Result<(), enrolld::cloud::rules::RuleViolation>) -> Option<String> {
+fn client_verdict(r: Result<(), enrolld::model::rules::RuleViolation>) -> Option<String> {
     r.err()
         .map(|v| v.vendor_code.unwrap_or("refused").to_string())
 }

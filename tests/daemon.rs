@@ -4,8 +4,9 @@
 
 mod support;
 
-use enrolld::cloud::provider::Provider;
-use enrolld::control::{Client, ErrorCode, Reply, Request};
+use enrolld::control::{Client, Reply, Request};
+use enrolld::model::ErrorCode;
+use enrolld::model::Provider;
 use std::io::Write;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};

@@ -56,7 +56,7 @@ fn a_control_socket_path_naming_another_file_never_deletes_it() {
 
 #[test]
 fn files_others_can_write_are_refused_with_the_chmod_to_run() {
-    let cloud = Cloud::start(enrolld::cloud::provider::Provider::Jd);
+    let cloud = Cloud::start(enrolld::model::Provider::Jd);
     let e = Enrolld::new(&cloud.config("", ""));
     let ok = e.run(&["config", "check"]);
     assert_eq!(ok.status.code(), Some(0), "{}", stderr(&ok));
@@ -138,7 +138,7 @@ fn the_state_dir_is_private_and_so_is_every_file_of_the_queue() {
 
 #[test]
 fn config_check_finds_what_start_up_and_the_first_upload_would() {
-    let cloud = Cloud::start(enrolld::cloud::provider::Provider::Tencent);
+    let cloud = Cloud::start(enrolld::model::Provider::Tencent);
     let base = cloud.config("", "group_id = \"g\"");
     let e = Enrolld::new(&base);
     let check = |e: &Enrolld| {
@@ -330,7 +330,8 @@ fn small_operator_mistakes_get_clear_answers() {
 /// A queue of seven live entries (five small, two large enough for sled to
 /// put in blob files) and one receipt, in `dir`.
 fn rot_fixture(dir: &Path) -> Vec<(u64, Vec<u8>)> {
-    use enrolld::queue::outbox::{Group, NewEnrollment, NewImage};
+    use enrolld::model::Group;
+    use enrolld::queue::outbox::{NewEnrollment, NewImage};
     let ob = open_queue(dir).expect("open");
     let mut live = Vec::new();
     for (i, len) in [
@@ -344,7 +345,7 @@ fn rot_fixture(dir: &Path) -> Vec<(u64, Vec<u8>)> {
             .enqueue(NewEnrollment {
                 person_id: format!("rot-{i}"),
                 person_name: None,
-                provider: enrolld::cloud::provider::Provider::Jd,
+                provider: enrolld::model::Provider::Jd,
                 group: Group {
                     id: "g".into(),
                     name: String::new(),
@@ -559,7 +560,7 @@ fn stop_daemon(mut child: std::process::Child) {
 /// reported; the rest are more of the same kind.
 #[test]
 fn config_check_and_run_agree_on_every_broken_config() {
-    let cloud = Cloud::start(enrolld::cloud::provider::Provider::Jd);
+    let cloud = Cloud::start(enrolld::model::Provider::Jd);
     let endpoint = cloud.emulator.endpoint();
     let port = endpoint.rsplit(':').next().expect("port").to_string();
     type Break = Box<dyn Fn(&Enrolld) -> Vec<(&'static str, toml::Value)>>;

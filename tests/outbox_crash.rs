@@ -4,8 +4,9 @@
 mod support;
 
 use enrolld::clock::SystemClock;
-use enrolld::cloud::provider::Provider;
-use enrolld::queue::outbox::{EntryState, Group, NewEnrollment, NewImage, Outbox, OutboxLimits};
+use enrolld::model::Provider;
+use enrolld::model::{EntryState, Group};
+use enrolld::queue::outbox::{NewEnrollment, NewImage, Outbox, OutboxLimits};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::io::{BufRead, BufReader};

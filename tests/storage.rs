@@ -4,7 +4,7 @@
 
 mod support;
 
-use enrolld::cloud::provider::Provider;
+use enrolld::model::Provider;
 use std::path::{Path, PathBuf};
 use support::*;
 

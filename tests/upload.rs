@@ -5,7 +5,7 @@
 
 mod support;
 
-use enrolld::cloud::provider::Provider;
+use enrolld::model::Provider;
 use enrolld_emulator::JdShape;
 use serde_json::Value;
 use support::*;
@@ -282,7 +282,8 @@ fn wrong_secret_or_missing_credentials_pause_without_leaking_them() {
 
 /// Queues raw image bytes directly, as a faulty camera frame could end up.
 fn enqueue_raw(e: &Enrolld, person: &str, provider: Provider, bytes: Vec<u8>) -> u64 {
-    use enrolld::queue::outbox::{Group, NewEnrollment, NewImage};
+    use enrolld::model::Group;
+    use enrolld::queue::outbox::{NewEnrollment, NewImage};
     e.open_outbox()
         .enqueue(NewEnrollment {
             person_id: person.into(),
@@ -451,7 +452,7 @@ fn a_person_created_elsewhere_after_the_snapshot_gets_a_face_added() {
     let cloud = Cloud::start(Provider::Tencent);
     let mut client = cloud.tencent_client();
     let image = encode(&portrait(2, 3.0), image::ImageFormat::Jpeg);
-    let mut entry: enrolld::queue::outbox::Enrollment = serde_json::from_value(serde_json::json!({
+    let mut entry: enrolld::model::Enrollment = serde_json::from_value(serde_json::json!({
         "format_version": 1, "id": 1, "person_id": "race", "provider": "tencent",
         "group": {"id": "g", "name": ""}, "created_at_ms": 0, "attempts": 1,
         "next_attempt_at_ms": 0, "state": "in_flight", "since_ms": 0, "last_error": null,

@@ -4,7 +4,7 @@
 //! against a config of its own that points at a JD emulator it runs here.
 
 use crate::{Emulator, EmulatorConfig, JdShape};
-use enrolld::cloud::provider::Provider;
+use enrolld::model::Provider;
 use enrolld::queue::seal::QueueKey;
 use enrolld::trust::write_new_private;
 use std::io::Write;

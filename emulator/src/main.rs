@@ -7,7 +7,7 @@
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
-use enrolld::cloud::provider::Provider;
+use enrolld::model::Provider;
 use enrolld_emulator::{demo, serve, EmulatorConfig, Fault, JdShape};
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -208,7 +208,7 @@ pub(crate) fn handle(
 
 // Tencent's documented rules, written here from the CreateFace page's error
 // table and the CreatePerson page, apart from the client's own checks
-// (`cloud::tencent::rules`): the contract tests compare the two readings.
+// (`model::rules::tencent`): the contract tests compare the two readings.
 
 /// `PersonId` / `GroupId`: "英文、数字、-%@#&_" only, at most 64 bytes.
 fn id_ok(v: &str) -> bool {

@@ -4,7 +4,7 @@
 #![no_main]
 
 use enrolld::cloud::tencent::{apply_create_face, parse_answer};
-use enrolld::queue::outbox::Enrollment;
+use enrolld::model::Enrollment;
 use libfuzzer_sys::fuzz_target;
 
 fn entry() -> Enrollment {

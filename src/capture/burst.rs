@@ -2,10 +2,11 @@
 
 use crate::capture::detect::{FaceBox, FaceDetector};
 use crate::capture::frame::Frame;
-use crate::capture::quality::{self, FaceScores, Rect, Rejection};
+use crate::capture::quality::{self, Rect, Rejection};
 use crate::capture::source::{FrameSource, SourceError};
 use crate::clock::Timer;
 use crate::config::{BurstConfig, QualityConfig};
+use crate::model::FaceScores;
 use image::{GrayImage, RgbImage};
 use serde::Serialize;
 use std::time::Duration;

@@ -5,8 +5,8 @@
 //! binary search. The result is decoded once to prove it is a valid image.
 
 use crate::capture::frame::{decode_untrusted, DecodeLimits};
-use crate::cloud::provider::ImageLimits;
 use crate::config::EncodeConfig;
+use crate::model::ImageLimits;
 use image::codecs::jpeg::JpegEncoder;
 use image::imageops::FilterType;
 use image::RgbImage;
@@ -179,7 +179,7 @@ fn verify(bytes: &[u8], w: u32, h: u32) -> Result<(), EncodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cloud::provider::Provider;
+    use crate::model::Provider;
     use image::Rgb;
 
     fn noise(w: u32, h: u32) -> RgbImage {

@@ -6,11 +6,12 @@ use crate::capture::encode::{encode_for, EncodeError, EncodedImage};
 use crate::capture::frame::DecodeLimits;
 use crate::capture::quality::Rejection;
 use crate::capture::source::{self, SourceError};
-use crate::cloud::provider::Provider;
-use crate::cloud::rules::RuleViolation;
 use crate::config::{Config, SourceSpec};
-use crate::control::ErrorCode;
-use crate::queue::outbox::{Enrollment, Group, NewEnrollment, NewImage, Outbox, OutboxError};
+use crate::model::rules::RuleViolation;
+use crate::model::ErrorCode;
+use crate::model::Provider;
+use crate::model::{Enrollment, Group};
+use crate::queue::outbox::{NewEnrollment, NewImage, Outbox, OutboxError};
 use serde::Serialize;
 use std::fmt;
 
@@ -131,9 +132,9 @@ impl EnrollError {
     }
 }
 
-impl From<EnrollError> for crate::control::Failure {
+impl From<EnrollError> for crate::model::Failure {
     fn from(e: EnrollError) -> Self {
-        crate::control::Failure::new(e.code(), e.to_string())
+        crate::model::Failure::new(e.code(), e.to_string())
     }
 }
 

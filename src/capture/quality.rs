@@ -4,6 +4,7 @@
 
 use crate::capture::detect::FaceBox;
 use crate::config::QualityConfig;
+use crate::model::FaceScores;
 use image::imageops::FilterType;
 use image::{GrayImage, RgbImage};
 use serde::Serialize;
@@ -69,25 +70,6 @@ impl fmt::Display for Rejection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-/// Measurements of the chosen face.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
-pub struct FaceScores {
-    /// Shorter side of the face box, in frame pixels.
-    pub face_px: u32,
-    /// Mean luma of the face (0-255).
-    pub brightness: f64,
-    /// Standard deviation of the face's luma.
-    pub contrast: f64,
-    /// Variance of the Laplacian of the normalised face.
-    pub sharpness: f64,
-    /// Faces detected in the frame.
-    pub faces_seen: u32,
-    /// Detector confidence of the chosen face.
-    pub detector_score: f64,
-    /// Combined score 0-100 used to rank frames of a burst.
-    pub overall: f64,
 }
 
 /// A pixel rectangle inside a frame.

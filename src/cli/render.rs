@@ -3,12 +3,13 @@
 //! whether the daemon or the command itself produced it.
 
 use enrolld::clock::rfc3339;
-use enrolld::cloud::rules::BrokenRule;
 use enrolld::config::Config;
 use enrolld::control::handler::{Answer, StatusReport};
-use enrolld::control::{exit, ErrorCode};
+use enrolld::model::rules::BrokenRule;
+use enrolld::model::{exit, ErrorCode};
+use enrolld::model::{Enrollment, EntryState};
 use enrolld::queue::drain::DrainSummary;
-use enrolld::queue::outbox::{Enrollment, EntryState, HealthReport, SalvageReport};
+use enrolld::queue::outbox::{HealthReport, SalvageReport};
 
 /// Prints `answer` on stdout and returns the command's exit code.
 pub fn render(answer: &Answer, cfg: &Config, json: bool) -> u8 {

@@ -4,15 +4,12 @@
 //! with `{groupId?, groupName?, outerId, imageBase64}`. JD takes one image
 //! per call, so an entry's images are sent one by one.
 
-pub mod rules;
-
 use super::sign::jd_sign;
-use super::{base64, classify_http_status, ErrorClass, SkewClock, UploadError, Uploaded, Uploader};
+use super::{base64, classify_http_status, SkewClock, UploadError, Uploaded, Uploader};
 use crate::clock::UnixMillis;
 use crate::cloud::http::HttpClient;
-use crate::cloud::provider::Provider;
 use crate::config::Secret;
-use crate::queue::outbox::Enrollment;
+use crate::model::{Enrollment, ErrorClass, Provider};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
 

@@ -3,8 +3,6 @@
 
 pub mod http;
 pub mod jd;
-pub mod provider;
-pub mod rules;
 pub mod sign;
 pub mod tencent;
 pub mod timefloor;
@@ -12,61 +10,11 @@ pub mod tls;
 
 use crate::clock::{Clock, UnixMillis};
 use crate::cloud::http::{HttpError, HttpErrorKind};
-use crate::cloud::provider::Provider;
-use crate::queue::outbox::Enrollment;
-use serde::{Deserialize, Serialize};
+use crate::model::{Enrollment, ErrorClass, Provider};
+use serde::Serialize;
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-
-/// What the drain loop should do about a failed upload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorClass {
-    /// Network errors, timeouts, 5xx, rate limits, busy: try again later.
-    Retry,
-    /// The device clock is too far off (Tencent `AuthFailure.SignatureExpire`, JD 10045/10046).
-    Clock,
-    /// Credentials, billing, quota, API not ordered: uploads pause until an operator acts.
-    Operator,
-    /// The image or request can never succeed: the entry goes to dead.
-    Never,
-}
-
-impl ErrorClass {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorClass::Retry => "retry",
-            ErrorClass::Clock => "clock",
-            ErrorClass::Operator => "operator",
-            ErrorClass::Never => "never",
-        }
-    }
-}
-
-/// What the uploads of one entry have learned so far, kept with the entry
-/// between attempts so that a retry sends only what is missing and never
-/// adds a face twice. The JD and Tencent clients read and write it; the
-/// queue stores it without looking inside, except to mark an upload that a
-/// crash interrupted ([`UploadProgress::outcome_unknown`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UploadProgress {
-    /// An upload may have reached the cloud without an answer (crash,
-    /// timeout): check the cloud before sending again.
-    #[serde(default)]
-    pub outcome_unknown: bool,
-    /// Face ids the cloud already confirmed for some of the images.
-    #[serde(default)]
-    pub uploaded_face_ids: Vec<String>,
-    /// Indexes of the images that need no more sending (uploaded, or refused
-    /// for good while others succeeded).
-    #[serde(default)]
-    pub done_images: Vec<u8>,
-    /// The person's face ids in the cloud before the first send (Tencent),
-    /// to tell after an unanswered upload whether it landed.
-    #[serde(default)]
-    pub face_ids_before: Option<Vec<String>>,
-}
 
 /// A failed upload, classified.
 #[derive(Debug, Clone, PartialEq, Eq)]

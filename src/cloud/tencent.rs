@@ -8,14 +8,11 @@
 //! (`face_ids_before`). When an upload's outcome is unknown, the next attempt
 //! asks `GetPersonBaseInfo` first: new face ids mean it landed.
 
-pub mod rules;
-
 use super::sign::{tc3_sign, Tc3Request, TC3_CONTENT_TYPE};
-use super::{base64, classify_http_status, ErrorClass, SkewClock, UploadError, Uploaded, Uploader};
+use super::{base64, classify_http_status, SkewClock, UploadError, Uploaded, Uploader};
 use crate::cloud::http::{host_of, HttpClient};
-use crate::cloud::provider::Provider;
 use crate::config::Secret;
-use crate::queue::outbox::Enrollment;
+use crate::model::{rules::tencent as rules, Enrollment, ErrorClass, Provider};
 use serde_json::{json, Value};
 use std::sync::Arc;
 

@@ -4,13 +4,15 @@
 //! [`Answer`], so a command prints the same thing and exits the same way
 //! with or without a daemon.
 
-use super::protocol::{ErrorCode, Failure, Request};
+use super::protocol::Request;
 use crate::capture::enroll::EnrollOutcome;
-use crate::cloud::provider::Provider;
-use crate::cloud::rules::{broken_rules, BrokenRule};
 use crate::config::Config;
+use crate::model::rules::{broken_rules, BrokenRule};
+use crate::model::Provider;
+use crate::model::{Enrollment, Receipt};
+use crate::model::{ErrorCode, Failure};
 use crate::queue::drain::DrainSummary;
-use crate::queue::outbox::{Enrollment, HealthReport, Outbox, Receipt, SalvageReport, Usage};
+use crate::queue::outbox::{HealthReport, Outbox, SalvageReport, Usage};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

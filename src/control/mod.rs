@@ -1,7 +1,9 @@
 //! The local control socket: the protocol ([`protocol`]), the daemon's side
 //! ([`server`]), the commands' side ([`client`]) and the one handler that
-//! answers queue requests for both ([`handler`]).
+//! answers queue requests for both ([`handler`]), and the sockets systemd
+//! hands over ([`activation`]).
 
+pub mod activation;
 pub mod client;
 pub mod handler;
 pub mod protocol;

@@ -4,8 +4,9 @@
 //! is the daemon's business: the server hands it over through a [`Submit`]
 //! and streams back what it is given.
 
-use super::protocol::{peer_allowed, read_request, ErrorCode, ReadError, Reply, Request};
+use super::protocol::{peer_allowed, read_request, ReadError, Reply, Request};
 use crate::config::Config;
+use crate::model::ErrorCode;
 use std::io::{BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -77,7 +78,7 @@ impl BoundSocket {
 /// a key, a directory) is an error and is left as it is.
 pub fn bind_socket(path: &Path) -> std::io::Result<(UnixListener, Option<BoundSocket>)> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    if let Some(listener) = crate::service::activation::listener_from_systemd()? {
+    if let Some(listener) = crate::control::activation::listener_from_systemd()? {
         return Ok((listener, None));
     }
     crate::config::check_socket_path(path)

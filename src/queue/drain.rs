@@ -8,9 +8,11 @@
 //! pending with `outcome_unknown` set.
 
 use crate::clock::{Clock, UnixMillis};
-use crate::cloud::provider::Provider;
-use crate::cloud::{ErrorClass, SkewClock, UploadError, Uploader};
-use crate::queue::outbox::{LastError, Outbox, OutboxError};
+use crate::cloud::{SkewClock, UploadError, Uploader};
+use crate::model::ErrorClass;
+use crate::model::LastError;
+use crate::model::Provider;
+use crate::queue::outbox::{Outbox, OutboxError};
 use crate::queue::retry::{self, Decision, Jitter, PauseRecheck, RetryPolicy, TokenBucket};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -262,9 +264,7 @@ impl Drainer {
         self.times_suspect = true;
         let latest_retry = now + self.policy.max_ms;
         for e in self.outbox.list()? {
-            if e.state == crate::queue::outbox::EntryState::Pending
-                && e.next_attempt_at_ms > latest_retry
-            {
+            if e.state == crate::model::EntryState::Pending && e.next_attempt_at_ms > latest_retry {
                 self.outbox.reschedule(
                     e.id,
                     latest_retry,
@@ -419,14 +419,12 @@ impl Drainer {
         let entries = self.outbox.list()?;
         summary.pending_failed = entries
             .iter()
-            .filter(|e| {
-                e.state == crate::queue::outbox::EntryState::Pending && e.last_error.is_some()
-            })
+            .filter(|e| e.state == crate::model::EntryState::Pending && e.last_error.is_some())
             .count() as u64;
         summary.next_due_ms = entries
             .iter()
             .filter(|e| {
-                e.state == crate::queue::outbox::EntryState::Pending
+                e.state == crate::model::EntryState::Pending
                     && !self.paused.contains_key(&e.provider)
             })
             .map(|e| {
@@ -506,7 +504,7 @@ impl Drainer {
         };
         // Written by an older release that did not know a vendor rule: the
         // cloud would refuse it for good, so it dies here, unsent.
-        if let Err(v) = crate::cloud::rules::check_entry(&entry) {
+        if let Err(v) = crate::model::rules::check_entry(&entry) {
             let err = UploadError::new(ErrorClass::Never, v.code().as_str(), v.to_string());
             return self.give_up(summary, id, &err);
         }
@@ -665,7 +663,7 @@ impl Drainer {
 /// prepare -> save progress -> send -> save progress.
 fn run_upload(
     uploader: &mut dyn Uploader,
-    entry: &mut crate::queue::outbox::Enrollment,
+    entry: &mut crate::model::Enrollment,
     images: &[Vec<u8>],
     outbox: &Outbox,
 ) -> Result<crate::cloud::Uploaded, UploadError> {
@@ -691,7 +689,8 @@ mod tests {
     use super::*;
     use crate::clock::FakeClock;
     use crate::cloud::Uploaded;
-    use crate::queue::outbox::{EntryState, Group, NewEnrollment, NewImage, OutboxLimits};
+    use crate::model::{EntryState, Group};
+    use crate::queue::outbox::{NewEnrollment, NewImage, OutboxLimits};
     use std::collections::VecDeque;
     use std::sync::Mutex;
 
@@ -708,7 +707,7 @@ mod tests {
         }
         fn send(
             &mut self,
-            entry: &mut crate::queue::outbox::Enrollment,
+            entry: &mut crate::model::Enrollment,
             _: &[Vec<u8>],
         ) -> Result<Uploaded, UploadError> {
             self.sent.lock().expect("lock").push(entry.id);

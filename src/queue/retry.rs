@@ -2,7 +2,7 @@
 //! now). Nothing here sleeps, reads a clock or does I/O.
 
 use crate::clock::UnixMillis;
-use crate::cloud::ErrorClass;
+use crate::model::ErrorClass;
 
 /// Exponential backoff with jitter and a cap.
 #[derive(Debug, Clone, Copy, PartialEq)]

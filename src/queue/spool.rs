@@ -10,7 +10,7 @@
 //! byte costs at most the entry it belongs to, and only if the store lost
 //! that entry too.
 
-use crate::queue::outbox::Enrollment;
+use crate::model::Enrollment;
 use crate::queue::seal::QueueKey;
 use base64::Engine;
 use serde::{Deserialize, Serialize};

@@ -22,9 +22,11 @@ use crate::cloud::SkewClock;
 use crate::config::{Config, ReceivedPhoto, SourceSpec, UnarmedPolicy};
 use crate::control::handler::{self, Answer, Armed, DaemonState, StatusReport};
 use crate::control::server::{bind_socket, control_worker, Submit};
-use crate::control::{ErrorCode, Failure, Reply, Request};
+use crate::control::{Reply, Request};
+use crate::model::EntryState;
+use crate::model::{ErrorCode, Failure};
 use crate::queue::drain::DrainSummary;
-use crate::queue::outbox::{EntryState, Outbox, OutboxLimits};
+use crate::queue::outbox::{Outbox, OutboxLimits};
 use crate::queue::retry::{next_pass_at, PassEnd};
 use crate::queue::seal::QueueKey;
 use crate::service::deadlines::{wait_for_workers, ArmedPerson, Followers, Worker, SHUTDOWN_GRACE};
@@ -58,7 +60,7 @@ enum Event {
     /// A drain pass ended; it served the `drain` requests up to this ticket.
     Drained(DrainSummary, u64),
     /// A drain pass could not read the queue.
-    DrainFailed(crate::control::Failure, u64),
+    DrainFailed(crate::model::Failure, u64),
 }
 
 /// One enrollment for the capture thread.
@@ -73,7 +75,7 @@ struct CaptureJob {
 struct Trigger {
     person: String,
     name: Option<String>,
-    provider: Option<crate::cloud::provider::Provider>,
+    provider: Option<crate::model::Provider>,
     frames: Option<u32>,
     /// A photo the client passed; none enrolls from the camera.
     photo: Option<ReceivedPhoto>,

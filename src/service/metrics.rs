@@ -189,7 +189,7 @@ mod tests {
             salvage_lost: 1,
         };
         let pause = Pause {
-            provider: crate::cloud::provider::Provider::Jd,
+            provider: crate::model::Provider::Jd,
             code: "10010".into(),
             message: "arrears \"x\"".into(),
             since_ms: 30_000,

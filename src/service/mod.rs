@@ -1,12 +1,11 @@
 //! The long-running daemon and what it talks to on the device: the main loop
 //! and its workers ([`daemon`]), its deadlines on a monotonic timer
 //! ([`deadlines`]), the button and LED ([`hardware`]), systemd
-//! notifications and socket activation ([`notify`], [`activation`]), the
+//! notifications ([`notify`]), the
 //! metrics file ([`metrics`]), the journal-friendly logger ([`logger`]) and
 //! the drainer's assembly from the configuration ([`uploads`]) and the
 //! one start-up check that `config check` and `run` share ([`preflight`]).
 
-pub mod activation;
 pub mod daemon;
 pub mod deadlines;
 pub mod hardware;

@@ -6,10 +6,11 @@
 
 use crate::clock::Clock;
 use crate::cloud::http::HttpClient;
-use crate::cloud::provider::Provider;
 use crate::cloud::timefloor::TimeFloor;
-use crate::cloud::{build_uploader, http_config, ErrorClass, SkewClock, UploadError};
+use crate::cloud::{build_uploader, http_config, SkewClock, UploadError};
 use crate::config::Config;
+use crate::model::ErrorClass;
+use crate::model::Provider;
 use crate::queue::drain::{Drainer, ProviderLimits, Retention};
 use crate::queue::outbox::Outbox;
 use crate::queue::retry::{PauseRecheck, RetryPolicy};

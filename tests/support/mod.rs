@@ -466,16 +466,16 @@ pub const SECRET: &str = "test-secret-value-7d1e83b5";
 pub struct Cloud {
     pub emulator: enrolld_emulator::Emulator,
     pub dir: tempfile::TempDir,
-    pub vendor: enrolld::cloud::provider::Provider,
+    pub vendor: enrolld::model::Provider,
 }
 
 impl Cloud {
-    pub fn start(vendor: enrolld::cloud::provider::Provider) -> Self {
+    pub fn start(vendor: enrolld::model::Provider) -> Self {
         Self::start_with(vendor, enrolld_emulator::JdShape::CodeObject, 0)
     }
 
     pub fn start_with(
-        vendor: enrolld::cloud::provider::Provider,
+        vendor: enrolld::model::Provider,
         jd_shape: enrolld_emulator::JdShape,
         skew_s: i64,
     ) -> Self {
@@ -483,10 +483,7 @@ impl Cloud {
     }
 
     /// A cloud whose certificate becomes valid at `not_before_ms`.
-    pub fn start_valid_from(
-        vendor: enrolld::cloud::provider::Provider,
-        not_before_ms: i64,
-    ) -> Self {
+    pub fn start_valid_from(vendor: enrolld::model::Provider, not_before_ms: i64) -> Self {
         Self::start_full(
             vendor,
             enrolld_emulator::JdShape::CodeObject,
@@ -496,7 +493,7 @@ impl Cloud {
     }
 
     fn start_full(
-        vendor: enrolld::cloud::provider::Provider,
+        vendor: enrolld::model::Provider,
         jd_shape: enrolld_emulator::JdShape,
         skew_s: i64,
         cert_not_before_ms: Option<i64>,
@@ -534,12 +531,12 @@ impl Cloud {
     pub fn config(&self, upload_extra: &str, vendor_extra: &str) -> String {
         let secret = self.dir.path().join("secret");
         let vendor = match self.vendor {
-            enrolld::cloud::provider::Provider::Jd => format!(
+            enrolld::model::Provider::Jd => format!(
                 "[jd]\nendpoint = \"{}\"\nappkey = \"{KEY_ID}\"\nsecret_key_file = {:?}\ngroup_name = \"kiosk\"\nqps = 1000.0\n{vendor_extra}\n",
                 self.emulator.endpoint(),
                 secret.display().to_string()
             ),
-            enrolld::cloud::provider::Provider::Tencent => format!(
+            enrolld::model::Provider::Tencent => format!(
                 "[tencent]\nendpoint = \"{}\"\nsecret_id = \"{KEY_ID}\"\nsecret_key_file = {:?}\nqps = 1000.0\n{vendor_extra}\n",
                 self.emulator.endpoint(),
                 secret.display().to_string()

@@ -11,7 +11,7 @@ pub use v4l2::V4l2Source;
 
 use crate::capture::frame::{DecodeError, DecodeLimits, Frame};
 use crate::config::{CameraConfig, SourceSpec};
-use crate::control::ErrorCode;
+use crate::model::ErrorCode;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -78,9 +78,9 @@ impl SourceError {
     }
 }
 
-impl From<SourceError> for crate::control::Failure {
+impl From<SourceError> for crate::model::Failure {
     fn from(e: SourceError) -> Self {
-        crate::control::Failure::new(e.code(), e.to_string())
+        crate::model::Failure::new(e.code(), e.to_string())
     }
 }
 

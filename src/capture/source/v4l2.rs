@@ -6,8 +6,9 @@
 //! the daemon: the caller gets `Timeout` and the source is marked broken.
 
 use super::{DeviceRef, FrameSource, SourceError};
-use crate::capture::frame::{raw_to_rgb, DecodeLimits, Frame, PixelFormat};
+use crate::capture::frame::{raw_to_rgb, DecodeLimits, Frame};
 use crate::config::CameraConfig;
+use crate::model::PixelFormat;
 use nokhwa::pixel_format::RgbFormat;
 use nokhwa::utils::{
     CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType, Resolution,

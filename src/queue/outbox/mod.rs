@@ -29,12 +29,13 @@
 
 mod migrate;
 mod room;
+mod salvage;
 
-use crate::capture::quality::FaceScores;
 use crate::clock::{BootStamp, Clock, UnixMillis};
-use crate::cloud::provider::Provider;
-use crate::cloud::UploadProgress;
-use crate::control::ErrorCode;
+use crate::model::{
+    Enrollment, EntryState, ErrorCode, FaceScores, Group, ImageMeta, LastError, Provider, Receipt,
+    UploadProgress, MAX_IMAGES,
+};
 use crate::queue::seal::QueueKey;
 use crate::queue::spool::Spool;
 use serde::{Deserialize, Serialize};
@@ -46,9 +47,6 @@ use std::time::Duration;
 
 /// Layout version of records and database. Bump with a migration in `open`.
 pub const FORMAT_VERSION: u32 = 2;
-
-/// Most images one enrollment may hold (Tencent takes 4 per call).
-pub const MAX_IMAGES: usize = 4;
 
 const META_FORMAT_KEY: &[u8] = b"format_version";
 const META_KEY_CHECK: &[u8] = b"key_check";
@@ -74,120 +72,6 @@ const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// Image bytes per stored value.
 pub const CHUNK_BYTES: usize = 64 * 1024;
-
-/// Where the enrollment should go in the provider's account.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Group {
-    /// JD `groupId` / Tencent `GroupId`; may be empty.
-    pub id: String,
-    /// JD `groupName`; may be empty.
-    pub name: String,
-}
-
-/// Life-cycle state of an entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum EntryState {
-    /// Waiting for `next_attempt_at_ms`.
-    Pending,
-    /// An upload is under way since `since_ms`.
-    InFlight { since_ms: UnixMillis },
-    /// Will never be uploaded without an operator: kept until purged.
-    Dead {
-        reason: String,
-        since_ms: UnixMillis,
-    },
-}
-
-impl EntryState {
-    pub fn name(&self) -> &'static str {
-        match self {
-            EntryState::Pending => "pending",
-            EntryState::InFlight { .. } => "in_flight",
-            EntryState::Dead { .. } => "dead",
-        }
-    }
-}
-
-/// The last failure of an entry, as the uploader classified it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LastError {
-    /// What the drain decided about it (`retry`, `clock`, `operator`, `never`).
-    pub class: crate::cloud::ErrorClass,
-    /// The vendor's or enrolld's error code.
-    pub code: String,
-    pub message: String,
-    pub at_ms: UnixMillis,
-}
-
-/// Facts about one stored image; the bytes live in the `images` tree.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageMeta {
-    pub len: u64,
-    pub width: u32,
-    pub height: u32,
-    /// Always `jpeg` today.
-    pub format: String,
-    /// Hex SHA-256 of the bytes, checked on every read.
-    pub sha256: String,
-}
-
-/// One queued enrollment (without its image bytes).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Enrollment {
-    pub format_version: u32,
-    pub id: u64,
-    /// JD `outerId` / Tencent `PersonId`, legal for `provider`.
-    pub person_id: String,
-    /// Tencent `PersonName` as the technician gave it; none sends the name
-    /// derived from the person id.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub person_name: Option<String>,
-    pub provider: Provider,
-    pub group: Group,
-    pub created_at_ms: UnixMillis,
-    /// Where in which boot it was queued: its time can be corrected when
-    /// the wall clock was wrong then ([`Outbox::correct_times`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created_boot: Option<BootStamp>,
-    pub attempts: u32,
-    pub next_attempt_at_ms: UnixMillis,
-    #[serde(flatten)]
-    pub state: EntryState,
-    pub last_error: Option<LastError>,
-    /// What the uploads so far learned: the cloud clients' to read and
-    /// write; the store keeps it as it is given (flattened: the record's
-    /// fields are those of earlier releases).
-    #[serde(flatten)]
-    pub progress: UploadProgress,
-    pub images: Vec<ImageMeta>,
-    /// Scores of the chosen faces, for audit.
-    #[serde(default)]
-    pub scores: Vec<FaceScores>,
-}
-
-impl Enrollment {
-    pub fn image_bytes(&self) -> u64 {
-        self.images.iter().map(|i| i.len).sum()
-    }
-}
-
-/// What is kept of an enrollment once the cloud has it: no image.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Receipt {
-    pub id: u64,
-    pub person_id: String,
-    pub provider: Provider,
-    pub group: Group,
-    pub face_ids: Vec<String>,
-    pub created_at_ms: UnixMillis,
-    pub uploaded_at_ms: UnixMillis,
-    pub attempts: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created_boot: Option<BootStamp>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uploaded_boot: Option<BootStamp>,
-}
 
 /// One image to enqueue.
 #[derive(Debug, Clone)]
@@ -298,9 +182,9 @@ impl OutboxError {
     }
 }
 
-impl From<OutboxError> for crate::control::Failure {
+impl From<OutboxError> for crate::model::Failure {
     fn from(e: OutboxError) -> Self {
-        crate::control::Failure::new(e.code(), e.to_string())
+        crate::model::Failure::new(e.code(), e.to_string())
     }
 }
 
@@ -576,7 +460,7 @@ impl Outbox {
         });
         match opened {
             Err(OutboxError::Damaged(why)) => {
-                crate::queue::salvage::rebuild(state_dir, limits, clock, key, &why)
+                salvage::rebuild(state_dir, limits, clock, key, &why)
             }
             Ok((outbox, recovery)) => {
                 outbox.reconcile_spool()?;

@@ -1,14 +1,15 @@
 //! What the vendors refuse, checked before anything is queued or sent.
 //!
-//! Each vendor's rules live in its own module ([`super::jd::rules`],
-//! [`super::tencent::rules`]); [`crate::cloud::provider::Provider`] dispatches to
+//! Each vendor's rules live in its own module ([`jd`], [`tencent`]);
+//! [`crate::model::Provider`] dispatches to
 //! them. Every door (CLI, socket, button, config, drain) asks here, so an
 //! enrollment the cloud would refuse for good is refused at `enroll`, with
 //! the rule it broke, and never reaches the queue.
 
-use crate::cloud::provider::Provider;
-use crate::control::ErrorCode;
-use crate::queue::outbox::Enrollment;
+pub mod jd;
+pub mod tencent;
+
+use crate::model::{Enrollment, ErrorCode, Provider};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -78,10 +79,10 @@ pub fn check_entry(entry: &Enrollment) -> Result<(), RuleViolation> {
     // Tencent's group comes from the configuration (checked at load), JD's
     // is sent from the entry.
     if p == Provider::Jd {
-        super::jd::rules::check_group(&entry.group.id, &entry.group.name)?;
+        jd::check_group(&entry.group.id, &entry.group.name)?;
     }
     let limits = p.limits();
-    let max = crate::queue::outbox::MAX_IMAGES;
+    let max = crate::model::MAX_IMAGES;
     if entry.images.is_empty() || entry.images.len() > max {
         return Err(RuleViolation::new(
             "images",
@@ -128,7 +129,7 @@ pub struct BrokenRule {
 pub fn broken_rules(entries: &[Enrollment]) -> Vec<BrokenRule> {
     entries
         .iter()
-        .filter(|e| !matches!(e.state, crate::queue::outbox::EntryState::Dead { .. }))
+        .filter(|e| !matches!(e.state, crate::model::EntryState::Dead { .. }))
         .filter_map(|e| {
             check_entry(e).err().map(|v| BrokenRule {
                 id: e.id,

@@ -12,8 +12,8 @@
 //! - base64 at most 5 MB, long edge at most 4000 px (JPEG), short edge at
 //!   least 64 px.
 
-use crate::cloud::provider::ImageLimits;
-use crate::cloud::rules::{quoted, RuleViolation};
+use crate::model::rules::{quoted, RuleViolation};
+use crate::model::ImageLimits;
 
 /// Longest `PersonId` / `GroupId`, in bytes.
 pub const MAX_ID_BYTES: usize = 64;

@@ -16,8 +16,9 @@
 //! damaged.
 
 use crate::clock::Clock;
-use crate::queue::outbox::{
-    image_aad, images_match, read_chunks, Enrollment, Outbox, OutboxError, OutboxLimits, Recovery,
+use crate::model::Enrollment;
+use super::{
+    image_aad, images_match, read_chunks, Outbox, OutboxError, OutboxLimits, Recovery,
     SalvageReport,
 };
 use crate::queue::seal::QueueKey;
@@ -115,7 +116,7 @@ fn read_images(tree: &sled::Tree, key: &QueueKey, entry: &Enrollment) -> Option<
 
 /// Moves the damaged store aside and builds a new one from what is
 /// readable in it and from the spool.
-pub fn rebuild(
+pub(super) fn rebuild(
     state_dir: &Path,
     limits: OutboxLimits,
     clock: Arc<dyn Clock>,

@@ -1,8 +1,8 @@
 //! The cloud services enrolld uploads to, and the image limits each imposes.
 
-use crate::cloud::jd::rules as jd;
-use crate::cloud::rules::RuleViolation;
-use crate::cloud::tencent::rules as tencent;
+use crate::model::rules::jd;
+use crate::model::rules::tencent;
+use crate::model::rules::RuleViolation;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;

@@ -9,8 +9,8 @@
 //! - one image per call; bmp, jpg, png; 48x48 to 4096x4096 px; file under 2 MB.
 //! - `faceCreate` has no person name.
 
-use crate::cloud::provider::ImageLimits;
-use crate::cloud::rules::{quoted, RuleViolation};
+use crate::model::rules::{quoted, RuleViolation};
+use crate::model::ImageLimits;
 
 /// Longest `outerId`, in characters.
 pub const MAX_OUTER_ID_CHARS: usize = 64;
