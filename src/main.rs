@@ -15,12 +15,13 @@ use enrolld::capture::source::{FileSource, FrameSource};
 use enrolld::clock::{Clock, SystemClock};
 use enrolld::cloud::SkewClock;
 use enrolld::config::{Config, ConfigOrigin, SourceSpec};
-use enrolld::control::handler::{self, Answer};
+use enrolld::control::answer::{Answer, Event};
+use enrolld::control::handler;
 use enrolld::control::{Client, Reply, Request};
 use enrolld::model::Provider;
 use enrolld::model::{exit, ErrorCode, Failure};
 use enrolld::queue::drain::DrainSummary;
-use enrolld::queue::outbox::{Outbox, OutboxLimits};
+use enrolld::queue::outbox::Outbox;
 use enrolld::queue::seal::QueueKey;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -151,12 +152,14 @@ fn main() -> ExitCode {
     // alone, as under the unit's UMask=0077; the socket's mode is set apart.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     enrolld::capture::frame::return_large_buffers_to_the_system();
-    // The daemon reports what it does, and so does a drain as it goes (each
-    // upload, retry and dead entry, on stderr); other commands only problems.
-    let level = if matches!(cli.command, Command::Run | Command::Drain) {
-        log::LevelFilter::Info
-    } else {
-        log::LevelFilter::Warn
+    // The daemon reports what it does in its journal; a command only its
+    // problems. `drain` tells its whole story itself, one line per entry as
+    // it goes, then the summary (pauses, failures, next attempt), exactly as
+    // through a daemon: its log would say it twice.
+    let level = match cli.command {
+        Command::Run => log::LevelFilter::Info,
+        Command::Drain => log::LevelFilter::Off,
+        _ => log::LevelFilter::Warn,
     };
     enrolld::service::logger::init(level);
     let json = cli.json;
@@ -213,17 +216,7 @@ fn load_config(cli: &Cli) -> Result<(Config, ConfigOrigin), Failure> {
 }
 
 fn open_outbox(cfg: &Config) -> Result<Outbox, Failure> {
-    let limits = OutboxLimits::from_config(&cfg.queue);
-    let key = QueueKey::from_file(&cfg.queue.key_file)
-        .map_err(|e| Failure::new(ErrorCode::QueueKey, e))?;
-    let (outbox, recovery) = Outbox::open(&cfg.state_dir, limits, Arc::new(SystemClock), key)?;
-    if recovery.corrupt > 0 {
-        log::error!(
-            "{} unreadable queue record(s) left in place",
-            recovery.corrupt
-        );
-    }
-    Ok(outbox)
+    enrolld::queue::open(cfg, Arc::new(SystemClock))
 }
 
 fn detector(cfg: &Config) -> Result<SeetaDetector, Failure> {
@@ -353,7 +346,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 Some(answer) => answer?,
                 None => {
                     let outbox = Arc::new(open_outbox(&cfg)?);
-                    Answer::Drained(Box::new(run_drain(&cfg, outbox)?))
+                    Answer::Drained(Box::new(run_drain(&cfg, outbox, cli.json)?))
                 }
             };
             Ok(render(&answer, &cfg, cli.json))
@@ -587,17 +580,8 @@ fn detect_images(
 
 /// The progress line of a daemon's event, as the command prints its own
 /// progress; `None` for events the last line covers.
-fn progress_line(event: &str, data: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
-    let progress = match event {
-        "capturing" => Progress::Capturing {
-            source: data.get("source")?.as_str()?.to_string(),
-        },
-        "face_found" | "frame_rejected" => Progress::Frame {
-            report: serde_json::from_value(data.get("report")?.clone()).ok()?,
-        },
-        _ => return None,
-    };
-    Some(describe_progress(&progress))
+fn progress_line(event: &Event) -> Option<String> {
+    event.progress().map(|p| describe_progress(&p))
 }
 
 /// One line of enrollment progress.
@@ -620,21 +604,17 @@ fn run_enroll(cfg: &Config, req: &EnrollRequest, json: bool) -> Result<u8, Failu
         }
         eprintln!("{}", describe_progress(&p));
     })?;
-    if let Some(answer) = handler::enrolled(&outcome) {
-        return Ok(render(&answer, cfg, json));
-    }
-    if json {
-        // The whole outcome, with every frame's report, for scripts.
-        let outcome = serde_json::to_value(&outcome).unwrap_or(serde_json::Value::Null);
-        return Ok(render(&Answer::Rejected(outcome), cfg, json));
-    }
-    // As a daemon reports it: the reason and what to do, exit 3.
-    match &outcome {
-        EnrollOutcome::Rejected { reason, advice, .. } => Err(Failure::new(
-            ErrorCode::Rejected,
-            format!("{reason}: {advice}"),
-        )),
-        EnrollOutcome::Queued { .. } => Ok(exit::OK),
+    match Answer::of_enrollment(outcome) {
+        // As a daemon reports it: the reason and what to do, exit 3; with
+        // --json the whole outcome, with every frame's report, for scripts.
+        Answer::Rejected(outcome) if !json => match *outcome {
+            EnrollOutcome::Rejected { reason, advice, .. } => Err(Failure::new(
+                ErrorCode::Rejected,
+                format!("{reason}: {advice}"),
+            )),
+            EnrollOutcome::Queued { .. } => Ok(exit::OK),
+        },
+        answer => Ok(render(&answer, cfg, json)),
     }
 }
 
@@ -706,14 +686,16 @@ fn daemon_answer(
         Ok(None) => return None,
         Err(e) => return Some(Err(unreachable(&e))),
     };
-    let mut rejected: Option<serde_json::Value> = None;
+    let mut rejected: Option<Box<EnrollOutcome>> = None;
     let last = client.call_with(req, photo, &mut |reply| {
-        if let Reply::Event { event, data } = reply {
-            if event == "rejected" {
-                rejected = data.get("outcome").cloned();
+        if let Reply::Event(event) = reply {
+            match event {
+                Event::Rejected { outcome, .. } => rejected = Some(outcome.clone()),
+                Event::DrainEntry(r) => eprintln!("{}", cli::render::entry_report(r, json)),
+                _ => {}
             }
             if !json {
-                if let Some(line) = progress_line(event, data) {
+                if let Some(line) = progress_line(event) {
                     eprintln!("{line}");
                 }
             }
@@ -725,21 +707,26 @@ fn daemon_answer(
         // outcome with --json, exit 3.
         Ok(Reply::Error {
             code: ErrorCode::Rejected,
-            ..
-        }) if json && rejected.is_some() => Ok(Answer::Rejected(
-            rejected.take().unwrap_or(serde_json::Value::Null),
-        )),
-        Ok(Reply::Answer { result }) => Answer::from_result(req, result),
+            message,
+        }) if json => match rejected.take() {
+            Some(outcome) => Ok(Answer::Rejected(outcome)),
+            None => Err(Failure::new(ErrorCode::Rejected, message)),
+        },
+        Ok(Reply::Answer { result }) => Ok(result),
         Ok(Reply::Error { code, message }) => Err(Failure::new(code, message)),
-        Ok(Reply::Event { .. }) => Err(unreachable(&"the answer ended early")),
+        Ok(Reply::Event(_)) => Err(unreachable(&"the answer ended early")),
     })
 }
 
 /// Runs one drain pass over the outbox with uploaders built from `cfg`.
-fn run_drain(cfg: &Config, outbox: Arc<Outbox>) -> Result<DrainSummary, Failure> {
+fn run_drain(cfg: &Config, outbox: Arc<Outbox>, json: bool) -> Result<DrainSummary, Failure> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let skew = Arc::new(SkewClock::new(clock.clone()));
     let mut drainer = enrolld::service::uploads::build_drainer(cfg, outbox, clock, skew);
+    // One line per entry as it happens, as a daemon's drain streams them.
+    drainer.set_observer(Box::new(move |r| {
+        eprintln!("{}", cli::render::entry_report(r, json))
+    }));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         let _ = signal_hook::flag::register(signal, stop.clone());

@@ -4,7 +4,7 @@
 
 mod support;
 
-use enrolld::control::{Client, Reply, Request};
+use enrolld::control::{Client, Request};
 use enrolld::model::ErrorCode;
 use enrolld::model::Provider;
 use std::io::Write;
@@ -13,6 +13,31 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 use support::*;
+
+/// A reply line as the socket carries it: these tests read the protocol
+/// itself, as a script on the socket would.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Reply {
+    Event {
+        event: String,
+        #[serde(flatten)]
+        #[allow(dead_code)]
+        data: serde_json::Map<String, serde_json::Value>,
+    },
+    Answer {
+        result: serde_json::Value,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// The typed reply as its line on the wire.
+fn wire(r: &enrolld::control::Reply) -> Reply {
+    serde_json::from_str(&r.to_line()).expect("a reply reads back from its line")
+}
 
 struct Daemon {
     child: Child,
@@ -93,9 +118,9 @@ impl Daemon {
             .expect("daemon listening");
         let mut events = Vec::new();
         let last = client
-            .call(req, &mut |r| events.push(r.clone()))
+            .call(req, &mut |r| events.push(wire(r)))
             .expect("call");
-        (events, last)
+        (events, wire(&last))
     }
 
     fn signal(&self, sig: rustix::process::Signal) {
@@ -350,9 +375,9 @@ fn sigterm_during_an_upload_then_restart_loses_nothing_and_adds_no_duplicate() {
                 follow_upload: true,
                 photo: None,
             },
-            &mut |r| events.push(r.clone()),
+            &mut |r| events.push(wire(r)),
         );
-        (events, last)
+        (events, last.map(|r| wire(&r)))
     });
     assert!(
         wait_until(EVENTUALLY, || cloud.requests("CreateFace") == 1),
@@ -550,6 +575,7 @@ fn a_second_trigger_while_enrolling_is_busy_and_cancel_stops_the_first() {
             },
             &mut |_| {},
         )
+        .map(|r| wire(&r))
         .expect("call")
     });
     assert!(
@@ -618,7 +644,7 @@ fn a_socket_passed_by_systemd_is_used() {
     let mut client = Client::connect(&activated, Duration::from_secs(30))
         .expect("connect")
         .expect("listening");
-    let last = client.call(&Request::Status {}, &mut |_| {}).expect("call");
+    let last = wire(&client.call(&Request::Status {}, &mut |_| {}).expect("call"));
     assert!(
         matches!(&last, Reply::Answer { result } if result["enrolling"] == false),
         "{last:?}"
@@ -783,11 +809,13 @@ fn sigkill_loop_loses_no_acknowledged_enrollment_and_adds_no_face_twice() {
                         photo: None,
                     };
                     let mut queued = false;
-                    let outcome = c.call(&req, &mut |r| {
-                        if matches!(r, Reply::Event { event, .. } if event == "queued") {
-                            queued = true;
-                        }
-                    });
+                    let outcome = c
+                        .call(&req, &mut |r| {
+                            if matches!(wire(r), Reply::Event { event, .. } if event == "queued") {
+                                queued = true;
+                            }
+                        })
+                        .map(|r| wire(&r));
                     if queued {
                         acked.lock().expect("lock").push(person);
                     }
@@ -1151,9 +1179,11 @@ fn a_photo_is_enrolled_through_a_running_daemon_which_reads_what_the_client_open
     let mut client = Client::connect(&d.socket, EVENTUALLY)
         .expect("connect")
         .expect("listening");
-    let last = client
-        .call_with(&req, Some(&opened), &mut |_| {})
-        .expect("call");
+    let last = wire(
+        &client
+            .call_with(&req, Some(&opened), &mut |_| {})
+            .expect("call"),
+    );
     assert!(
         matches!(&last, Reply::Error { code, .. } if *code == ErrorCode::NotAFile),
         "{last:?}"
@@ -1465,7 +1495,11 @@ fn drains_waiting_on_a_hung_cloud_leave_room_for_status() {
             let Ok(Some(mut c)) = Client::connect(&socket, EVENTUALLY) else {
                 return;
             };
-            let _ = tx.send(c.call(&Request::Drain {}, &mut |_| {}).ok());
+            let _ = tx.send(
+                c.call(&Request::Drain {}, &mut |_| {})
+                    .ok()
+                    .map(|r| wire(&r)),
+            );
         });
     }
     // Two wait on the cloud; the third is refused at once.
@@ -1531,4 +1565,142 @@ fn drain_through_the_daemon_counts_the_pass_that_was_under_way() {
     assert_eq!(s["pending"], 0, "{s:#}");
     let (code, _) = d.terminate(EVENTUALLY);
     assert_eq!(code, Some(0));
+}
+
+/// RFC 3339 times (`2026-12-02T18:13:25Z`, with or without milliseconds)
+/// and JSON times in ms (`"next_due_ms":1796241034647`) as `<time>`: what
+/// differs between two runs of the same story.
+fn without_times(text: &str) -> String {
+    let text = rfc3339_masked(text);
+    let mut out = String::new();
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("_ms\":") {
+        let (head, tail) = rest.split_at(at + 5);
+        out.push_str(head);
+        let digits = tail
+            .find(|c: char| !(c.is_ascii_digit() || c == '-'))
+            .unwrap_or(tail.len());
+        if digits > 0 {
+            out.push_str("<time>");
+        }
+        rest = &tail[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn rfc3339_masked(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = String::new();
+    let mut i = 0;
+    let digits = |from: usize, n: usize| {
+        b.len() >= from + n && b[from..from + n].iter().all(u8::is_ascii_digit)
+    };
+    while i < b.len() {
+        let stamp = digits(i, 4)
+            && b.get(i + 4) == Some(&b'-')
+            && digits(i + 5, 2)
+            && b.get(i + 10) == Some(&b'T')
+            && digits(i + 11, 2)
+            && b.get(i + 13) == Some(&b':');
+        if stamp {
+            let mut j = i + 19;
+            while j < b.len() && (b[j].is_ascii_digit() || b[j] == b'.') {
+                j += 1;
+            }
+            if b.get(j) == Some(&b'Z') {
+                j += 1;
+            }
+            out.push_str("<time>");
+            i = j;
+        } else {
+            out.push(b[i] as char);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// `drain` streams one line per entry as it goes (stderr; with `--json`,
+/// one event per entry), whichever of the daemon's passes uploaded it, and
+/// ends with the summary and exit code the README gives: the same, times
+/// aside, with a daemon as without one.
+#[test]
+fn drain_streams_every_entry_and_tells_the_same_story_with_or_without_a_daemon() {
+    let story = |with_daemon: bool, json: bool| {
+        let (cloud, e) = setup(Provider::Jd, "");
+        e.configure(&[
+            ("upload.retry_base_ms", 3600000.into()),
+            ("upload.retry_max_ms", 7200000.into()),
+        ]);
+        for (i, person) in ["s-1", "s-2", "s-3"].into_iter().enumerate() {
+            assert_eq!(e.enroll_portrait(person, i, &[]).0, 0);
+        }
+        // The first upload is slow: a daemon's start-up pass is still under
+        // way when `drain` is asked. The second fails and waits an hour.
+        cloud.push_fault("slow:3000@faceCreate*1");
+        cloud.push_fault("5xx@faceCreate*1");
+        let d = with_daemon.then(|| Daemon::start(&e, None));
+        let mut cmd = e.command();
+        if json {
+            cmd.arg("--json");
+        }
+        let out = cmd.arg("drain").output().expect("run enrolld");
+        if let Some(d) = d {
+            assert_eq!(d.terminate(EVENTUALLY).0, Some(0));
+        }
+        assert_eq!(cloud.faces("s-1").len(), 1);
+        assert_eq!(cloud.faces("s-3").len(), 1);
+        (
+            out.status.code(),
+            without_times(&String::from_utf8_lossy(&out.stdout)),
+            without_times(&String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    for json in [false, true] {
+        let alone = story(false, json);
+        let through = story(true, json);
+        assert_eq!(
+            alone, through,
+            "--json {json}: without a daemon, then with one"
+        );
+        assert_eq!(alone.0, Some(7), "one upload failed and will be retried");
+        let lines: Vec<&str> = alone.2.lines().collect();
+        assert_eq!(lines.len(), 3, "one line per entry: {lines:?}");
+        if json {
+            let events: Vec<serde_json::Value> = lines
+                .iter()
+                .map(|l| {
+                    serde_json::from_str(&l.replace("<time>", "0"))
+                        .expect("one JSON event per line")
+                })
+                .collect();
+            let outcomes: Vec<&str> = events
+                .iter()
+                .map(|e| e["outcome"].as_str().unwrap_or("?"))
+                .collect();
+            assert_eq!(outcomes, ["uploaded", "retry", "uploaded"], "{events:?}");
+            assert!(events.iter().all(|e| e["event"] == "drain_entry"));
+            let summary: serde_json::Value =
+                serde_json::from_str(&alone.1.replace("<time>", "0")).expect("summary");
+            assert_eq!(summary["uploaded"], 2, "{summary}");
+            assert_eq!(summary["retried"], 1, "{summary}");
+        } else {
+            assert!(
+                lines[0].starts_with("entry 1 uploaded to jd (person \"s-1\"): face "),
+                "{lines:?}"
+            );
+            assert!(
+                lines[1].starts_with("entry 2 to jd (person \"s-2\") will be retried <time>: "),
+                "{lines:?}"
+            );
+            assert!(
+                alone
+                    .1
+                    .starts_with("uploaded 2, will retry 1, dead 0, still pending 1\n"),
+                "{}",
+                alone.1
+            );
+        }
+    }
 }

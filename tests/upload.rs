@@ -78,7 +78,7 @@ fn tencent_creates_the_person_then_adds_more_faces() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(
-        said.contains("uploaded to tencent (person p-1001"),
+        said.contains("uploaded to tencent (person \"p-1001\"): face "),
         "{said}"
     );
     assert_eq!(

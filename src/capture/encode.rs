@@ -10,11 +10,11 @@ use crate::model::ImageLimits;
 use image::codecs::jpeg::JpegEncoder;
 use image::imageops::FilterType;
 use image::RgbImage;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// An image ready to upload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EncodedImage {
     #[serde(skip)]
     pub bytes: Vec<u8>,

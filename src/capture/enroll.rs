@@ -12,7 +12,7 @@ use crate::model::ErrorCode;
 use crate::model::Provider;
 use crate::model::{Enrollment, Group};
 use crate::queue::outbox::{NewEnrollment, NewImage, Outbox, OutboxError};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// What to enroll, and from where.
@@ -82,7 +82,7 @@ pub enum Progress {
 }
 
 /// How an enrollment ended when nothing failed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum EnrollOutcome {
     /// Durably queued.
@@ -94,7 +94,7 @@ pub enum EnrollOutcome {
     /// No frame was good enough.
     Rejected {
         reason: Rejection,
-        advice: &'static str,
+        advice: String,
         frames: Vec<FrameReport>,
         unreadable: Vec<String>,
     },
@@ -211,7 +211,7 @@ pub fn enroll(
         let reason = burst.rejection.unwrap_or(Rejection::NoFace);
         return Ok(EnrollOutcome::Rejected {
             reason,
-            advice: reason.advice(),
+            advice: reason.advice().to_string(),
             frames: burst.frames,
             unreadable: burst.unreadable,
         });

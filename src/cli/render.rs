@@ -2,31 +2,47 @@
 //! document for a script, and an exit code. The same answer prints the same
 //! whether the daemon or the command itself produced it.
 
+use enrolld::capture::enroll::EnrollOutcome;
 use enrolld::clock::rfc3339;
 use enrolld::config::Config;
-use enrolld::control::handler::{Answer, StatusReport};
+use enrolld::control::answer::{Answer, Enrolled, StatusReport, UploadFollowed};
 use enrolld::model::rules::BrokenRule;
 use enrolld::model::{exit, ErrorCode};
 use enrolld::model::{Enrollment, EntryState};
-use enrolld::queue::drain::DrainSummary;
+use enrolld::queue::drain::{DrainSummary, EntryReport};
 use enrolld::queue::outbox::{HealthReport, SalvageReport};
 
 /// Prints `answer` on stdout and returns the command's exit code.
 pub fn render(answer: &Answer, cfg: &Config, json: bool) -> u8 {
     if json {
-        let mut value = answer.to_value();
-        // A failing exit has an error's shape too: `status` with no daemon.
-        if let (Answer::Status(s), Some(obj)) = (answer, value.as_object_mut()) {
-            if !s.running() {
-                obj.insert("error".into(), serde_json::json!(ErrorCode::NotRunning));
-                obj.insert("message".into(), not_running(cfg).into());
-            }
-        }
-        println!("{value}");
+        println!("{}", json_text(answer, cfg));
     } else {
         print!("{}", text(answer, cfg));
     }
     exit_code(answer)
+}
+
+/// The `--json` form of `answer`: the answer as the socket carries it. A
+/// failing exit has an error's shape too (`status` with no daemon).
+pub fn json_text(answer: &Answer, cfg: &Config) -> String {
+    #[derive(serde::Serialize)]
+    struct Failing<'a> {
+        #[serde(flatten)]
+        answer: &'a Answer,
+        error: ErrorCode,
+        message: String,
+    }
+    let text = match answer {
+        Answer::Status(s) if !s.running() => serde_json::to_string(&Failing {
+            answer,
+            error: ErrorCode::NotRunning,
+            message: not_running(cfg),
+        }),
+        _ => serde_json::to_string(answer),
+    };
+    text.unwrap_or_else(|e| {
+        format!(r#"{{"error":"internal","message":"the answer cannot be printed: {e}"}}"#)
+    })
 }
 
 /// Why `status` fails when no daemon runs.
@@ -104,13 +120,32 @@ pub fn text(answer: &Answer, cfg: &Config) -> String {
         }
         Answer::Health(h) => health(&mut out, h),
         Answer::Drained(s) => drained(&mut out, s),
-        Answer::Enrolled(v) => out.push(enrolled(v)),
-        Answer::Other(v) => out.push(serde_json::to_string_pretty(v).unwrap_or_default()),
-        Answer::Rejected(v) => out.push(format!(
-            "rejected: {}: {}",
-            v["reason"].as_str().unwrap_or("?"),
-            v["advice"].as_str().unwrap_or("")
+        Answer::Enrolled(e) => out.push(enrolled(e)),
+        Answer::Followed(f) => out.push(followed(f)),
+        Answer::Rejected(outcome) => {
+            if let EnrollOutcome::Rejected { reason, advice, .. } = &**outcome {
+                out.push(format!("rejected: {reason}: {advice}"));
+            }
+        }
+        Answer::Armed {
+            armed,
+            expires_in_s,
+        } => out.push(format!(
+            "armed: the next button press within {expires_in_s} s enrolls {armed}"
         )),
+        Answer::Cancelled {
+            cancelled_enrollment,
+            disarmed,
+        } => {
+            out.push(if *cancelled_enrollment {
+                "cancelled the enrollment in progress".to_string()
+            } else {
+                "no enrollment was in progress".to_string()
+            });
+            if let Some(person) = disarmed {
+                out.push(format!("disarmed: the button no longer enrolls {person}"));
+            }
+        }
     }
     let mut text = out.join("\n");
     text.push('\n');
@@ -118,29 +153,34 @@ pub fn text(answer: &Answer, cfg: &Config) -> String {
 }
 
 /// "queued enrollment 7 for person "p" (jd, 1 image(s): 380x380 31522 bytes q92)".
-fn enrolled(v: &serde_json::Value) -> String {
-    let sizes: Vec<String> = v["images"]
-        .as_array()
-        .map(|images| {
-            images
-                .iter()
-                .map(|i| {
-                    format!(
-                        "{}x{} {} bytes q{}",
-                        i["width"], i["height"], i["len"], i["quality"]
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+fn enrolled(e: &Enrolled) -> String {
+    let EnrollOutcome::Queued { entry, images, .. } = &e.outcome else {
+        return format!("queued enrollment {} for person {:?}", e.queued, e.person);
+    };
+    let sizes: Vec<String> = images
+        .iter()
+        .map(|i| format!("{}x{} {} bytes q{}", i.width, i.height, i.len, i.quality))
+        .collect();
     format!(
-        "queued enrollment {} for person {} ({}, {} image(s): {})",
-        v["queued"],
-        v["person"],
-        v["entry"]["provider"].as_str().unwrap_or("?"),
+        "queued enrollment {} for person {:?} ({}, {} image(s): {})",
+        e.queued,
+        e.person,
+        entry.provider,
         sizes.len(),
         sizes.join(", ")
     )
+}
+
+/// The end of an enrollment whose upload was followed.
+fn followed(f: &UploadFollowed) -> String {
+    if f.uploaded {
+        format!("entry {} uploaded: face {}", f.queued, f.face_ids.join(","))
+    } else {
+        format!(
+            "entry {} is queued; its upload was not confirmed in time (see `enrolld queue show {}`)",
+            f.queued, f.queued
+        )
+    }
 }
 
 fn status(out: &mut Vec<String>, s: &StatusReport, cfg: &Config) {
@@ -258,6 +298,58 @@ fn drained(out: &mut Vec<String>, s: &DrainSummary) {
     }
     if s.receipts_expired > 0 {
         out.push(format!("{} old receipt(s) expired", s.receipts_expired));
+    }
+}
+
+/// What became of one entry in a drain, in one line, as `drain` streams it
+/// (on stderr; the summary follows on stdout). With `--json`, the event as
+/// the socket carries it.
+pub fn entry_report(r: &EntryReport, json: bool) -> String {
+    if json {
+        let event = enrolld::control::answer::Event::DrainEntry(r.clone());
+        return serde_json::to_string(&event).unwrap_or_default();
+    }
+    match r {
+        EntryReport::Uploaded {
+            id,
+            person,
+            provider,
+            face_ids,
+        } => format!(
+            "entry {id} uploaded to {provider} (person {person:?}): face {}",
+            face_ids.join(",")
+        ),
+        EntryReport::Retry {
+            id,
+            person,
+            provider,
+            class,
+            code,
+            message,
+            next_attempt_ms,
+        } => format!(
+            "entry {id} to {provider} (person {person:?}) will be retried {}: {code} ({}) {message}",
+            rfc3339(*next_attempt_ms),
+            class.as_str()
+        ),
+        EntryReport::Dead {
+            id,
+            person,
+            provider,
+            code,
+            message,
+        } => format!(
+            "entry {id} to {provider} (person {person:?}) is dead: {code} {message}; kept with its images (enrolld queue show {id})"
+        ),
+        EntryReport::Paused {
+            id,
+            person,
+            provider,
+            code,
+            message,
+        } => format!(
+            "entry {id} to {provider} (person {person:?}) paused uploads to {provider}: {code} {message}; it stays queued"
+        ),
     }
 }
 

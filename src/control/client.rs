@@ -101,7 +101,12 @@ impl Client {
                     "the daemon closed the connection",
                 ));
             }
-            let reply: Reply = serde_json::from_str(text.trim()).map_err(std::io::Error::other)?;
+            let reply = Reply::from_line(text.trim(), req).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("the daemon's reply cannot be read: {e}"),
+                )
+            })?;
             on_reply(&reply);
             if reply.is_last() {
                 return Ok(reply);

@@ -4,6 +4,7 @@
 //! hands over ([`activation`]).
 
 pub mod activation;
+pub mod answer;
 pub mod client;
 pub mod handler;
 pub mod protocol;

@@ -14,9 +14,9 @@
 //! Lines are at most [`MAX_LINE_BYTES`]; longer or malformed input gets an
 //! `error` line, never a crash.
 
+pub use super::answer::{Answer, Event};
 use crate::model::{ErrorCode, Failure, Provider};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::io::BufRead;
 
 impl From<Failure> for Reply {
@@ -88,30 +88,20 @@ pub enum Request {
 }
 
 /// One line from the daemon.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Reply {
     /// Progress; more lines follow.
-    Event {
-        event: String,
-        #[serde(flatten)]
-        data: serde_json::Map<String, Value>,
-    },
+    Event(Event),
     /// The request succeeded; the last line.
-    Answer { result: Value },
+    Answer { result: Answer },
     /// The request failed; the last line.
     Error { code: ErrorCode, message: String },
 }
 
 impl Reply {
-    pub fn event(event: &str, data: Value) -> Reply {
-        Reply::Event {
-            event: event.into(),
-            data: match data {
-                Value::Object(m) => m,
-                _ => serde_json::Map::new(),
-            },
-        }
+    pub fn answer(result: Answer) -> Reply {
+        Reply::Answer { result }
     }
 
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Reply {
@@ -122,7 +112,7 @@ impl Reply {
     }
 
     pub fn is_last(&self) -> bool {
-        !matches!(self, Reply::Event { .. })
+        !matches!(self, Reply::Event(_))
     }
 
     pub fn to_line(&self) -> String {
@@ -131,6 +121,37 @@ impl Reply {
         });
         s.push('\n');
         s
+    }
+
+    /// Reads one line of the daemon's reply to `req`: an answer's `result`
+    /// is read as the answer to that request kind.
+    pub fn from_line(line: &str, req: &Request) -> Result<Reply, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Head<'a> {
+            #[serde(rename = "type")]
+            kind: String,
+            #[serde(borrow, default)]
+            result: Option<&'a serde_json::value::RawValue>,
+        }
+        #[derive(Deserialize)]
+        #[serde(tag = "type", rename_all = "snake_case")]
+        enum Other {
+            Event(Event),
+            Error { code: ErrorCode, message: String },
+        }
+        let head: Head = serde_json::from_str(line)?;
+        if head.kind == "answer" {
+            let result = head
+                .result
+                .ok_or_else(|| serde::de::Error::missing_field("result"))?;
+            return Ok(Reply::Answer {
+                result: Answer::decode(req, result.get())?,
+            });
+        }
+        Ok(match serde_json::from_str(line)? {
+            Other::Event(e) => Reply::Event(e),
+            Other::Error { code, message } => Reply::Error { code, message },
+        })
     }
 }
 
@@ -293,13 +314,53 @@ mod tests {
     #[test]
     fn replies_serialize_as_documented() {
         assert_eq!(
-            Reply::event("queued", serde_json::json!({"id": 42})).to_line(),
-            "{\"type\":\"event\",\"event\":\"queued\",\"id\":42}\n"
+            Reply::Event(Event::Uploaded {
+                id: 42,
+                face_ids: vec!["f1".into()]
+            })
+            .to_line(),
+            "{\"type\":\"event\",\"event\":\"uploaded\",\"id\":42,\"face_ids\":[\"f1\"]}\n"
+        );
+        assert_eq!(
+            Reply::answer(Answer::Retried { retried: 7 }).to_line(),
+            "{\"type\":\"answer\",\"result\":{\"retried\":7}}\n"
         );
         assert_eq!(
             Reply::error(ErrorCode::Busy, "x").to_line(),
             "{\"type\":\"error\",\"code\":\"busy\",\"message\":\"x\"}\n"
         );
+    }
+
+    /// Every reply reads back as what was sent, by the request it answers;
+    /// an event of a newer daemon reads as `Unknown`, not as an error.
+    #[test]
+    fn replies_read_back_typed() {
+        let req = Request::Purge {
+            id: None,
+            dead: true,
+        };
+        let sent = Reply::answer(Answer::Purged { purged: vec![3, 4] });
+        let back = Reply::from_line(sent.to_line().trim(), &req).expect("read");
+        assert!(
+            matches!(&back, Reply::Answer { result: Answer::Purged { purged } } if purged == &[3, 4]),
+            "{back:?}"
+        );
+        let err = Reply::from_line(r#"{"type":"error","code":"busy","message":"m"}"#, &req);
+        assert!(matches!(
+            err,
+            Ok(Reply::Error {
+                code: ErrorCode::Busy,
+                ..
+            })
+        ));
+        let newer = Reply::from_line(r#"{"type":"event","event":"teleported","x":1}"#, &req);
+        assert!(
+            matches!(newer, Ok(Reply::Event(Event::Unknown))),
+            "{newer:?}"
+        );
+        // An answer of the wrong shape for the request is an error, not a guess.
+        let wrong = Reply::from_line(r#"{"type":"answer","result":{"retried":1}}"#, &req);
+        assert!(wrong.is_err(), "{wrong:?}");
     }
 
     /// The README's table of error codes is this enum's, row for row.

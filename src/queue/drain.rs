@@ -79,6 +79,50 @@ pub struct DrainSummary {
 
 const MAX_FAILURES_KEPT: usize = 20;
 
+/// What became of one entry in a pass, told as it happens: `drain` streams
+/// one line per entry, with or without a daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum EntryReport {
+    /// The cloud has it; the image is gone from the device.
+    Uploaded {
+        id: u64,
+        person: String,
+        provider: Provider,
+        face_ids: Vec<String>,
+    },
+    /// It failed and is tried again at `next_attempt_ms`.
+    Retry {
+        id: u64,
+        person: String,
+        provider: Provider,
+        class: ErrorClass,
+        code: String,
+        message: String,
+        next_attempt_ms: UnixMillis,
+    },
+    /// The cloud refused it for good: kept, with its images, until purged.
+    Dead {
+        id: u64,
+        person: String,
+        provider: Provider,
+        code: String,
+        message: String,
+    },
+    /// Its failure paused every upload to `provider` until the cause is
+    /// fixed; it stays pending.
+    Paused {
+        id: u64,
+        person: String,
+        provider: Provider,
+        code: String,
+        message: String,
+    },
+}
+
+/// Told every [`EntryReport`] of a pass.
+pub type EntryObserver = Box<dyn FnMut(&EntryReport) + Send>;
+
 impl DrainSummary {
     /// Adds what a later pass did: its counts add up, its failures follow
     /// (the most recent 20 kept), and the queue's state is the later one's.
@@ -140,6 +184,7 @@ pub struct Drainer {
     retention: Retention,
     /// When receipts were last expired; at most once an hour, not every pass.
     receipts_expired_at: Option<UnixMillis>,
+    observer: Option<EntryObserver>,
 }
 
 /// How long records are kept; 0 keeps them until an operator purges them.
@@ -187,6 +232,18 @@ impl Drainer {
             factory: None,
             retention,
             receipts_expired_at: None,
+            observer: None,
+        }
+    }
+
+    /// Tells `observer` what becomes of each entry, as it happens.
+    pub fn set_observer(&mut self, observer: EntryObserver) {
+        self.observer = Some(observer);
+    }
+
+    fn tell(&mut self, report: EntryReport) {
+        if let Some(observer) = self.observer.as_mut() {
+            observer(&report);
         }
     }
 
@@ -506,13 +563,13 @@ impl Drainer {
         // cloud would refuse it for good, so it dies here, unsent.
         if let Err(v) = crate::model::rules::check_entry(&entry) {
             let err = UploadError::new(ErrorClass::Never, v.code().as_str(), v.to_string());
-            return self.give_up(summary, id, &err);
+            return self.give_up(summary, &entry, &err);
         }
         let images = match self.outbox.images(id) {
             Ok(i) => i,
             Err(e @ OutboxError::Corrupt { .. }) => {
                 let err = UploadError::new(ErrorClass::Never, "corrupt_entry", e.to_string());
-                return self.give_up(summary, id, &err);
+                return self.give_up(summary, &entry, &err);
             }
             Err(e) => return Err(e),
         };
@@ -548,6 +605,12 @@ impl Drainer {
                     entry.attempts,
                     uploaded.face_ids.join(", ")
                 );
+                self.tell(EntryReport::Uploaded {
+                    id,
+                    person: entry.person_id.clone(),
+                    provider,
+                    face_ids: uploaded.face_ids.clone(),
+                });
                 self.unreachable.remove(&provider);
                 if let Some(pause) = self.checking.remove(&provider) {
                     log::info!(
@@ -590,6 +653,15 @@ impl Drainer {
                             entry.attempts,
                             crate::clock::rfc3339(at)
                         );
+                        self.tell(EntryReport::Retry {
+                            id,
+                            person: entry.person_id.clone(),
+                            provider,
+                            class: e.class,
+                            code: e.code.clone(),
+                            message: e.message.clone(),
+                            next_attempt_ms: at,
+                        });
                         if e.code == crate::cloud::NETWORK_CODE && !e.outcome_unknown {
                             if !self.unreachable.contains_key(&provider) {
                                 log::warn!(
@@ -607,6 +679,13 @@ impl Drainer {
                         log::warn!(
                             "entry {id} to {provider} is dead: {e}; kept with its images (enrolld queue show {id})"
                         );
+                        self.tell(EntryReport::Dead {
+                            id,
+                            person: entry.person_id.clone(),
+                            provider,
+                            code: e.code.clone(),
+                            message: e.message.clone(),
+                        });
                     }
                     Decision::Pause => {
                         self.outbox.reschedule(
@@ -616,6 +695,13 @@ impl Drainer {
                             entry.progress.outcome_unknown,
                         )?;
                         self.pause(provider, &e, now);
+                        self.tell(EntryReport::Paused {
+                            id,
+                            person: entry.person_id.clone(),
+                            provider,
+                            code: e.code.clone(),
+                            message: e.message.clone(),
+                        });
                     }
                 }
             }
@@ -625,16 +711,24 @@ impl Drainer {
 
     /// Turns an entry dead without sending it.
     fn give_up(
-        &self,
+        &mut self,
         summary: &mut DrainSummary,
-        id: u64,
+        entry: &crate::model::Enrollment,
         err: &UploadError,
     ) -> Result<(), OutboxError> {
+        let id = entry.id;
         log::warn!("entry {id} is dead without a request: {err}");
         self.record(summary, id, err);
         self.outbox
             .mark_dead(id, &err.code, Some(self.last_error(err)))?;
         summary.dead += 1;
+        self.tell(EntryReport::Dead {
+            id,
+            person: entry.person_id.clone(),
+            provider: entry.provider,
+            code: err.code.clone(),
+            message: err.message.clone(),
+        });
         Ok(())
     }
 

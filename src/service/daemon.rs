@@ -16,26 +16,25 @@
 //! SIGHUP reloads the configuration, keeping the old one if the new is invalid.
 
 use crate::capture::detect::SeetaDetector;
-use crate::capture::enroll::{enroll, EnrollError, EnrollOutcome, EnrollRequest, Progress};
+use crate::capture::enroll::{enroll, EnrollError, EnrollOutcome, EnrollRequest};
 use crate::clock::{Clock, SystemClock, SystemTimer, Timer};
 use crate::cloud::SkewClock;
 use crate::config::{Config, ReceivedPhoto, SourceSpec, UnarmedPolicy};
-use crate::control::handler::{self, Answer, Armed, DaemonState, StatusReport};
+use crate::control::answer::{self, Answer, Armed, DaemonState, StatusReport, UploadFollowed};
+use crate::control::handler;
 use crate::control::server::{bind_socket, control_worker, Submit};
 use crate::control::{Reply, Request};
 use crate::model::EntryState;
 use crate::model::{ErrorCode, Failure};
 use crate::queue::drain::DrainSummary;
-use crate::queue::outbox::{Outbox, OutboxLimits};
+use crate::queue::outbox::Outbox;
 use crate::queue::retry::{next_pass_at, PassEnd};
-use crate::queue::seal::QueueKey;
 use crate::service::deadlines::{wait_for_workers, ArmedPerson, Followers, Worker, SHUTDOWN_GRACE};
 use crate::service::hardware::{
     run_led, sysfs_root, watch_button, watch_gpio_button, GpioLed, Led, LedHandle, LedOutput,
     LedPattern,
 };
 use crate::service::notify::{watchdog_interval, Notifier};
-use serde_json::json;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
@@ -61,6 +60,8 @@ enum Event {
     Drained(DrainSummary, u64),
     /// A drain pass could not read the queue.
     DrainFailed(crate::model::Failure, u64),
+    /// What became of one entry in a drain pass, as it happened.
+    DrainEntry(crate::queue::drain::EntryReport),
 }
 
 /// One enrollment for the capture thread.
@@ -160,17 +161,7 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
 
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let timer: Arc<dyn Timer> = Arc::new(SystemTimer::new());
-    let limits = OutboxLimits::from_config(&config.queue);
-    let key = QueueKey::from_file(&config.queue.key_file)
-        .map_err(|e| DaemonError::Queue(Failure::new(ErrorCode::QueueKey, e)))?;
-    let (outbox, recovery) = Outbox::open(&config.state_dir, limits, clock.clone(), key)
-        .map_err(|e| DaemonError::Queue(e.into()))?;
-    if recovery.requeued > 0 {
-        log::warn!(
-            "{} interrupted upload(s) are pending again",
-            recovery.requeued
-        );
-    }
+    let outbox = crate::queue::open(&config, clock.clone()).map_err(DaemonError::Queue)?;
     let salvage = outbox.last_salvage();
     let outbox = Arc::new(outbox);
     let (listener, bound) = bind_socket(&config.control.socket).map_err(DaemonError::Socket)?;
@@ -389,9 +380,11 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
     };
     for (id, reply) in followers.take_all() {
         let _ = match receipts.iter().find(|r| r.id == id) {
-            Some(r) => reply.try_send(Reply::Answer {
-                result: json!({"queued": id, "uploaded": true, "face_ids": r.face_ids}),
-            }),
+            Some(r) => reply.try_send(Reply::answer(Answer::Followed(UploadFollowed {
+                queued: id,
+                uploaded: true,
+                face_ids: r.face_ids.clone(),
+            }))),
             None => reply.try_send(Reply::error(
                 ErrorCode::Stopping,
                 format!(
@@ -572,6 +565,13 @@ impl Daemon {
                     let _ = self.drain_tx.try_send(DrainCmd::Wake);
                 }
             }
+            Event::DrainEntry(report) => {
+                // Every client waiting on a drain hears of every entry; a
+                // client too slow to read misses progress, never its answer.
+                for (_, tx, _) in &self.drain_waiters {
+                    let _ = tx.try_send(Reply::Event(answer::Event::DrainEntry(report.clone())));
+                }
+            }
             Event::DrainFailed(failure, served) => {
                 log::warn!("drain failed: {failure}");
                 let reply = Reply::from(failure);
@@ -589,9 +589,7 @@ impl Daemon {
                     if *ticket > served {
                         return true;
                     }
-                    let _ = tx.try_send(Reply::Answer {
-                        result: Answer::Drained(Box::new(seen.clone())).to_value(),
-                    });
+                    let _ = tx.try_send(Reply::answer(Answer::Drained(Box::new(seen.clone()))));
                     false
                 });
                 if summary.uploaded > 0 {
@@ -701,14 +699,13 @@ impl Daemon {
                     let armed = ArmedPerson::new(person.clone(), name, ttl_s, now);
                     let expires_in_s = armed.expires_in_s(now);
                     self.armed = Some(armed);
-                    answer(Reply::Answer {
-                        result: json!({"armed": person, "expires_in_s": expires_in_s}),
-                    });
+                    answer(Reply::answer(Answer::Armed {
+                        armed: person,
+                        expires_in_s,
+                    }));
                 }
             },
-            Request::Status {} => answer(Reply::Answer {
-                result: Answer::Status(Box::new(self.status())).to_value(),
-            }),
+            Request::Status {} => answer(Reply::answer(Answer::Status(Box::new(self.status())))),
             Request::Drain {} => {
                 let ticket = self.drain_asked.fetch_add(1, Ordering::SeqCst) + 1;
                 self.drain_waiters
@@ -726,9 +723,7 @@ impl Daemon {
                     let _ = self.drain_tx.try_send(DrainCmd::Wake);
                 }
                 answer(match result {
-                    Some(Ok(a)) => Reply::Answer {
-                        result: a.to_value(),
-                    },
+                    Some(Ok(a)) => Reply::answer(a),
                     Some(Err(f)) => f.into(),
                     None => Reply::error(ErrorCode::Internal, "not a queue request"),
                 });
@@ -739,9 +734,10 @@ impl Daemon {
                     self.cancel.store(true, Ordering::SeqCst);
                 }
                 let was_armed = self.armed.take().map(|a| a.person);
-                answer(Reply::Answer {
-                    result: json!({"cancelled_enrollment": was_busy, "disarmed": was_armed}),
-                });
+                answer(Reply::answer(Answer::Cancelled {
+                    cancelled_enrollment: was_busy,
+                    disarmed: was_armed,
+                }));
             }
         }
     }
@@ -845,13 +841,15 @@ impl Daemon {
         let outbox = &self.outbox;
         self.followers.retain(|id, reply| {
             if let Some(r) = receipts.iter().find(|r| r.id == id) {
-                let _ = reply.try_send(Reply::event(
-                    "uploaded",
-                    json!({"id": id, "face_ids": r.face_ids}),
-                ));
-                let _ = reply.try_send(Reply::Answer {
-                    result: json!({"queued": id, "uploaded": true, "face_ids": r.face_ids}),
-                });
+                let _ = reply.try_send(Reply::Event(answer::Event::Uploaded {
+                    id,
+                    face_ids: r.face_ids.clone(),
+                }));
+                let _ = reply.try_send(Reply::answer(Answer::Followed(UploadFollowed {
+                    queued: id,
+                    uploaded: true,
+                    face_ids: r.face_ids.clone(),
+                })));
                 return false;
             }
             match outbox.get(id) {
@@ -921,29 +919,9 @@ fn capture_worker(
             continue;
         };
         led.show(LedPattern::Capturing);
-        let outcome = enroll(
-            &job.config,
-            det,
-            outbox,
-            &job.request,
-            cancel,
-            &mut |p| match p {
-                Progress::Capturing { source } => {
-                    send(Reply::event("capturing", json!({ "source": source })))
-                }
-                // `report` is the whole FrameReport, which commands render.
-                Progress::Frame { report } => match (report.accepted, report.scores) {
-                    (true, Some(scores)) => send(Reply::event(
-                        "face_found",
-                        json!({"frame": report.index, "face_px": scores.face_px, "scores": scores, "report": report}),
-                    )),
-                    _ => send(Reply::event(
-                        "frame_rejected",
-                        json!({"frame": report.index, "reason": report.rejection, "faces_seen": report.faces_seen, "scores": report.scores, "report": report}),
-                    )),
-                },
-            },
-        );
+        let outcome = enroll(&job.config, det, outbox, &job.request, cancel, &mut |p| {
+            send(Reply::Event(answer::Event::of_progress(&p)))
+        });
         let person = &job.request.person_id;
         let (queued, result) = match outcome {
             Ok(EnrollOutcome::Queued {
@@ -952,10 +930,11 @@ fn capture_worker(
                 frames,
             }) => {
                 led.show(LedPattern::Queued);
-                send(Reply::event(
-                    "queued",
-                    json!({"id": entry.id, "person": person, "images": images}),
-                ));
+                send(Reply::Event(answer::Event::Queued {
+                    id: entry.id,
+                    person: person.clone(),
+                    images: images.clone(),
+                }));
                 // With follow_upload the answer comes once the upload is confirmed.
                 let id = entry.id;
                 if !job.follow_upload {
@@ -964,22 +943,23 @@ fn capture_worker(
                         images,
                         frames,
                     };
-                    if let Some(answer) = handler::enrolled(&outcome) {
-                        send(Reply::Answer {
-                            result: answer.to_value(),
-                        });
-                    }
+                    send(Reply::answer(Answer::of_enrollment(outcome)));
                 }
                 (Some(id), format!("queued {id} for {person}"))
             }
-            Ok(rejected @ EnrollOutcome::Rejected { reason, advice, .. }) => {
+            Ok(rejected @ EnrollOutcome::Rejected { .. }) => {
+                let EnrollOutcome::Rejected { reason, advice, .. } = &rejected else {
+                    continue;
+                };
+                let (reason, advice) = (*reason, advice.clone());
                 led.show(LedPattern::Rejected(reason));
                 // The whole outcome, every frame's report with it, as
                 // `enroll --json` prints it without a daemon.
-                send(Reply::event(
-                    "rejected",
-                    json!({"reason": reason, "advice": advice, "outcome": rejected}),
-                ));
+                send(Reply::Event(answer::Event::Rejected {
+                    reason,
+                    advice: advice.clone(),
+                    outcome: Box::new(rejected),
+                }));
                 send(Reply::error(
                     ErrorCode::Rejected,
                     format!("{reason}: {advice}"),
@@ -1043,12 +1023,21 @@ fn drain_worker(
         stop,
         timer,
     } = link;
-    let mut drainer = crate::service::uploads::build_drainer(
-        &config,
-        outbox.clone(),
-        clock.clone(),
-        skew.clone(),
-    );
+    // Every entry's outcome goes to the main loop, for the drain clients.
+    let build = |config: &Config| {
+        let mut drainer = crate::service::uploads::build_drainer(
+            config,
+            outbox.clone(),
+            clock.clone(),
+            skew.clone(),
+        );
+        let progress = events.clone();
+        drainer.set_observer(Box::new(move |report| {
+            let _ = progress.try_send(Event::DrainEntry(report.clone()));
+        }));
+        drainer
+    };
+    let mut drainer = build(&config);
     while !stop.load(Ordering::SeqCst) {
         let serving = asked.load(Ordering::SeqCst);
         let summary = drainer.drain(&mut |d| {
@@ -1067,12 +1056,14 @@ fn drain_worker(
                     next_due_ms: s.next_due_ms,
                     next_check_ms: s.paused.iter().map(|p| p.next_check_ms).min(),
                 };
-                let _ = events.try_send(Event::Drained(s, serving));
+                // Blocking: progress may fill the channel, and a lost end
+                // would leave every drain client waiting.
+                let _ = events.send(Event::Drained(s, serving));
                 end
             }
             Err(e) => {
                 log::error!("drain: {e}");
-                let _ = events.try_send(Event::DrainFailed(e.into(), serving));
+                let _ = events.send(Event::DrainFailed(e.into(), serving));
                 PassEnd::Failed
             }
         };
@@ -1093,12 +1084,7 @@ fn drain_worker(
                     break;
                 }
                 Ok(DrainCmd::Reload(cfg)) => {
-                    drainer = crate::service::uploads::build_drainer(
-                        &cfg,
-                        outbox.clone(),
-                        clock.clone(),
-                        skew.clone(),
-                    );
+                    drainer = build(&cfg);
                     break;
                 }
                 Err(RecvTimeoutError::Timeout) => {}

@@ -5,8 +5,8 @@
 //! fake one, so no test sleeps to see a deadline pass.
 
 use crate::clock::Timer;
+use crate::control::answer::{Answer, UploadFollowed};
 use crate::control::Reply;
-use serde_json::json;
 use std::sync::mpsc::SyncSender;
 use std::time::Duration;
 
@@ -68,9 +68,11 @@ impl Followers {
             if now < *until {
                 return true;
             }
-            let _ = reply.try_send(Reply::Answer {
-                result: json!({"queued": id, "uploaded": false}),
-            });
+            let _ = reply.try_send(Reply::answer(Answer::Followed(UploadFollowed {
+                queued: *id,
+                uploaded: false,
+                face_ids: Vec::new(),
+            })));
             false
         });
     }
@@ -159,9 +161,16 @@ mod tests {
         assert!(!f.is_empty());
         f.expire(5 * S + FOLLOW_TIMEOUT);
         match rx.try_recv() {
-            Ok(Reply::Answer { result }) => {
-                assert_eq!(result, json!({"queued": 7, "uploaded": false}))
-            }
+            Ok(Reply::Answer {
+                result: Answer::Followed(f),
+            }) => assert_eq!(
+                f,
+                UploadFollowed {
+                    queued: 7,
+                    uploaded: false,
+                    face_ids: vec![]
+                }
+            ),
             other => panic!("{other:?}"),
         }
         assert!(f.is_empty());

@@ -459,9 +459,7 @@ impl Outbox {
             ))
         });
         match opened {
-            Err(OutboxError::Damaged(why)) => {
-                salvage::rebuild(state_dir, limits, clock, key, &why)
-            }
+            Err(OutboxError::Damaged(why)) => salvage::rebuild(state_dir, limits, clock, key, &why),
             Ok((outbox, recovery)) => {
                 outbox.reconcile_spool()?;
                 Ok((outbox, recovery))

@@ -15,12 +15,12 @@
 //! An entry is lost only when both its store record and its spool copy are
 //! damaged.
 
-use crate::clock::Clock;
-use crate::model::Enrollment;
 use super::{
     image_aad, images_match, read_chunks, Outbox, OutboxError, OutboxLimits, Recovery,
     SalvageReport,
 };
+use crate::clock::Clock;
+use crate::model::Enrollment;
 use crate::queue::seal::QueueKey;
 use crate::queue::spool::Spool;
 use std::path::Path;
