@@ -89,6 +89,76 @@ pub trait Timer: Send + Sync {
     fn sleep(&self, d: Duration);
 }
 
+/// The daemon's stop, as something its threads wait on rather than look at:
+/// a wait for a deadline (a retry, a rate limit, an LED step) is
+/// [`Stop::wait`], which ends at the deadline or at once when the daemon
+/// stops; a thread blocked on a descriptor polls [`Stop::fd`] beside it. No
+/// thread wakes on a tick to read a flag.
+#[derive(Debug)]
+pub struct Stop {
+    stopped: std::sync::Mutex<bool>,
+    changed: std::sync::Condvar,
+    /// Readable once stopped (an eventfd); `None` where none could be made.
+    fd: Option<std::os::fd::OwnedFd>,
+}
+
+impl Default for Stop {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Stop {
+    pub fn new() -> Self {
+        use rustix::event::{eventfd, EventfdFlags};
+        Self {
+            stopped: std::sync::Mutex::new(false),
+            changed: std::sync::Condvar::new(),
+            fd: eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).ok(),
+        }
+    }
+
+    /// Stops: every wait ends, now and later.
+    pub fn set(&self) {
+        let mut stopped = self
+            .stopped
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *stopped = true;
+        self.changed.notify_all();
+        if let Some(fd) = &self.fd {
+            let _ = rustix::io::write(fd, &1u64.to_ne_bytes());
+        }
+    }
+
+    pub fn is_set(&self) -> bool {
+        *self
+            .stopped
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits `d`, or less if the daemon stops; true when it has stopped.
+    pub fn wait(&self, d: Duration) -> bool {
+        let stopped = self
+            .stopped
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (stopped, _) = self
+            .changed
+            .wait_timeout_while(stopped, d, |stopped| !*stopped)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *stopped
+    }
+
+    /// A descriptor that becomes readable when the daemon stops, to poll
+    /// beside a device's.
+    pub fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.fd.as_ref().map(|fd| fd.as_fd())
+    }
+}
+
 /// The system's monotonic clock (`CLOCK_MONOTONIC`).
 #[derive(Debug, Clone, Copy)]
 pub struct SystemTimer(Instant);
@@ -205,6 +275,34 @@ pub fn parse_http_date(s: &str) -> Option<UnixMillis> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stop_ends_every_wait_at_once_and_readies_its_descriptor() {
+        let stop = Arc::new(Stop::new());
+        assert!(
+            !stop.wait(Duration::from_millis(1)),
+            "not stopped: the wait times out"
+        );
+        let waiter = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                (stop.wait(Duration::from_secs(600)), started.elapsed())
+            })
+        };
+        stop.set();
+        let (stopped, took) = waiter.join().expect("join");
+        assert!(stopped);
+        assert!(took < Duration::from_secs(60), "{took:?}");
+        assert!(stop.is_set() && stop.wait(Duration::from_secs(600)));
+        let fd = stop.fd().expect("eventfd");
+        let mut fds = [rustix::event::PollFd::new(
+            &fd,
+            rustix::event::PollFlags::IN,
+        )];
+        let ready = rustix::event::poll(&mut fds, None).expect("poll");
+        assert_eq!(ready, 1, "readable once stopped");
+    }
 
     #[test]
     fn rfc3339_known_instants() {

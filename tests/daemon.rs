@@ -286,8 +286,17 @@ fn a_button_press_enrolls_the_armed_person_and_the_led_shows_it() {
     std::fs::create_dir_all(&led_dir).expect("mkdir");
     std::fs::write(led_dir.join("max_brightness"), "1\n").expect("write");
     std::fs::write(led_dir.join("brightness"), "0").expect("write");
+    // A FIFO stands for the input device: like a character device, it
+    // blocks until a press comes (the daemon polls it with no timeout).
     let input = e.path("event0");
-    std::fs::write(&input, b"").expect("create input device");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &input,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .expect("mkfifo");
     let mut text = std::fs::read_to_string(e.path("enrolld.toml")).expect("read");
     text.push_str(&format!("[button]\ninput_device = {:?}\nkey_code = 28\ndebounce_ms = 0\n[led]\nname = \"enrolld\"\n", input.display().to_string()));
     std::fs::write(e.path("enrolld.toml"), text).expect("write");

@@ -5,12 +5,12 @@
 //! and streams back what it is given.
 
 use super::protocol::{peer_allowed, read_request, ReadError, Reply, Request};
+use crate::clock::Stop;
 use crate::config::Config;
 use crate::model::ErrorCode;
 use std::io::{BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, SyncSender};
 use std::sync::Arc;
 use std::time::Duration;
@@ -132,8 +132,8 @@ pub fn control_worker(
     listener: &UnixListener,
     config: &Config,
     submit: &Submit,
-    stop: &Arc<AtomicBool>,
-    active: &Arc<AtomicUsize>,
+    stop: &Stop,
+    active: &Arc<Clients>,
 ) {
     // A blocking accept: a connection is served at once and an idle daemon
     // does not poll. At shutdown this thread may stay blocked here; the
@@ -145,16 +145,19 @@ pub fn control_worker(
     let waiting = Arc::new(Waiting::default());
     let own_uid = rustix::process::getuid().as_raw();
     let max = config.control.max_clients as usize;
-    while !stop.load(Ordering::SeqCst) {
+    while !stop.is_set() {
         let stream = match listener.accept() {
             Ok((s, _)) => s,
             Err(e) => {
+                // Out of descriptors or memory: give the system a moment.
                 log::warn!("control socket: {e}");
-                std::thread::sleep(Duration::from_millis(100));
+                if stop.wait(Duration::from_millis(100)) {
+                    break;
+                }
                 continue;
             }
         };
-        if stop.load(Ordering::SeqCst) {
+        if stop.is_set() {
             refuse(
                 stream,
                 Reply::error(ErrorCode::Stopping, "enrolld is stopping"),
@@ -219,8 +222,7 @@ pub fn control_worker(
                             }
                     );
                     let limit = if long { max.saturating_sub(2).max(1) } else { max };
-                    if active.fetch_add(1, Ordering::SeqCst) >= limit {
-                        active.fetch_sub(1, Ordering::SeqCst);
+                    let Some(slot) = active.take(limit) else {
                         let advice = if long {
                             format!(
                                 "{limit} requests are already waiting on the cloud (at most {max} clients, \
@@ -230,8 +232,8 @@ pub fn control_worker(
                             format!("at most {max} clients at once (control.max_clients); try again")
                         };
                         return Err(Reply::error(ErrorCode::TooManyClients, advice));
-                    }
-                    Ok(SlotGuard(active))
+                    };
+                    Ok(slot)
                 });
                 waiting.leave(ticket);
             });
@@ -273,12 +275,52 @@ impl Waiting {
     }
 }
 
+/// The clients being answered, and a wait for the last one to be done.
+#[derive(Debug, Default)]
+pub struct Clients {
+    count: std::sync::Mutex<usize>,
+    idle: std::sync::Condvar,
+}
+
+impl Clients {
+    fn lock(&self) -> std::sync::MutexGuard<'_, usize> {
+        self.count
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A slot, if fewer than `limit` clients are being answered.
+    fn take(self: &Arc<Self>, limit: usize) -> Option<SlotGuard> {
+        let mut count = self.lock();
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(SlotGuard(self.clone()))
+    }
+
+    /// Waits until no client is being answered, at most `within`; true when
+    /// none is left.
+    pub fn wait_idle(&self, within: Duration) -> bool {
+        let count = self.lock();
+        let (count, _) = self
+            .idle
+            .wait_timeout_while(count, within, |n| *n > 0)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *count == 0
+    }
+}
+
 /// A client slot, given back when the client is done.
-struct SlotGuard(Arc<AtomicUsize>);
+struct SlotGuard(Arc<Clients>);
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        let mut count = self.0.lock();
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            self.0.idle.notify_all();
+        }
     }
 }
 

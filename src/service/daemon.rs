@@ -17,33 +17,35 @@
 
 use crate::capture::detect::SeetaDetector;
 use crate::capture::enroll::{enroll, EnrollError, EnrollOutcome, EnrollRequest};
-use crate::clock::{Clock, SystemClock, SystemTimer, Timer};
+use crate::clock::{Clock, Stop, SystemClock, SystemTimer, Timer};
 use crate::cloud::SkewClock;
 use crate::config::{Config, ReceivedPhoto, SourceSpec, UnarmedPolicy};
 use crate::control::answer::{self, Answer, Armed, DaemonState, StatusReport, UploadFollowed};
 use crate::control::handler;
-use crate::control::server::{bind_socket, control_worker, Submit};
+use crate::control::server::{bind_socket, control_worker, Clients, Submit};
 use crate::control::{Reply, Request};
 use crate::model::EntryState;
 use crate::model::{ErrorCode, Failure};
 use crate::queue::drain::DrainSummary;
 use crate::queue::outbox::Outbox;
 use crate::queue::retry::{next_pass_at, PassEnd};
-use crate::service::deadlines::{wait_for_workers, ArmedPerson, Followers, Worker, SHUTDOWN_GRACE};
+use crate::service::deadlines::{
+    wait_for_first, wait_for_workers, ArmedPerson, Followers, SHUTDOWN_GRACE,
+};
 use crate::service::hardware::{
     run_led, sysfs_root, watch_button, watch_gpio_button, GpioLed, Led, LedHandle, LedOutput,
     LedPattern,
 };
 use crate::service::notify::{watchdog_interval, Notifier};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// The main loop wakes at least this often (signals, watchdog, expiry).
-const TICK: Duration = Duration::from_millis(200);
+/// The metrics file is rewritten at least this often (ages move on).
+const METRICS_EVERY: Duration = Duration::from_secs(15);
 
 /// What the main loop reacts to.
 enum Event {
@@ -62,6 +64,12 @@ enum Event {
     DrainFailed(crate::model::Failure, u64),
     /// What became of one entry in a drain pass, as it happened.
     DrainEntry(crate::queue::drain::EntryReport),
+    /// The wall clock was set: the drain's schedule is redone.
+    ClockStepped,
+    /// SIGTERM or SIGINT.
+    Stop,
+    /// SIGHUP: reload the configuration.
+    Reload,
 }
 
 /// One enrollment for the capture thread.
@@ -150,174 +158,43 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
     crate::service::preflight::check(&config, &config_source(config_path.as_deref()))
         .map_err(DaemonError::Config)?;
     let config = Arc::new(config);
-    let notifier = Notifier::from_env();
-    let stop = Arc::new(AtomicBool::new(false));
-    let hangup = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, stop.clone()).map_err(DaemonError::Signals)?;
-    }
-    signal_hook::flag::register(signal_hook::consts::SIGHUP, hangup.clone())
-        .map_err(DaemonError::Signals)?;
-
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let timer: Arc<dyn Timer> = Arc::new(SystemTimer::new());
-    let outbox = crate::queue::open(&config, clock.clone()).map_err(DaemonError::Queue)?;
-    let salvage = outbox.last_salvage();
-    let outbox = Arc::new(outbox);
-    let (listener, bound) = bind_socket(&config.control.socket).map_err(DaemonError::Socket)?;
-
+    let stop = Arc::new(Stop::new());
     let (events_tx, events_rx) = mpsc::sync_channel::<Event>(64);
-    let mut workers: Vec<(&'static str, JoinHandle<()>)> = Vec::new();
-    let spawn = |name: &'static str,
-                 f: Box<dyn FnOnce() + Send>|
-     -> Result<(&'static str, JoinHandle<()>), DaemonError> {
-        std::thread::Builder::new()
-            .name(name.into())
-            .spawn(f)
-            .map(|h| (name, h))
-            .map_err(|e| DaemonError::Thread(name, e))
-    };
-
-    // LED.
-    let output: Option<Box<dyn LedOutput>> = if !config.led.name.is_empty() {
-        match Led::new(&sysfs_root(), &config.led.name) {
-            Ok(l) => Some(Box::new(l)),
-            Err(e) => {
-                log::error!("led {}: {e}; running without it", config.led.name);
-                None
-            }
-        }
-    } else if !config.led.gpio_chip.as_os_str().is_empty() {
-        match GpioLed::new(&config.led.gpio_chip, config.led.gpio_line) {
-            Ok(l) => Some(Box::new(l)),
-            Err(e) => {
-                log::error!("led {e}; running without it");
-                None
-            }
-        }
-    } else {
-        None
-    };
-    let led = match output {
-        Some(output) => {
-            let (tx, rx) = mpsc::sync_channel(8);
-            let stop = stop.clone();
-            workers.push(spawn(
-                "led",
-                Box::new(move || run_led(output.as_ref(), &rx, &stop)),
-            )?);
-            LedHandle::new(tx)
-        }
-        None => LedHandle::default(),
-    };
-
-    // Capture.
+    // Signals first: a SIGTERM during start-up is an event like any other.
+    watch_signals(events_tx.clone())?;
+    let outbox = Arc::new(crate::queue::open(&config, clock.clone()).map_err(DaemonError::Queue)?);
+    let salvage = outbox.last_salvage();
+    let (listener, bound) = bind_socket(&config.control.socket).map_err(DaemonError::Socket)?;
+    let mut crew = Crew::new();
+    let led = spawn_led(&config, &mut crew)?;
     let cancel = Arc::new(AtomicBool::new(false));
-    let (capture_tx, capture_rx) = mpsc::sync_channel::<CaptureJob>(1);
-    {
-        let (outbox, events, cancel, led) = (
-            outbox.clone(),
-            events_tx.clone(),
-            cancel.clone(),
-            led.clone(),
-        );
-        workers.push(spawn(
-            "capture",
-            Box::new(move || capture_worker(&capture_rx, &outbox, &events, &cancel, &led)),
-        )?);
-    }
-
-    // Drain.
+    let capture_tx = spawn_capture(&mut crew, &outbox, &events_tx, &cancel, &led)?;
     let skew = Arc::new(SkewClock::new(clock.clone()));
-    let (drain_tx, drain_rx) = mpsc::sync_channel::<DrainCmd>(8);
-    {
-        // Detached: it blocks until the clock is set and holds nothing that
-        // needs shutting down.
-        let drain = drain_tx.clone();
-        std::thread::Builder::new()
-            .name("clock-watch".into())
-            .spawn(move || watch_clock_steps(&drain))
-            .map_err(|e| DaemonError::Thread("clock-watch", e))?;
-    }
-    // `drain` requests take a ticket; a pass serves those taken before it began.
     let drain_asked = Arc::new(AtomicU64::new(0));
-    {
-        let (asked, outbox, events, stop, config, skew, clock, timer) = (
-            drain_asked.clone(),
-            outbox.clone(),
-            events_tx.clone(),
-            stop.clone(),
-            config.clone(),
-            skew.clone(),
-            clock.clone(),
-            timer.clone(),
-        );
-        workers.push(spawn(
-            "drain",
-            Box::new(move || {
-                let link = DrainLink {
-                    commands: &drain_rx,
-                    events: &events,
-                    asked: &asked,
-                    stop: &stop,
-                    timer: timer.as_ref(),
-                };
-                drain_worker(config, outbox, clock, skew, link)
-            }),
-        )?);
-    }
-
-    // Control socket; `clients` counts those being answered.
-    let clients = Arc::new(AtomicUsize::new(0));
-    {
-        let (events, stop, config, clients) = (
-            events_tx.clone(),
-            stop.clone(),
-            config.clone(),
-            clients.clone(),
-        );
-        let submit: Submit = Arc::new(move |req, photo, reply| {
-            events.try_send(Event::Client(req, photo, reply)).is_ok()
-        });
-        workers.push(spawn(
-            "control",
-            Box::new(move || control_worker(&listener, &config, &submit, &stop, &clients)),
-        )?);
-    }
-
-    // Button.
-    let b = config.button.clone();
-    if !b.gpio_chip.as_os_str().is_empty() || !b.input_device.as_os_str().is_empty() {
-        let (events, stop) = (events_tx.clone(), stop.clone());
-        workers.push(spawn(
-            "button",
-            Box::new(move || {
-                let debounce = Duration::from_millis(b.debounce_ms);
-                let mut pressed = || {
-                    let _ = events.try_send(Event::Button);
-                };
-                if b.gpio_chip.as_os_str().is_empty() {
-                    watch_button(&b.input_device, b.key_code, debounce, &stop, &mut pressed);
-                } else {
-                    watch_gpio_button(
-                        &b.gpio_chip,
-                        b.gpio_line,
-                        b.gpio_active_low,
-                        debounce,
-                        &stop,
-                        &mut pressed,
-                    );
-                }
-            }),
-        )?);
-    }
+    let drain_tx = spawn_drain(
+        &mut crew,
+        DrainParts {
+            config: config.clone(),
+            outbox: outbox.clone(),
+            clock,
+            skew: skew.clone(),
+            asked: drain_asked.clone(),
+            stop: stop.clone(),
+            timer: timer.clone(),
+        },
+        &events_tx,
+    )?;
+    let clients = spawn_control(&mut crew, listener, &config, &events_tx, &stop)?;
+    spawn_button(&mut crew, &config, &events_tx, &stop)?;
     drop(events_tx);
 
     let mut daemon = Daemon {
         config,
         config_path,
         outbox,
-        notifier,
+        notifier: Notifier::from_env(),
         capture_tx,
         drain_tx,
         drain_asked,
@@ -338,77 +215,219 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
         },
         metrics_written: None,
     };
-    let usage = daemon.outbox.usage();
-    daemon.notifier.ready(&format!(
-        "ready; queue {} pending, {} dead",
-        usage.pending, usage.dead
-    ));
-    log::info!(
-        "enrolld ready on {}",
-        daemon.config.control.socket.display()
-    );
-    daemon.main_loop(&events_rx, &workers, &stop, &hangup);
-
-    // Shutdown: no more triggers; cancel a capture; let an upload finish.
-    daemon.notifier.stopping("stopping");
-    daemon.cancel.store(true, Ordering::SeqCst);
-    let Daemon {
-        capture_tx,
-        drain_tx,
-        mut followers,
-        drain_waiters,
-        outbox,
-        ..
-    } = daemon;
-    // Closing the job channels lets the capture and drain threads end.
-    drop(capture_tx);
-    drop(drain_tx);
-    let uploading: Vec<(&str, &dyn Worker)> = workers
-        .iter()
-        .filter(|(name, _)| matches!(*name, "drain" | "capture"))
-        .map(|(name, handle)| (*name, handle as &dyn Worker))
-        .collect();
-    for name in wait_for_workers(&uploading, SHUTDOWN_GRACE, timer.as_ref()) {
-        log::warn!("{name} did not finish in time; its entry stays queued");
-    }
-    // Every follow_upload client gets its closing line: uploaded if the
-    // upload finished in the grace period, otherwise still queued.
-    let receipts = if followers.is_empty() {
-        Vec::new()
-    } else {
-        outbox.receipts().unwrap_or_default()
-    };
-    for (id, reply) in followers.take_all() {
-        let _ = match receipts.iter().find(|r| r.id == id) {
-            Some(r) => reply.try_send(Reply::answer(Answer::Followed(UploadFollowed {
-                queued: id,
-                uploaded: true,
-                face_ids: r.face_ids.clone(),
-            }))),
-            None => reply.try_send(Reply::error(
-                ErrorCode::Stopping,
-                format!(
-                    "enrolld is stopping; entry {id} stays queued and uploads once it runs again"
-                ),
-            )),
-        };
-    }
-    for (_, reply, _) in drain_waiters {
-        let _ = reply.try_send(Reply::error(
-            ErrorCode::Stopping,
-            "enrolld is stopping; the queue stays as it is and drains once it runs again",
-        ));
-    }
+    daemon.ready();
+    daemon.main_loop(&events_rx, &crew.workers);
+    stop.set();
+    daemon.shutdown(crew, events_rx, timer.as_ref());
     // Let client threads write what they were given (at most a second).
-    let flush_until = timer.elapsed() + Duration::from_secs(1);
-    while clients.load(Ordering::SeqCst) > 0 && timer.elapsed() < flush_until {
-        timer.sleep(Duration::from_millis(10));
-    }
+    clients.wait_idle(Duration::from_secs(1));
     if let Some(bound) = bound {
         bound.remove();
     }
     log::info!("enrolld stopped");
     Ok(())
+}
+
+/// The daemon's threads, and the names they say as they end.
+struct Crew {
+    workers: Vec<(&'static str, JoinHandle<()>)>,
+    ended_tx: mpsc::Sender<&'static str>,
+    ended: Receiver<&'static str>,
+}
+
+/// Says a worker's name when it ends, however it ends.
+struct SaysEnded(mpsc::Sender<&'static str>, &'static str);
+
+impl Drop for SaysEnded {
+    fn drop(&mut self) {
+        let _ = self.0.send(self.1);
+    }
+}
+
+impl Crew {
+    fn new() -> Self {
+        let (ended_tx, ended) = mpsc::channel();
+        Self {
+            workers: Vec::new(),
+            ended_tx,
+            ended,
+        }
+    }
+
+    fn spawn(
+        &mut self,
+        name: &'static str,
+        f: impl FnOnce() + Send + 'static,
+    ) -> Result<(), DaemonError> {
+        let says = SaysEnded(self.ended_tx.clone(), name);
+        let handle = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let _says = says;
+                f()
+            })
+            .map_err(|e| DaemonError::Thread(name, e))?;
+        self.workers.push((name, handle));
+        Ok(())
+    }
+}
+
+/// SIGTERM and SIGINT stop the daemon, SIGHUP reloads its configuration:
+/// each arrives in the main loop as an event.
+fn watch_signals(events: SyncSender<Event>) -> Result<(), DaemonError> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
+        .map_err(DaemonError::Signals)?;
+    // Detached: it blocks until a signal and holds nothing to shut down.
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                let event = if signal == SIGHUP {
+                    Event::Reload
+                } else {
+                    Event::Stop
+                };
+                if events.send(event).is_err() {
+                    return;
+                }
+            }
+        })
+        .map(drop)
+        .map_err(|e| DaemonError::Thread("signals", e))
+}
+
+/// The LED's thread, if an LED is configured and can be opened.
+fn spawn_led(config: &Config, crew: &mut Crew) -> Result<LedHandle, DaemonError> {
+    let output: Option<Box<dyn LedOutput>> = if !config.led.name.is_empty() {
+        match Led::new(&sysfs_root(), &config.led.name) {
+            Ok(l) => Some(Box::new(l)),
+            Err(e) => {
+                log::error!("led {}: {e}; running without it", config.led.name);
+                None
+            }
+        }
+    } else if !config.led.gpio_chip.as_os_str().is_empty() {
+        match GpioLed::new(&config.led.gpio_chip, config.led.gpio_line) {
+            Ok(l) => Some(Box::new(l)),
+            Err(e) => {
+                log::error!("led {e}; running without it");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let Some(output) = output else {
+        return Ok(LedHandle::default());
+    };
+    let (tx, rx) = mpsc::sync_channel(8);
+    crew.spawn("led", move || run_led(output.as_ref(), &rx))?;
+    Ok(LedHandle::new(tx))
+}
+
+fn spawn_capture(
+    crew: &mut Crew,
+    outbox: &Arc<Outbox>,
+    events: &SyncSender<Event>,
+    cancel: &Arc<AtomicBool>,
+    led: &LedHandle,
+) -> Result<SyncSender<CaptureJob>, DaemonError> {
+    let (capture_tx, capture_rx) = mpsc::sync_channel::<CaptureJob>(1);
+    let (outbox, events, cancel, led) =
+        (outbox.clone(), events.clone(), cancel.clone(), led.clone());
+    crew.spawn("capture", move || {
+        capture_worker(&capture_rx, &outbox, &events, &cancel, &led)
+    })?;
+    Ok(capture_tx)
+}
+
+/// What the drain thread works with.
+struct DrainParts {
+    config: Arc<Config>,
+    outbox: Arc<Outbox>,
+    clock: Arc<dyn Clock>,
+    skew: Arc<SkewClock>,
+    /// The last `drain` ticket handed out (see [`Event::Drained`]).
+    asked: Arc<AtomicU64>,
+    stop: Arc<Stop>,
+    timer: Arc<dyn Timer>,
+}
+
+fn spawn_drain(
+    crew: &mut Crew,
+    parts: DrainParts,
+    events: &SyncSender<Event>,
+) -> Result<SyncSender<DrainCmd>, DaemonError> {
+    let (drain_tx, drain_rx) = mpsc::sync_channel::<DrainCmd>(8);
+    {
+        // Detached: it blocks until the clock is set and holds nothing that
+        // needs shutting down. It tells the main loop, which tells the
+        // drain thread: the main loop holds the only sender of its
+        // commands, so the drain thread ends when the main loop lets go.
+        let events = events.clone();
+        std::thread::Builder::new()
+            .name("clock-watch".into())
+            .spawn(move || watch_clock_steps(&events))
+            .map_err(|e| DaemonError::Thread("clock-watch", e))?;
+    }
+    let events = events.clone();
+    crew.spawn("drain", move || drain_worker(parts, &drain_rx, &events))?;
+    Ok(drain_tx)
+}
+
+fn spawn_control(
+    crew: &mut Crew,
+    listener: std::os::unix::net::UnixListener,
+    config: &Arc<Config>,
+    events: &SyncSender<Event>,
+    stop: &Arc<Stop>,
+) -> Result<Arc<Clients>, DaemonError> {
+    let clients = Arc::new(Clients::default());
+    let (events, stop, config, active) = (
+        events.clone(),
+        stop.clone(),
+        config.clone(),
+        clients.clone(),
+    );
+    let submit: Submit = Arc::new(move |req, photo, reply| {
+        events.try_send(Event::Client(req, photo, reply)).is_ok()
+    });
+    crew.spawn("control", move || {
+        control_worker(&listener, &config, &submit, &stop, &active)
+    })?;
+    Ok(clients)
+}
+
+fn spawn_button(
+    crew: &mut Crew,
+    config: &Config,
+    events: &SyncSender<Event>,
+    stop: &Arc<Stop>,
+) -> Result<(), DaemonError> {
+    let b = config.button.clone();
+    if b.gpio_chip.as_os_str().is_empty() && b.input_device.as_os_str().is_empty() {
+        return Ok(());
+    }
+    let (events, stop) = (events.clone(), stop.clone());
+    crew.spawn("button", move || {
+        let debounce = Duration::from_millis(b.debounce_ms);
+        let mut pressed = || {
+            let _ = events.try_send(Event::Button);
+        };
+        if b.gpio_chip.as_os_str().is_empty() {
+            watch_button(&b.input_device, b.key_code, debounce, &stop, &mut pressed);
+        } else {
+            watch_gpio_button(
+                &b.gpio_chip,
+                b.gpio_line,
+                b.gpio_active_low,
+                debounce,
+                &stop,
+                &mut pressed,
+            );
+        }
+    })
 }
 
 struct Daemon {
@@ -442,48 +461,134 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn main_loop(
-        &mut self,
-        events: &Receiver<Event>,
-        workers: &[(&'static str, JoinHandle<()>)],
-        stop: &AtomicBool,
-        hangup: &AtomicBool,
-    ) {
+    fn ready(&mut self) {
+        let usage = self.outbox.usage();
+        self.notifier.ready(&format!(
+            "ready; queue {} pending, {} dead",
+            usage.pending, usage.dead
+        ));
+        log::info!("enrolld ready on {}", self.config.control.socket.display());
+    }
+
+    /// Reads events until SIGTERM or SIGINT. It waits exactly until its next
+    /// deadline (an armed person's expiry, a follower's, the watchdog, the
+    /// metrics file), or for the next event when none is set.
+    fn main_loop(&mut self, events: &Receiver<Event>, workers: &[(&'static str, JoinHandle<()>)]) {
         let watchdog_every = watchdog_interval().map(|d| d / 2);
-        let mut last_watchdog = self.timer.elapsed();
-        while !stop.load(Ordering::SeqCst) {
-            match events.recv_timeout(TICK) {
+        let mut watchdog_at = watchdog_every.map(|every| self.timer.elapsed() + every);
+        loop {
+            let wait = wait_for_first(
+                self.timer.elapsed(),
+                [
+                    self.armed.as_ref().map(ArmedPerson::until),
+                    self.followers.next_deadline(),
+                    watchdog_at,
+                    self.metrics_due(),
+                ],
+            );
+            let event = match wait {
+                Some(wait) => events.recv_timeout(wait),
+                None => events.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match event {
+                Ok(Event::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+                Ok(Event::Reload) => self.reload(),
                 Ok(event) => self.handle(event),
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-            if hangup.swap(false, Ordering::SeqCst) {
-                self.reload();
             }
             let now = self.timer.elapsed();
             if self.armed.as_ref().is_some_and(|a| !a.live_at(now)) {
                 self.armed = None;
             }
             self.followers.expire(now);
-            if let Some(every) = watchdog_every {
-                if self.timer.elapsed().saturating_sub(last_watchdog) >= every {
-                    let dead: Vec<&str> = workers
-                        .iter()
-                        .filter(|(_, h)| h.is_finished())
-                        .map(|(n, _)| *n)
-                        .collect();
-                    if dead.is_empty() {
-                        self.notifier.watchdog();
-                    } else {
-                        log::error!(
-                            "worker thread(s) stopped: {}; withholding the watchdog",
-                            dead.join(", ")
-                        );
-                    }
-                    last_watchdog = self.timer.elapsed();
+            if let (Some(every), Some(at)) = (watchdog_every, watchdog_at) {
+                if now >= at {
+                    self.watchdog(workers);
+                    watchdog_at = Some(now + every);
                 }
             }
             self.update_status();
+        }
+    }
+
+    /// WATCHDOG=1 while every worker thread is alive.
+    fn watchdog(&mut self, workers: &[(&'static str, JoinHandle<()>)]) {
+        let dead: Vec<&str> = workers
+            .iter()
+            .filter(|(_, h)| h.is_finished())
+            .map(|(n, _)| *n)
+            .collect();
+        if dead.is_empty() {
+            self.notifier.watchdog();
+        } else {
+            log::error!(
+                "worker thread(s) stopped: {}; withholding the watchdog",
+                dead.join(", ")
+            );
+        }
+    }
+
+    /// When the metrics file is to be written again (the oldest pending
+    /// entry's age moves on), if there is one.
+    fn metrics_due(&self) -> Option<Duration> {
+        if self.config.metrics.textfile.as_os_str().is_empty() {
+            return None;
+        }
+        Some(
+            self.metrics_written
+                .map_or(Duration::ZERO, |t| t + METRICS_EVERY),
+        )
+    }
+
+    /// Stops taking triggers, cancels a capture, gives an upload in progress
+    /// [`SHUTDOWN_GRACE`], and gives every waiting client its last line.
+    fn shutdown(self, crew: Crew, events: Receiver<Event>, timer: &dyn Timer) {
+        self.notifier.stopping("stopping");
+        self.cancel.store(true, Ordering::SeqCst);
+        self.led.show(LedPattern::Off);
+        // Workers blocked on telling the main loop something are let go.
+        drop(events);
+        let Daemon {
+            capture_tx,
+            drain_tx,
+            mut followers,
+            drain_waiters,
+            outbox,
+            ..
+        } = self;
+        // Closing the job channels lets the capture and drain threads end.
+        drop(capture_tx);
+        drop(drain_tx);
+        for name in wait_for_workers(&["drain", "capture"], &crew.ended, SHUTDOWN_GRACE, timer) {
+            log::warn!("{name} did not finish in time; its entry stays queued");
+        }
+        // Every follow_upload client gets its closing line: uploaded if the
+        // upload finished in the grace period, otherwise still queued.
+        let receipts = if followers.is_empty() {
+            Vec::new()
+        } else {
+            outbox.receipts().unwrap_or_default()
+        };
+        for (id, reply) in followers.take_all() {
+            let _ = match receipts.iter().find(|r| r.id == id) {
+                Some(r) => reply.try_send(Reply::answer(Answer::Followed(UploadFollowed {
+                    queued: id,
+                    uploaded: true,
+                    face_ids: r.face_ids.clone(),
+                }))),
+                None => reply.try_send(Reply::error(
+                    ErrorCode::Stopping,
+                    format!(
+                        "enrolld is stopping; entry {id} stays queued and uploads once it runs again"
+                    ),
+                )),
+            };
+        }
+        for (_, reply, _) in drain_waiters {
+            let _ = reply.try_send(Reply::error(
+                ErrorCode::Stopping,
+                "enrolld is stopping; the queue stays as it is and drains once it runs again",
+            ));
         }
     }
 
@@ -525,7 +630,7 @@ impl Daemon {
         if path.as_os_str().is_empty()
             || self
                 .metrics_written
-                .is_some_and(|t| self.timer.elapsed().saturating_sub(t) < Duration::from_secs(15))
+                .is_some_and(|t| self.timer.elapsed().saturating_sub(t) < METRICS_EVERY)
         {
             return;
         }
@@ -550,6 +655,13 @@ impl Daemon {
         match event {
             Event::Client(req, photo, reply) => self.request(req, photo, reply),
             Event::Button => self.button(),
+            Event::ClockStepped => {
+                // Full: it is woken anyway.
+                let _ = self.drain_tx.try_send(DrainCmd::ClockStepped);
+            }
+            Event::Reload => self.reload(),
+            // The main loop ends on it before it gets here.
+            Event::Stop => {}
             Event::EnrollFinished {
                 queued,
                 result,
@@ -998,31 +1110,20 @@ fn config_source(path: Option<&std::path::Path>) -> PathBuf {
     )
 }
 
-/// How the drain thread talks with the main loop.
-struct DrainLink<'a> {
-    commands: &'a Receiver<DrainCmd>,
-    events: &'a SyncSender<Event>,
-    /// The last `drain` ticket handed out (see [`Event::Drained`]).
-    asked: &'a AtomicU64,
-    stop: &'a AtomicBool,
-    /// What its waits are measured on.
-    timer: &'a dyn Timer,
-}
-
-fn drain_worker(
-    config: Arc<Config>,
-    outbox: Arc<Outbox>,
-    clock: Arc<dyn Clock>,
-    skew: Arc<SkewClock>,
-    link: DrainLink<'_>,
-) {
-    let DrainLink {
-        commands,
-        events,
+/// Uploads what is due, then waits exactly until the next entry is due or a
+/// pause is to be checked, or until the main loop says something; ends when
+/// the main loop lets go of its commands. A rate-limit wait within a pass
+/// ends at once when the daemon stops.
+fn drain_worker(parts: DrainParts, commands: &Receiver<DrainCmd>, events: &SyncSender<Event>) {
+    let DrainParts {
+        config,
+        outbox,
+        clock,
+        skew,
         asked,
         stop,
         timer,
-    } = link;
+    } = parts;
     // Every entry's outcome goes to the main loop, for the drain clients.
     let build = |config: &Config| {
         let mut drainer = crate::service::uploads::build_drainer(
@@ -1038,18 +1139,9 @@ fn drain_worker(
         drainer
     };
     let mut drainer = build(&config);
-    while !stop.load(Ordering::SeqCst) {
+    while !stop.is_set() {
         let serving = asked.load(Ordering::SeqCst);
-        let summary = drainer.drain(&mut |d| {
-            let until = timer.elapsed() + d;
-            while timer.elapsed() < until {
-                if stop.load(Ordering::SeqCst) {
-                    return false;
-                }
-                timer.sleep(Duration::from_millis(20).min(until.saturating_sub(timer.elapsed())));
-            }
-            !stop.load(Ordering::SeqCst)
-        });
+        let summary = drainer.drain(&mut |d| !stop.wait(d));
         let end = match summary {
             Ok(s) => {
                 let end = PassEnd::Done {
@@ -1057,39 +1149,34 @@ fn drain_worker(
                     next_check_ms: s.paused.iter().map(|p| p.next_check_ms).min(),
                 };
                 // Blocking: progress may fill the channel, and a lost end
-                // would leave every drain client waiting.
-                let _ = events.send(Event::Drained(s, serving));
+                // would leave every drain client waiting. The main loop lets
+                // go of the channel when it stops, which ends the wait.
+                if events.send(Event::Drained(s, serving)).is_err() {
+                    return;
+                }
                 end
             }
             Err(e) => {
                 log::error!("drain: {e}");
-                let _ = events.send(Event::DrainFailed(e.into(), serving));
+                if events.send(Event::DrainFailed(e.into(), serving)).is_err() {
+                    return;
+                }
                 PassEnd::Failed
             }
         };
         let now = clock.now_ms();
         let wait = Duration::from_millis((next_pass_at(end, now) - now).max(0) as u64);
         let until = timer.elapsed() + wait;
-        while !stop.load(Ordering::SeqCst) && timer.elapsed() < until {
-            match commands.recv_timeout(TICK.min(until.saturating_sub(timer.elapsed()))) {
-                Ok(DrainCmd::Wake) => break,
-                Ok(DrainCmd::ClockStepped) => {
-                    if let Err(e) = drainer.clock_stepped() {
-                        log::error!("drain: {e}");
-                    }
-                    break;
+        match commands.recv_timeout(until.saturating_sub(timer.elapsed())) {
+            Ok(DrainCmd::Wake) | Err(RecvTimeoutError::Timeout) => {}
+            Ok(DrainCmd::ClockStepped) => {
+                if let Err(e) = drainer.clock_stepped() {
+                    log::error!("drain: {e}");
                 }
-                Ok(DrainCmd::Resume) => {
-                    drainer.resume();
-                    break;
-                }
-                Ok(DrainCmd::Reload(cfg)) => {
-                    drainer = build(&cfg);
-                    break;
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
             }
+            Ok(DrainCmd::Resume) => drainer.resume(),
+            Ok(DrainCmd::Reload(cfg)) => drainer = build(&cfg),
+            Err(RecvTimeoutError::Disconnected) => return,
         }
     }
 }
@@ -1098,7 +1185,7 @@ fn drain_worker(
 /// by hours, an operator's `date`), instead of letting it wait out a
 /// schedule computed in the old time: a timerfd armed at an absolute time
 /// with TFD_TIMER_CANCEL_ON_SET reads ECANCELED when the clock is set.
-fn watch_clock_steps(drain: &mpsc::SyncSender<DrainCmd>) {
+fn watch_clock_steps(events: &SyncSender<Event>) {
     use rustix::time::{
         timerfd_create, timerfd_settime, Itimerspec, TimerfdClockId, TimerfdFlags,
         TimerfdTimerFlags, Timespec,
@@ -1135,9 +1222,10 @@ fn watch_clock_steps(drain: &mpsc::SyncSender<DrainCmd>) {
                     "the wall clock was set (now {}); the upload schedule is redone",
                     crate::clock::rfc3339(crate::clock::Clock::now_ms(&SystemClock))
                 );
-                if drain.try_send(DrainCmd::ClockStepped).is_err() {
-                    // Full (it wakes anyway) or gone (stopping).
-                    continue;
+                match events.try_send(Event::ClockStepped) {
+                    // Full: the drain is woken by what fills it anyway.
+                    Ok(()) | Err(mpsc::TrySendError::Full(_)) => {}
+                    Err(mpsc::TrySendError::Disconnected(_)) => return,
                 }
             }
             Ok(_) | Err(rustix::io::Errno::INTR) => {}

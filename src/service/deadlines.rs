@@ -1,13 +1,14 @@
 //! The daemon's deadlines as plain decisions on a monotonic `now`
 //! ([`crate::clock::Timer`]): who the button enrolls and until when, when a
 //! `follow_upload` client stops waiting, and how long stopping waits for the
-//! workers. The main loop asks them with the timer's time; the tests with a
-//! fake one, so no test sleeps to see a deadline pass.
+//! workers, and how long the main loop may wait for its next event. The
+//! main loop asks them with the timer's time; the tests with a fake one, so
+//! no test sleeps to see a deadline pass.
 
 use crate::clock::Timer;
 use crate::control::answer::{Answer, UploadFollowed};
 use crate::control::Reply;
-use std::sync::mpsc::SyncSender;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::Duration;
 
 /// How long an upload in progress may take to finish after SIGTERM.
@@ -41,6 +42,11 @@ impl ArmedPerson {
         now < self.until
     }
 
+    /// When a press stops enrolling this person.
+    pub fn until(&self) -> Duration {
+        self.until
+    }
+
     /// Whole seconds left at `now` (what `arm` and `status` report).
     pub fn expires_in_s(&self, now: Duration) -> u64 {
         self.until.saturating_sub(now).as_secs()
@@ -59,6 +65,11 @@ impl Followers {
 
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// When the first client's wait ends.
+    pub fn next_deadline(&self) -> Option<Duration> {
+        self.0.iter().map(|(_, _, until)| *until).min()
     }
 
     /// Answers "queued, not uploaded yet" to the clients whose wait is over
@@ -89,37 +100,55 @@ impl Followers {
     }
 }
 
-/// A worker whose end stopping waits for.
-pub trait Worker {
-    fn is_finished(&self) -> bool;
+/// How long the main loop may wait for its next event: until the first of
+/// `deadlines` (each `None` when it is not set), at once if one has passed,
+/// and `None`, with none set, until an event comes.
+pub fn wait_for_first(
+    now: Duration,
+    deadlines: impl IntoIterator<Item = Option<Duration>>,
+) -> Option<Duration> {
+    deadlines
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|at| at.saturating_sub(now))
 }
 
-impl<T> Worker for std::thread::JoinHandle<T> {
-    fn is_finished(&self) -> bool {
-        std::thread::JoinHandle::is_finished(self)
+/// Where the names of ended workers come from, waiting at most `within`
+/// for the next one (each worker says its name as it ends).
+pub trait Ended {
+    fn next_within(&self, within: Duration) -> Result<&'static str, RecvTimeoutError>;
+}
+
+impl Ended for Receiver<&'static str> {
+    fn next_within(&self, within: Duration) -> Result<&'static str, RecvTimeoutError> {
+        self.recv_timeout(within)
     }
 }
 
-/// Waits up to `grace` for every worker to finish, looking every 20 ms;
+/// Waits up to `grace` for the workers `names` to end, woken by each end;
 /// returns the names of those that did not.
-pub fn wait_for_workers<'a>(
-    workers: &[(&'a str, &dyn Worker)],
+pub fn wait_for_workers(
+    names: &[&'static str],
+    ended: &dyn Ended,
     grace: Duration,
     timer: &dyn Timer,
-) -> Vec<&'a str> {
+) -> Vec<&'static str> {
     let deadline = timer.elapsed() + grace;
-    loop {
-        let running: Vec<&str> = workers
-            .iter()
-            .filter(|(_, w)| !w.is_finished())
-            .map(|(name, _)| *name)
-            .collect();
+    let mut running = names.to_vec();
+    while !running.is_empty() {
         let now = timer.elapsed();
-        if running.is_empty() || now >= deadline {
-            return running;
+        if now >= deadline {
+            break;
         }
-        timer.sleep(Duration::from_millis(20).min(deadline - now));
+        match ended.next_within(deadline - now) {
+            Ok(name) => running.retain(|n| *n != name),
+            Err(RecvTimeoutError::Timeout) => {}
+            // Every worker has ended, and said so.
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
     }
+    running
 }
 
 #[cfg(test)]
@@ -188,24 +217,54 @@ mod tests {
         assert!(f.is_empty());
     }
 
-    /// A worker that ends when the fake clock reaches `at`.
-    struct EndsAt(FakeClock, Option<Duration>);
-    impl Worker for EndsAt {
-        fn is_finished(&self) -> bool {
-            self.1.is_some_and(|at| Timer::elapsed(&self.0) >= at)
+    /// Workers that end at given times of a fake clock.
+    struct EndsAt(FakeClock, std::cell::RefCell<Vec<(Duration, &'static str)>>);
+    impl EndsAt {
+        fn new(clock: &FakeClock, mut ends: Vec<(Duration, &'static str)>) -> Self {
+            ends.sort();
+            Self(clock.clone(), std::cell::RefCell::new(ends))
         }
+    }
+    impl Ended for EndsAt {
+        fn next_within(&self, within: Duration) -> Result<&'static str, RecvTimeoutError> {
+            let now = Timer::elapsed(&self.0);
+            let mut ends = self.1.borrow_mut();
+            match ends.first().copied() {
+                Some((at, name)) if at <= now + within => {
+                    ends.remove(0);
+                    self.0.sleep(at.saturating_sub(now));
+                    Ok(name)
+                }
+                _ => {
+                    self.0.sleep(within);
+                    Err(RecvTimeoutError::Timeout)
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_main_loop_waits_for_its_first_deadline_or_for_an_event() {
+        assert_eq!(wait_for_first(10 * S, [None, None]), None);
+        assert_eq!(
+            wait_for_first(10 * S, [Some(70 * S), None, Some(25 * S)]),
+            Some(15 * S)
+        );
+        assert_eq!(
+            wait_for_first(10 * S, [Some(4 * S)]),
+            Some(Duration::ZERO),
+            "a deadline passed: at once"
+        );
     }
 
     #[test]
     fn stopping_waits_for_a_worker_that_ends_within_the_grace() {
         let clock = FakeClock::new(0);
-        let drain = EndsAt(clock.clone(), Some(3 * S));
-        let capture = EndsAt(clock.clone(), Some(Duration::ZERO));
-        let left = wait_for_workers(
-            &[("drain", &drain), ("capture", &capture)],
-            SHUTDOWN_GRACE,
+        let ended = EndsAt::new(
             &clock,
+            vec![(3 * S, "drain"), (Duration::ZERO, "capture"), (S, "led")],
         );
+        let left = wait_for_workers(&["drain", "capture"], &ended, SHUTDOWN_GRACE, &clock);
         assert!(left.is_empty(), "{left:?}");
         assert_eq!(
             Timer::elapsed(&clock),
@@ -217,13 +276,8 @@ mod tests {
     #[test]
     fn stopping_gives_up_on_a_stuck_worker_at_the_grace() {
         let clock = FakeClock::new(0);
-        let stuck = EndsAt(clock.clone(), None);
-        let done = EndsAt(clock.clone(), Some(Duration::ZERO));
-        let left = wait_for_workers(
-            &[("drain", &stuck), ("capture", &done)],
-            SHUTDOWN_GRACE,
-            &clock,
-        );
+        let ended = EndsAt::new(&clock, vec![(Duration::ZERO, "capture")]);
+        let left = wait_for_workers(&["drain", "capture"], &ended, SHUTDOWN_GRACE, &clock);
         assert_eq!(left, vec!["drain"]);
         assert_eq!(Timer::elapsed(&clock), SHUTDOWN_GRACE);
     }

@@ -5,11 +5,10 @@
 //! `/sys`), so tests run against a fake tree.
 
 use crate::capture::quality::Rejection;
+use crate::clock::Stop;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The root sysfs paths are built from.
@@ -46,18 +45,44 @@ pub fn key_event(key: u16, value: i32) -> [u8; EVENT_SIZE] {
     out
 }
 
+/// Waits until `fd` is readable or the daemon stops (then false), with no
+/// timeout: an idle button costs no wakeups.
+fn readable_or_stop(fd: std::os::fd::BorrowedFd<'_>, stop: &Stop) -> bool {
+    use rustix::event::{poll, PollFd, PollFlags};
+    let Some(stop_fd) = stop.fd() else {
+        return !stop.is_set();
+    };
+    let mut fds = [
+        PollFd::new(&fd, PollFlags::IN),
+        PollFd::new(&stop_fd, PollFlags::IN),
+    ];
+    loop {
+        match poll(&mut fds, None) {
+            Ok(_) if !fds[1].revents().is_empty() || stop.is_set() => return false,
+            Ok(_) => return true,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return !stop.is_set(),
+        }
+    }
+}
+
+/// How long a button that failed waits before it is opened again.
+const REOPEN_AFTER: Duration = Duration::from_secs(1);
+
 /// Reads button presses from an input device until `stop`; calls `pressed`
-/// once per debounced press. Reopens the device if it goes away.
+/// once per debounced press. Reopens the device if it goes away (or, for a
+/// regular file, once it has been read to its end).
 pub fn watch_button(
     path: &Path,
     key: u16,
     debounce: Duration,
-    stop: &AtomicBool,
+    stop: &Stop,
     pressed: &mut dyn FnMut(),
 ) {
+    use std::os::fd::AsFd;
     let mut last: Option<Instant> = None;
     let mut warned = false;
-    while !stop.load(Ordering::SeqCst) {
+    while !stop.is_set() {
         // A FIFO (tests) would block open() for reading until a writer
         // comes; opening it read-write does not.
         let is_fifo = std::fs::metadata(path).is_ok_and(|m| {
@@ -78,12 +103,14 @@ pub fn watch_button(
                     log::error!("button {}: {e}; retrying", path.display());
                     warned = true;
                 }
-                std::thread::sleep(Duration::from_secs(1));
+                if stop.wait(REOPEN_AFTER) {
+                    return;
+                }
                 continue;
             }
         };
         let mut event = [0u8; EVENT_SIZE];
-        while !stop.load(Ordering::SeqCst) {
+        while readable_or_stop(file.as_fd(), stop) {
             match file.read_exact(&mut event) {
                 Ok(()) => {
                     if key_pressed(&event, key) {
@@ -94,13 +121,18 @@ pub fn watch_button(
                         }
                     }
                 }
-                // A regular file ends; wait for more to be appended.
+                // A regular file ends (a device or FIFO does not): read
+                // what is appended after a while, from where it was.
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                    std::thread::sleep(Duration::from_millis(50))
+                    if stop.wait(REOPEN_AFTER) {
+                        return;
+                    }
                 }
                 Err(e) => {
                     log::error!("button {}: {e}", path.display());
-                    std::thread::sleep(Duration::from_secs(1));
+                    if stop.wait(REOPEN_AFTER) {
+                        return;
+                    }
                     break;
                 }
             }
@@ -169,12 +201,13 @@ pub fn watch_gpio_button(
     line: u32,
     active_low: bool,
     debounce: Duration,
-    stop: &AtomicBool,
+    stop: &Stop,
     pressed: &mut dyn FnMut(),
 ) {
     use gpiocdev::line::EdgeDetection;
+    use std::os::fd::AsFd;
     let mut warned = false;
-    while !stop.load(Ordering::SeqCst) {
+    while !stop.is_set() {
         let mut builder = gpiocdev::Request::builder();
         builder
             .on_chip(chip)
@@ -196,30 +229,27 @@ pub fn watch_gpio_button(
                     log::error!("button {} line {line}: {e}; retrying", chip.display());
                     warned = true;
                 }
-                std::thread::sleep(Duration::from_secs(1));
+                if stop.wait(REOPEN_AFTER) {
+                    return;
+                }
                 continue;
             }
         };
         let mut last: Option<Instant> = None;
-        while !stop.load(Ordering::SeqCst) {
-            match request.wait_edge_event(Duration::from_millis(200)) {
-                Ok(false) => continue,
-                Ok(true) => match request.read_edge_event() {
-                    Ok(_) => {
-                        let now = Instant::now();
-                        if last.is_none_or(|t| now.duration_since(t) >= debounce) {
-                            last = Some(now);
-                            pressed();
-                        }
+        while readable_or_stop(request.as_fd(), stop) {
+            match request.read_edge_event() {
+                Ok(_) => {
+                    let now = Instant::now();
+                    if last.is_none_or(|t| now.duration_since(t) >= debounce) {
+                        last = Some(now);
+                        pressed();
                     }
-                    Err(e) => {
-                        log::error!("button {} line {line}: {e}", chip.display());
-                        break;
-                    }
-                },
+                }
                 Err(e) => {
                     log::error!("button {} line {line}: {e}", chip.display());
-                    std::thread::sleep(Duration::from_secs(1));
+                    if stop.wait(REOPEN_AFTER) {
+                        return;
+                    }
                     break;
                 }
             }
@@ -291,24 +321,21 @@ impl LedOutput for Led {
     }
 }
 
-/// Runs patterns on an LED until the channel closes or `stop` is set; a new
-/// pattern replaces the one playing.
-pub fn run_led(led: &dyn LedOutput, patterns: &Receiver<LedPattern>, stop: &Arc<AtomicBool>) {
+/// Runs patterns on an LED until the channel closes; a new pattern replaces
+/// the one playing. It wakes only for the next step of a pattern, or for a
+/// new one: an LED that shows nothing new costs no wakeups.
+pub fn run_led(led: &dyn LedOutput, patterns: &Receiver<LedPattern>) {
     let mut current: (Vec<(bool, u64)>, bool) = (vec![(false, 0)], false);
     let mut step = 0;
     loop {
-        if stop.load(Ordering::SeqCst) {
-            led.set(false);
-            return;
-        }
         let (on, ms) = current.0.get(step).copied().unwrap_or((false, 0));
         led.set(on);
-        let wait = if step < current.0.len() {
-            Duration::from_millis(ms.max(1))
+        let next = if step < current.0.len() {
+            patterns.recv_timeout(Duration::from_millis(ms.max(1)))
         } else {
-            Duration::from_millis(250)
+            patterns.recv().map_err(|_| RecvTimeoutError::Disconnected)
         };
-        match patterns.recv_timeout(wait) {
+        match next {
             Ok(p) => {
                 current = steps(p);
                 step = 0;
@@ -399,12 +426,12 @@ mod tests {
             bytes.extend_from_slice(&key_event(code, value));
         }
         std::fs::write(&dev, bytes).expect("write");
-        let stop = AtomicBool::new(false);
+        let stop = Stop::new();
         let mut n = 0;
         // Two presses of key 28 in a row: debounced to one.
         watch_button(&dev, 28, Duration::from_secs(10), &stop, &mut || {
             n += 1;
-            stop.store(true, Ordering::SeqCst);
+            stop.set();
         });
         assert_eq!(n, 1);
     }
