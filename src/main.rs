@@ -23,7 +23,6 @@ use enrolld::model::{exit, ErrorCode, Failure};
 use enrolld::queue::drain::DrainSummary;
 use enrolld::queue::outbox::Outbox;
 use enrolld::queue::seal::QueueKey;
-use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
@@ -167,7 +166,13 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(f) => {
             if json {
-                println!("{}", json!({"error": f.code, "message": f.message}));
+                println!(
+                    "{}",
+                    cli::json::line(&cli::json::ErrorLine {
+                        error: f.code,
+                        message: &f.message
+                    })
+                );
             } else {
                 eprintln!("enrolld: {}", f.message);
             }
@@ -202,7 +207,13 @@ fn usage_error(e: &clap::Error) -> ExitCode {
             m.push_str(l);
             m
         });
-    println!("{}", json!({"error": ErrorCode::Usage, "message": message}));
+    println!(
+        "{}",
+        cli::json::line(&cli::json::ErrorLine {
+            error: ErrorCode::Usage,
+            message: &message
+        })
+    );
     ExitCode::from(exit::USAGE)
 }
 
@@ -257,11 +268,14 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                     if cli.json {
                         println!(
                             "{}",
-                            json!({
-                                "daemon": "not running",
-                                "error": ErrorCode::NotRunning,
-                                "message": cli::render::not_running(&cfg),
-                                "queue_error": {"error": f.code, "message": f.message}
+                            cli::json::line(&cli::json::StatusUnreadable {
+                                daemon: "not running",
+                                error: ErrorCode::NotRunning,
+                                message: cli::render::not_running(&cfg),
+                                queue_error: cli::json::ErrorLine {
+                                    error: f.code,
+                                    message: &f.message
+                                },
                             })
                         );
                     } else {
@@ -369,7 +383,12 @@ fn config_check(cfg: &Config, origin: &ConfigOrigin, json: bool) -> Result<u8, F
             toml::from_str(&cfg.to_masked_toml()).unwrap_or(toml::Value::Table(Default::default()));
         println!(
             "{}",
-            json!({"source": from, "valid": true, "proxy": proxy, "config": effective})
+            cli::json::line(&cli::json::ConfigVerdict {
+                source: &from,
+                valid: true,
+                proxy: &proxy,
+                config: effective,
+            })
         );
     } else {
         println!("# configuration from {from}: valid (`enrolld run` starts on it)");
@@ -408,7 +427,7 @@ fn describe_report(r: &FrameReport) -> String {
 /// was unreadable or rejected.
 struct Detected {
     line: String,
-    json: serde_json::Value,
+    json: cli::json::Detection,
     unreadable: bool,
     rejected: bool,
 }
@@ -433,7 +452,11 @@ fn detect_one(
         Err(e) => {
             return Ok(Detected {
                 line: format!("{}: error: {}: {e}", path.display(), e.code()),
-                json: json!({"image": path, "error": e.code(), "message": e.to_string()}),
+                json: cli::json::Detection::Unreadable {
+                    image: path.to_path_buf(),
+                    error: e.code(),
+                    message: e.to_string(),
+                },
                 unreadable: true,
                 rejected: false,
             })
@@ -466,16 +489,17 @@ fn detect_one(
             e.quality
         ));
     }
+    let rejected = !report.accepted;
     Ok(Detected {
         line,
-        json: json!({
-            "image": path,
-            "report": report,
-            "advice": report.rejection.map(|r| r.advice()),
-            "output": output.as_ref().map(|(p, e)| json!({"path": p, "image": e})),
-        }),
+        json: cli::json::Detection::Judged {
+            image: path.to_path_buf(),
+            advice: report.rejection.map(|r| r.advice()),
+            report: Box::new(report),
+            output: output.map(|(path, image)| cli::json::DetectOutput { path, image }),
+        },
         unreadable: false,
-        rejected: !report.accepted,
+        rejected,
     })
 }
 
@@ -567,7 +591,7 @@ fn detect_images(
         return Err(f);
     }
     if json {
-        println!("{}", serde_json::Value::Array(results));
+        println!("{}", cli::json::line(&results));
     }
     Ok(if unreadable {
         exit::INPUT
@@ -757,7 +781,10 @@ fn keygen(output: &Path, json: bool) -> Result<u8, Failure> {
         )
     })?;
     if json {
-        println!("{}", json!({"key_file": output}));
+        println!(
+            "{}",
+            cli::json::line(&cli::json::KeyWritten { key_file: output })
+        );
     } else {
         println!(
             "wrote a new queue key to {} (mode 0600); back it up: without it the queue cannot be read",

@@ -204,6 +204,7 @@ impl HttpClient {
             ));
         }
         let host = host_of(url);
+        let (started, sent) = (std::time::Instant::now(), body.len());
         let mut req = self.agent.post(url);
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -234,6 +235,14 @@ impl HttpClient {
             .limit(self.max_body)
             .read_to_vec()
             .map_err(|e| classify(e, host))?;
+        // The host and the path only: JD's query carries the appkey and sign.
+        log::debug!(
+            "POST {}: {status} in {} ms ({} bytes sent, {} received)",
+            crate::config::mask_userinfo(url.split('?').next().unwrap_or_default()),
+            started.elapsed().as_millis(),
+            sent,
+            body.len()
+        );
         Ok(HttpResponse {
             status,
             date_ms,

@@ -10,7 +10,7 @@ use crate::clock::UnixMillis;
 use crate::cloud::http::HttpClient;
 use crate::config::Secret;
 use crate::model::{Enrollment, ErrorClass, Provider};
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 use std::sync::Arc;
 
 /// One answer, whichever documented envelope it came in.
@@ -170,17 +170,24 @@ impl JdClient {
             self.url,
             query_escape(&self.appkey)
         );
-        let mut body = Map::new();
-        if !entry.group.id.is_empty() {
-            body.insert("groupId".into(), json!(entry.group.id));
+        /// faceCreate's body: a group by id or by name (only what is set).
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct FaceCreate<'a> {
+            #[serde(skip_serializing_if = "str::is_empty")]
+            group_id: &'a str,
+            #[serde(skip_serializing_if = "str::is_empty")]
+            group_name: &'a str,
+            outer_id: &'a str,
+            image_base64: String,
         }
-        if !entry.group.name.is_empty() {
-            body.insert("groupName".into(), json!(entry.group.name));
-        }
-        body.insert("outerId".into(), json!(entry.person_id));
-        body.insert("imageBase64".into(), json!(base64(image)));
-        let body = serde_json::to_vec(&Value::Object(body))
-            .map_err(|e| UploadError::new(ErrorClass::Never, "encode", e.to_string()))?;
+        let body = serde_json::to_vec(&FaceCreate {
+            group_id: &entry.group.id,
+            group_name: &entry.group.name,
+            outer_id: &entry.person_id,
+            image_base64: base64(image),
+        })
+        .map_err(|e| UploadError::new(ErrorClass::Never, "encode", e.to_string()))?;
         let resp = self
             .http
             .post(&url, &[("content-type", "application/json")], &body)?;

@@ -13,7 +13,7 @@ use super::{base64, classify_http_status, SkewClock, UploadError, Uploaded, Uplo
 use crate::cloud::http::{host_of, HttpClient};
 use crate::config::Secret;
 use crate::model::{rules::tencent as rules, Enrollment, ErrorClass, Provider};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::sync::Arc;
 
 /// The service name Tencent signs IAI requests with.
@@ -217,7 +217,7 @@ impl TencentClient {
     }
 
     /// One signed API call; the `Response` object of a success.
-    pub fn call(&self, action: &str, params: &Value) -> Result<Value, UploadError> {
+    pub fn call(&self, action: &str, params: &impl serde::Serialize) -> Result<Value, UploadError> {
         let body = serde_json::to_vec(params)
             .map_err(|e| UploadError::new(ErrorClass::Never, "encode", e.to_string()))?;
         let timestamp = self.clock.now_ms().div_euclid(1000);
@@ -253,7 +253,12 @@ impl TencentClient {
 
     /// The person's face ids, or `None` when the person does not exist.
     pub fn person_faces(&self, person_id: &str) -> Result<Option<Vec<String>>, UploadError> {
-        match self.call("GetPersonBaseInfo", &json!({ "PersonId": person_id })) {
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct GetPersonBaseInfo<'a> {
+            person_id: &'a str,
+        }
+        match self.call("GetPersonBaseInfo", &GetPersonBaseInfo { person_id }) {
             Ok(r) => Ok(Some(strings(r.get("FaceIds")))),
             Err(e) if e.code == PERSON_NOT_EXIST => Ok(None),
             Err(e) => Err(e),
@@ -266,14 +271,22 @@ impl TencentClient {
         index: usize,
         image: &[u8],
     ) -> Result<(), UploadError> {
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct CreatePerson<'a> {
+            group_id: &'a str,
+            person_id: &'a str,
+            person_name: String,
+            image: String,
+        }
         let r = self.call(
             "CreatePerson",
-            &json!({
-                "GroupId": self.group_id,
-                "PersonId": entry.person_id,
-                "PersonName": rules::person_name(&entry.person_id, entry.person_name.as_deref()),
-                "Image": base64(image),
-            }),
+            &CreatePerson {
+                group_id: &self.group_id,
+                person_id: &entry.person_id,
+                person_name: rules::person_name(&entry.person_id, entry.person_name.as_deref()),
+                image: base64(image),
+            },
         )?;
         entry.progress.done_images.push(index as u8);
         if let Some(face) = r.get("FaceId").and_then(Value::as_str) {
@@ -289,9 +302,18 @@ impl TencentClient {
         images: &[Vec<u8>],
     ) -> Result<(), UploadError> {
         let encoded: Vec<String> = pending.iter().map(|&i| base64(&images[i])).collect();
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct CreateFace<'a> {
+            person_id: &'a str,
+            images: Vec<String>,
+        }
         let r = self.call(
             "CreateFace",
-            &json!({ "PersonId": entry.person_id, "Images": encoded }),
+            &CreateFace {
+                person_id: &entry.person_id,
+                images: encoded,
+            },
         )?;
         apply_create_face(entry, pending, &r)
     }

@@ -573,6 +573,7 @@ impl Drainer {
             }
             Err(e) => return Err(e),
         };
+        let started = std::time::Instant::now();
         let result = match self.uploaders.get_mut(&provider) {
             None => Err(self.unavailable.get(&provider).cloned().unwrap_or_else(|| {
                 UploadError::new(
@@ -600,9 +601,12 @@ impl Drainer {
                 self.outbox.complete(id, &uploaded.face_ids)?;
                 summary.uploaded += 1;
                 log::info!(
-                    "entry {id} uploaded to {provider} (person {}, attempt {}): face id(s) {}",
+                    "entry {id} uploaded to {provider} (person {}, attempt {}, {} image(s), {} bytes, {} ms): face id(s) {}",
                     entry.person_id,
                     entry.attempts,
+                    images.len(),
+                    images.iter().map(Vec::len).sum::<usize>(),
+                    started.elapsed().as_millis(),
                     uploaded.face_ids.join(", ")
                 );
                 self.tell(EntryReport::Uploaded {
