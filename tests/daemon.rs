@@ -1058,6 +1058,15 @@ fn every_queue_command_prints_and_exits_the_same_with_or_without_a_daemon() {
         vec!["queue", "show", "999"],
         vec!["queue", "retry", "999"],
         vec!["queue", "purge", "999"],
+        // Usage errors and refusals before anything is asked of a daemon:
+        // the same text, JSON and exit code whether one runs or not.
+        vec!["--bogus"],
+        vec!["queue", "show", "abc"],
+        vec!["queue", "purge"],
+        vec!["enroll", "--person", "p-9", "--frames", "0"],
+        vec!["enroll", "--person", "p-9", "--frames", "101"],
+        vec!["enroll", "--person", "p-9", "--provider", "tencent"],
+        vec!["enroll", "--person", "bad id with spaces\u{7}"],
     ];
     let d = Daemon::start(&e, None);
     // The start-up pass has tried both entries once.
@@ -1095,6 +1104,22 @@ fn every_queue_command_prints_and_exits_the_same_with_or_without_a_daemon() {
         assert_eq!(without[i][0].2, "enrolld: no queue entry 999\n");
         let err: serde_json::Value = serde_json::from_str(&without[i][1].1).expect("json");
         assert_eq!(err["error"], "not_found", "{err}");
+    }
+    // Every refusal exits 2 and, with --json, is one error document on stdout.
+    for (args, out) in commands.iter().zip(&without).skip(8) {
+        assert_eq!(
+            out[0].0,
+            Some(2),
+            "`enrolld {}`: {:?}",
+            args.join(" "),
+            out[0]
+        );
+        let err: serde_json::Value = serde_json::from_str(&out[1].1)
+            .unwrap_or_else(|e| panic!("`enrolld --json {}`: {e}: {:?}", args.join(" "), out[1]));
+        assert!(
+            err["error"].is_string() && err["message"].is_string(),
+            "{err}"
+        );
     }
     // status says whether a daemon runs (exit 0) or not (exit 1); the
     // queue's part is rendered by the same code.
