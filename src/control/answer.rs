@@ -1,11 +1,10 @@
 //! What the daemon and the commands answer, as types both ways: one
 //! [`Answer`] per request kind and one [`Event`] per kind of progress. The
 //! daemon serializes them onto the socket; a command reads them back with
-//! [`Answer::decode`], knowing what it asked, and renders them exactly as it
+//! [`super::protocol::decode_answer`], knowing what it asked, and renders them exactly as it
 //! renders the answers it computes itself (src/cli/render.rs). Nothing on
 //! the wire is an untyped JSON value.
 
-use super::protocol::Request;
 use crate::capture::burst::FrameReport;
 use crate::capture::encode::EncodedImage;
 use crate::capture::enroll::{EnrollOutcome, Progress};
@@ -111,7 +110,8 @@ pub struct UploadFollowed {
 
 /// The answer to a request, as the daemon sends it (`result`) and as the
 /// commands render it. Serialized without a tag: each request kind has one
-/// answer shape, and [`Answer::decode`] reads it by the request.
+/// answer shape, and [`super::protocol::decode_answer`] reads it by the
+/// request.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Answer {
@@ -150,68 +150,6 @@ pub enum Answer {
 }
 
 impl Answer {
-    /// Reads the `result` of the answer to `req` (its JSON text).
-    pub fn decode(req: &Request, result: &str) -> Result<Answer, serde_json::Error> {
-        use serde_json::from_str as read;
-        #[derive(Deserialize)]
-        struct Retried {
-            retried: u64,
-        }
-        #[derive(Deserialize)]
-        struct Purged {
-            purged: Vec<u64>,
-        }
-        #[derive(Deserialize)]
-        struct Receipts {
-            receipts: Vec<Receipt>,
-        }
-        #[derive(Deserialize)]
-        struct Armed {
-            armed: String,
-            expires_in_s: u64,
-        }
-        #[derive(Deserialize)]
-        struct Cancelled {
-            cancelled_enrollment: bool,
-            disarmed: Option<String>,
-        }
-        Ok(match req {
-            Request::Status {} => Answer::Status(read(result)?),
-            Request::QueueList {} => Answer::Queue(read(result)?),
-            Request::QueueShow { .. } => Answer::Entry(read(result)?),
-            Request::QueueCheck {} => Answer::Health(read(result)?),
-            Request::Drain {} => Answer::Drained(read(result)?),
-            Request::Retry { .. } => Answer::Retried {
-                retried: read::<Retried>(result)?.retried,
-            },
-            Request::Purge { .. } => Answer::Purged {
-                purged: read::<Purged>(result)?.purged,
-            },
-            Request::QueueReceipts {} => Answer::Receipts {
-                receipts: read::<Receipts>(result)?.receipts,
-            },
-            Request::Enroll {
-                follow_upload: true,
-                ..
-            } => Answer::Followed(read(result)?),
-            Request::Enroll { .. } => Answer::Enrolled(read(result)?),
-            Request::Arm { .. } => {
-                let a: Armed = read(result)?;
-                Answer::Armed {
-                    armed: a.armed,
-                    expires_in_s: a.expires_in_s,
-                }
-            }
-            Request::Cancel {} => {
-                let c: Cancelled = read(result)?;
-                Answer::Cancelled {
-                    cancelled_enrollment: c.cancelled_enrollment,
-                    disarmed: c.disarmed,
-                }
-            }
-        })
-    }
-
     /// The answer to a finished enrollment: queued or rejected.
     pub fn of_enrollment(outcome: EnrollOutcome) -> Answer {
         match Enrolled::from_outcome(outcome) {

@@ -15,7 +15,7 @@
 //! `error` line, never a crash.
 
 pub use super::answer::{Answer, Event};
-use crate::model::{ErrorCode, Failure, Provider};
+use crate::model::{ErrorCode, Failure, Provider, Receipt};
 use serde::{Deserialize, Serialize};
 use std::io::BufRead;
 
@@ -145,7 +145,7 @@ impl Reply {
                 .result
                 .ok_or_else(|| serde::de::Error::missing_field("result"))?;
             return Ok(Reply::Answer {
-                result: Answer::decode(req, result.get())?,
+                result: decode_answer(req, result.get())?,
             });
         }
         Ok(match serde_json::from_str(line)? {
@@ -153,6 +153,69 @@ impl Reply {
             Other::Error { code, message } => Reply::Error { code, message },
         })
     }
+}
+
+/// Reads the `result` of the answer to `req` (its JSON text): the request
+/// decides the answer's shape.
+pub fn decode_answer(req: &Request, result: &str) -> Result<Answer, serde_json::Error> {
+    use serde_json::from_str as read;
+    #[derive(Deserialize)]
+    struct Retried {
+        retried: u64,
+    }
+    #[derive(Deserialize)]
+    struct Purged {
+        purged: Vec<u64>,
+    }
+    #[derive(Deserialize)]
+    struct Receipts {
+        receipts: Vec<Receipt>,
+    }
+    #[derive(Deserialize)]
+    struct Armed {
+        armed: String,
+        expires_in_s: u64,
+    }
+    #[derive(Deserialize)]
+    struct Cancelled {
+        cancelled_enrollment: bool,
+        disarmed: Option<String>,
+    }
+    Ok(match req {
+        Request::Status {} => Answer::Status(read(result)?),
+        Request::QueueList {} => Answer::Queue(read(result)?),
+        Request::QueueShow { .. } => Answer::Entry(read(result)?),
+        Request::QueueCheck {} => Answer::Health(read(result)?),
+        Request::Drain {} => Answer::Drained(read(result)?),
+        Request::Retry { .. } => Answer::Retried {
+            retried: read::<Retried>(result)?.retried,
+        },
+        Request::Purge { .. } => Answer::Purged {
+            purged: read::<Purged>(result)?.purged,
+        },
+        Request::QueueReceipts {} => Answer::Receipts {
+            receipts: read::<Receipts>(result)?.receipts,
+        },
+        Request::Enroll {
+            follow_upload: true,
+            ..
+        } => Answer::Followed(read(result)?),
+        Request::Enroll { .. } => Answer::Enrolled(read(result)?),
+        Request::Arm { .. } => {
+            let a: Armed = read(result)?;
+            Answer::Armed {
+                armed: a.armed,
+                expires_in_s: a.expires_in_s,
+            }
+        }
+        Request::Cancel {} => {
+            let c: Cancelled = read(result)?;
+            Answer::Cancelled {
+                cancelled_enrollment: c.cancelled_enrollment,
+                disarmed: c.disarmed,
+            }
+        }
+    })
 }
 
 /// Why a request line could not be read.
