@@ -98,7 +98,7 @@ pub fn bind_socket(path: &Path) -> std::io::Result<(UnixListener, Option<BoundSo
         Ok(meta) => {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AlreadyExists,
-                crate::config::not_a_socket(path, &meta.file_type()),
+                not_a_socket(path, &meta.file_type()),
             ));
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -403,4 +403,40 @@ fn serve_client(
         Err(ReadError::Malformed(why)) => Reply::error(ErrorCode::Malformed, why),
     };
     refuse(writer, failure);
+}
+
+/// What is at the control socket's path: nothing or a socket is fine;
+/// enrolld never replaces any other file.
+pub fn check_socket_file(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_socket() => Err(not_a_socket(path, &m.file_type())),
+        _ => Ok(()),
+    }
+}
+
+/// Why enrolld does not bind at `path`, where a file of type `t` is.
+pub fn not_a_socket(path: &Path, t: &std::fs::FileType) -> String {
+    format!(
+        "{} exists and is not a socket ({}); enrolld removes only a stale socket: \
+         set control.socket to another path or move the file away",
+        path.display(),
+        file_kind(t)
+    )
+}
+
+/// What a file is, for messages.
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else {
+        "a regular file"
+    }
 }

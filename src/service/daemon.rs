@@ -20,7 +20,7 @@ use crate::capture::enroll::{enroll, EnrollError, EnrollOutcome, EnrollRequest};
 use crate::clock::{Clock, Stop, SystemClock, SystemTimer, Timer};
 use crate::cloud::SkewClock;
 use crate::config::{Config, ReceivedPhoto, SourceSpec, UnarmedPolicy};
-use crate::control::answer::{self, Answer, Armed, DaemonState, StatusReport, UploadFollowed};
+use crate::control::answer::{self, Answer, Armed, DaemonState, StatusReport};
 use crate::control::handler;
 use crate::control::server::{bind_socket, control_worker, Clients, Submit};
 use crate::control::{Reply, Request};
@@ -29,14 +29,13 @@ use crate::model::{ErrorCode, Failure};
 use crate::queue::drain::DrainSummary;
 use crate::queue::outbox::Outbox;
 use crate::queue::retry::{next_pass_at, PassEnd};
-use crate::service::deadlines::{
-    wait_for_first, wait_for_workers, ArmedPerson, Followers, SHUTDOWN_GRACE,
-};
+use crate::service::deadlines::{wait_for_first, wait_for_workers, ArmedPerson, SHUTDOWN_GRACE};
 use crate::service::hardware::{
     run_led, sysfs_root, watch_button, watch_gpio_button, GpioLed, Led, LedHandle, LedOutput,
     LedPattern,
 };
 use crate::service::notify::{watchdog_interval, Notifier};
+use crate::service::state::{DrainClients, Fate, Followed};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
@@ -198,7 +197,7 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
         capture_tx,
         drain_tx,
         drain_asked,
-        drain_waiters: Vec::new(),
+        drain_clients: DrainClients::default(),
         cancel,
         led,
         skew,
@@ -207,7 +206,7 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
         armed: None,
         last_result: "none yet".into(),
         last_drain: None,
-        followers: Followers::default(),
+        followers: Followed::default(),
         status_line: String::new(),
         counters: crate::service::metrics::Counters {
             salvage_lost: salvage.as_ref().map_or(0, |r| r.lost.len() as u64),
@@ -439,11 +438,8 @@ struct Daemon {
     drain_tx: SyncSender<DrainCmd>,
     /// The last `drain` ticket handed out.
     drain_asked: Arc<AtomicU64>,
-    /// `drain` clients waiting for a pass: (ticket, reply channel).
-    /// `drain` clients: their ticket, and what the passes that ended since
-    /// they asked did (a pass under way when they asked counts: its uploads
-    /// are what they asked for).
-    drain_waiters: Vec<(u64, SyncSender<Reply>, DrainSummary)>,
+    /// `drain` clients, their tickets and what they have seen.
+    drain_clients: DrainClients<SyncSender<Reply>>,
     cancel: Arc<AtomicBool>,
     led: LedHandle,
     skew: Arc<SkewClock>,
@@ -454,7 +450,7 @@ struct Daemon {
     last_result: String,
     last_drain: Option<DrainSummary>,
     /// Clients waiting for an upload to be confirmed.
-    followers: Followers,
+    followers: Followed<SyncSender<Reply>>,
     status_line: String,
     counters: crate::service::metrics::Counters,
     metrics_written: Option<Duration>,
@@ -500,7 +496,7 @@ impl Daemon {
             if self.armed.as_ref().is_some_and(|a| !a.live_at(now)) {
                 self.armed = None;
             }
-            self.followers.expire(now);
+            send(self.followers.expire(now));
             if let (Some(every), Some(at)) = (watchdog_every, watchdog_at) {
                 if now >= at {
                     self.watchdog(workers);
@@ -552,7 +548,7 @@ impl Daemon {
             capture_tx,
             drain_tx,
             mut followers,
-            drain_waiters,
+            mut drain_clients,
             outbox,
             ..
         } = self;
@@ -569,27 +565,8 @@ impl Daemon {
         } else {
             outbox.receipts().unwrap_or_default()
         };
-        for (id, reply) in followers.take_all() {
-            let _ = match receipts.iter().find(|r| r.id == id) {
-                Some(r) => reply.try_send(Reply::answer(Answer::Followed(UploadFollowed {
-                    queued: id,
-                    uploaded: true,
-                    face_ids: r.face_ids.clone(),
-                }))),
-                None => reply.try_send(Reply::error(
-                    ErrorCode::Stopping,
-                    format!(
-                        "enrolld is stopping; entry {id} stays queued and uploads once it runs again"
-                    ),
-                )),
-            };
-        }
-        for (_, reply, _) in drain_waiters {
-            let _ = reply.try_send(Reply::error(
-                ErrorCode::Stopping,
-                "enrolld is stopping; the queue stays as it is and drains once it runs again",
-            ));
-        }
+        send(followers.stopping(&receipts));
+        send(drain_clients.stopping());
     }
 
     fn update_status(&mut self) {
@@ -680,30 +657,14 @@ impl Daemon {
             Event::DrainEntry(report) => {
                 // Every client waiting on a drain hears of every entry; a
                 // client too slow to read misses progress, never its answer.
-                for (_, tx, _) in &self.drain_waiters {
-                    let _ = tx.try_send(Reply::Event(answer::Event::DrainEntry(report.clone())));
-                }
+                send(self.drain_clients.entry(&report));
             }
             Event::DrainFailed(failure, served) => {
                 log::warn!("drain failed: {failure}");
-                let reply = Reply::from(failure);
-                self.drain_waiters.retain(|(ticket, tx, _)| {
-                    if *ticket > served {
-                        return true;
-                    }
-                    let _ = tx.try_send(reply.clone());
-                    false
-                });
+                send(self.drain_clients.failed(&failure, served));
             }
             Event::Drained(summary, served) => {
-                self.drain_waiters.retain_mut(|(ticket, tx, seen)| {
-                    seen.merge(&summary);
-                    if *ticket > served {
-                        return true;
-                    }
-                    let _ = tx.try_send(Reply::answer(Answer::Drained(Box::new(seen.clone()))));
-                    false
-                });
+                send(self.drain_clients.passed(&summary, served));
                 if summary.uploaded > 0 {
                     self.led.show(LedPattern::Uploaded);
                     self.counters.last_success_ms = Some(SystemClock.now_ms());
@@ -820,8 +781,7 @@ impl Daemon {
             Request::Status {} => answer(Reply::answer(Answer::Status(Box::new(self.status())))),
             Request::Drain {} => {
                 let ticket = self.drain_asked.fetch_add(1, Ordering::SeqCst) + 1;
-                self.drain_waiters
-                    .push((ticket, reply.clone(), DrainSummary::default()));
+                self.drain_clients.ask(ticket, reply.clone());
                 let _ = self.drain_tx.try_send(DrainCmd::Resume);
             }
             Request::QueueList {}
@@ -951,31 +911,25 @@ impl Daemon {
         }
         let receipts = self.outbox.receipts().unwrap_or_default();
         let outbox = &self.outbox;
-        self.followers.retain(|id, reply| {
+        send(self.followers.settle(|id| {
             if let Some(r) = receipts.iter().find(|r| r.id == id) {
-                let _ = reply.try_send(Reply::Event(answer::Event::Uploaded {
-                    id,
-                    face_ids: r.face_ids.clone(),
-                }));
-                let _ = reply.try_send(Reply::answer(Answer::Followed(UploadFollowed {
-                    queued: id,
-                    uploaded: true,
-                    face_ids: r.face_ids.clone(),
-                })));
-                return false;
+                return Fate::Uploaded(r.face_ids.clone());
             }
             match outbox.get(id) {
                 Ok(e) if matches!(e.state, EntryState::Dead { .. }) => {
-                    let code = e.last_error.map(|l| l.code).unwrap_or_default();
-                    let _ = reply.try_send(Reply::error(
-                        ErrorCode::UploadRefused,
-                        format!("entry {id} is dead: {code}"),
-                    ));
-                    false
+                    Fate::Dead(e.last_error.map(|l| l.code).unwrap_or_default())
                 }
-                _ => true,
+                _ => Fate::Queued,
             }
-        });
+        }));
+    }
+}
+
+/// Sends each reply to its client. A client too slow to read (its channel
+/// is full) or gone misses it; the daemon never waits on a client.
+fn send(replies: Vec<(SyncSender<Reply>, Reply)>) {
+    for (client, reply) in replies {
+        let _ = client.try_send(reply);
     }
 }
 

@@ -1,20 +1,15 @@
 //! The daemon's deadlines as plain decisions on a monotonic `now`
-//! ([`crate::clock::Timer`]): who the button enrolls and until when, when a
-//! `follow_upload` client stops waiting, and how long stopping waits for the
+//! ([`crate::clock::Timer`]): who the button enrolls and until when, how long stopping waits for the
 //! workers, and how long the main loop may wait for its next event. The
 //! main loop asks them with the timer's time; the tests with a fake one, so
 //! no test sleeps to see a deadline pass.
 
 use crate::clock::Timer;
-use crate::control::answer::{Answer, UploadFollowed};
-use crate::control::Reply;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::Duration;
 
 /// How long an upload in progress may take to finish after SIGTERM.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-/// A `follow_upload` client waits at most this long.
-pub const FOLLOW_TIMEOUT: Duration = Duration::from_secs(60);
 /// The longest an `arm` lasts, whatever the client asks.
 pub const MAX_ARM: Duration = Duration::from_secs(3600);
 
@@ -50,53 +45,6 @@ impl ArmedPerson {
     /// Whole seconds left at `now` (what `arm` and `status` report).
     pub fn expires_in_s(&self, now: Duration) -> u64 {
         self.until.saturating_sub(now).as_secs()
-    }
-}
-
-/// Clients waiting for an upload to be confirmed (`follow_upload`).
-#[derive(Debug, Default)]
-pub struct Followers(Vec<(u64, SyncSender<Reply>, Duration)>);
-
-impl Followers {
-    /// A client follows entry `id` from `now`, for [`FOLLOW_TIMEOUT`].
-    pub fn add(&mut self, id: u64, reply: SyncSender<Reply>, now: Duration) {
-        self.0.push((id, reply, now + FOLLOW_TIMEOUT));
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// When the first client's wait ends.
-    pub fn next_deadline(&self) -> Option<Duration> {
-        self.0.iter().map(|(_, _, until)| *until).min()
-    }
-
-    /// Answers "queued, not uploaded yet" to the clients whose wait is over
-    /// at `now`, and forgets them.
-    pub fn expire(&mut self, now: Duration) {
-        self.0.retain(|(id, reply, until)| {
-            if now < *until {
-                return true;
-            }
-            let _ = reply.try_send(Reply::answer(Answer::Followed(UploadFollowed {
-                queued: *id,
-                uploaded: false,
-                face_ids: Vec::new(),
-            })));
-            false
-        });
-    }
-
-    /// Keeps the clients for which `answer` (given the entry id and the
-    /// client's channel) returns true: it has not answered them yet.
-    pub fn retain(&mut self, mut answer: impl FnMut(u64, &SyncSender<Reply>) -> bool) {
-        self.0.retain(|(id, reply, _)| answer(*id, reply));
-    }
-
-    /// Every client, for the last answer when the daemon stops.
-    pub fn take_all(&mut self) -> Vec<(u64, SyncSender<Reply>)> {
-        self.0.drain(..).map(|(id, reply, _)| (id, reply)).collect()
     }
 }
 
@@ -155,7 +103,6 @@ pub fn wait_for_workers(
 mod tests {
     use super::*;
     use crate::clock::FakeClock;
-    use std::sync::mpsc;
 
     const S: Duration = Duration::from_secs(1);
 
@@ -178,43 +125,6 @@ mod tests {
         let long = ArmedPerson::new("p".into(), None, u64::MAX, Duration::ZERO);
         assert_eq!(long.expires_in_s(Duration::ZERO), 3600);
         assert!(!long.live_at(MAX_ARM));
-    }
-
-    #[test]
-    fn a_follower_is_told_queued_not_uploaded_when_its_wait_ends() {
-        let mut f = Followers::default();
-        let (tx, rx) = mpsc::sync_channel(4);
-        f.add(7, tx, 5 * S);
-        f.expire(5 * S + FOLLOW_TIMEOUT - Duration::from_millis(1));
-        assert!(rx.try_recv().is_err(), "answered before its time");
-        assert!(!f.is_empty());
-        f.expire(5 * S + FOLLOW_TIMEOUT);
-        match rx.try_recv() {
-            Ok(Reply::Answer {
-                result: Answer::Followed(f),
-            }) => assert_eq!(
-                f,
-                UploadFollowed {
-                    queued: 7,
-                    uploaded: false,
-                    face_ids: vec![]
-                }
-            ),
-            other => panic!("{other:?}"),
-        }
-        assert!(f.is_empty());
-    }
-
-    #[test]
-    fn followers_answered_by_an_upload_are_forgotten_and_the_rest_kept() {
-        let mut f = Followers::default();
-        let (tx, _rx) = mpsc::sync_channel(4);
-        f.add(1, tx.clone(), S);
-        f.add(2, tx, S);
-        f.retain(|id, _| id != 1);
-        let left: Vec<u64> = f.take_all().into_iter().map(|(id, _)| id).collect();
-        assert_eq!(left, vec![2]);
-        assert!(f.is_empty());
     }
 
     /// Workers that end at given times of a fake clock.

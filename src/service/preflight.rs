@@ -10,7 +10,8 @@
 //! extra CA file, the model, the control socket's and the state directory's
 //! places.
 
-use crate::config::{check_socket_file, Config};
+use crate::config::Config;
+use crate::control::server::check_socket_file;
 use std::path::Path;
 
 /// [`problems`] as one error naming `source` (the file, or the defaults), or
