@@ -34,6 +34,18 @@ enum Reply {
     },
 }
 
+/// Makes a FIFO (mode 0600) at `path`.
+fn mkfifo(path: &Path) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .expect("mkfifo");
+}
+
 /// The typed reply as its line on the wire.
 fn wire(r: &enrolld::control::Reply) -> Reply {
     serde_json::from_str(&r.to_line()).expect("a reply reads back from its line")
@@ -289,14 +301,7 @@ fn a_button_press_enrolls_the_armed_person_and_the_led_shows_it() {
     // A FIFO stands for the input device: like a character device, it
     // blocks until a press comes (the daemon polls it with no timeout).
     let input = e.path("event0");
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        &input,
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .expect("mkfifo");
+    mkfifo(&input);
     let mut text = std::fs::read_to_string(e.path("enrolld.toml")).expect("read");
     text.push_str(&format!("[button]\ninput_device = {:?}\nkey_code = 28\ndebounce_ms = 0\n[led]\nname = \"enrolld\"\n", input.display().to_string()));
     std::fs::write(e.path("enrolld.toml"), text).expect("write");
@@ -1186,14 +1191,7 @@ fn a_photo_is_enrolled_through_a_running_daemon_which_reads_what_the_client_open
     // A client that passes a FIFO, or names a photo and passes nothing, is
     // refused; the daemon reads neither and goes on.
     let fifo = e.path("fifo.jpg");
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        &fifo,
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .expect("mkfifo");
+    mkfifo(&fifo);
     let opened = {
         use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new()

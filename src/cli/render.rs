@@ -338,18 +338,21 @@ pub fn entry_report(r: &EntryReport, json: bool) -> String {
             provider,
             code,
             message,
-        } => format!(
-            "entry {id} to {provider} (person {person:?}) is dead: {code} {message}; kept with its images (enrolld queue show {id})"
-        ),
-        EntryReport::Paused {
+        }
+        | EntryReport::Paused {
             id,
             person,
             provider,
             code,
             message,
-        } => format!(
-            "entry {id} to {provider} (person {person:?}) paused uploads to {provider}: {code} {message}; it stays queued"
-        ),
+        } => {
+            let what = if matches!(r, EntryReport::Dead { .. }) {
+                format!("is dead: {code} {message}; kept with its images (enrolld queue show {id})")
+            } else {
+                format!("paused uploads to {provider}: {code} {message}; it stays queued")
+            };
+            format!("entry {id} to {provider} (person {person:?}) {what}")
+        }
     }
 }
 
