@@ -9,7 +9,7 @@ use super::{base64, classify_http_status, SkewClock, UploadError, Uploaded, Uplo
 use crate::clock::UnixMillis;
 use crate::cloud::http::HttpClient;
 use crate::config::Secret;
-use crate::model::{Enrollment, ErrorClass, Provider};
+use crate::model::{Enrollment, ErrorClass, Provider, UploadCode};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -187,7 +187,7 @@ impl JdClient {
             outer_id: &entry.person_id,
             image_base64: base64(image),
         })
-        .map_err(|e| UploadError::new(ErrorClass::Never, "encode", e.to_string()))?;
+        .map_err(|e| UploadError::new(ErrorClass::Never, UploadCode::Encode, e.to_string()))?;
         let resp = self
             .http
             .post(&url, &[("content-type", "application/json")], &body)?;
@@ -203,7 +203,7 @@ impl JdClient {
             Err(why) => {
                 // A 200 that is not a JD answer (a captive portal, a proxy):
                 // the request may have been applied.
-                let mut e = UploadError::new(ErrorClass::Retry, "bad_answer", why);
+                let mut e = UploadError::new(ErrorClass::Retry, UploadCode::BadAnswer, why);
                 e.outcome_unknown = true;
                 Err(e)
             }

@@ -10,7 +10,7 @@ pub mod tls;
 
 use crate::clock::{Clock, UnixMillis};
 use crate::cloud::http::{HttpError, HttpErrorKind};
-use crate::model::{Enrollment, ErrorClass, Provider};
+use crate::model::{Enrollment, ErrorClass, Provider, UploadCode};
 use serde::Serialize;
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -57,19 +57,17 @@ impl fmt::Display for UploadError {
 
 impl std::error::Error for UploadError {}
 
-/// The code of a failure where the host could not be reached or the request
-/// not sent: the next entry for the same host would fail the same way.
-pub const NETWORK_CODE: &str = "network";
-
 impl From<HttpError> for UploadError {
     fn from(e: HttpError) -> Self {
         let (class, code) = match e.kind {
-            HttpErrorKind::Connect | HttpErrorKind::Send => (ErrorClass::Retry, NETWORK_CODE),
-            HttpErrorKind::Unknown => (ErrorClass::Retry, "no_answer"),
+            HttpErrorKind::Connect | HttpErrorKind::Send => {
+                (ErrorClass::Retry, UploadCode::Network)
+            }
+            HttpErrorKind::Unknown => (ErrorClass::Retry, UploadCode::NoAnswer),
             // An untrusted certificate is a configuration problem (or an
             // attack): keep everything queued and tell the operator.
-            HttpErrorKind::Tls => (ErrorClass::Operator, "tls"),
-            HttpErrorKind::Config => (ErrorClass::Operator, "config"),
+            HttpErrorKind::Tls => (ErrorClass::Operator, UploadCode::Tls),
+            HttpErrorKind::Config => (ErrorClass::Operator, UploadCode::Config),
         };
         let mut u = UploadError::new(class, code, e.message.clone());
         u.outcome_unknown = e.maybe_applied();
@@ -213,7 +211,11 @@ pub fn build_uploader(
 ) -> Result<Box<dyn Uploader>, UploadError> {
     use crate::config::Secret;
     let missing = |key: &str, why: String| {
-        UploadError::new(ErrorClass::Operator, "credentials", format!("{key}: {why}"))
+        UploadError::new(
+            ErrorClass::Operator,
+            UploadCode::Credentials,
+            format!("{key}: {why}"),
+        )
     };
     match provider {
         Provider::Jd => {

@@ -12,7 +12,7 @@ use super::sign::{tc3_sign, Tc3Request, TC3_CONTENT_TYPE};
 use super::{base64, classify_http_status, SkewClock, UploadError, Uploaded, Uploader};
 use crate::cloud::http::{host_of, HttpClient};
 use crate::config::Secret;
-use crate::model::{rules::tencent as rules, Enrollment, ErrorClass, Provider};
+use crate::model::{rules::tencent as rules, Enrollment, ErrorClass, Provider, UploadCode};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -219,7 +219,7 @@ impl TencentClient {
     /// One signed API call; the `Response` object of a success.
     pub fn call(&self, action: &str, params: &impl serde::Serialize) -> Result<Value, UploadError> {
         let body = serde_json::to_vec(params)
-            .map_err(|e| UploadError::new(ErrorClass::Never, "encode", e.to_string()))?;
+            .map_err(|e| UploadError::new(ErrorClass::Never, UploadCode::Encode, e.to_string()))?;
         let timestamp = self.clock.now_ms().div_euclid(1000);
         let sig = tc3_sign(&Tc3Request {
             secret_id: &self.secret_id,
@@ -333,7 +333,7 @@ pub fn parse_answer(action: &str, status: u16, body: &[u8]) -> Result<Value, Upl
         }
         let mut e = UploadError::new(
             ErrorClass::Retry,
-            "bad_answer",
+            UploadCode::BadAnswer,
             format!("{action}: answer has no Response object"),
         );
         e.outcome_unknown = true;

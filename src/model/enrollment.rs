@@ -171,3 +171,59 @@ pub struct Receipt {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uploaded_boot: Option<BootStamp>,
 }
+
+/// enrolld's own codes for a failed upload, beside the vendors' (which stay
+/// text: `10043`, `AuthFailure.SecretIdNotFound`). Stable names: they are in
+/// `LastError::code`, `queue show` and the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UploadCode {
+    /// The host could not be reached or the request not sent.
+    Network,
+    /// Sent, and no answer came (it may have been applied).
+    NoAnswer,
+    /// The endpoint's certificate is not trusted.
+    Tls,
+    /// The TLS settings (extra CA file) cannot be used.
+    TlsConfig,
+    /// An endpoint or proxy that cannot be used.
+    Config,
+    /// The credentials are missing or unreadable.
+    Credentials,
+    /// The request could not be encoded.
+    Encode,
+    /// An answer that is not the vendor's (a captive portal, a proxy).
+    BadAnswer,
+    /// The entry's record or images cannot be read.
+    CorruptEntry,
+    /// No uploader for the entry's vendor.
+    NoUploader,
+}
+
+impl UploadCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UploadCode::Network => "network",
+            UploadCode::NoAnswer => "no_answer",
+            UploadCode::Tls => "tls",
+            UploadCode::TlsConfig => "tls_config",
+            UploadCode::Config => "config",
+            UploadCode::Credentials => "credentials",
+            UploadCode::Encode => "encode",
+            UploadCode::BadAnswer => "bad_answer",
+            UploadCode::CorruptEntry => "corrupt_entry",
+            UploadCode::NoUploader => "no_uploader",
+        }
+    }
+}
+
+impl From<UploadCode> for String {
+    fn from(c: UploadCode) -> String {
+        c.as_str().to_string()
+    }
+}
+
+impl PartialEq<UploadCode> for String {
+    fn eq(&self, other: &UploadCode) -> bool {
+        self == other.as_str()
+    }
+}

@@ -14,8 +14,8 @@ mod provider;
 pub mod rules;
 
 pub use enrollment::{
-    Enrollment, EntryState, ErrorClass, Group, ImageMeta, LastError, Receipt, UploadProgress,
-    MAX_IMAGES,
+    Enrollment, EntryState, ErrorClass, Group, ImageMeta, LastError, Receipt, UploadCode,
+    UploadProgress, MAX_IMAGES,
 };
 pub use error::{exit, ErrorCode, Failure};
 pub use face::FaceScores;

@@ -9,9 +9,9 @@
 
 use crate::clock::{Clock, UnixMillis};
 use crate::cloud::{SkewClock, UploadError, Uploader};
-use crate::model::ErrorClass;
 use crate::model::LastError;
 use crate::model::Provider;
+use crate::model::{ErrorClass, UploadCode};
 use crate::queue::outbox::{Outbox, OutboxError};
 use crate::queue::retry::{self, Decision, Jitter, PauseRecheck, RetryPolicy, TokenBucket};
 use serde::{Deserialize, Serialize};
@@ -568,7 +568,8 @@ impl Drainer {
         let images = match self.outbox.images(id) {
             Ok(i) => i,
             Err(e @ OutboxError::Corrupt { .. }) => {
-                let err = UploadError::new(ErrorClass::Never, "corrupt_entry", e.to_string());
+                let err =
+                    UploadError::new(ErrorClass::Never, UploadCode::CorruptEntry, e.to_string());
                 return self.give_up(summary, &entry, &err);
             }
             Err(e) => return Err(e),
@@ -578,7 +579,7 @@ impl Drainer {
             None => Err(self.unavailable.get(&provider).cloned().unwrap_or_else(|| {
                 UploadError::new(
                     ErrorClass::Operator,
-                    "no_uploader",
+                    UploadCode::NoUploader,
                     format!("no uploader for {provider}"),
                 )
             })),
@@ -666,7 +667,7 @@ impl Drainer {
                             message: e.message.clone(),
                             next_attempt_ms: at,
                         });
-                        if e.code == crate::cloud::NETWORK_CODE && !e.outcome_unknown {
+                        if e.code == UploadCode::Network && !e.outcome_unknown {
                             if !self.unreachable.contains_key(&provider) {
                                 log::warn!(
                                     "{provider} cannot be reached ({}); entry {id} tries again in {} s, the others wait for it",
@@ -975,8 +976,8 @@ mod tests {
             .map(|i| enqueue(&r, &format!("p{i}"), Provider::Jd))
             .collect();
         let tencent = enqueue(&r, "t", Provider::Tencent);
-        fail_next(&r, ErrorClass::Retry, crate::cloud::NETWORK_CODE);
-        fail_next(&r, ErrorClass::Retry, crate::cloud::NETWORK_CODE);
+        fail_next(&r, ErrorClass::Retry, UploadCode::Network.as_str());
+        fail_next(&r, ErrorClass::Retry, UploadCode::Network.as_str());
         let s = r.drainer.drain(&mut no_wait).expect("drain");
         assert_eq!(s.retried, 1, "one failure, not five");
         assert_eq!(*r.sent.lock().expect("lock"), vec![ids[0]]);

@@ -9,8 +9,8 @@ use crate::cloud::http::HttpClient;
 use crate::cloud::timefloor::TimeFloor;
 use crate::cloud::{build_uploader, http_config, SkewClock, UploadError};
 use crate::config::Config;
-use crate::model::ErrorClass;
 use crate::model::Provider;
+use crate::model::{ErrorClass, UploadCode};
 use crate::queue::drain::{Drainer, ProviderLimits, Retention};
 use crate::queue::outbox::Outbox;
 use crate::queue::retry::{PauseRecheck, RetryPolicy};
@@ -83,5 +83,5 @@ fn http_client(config: &Config, floor: &Arc<TimeFloor>) -> Result<Arc<HttpClient
     };
     HttpClient::new(&http)
         .map(Arc::new)
-        .map_err(|e| UploadError::new(ErrorClass::Operator, "tls_config", e.to_string()))
+        .map_err(|e| UploadError::new(ErrorClass::Operator, UploadCode::TlsConfig, e.to_string()))
 }

@@ -491,6 +491,8 @@ impl Outbox {
                 .cache_capacity(16 * 1024 * 1024)
                 .flush_every_ms(Some(1000))
                 .open()
+                // sled 0.34 reports a held lock only as text (an `Other` io
+                // error "could not acquire lock on ..."): its kind says nothing.
                 .map_err(|e| match e {
                     sled::Error::Io(io)
                         if io.kind() == std::io::ErrorKind::WouldBlock
