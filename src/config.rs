@@ -356,6 +356,19 @@ pub struct TencentConfig {
     pub group_id: String,
     /// Requests per second at most (CreateFace allows 50). Default 20.
     pub qps: f64,
+    /// `UniquePersonControl` on CreatePerson, 0-4: with 1 (loosest) to 4
+    /// (strictest), Tencent creates no person whose face matches one in the
+    /// group and names the match; the entry is then dead with
+    /// `duplicate_person`. Default 0 (off).
+    pub unique_person_control: u8,
+    /// `QualityControl` on CreatePerson and CreateFace, 0-4: 0 none, 4 the
+    /// strictest (blur, light, occlusion); a face below it is refused
+    /// (`RetCode` -1601). Default 0.
+    pub quality_control: u8,
+    /// `FaceMatchThreshold` on CreateFace, 0-100: a face added to a person
+    /// must be at least this similar to the person's others (`RetCode`
+    /// -1604). Unset sends none (Tencent's default, 60).
+    pub face_match_threshold: Option<f64>,
 }
 
 impl Default for TencentConfig {
@@ -368,6 +381,9 @@ impl Default for TencentConfig {
             version: "2018-03-01".into(),
             group_id: String::new(),
             qps: 20.0,
+            unique_person_control: 0,
+            quality_control: 0,
+            face_match_threshold: None,
         }
     }
 }
@@ -821,6 +837,28 @@ impl Config {
         }
         if u.receipt_retention_days > 3650 {
             bad("upload.receipt_retention_days", "must be 0..=3650".into());
+        }
+        for (key, level) in [
+            (
+                "tencent.unique_person_control",
+                self.tencent.unique_person_control,
+            ),
+            ("tencent.quality_control", self.tencent.quality_control),
+        ] {
+            if level > 4 {
+                bad(
+                    key,
+                    format!("is {level}; must be 0..=4 (0 off, 4 the strictest)"),
+                );
+            }
+        }
+        if let Some(t) = self.tencent.face_match_threshold {
+            if !(0.0..=100.0).contains(&t) {
+                bad(
+                    "tencent.face_match_threshold",
+                    format!("is {t}; must be 0..=100"),
+                );
+            }
         }
         for (key, qps) in [("jd.qps", self.jd.qps), ("tencent.qps", self.tencent.qps)] {
             if !(0.01..=10_000.0).contains(&qps) {

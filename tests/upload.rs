@@ -830,3 +830,56 @@ fn a_device_booted_at_1970_uploads_before_ntp_and_its_records_get_the_true_time(
     let r = receipts.iter().find(|r| r.id == id).expect("receipt");
     assert!((now() - r.created_at_ms).abs() < 120_000, "{r:?}");
 }
+
+/// `tencent.unique_person_control`: the same face enrolled under a second
+/// person id creates nobody; the entry is dead with `duplicate_person`,
+/// naming the person the cloud matched and what to do. The quality gates
+/// are sent and accepted; a value Tencent would refuse is refused by
+/// `config check` before anything runs.
+#[test]
+fn tencent_refuses_a_person_enrolled_twice_and_the_entry_says_who() {
+    let cloud = Cloud::start(Provider::Tencent);
+    let e = Enrolld::new(&cloud.config(
+        "",
+        "group_id = \"kiosk-group\"\nunique_person_control = 2\nquality_control = 4\nface_match_threshold = 80.0",
+    ));
+    let (_, first) = enroll(&e, "p-2001", 3);
+    let (code, s) = drain(&e);
+    assert_eq!(code, 0, "{s:#}");
+    assert_eq!(cloud.faces("p-2001"), first);
+    // The same photo, under another id.
+    let (id, _) = enroll(&e, "p-2002", 3);
+    let (code, s) = drain(&e);
+    assert_eq!(code, 9, "dead: {s:#}");
+    assert_eq!(s["failures"][0]["code"], "duplicate_person", "{s:#}");
+    assert!(cloud.faces("p-2002").is_empty(), "nobody was created");
+    let dead = entry(&e, id);
+    assert_eq!(dead["state"], "dead", "{dead:#}");
+    let message = dead["last_error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("\"p-2001\"") && message.contains("enroll more faces under"),
+        "{message}"
+    );
+    // A different face under the second id is a person of its own.
+    enroll(&e, "p-2002", 4);
+    assert_eq!(
+        drain(&e).0,
+        0,
+        "{}",
+        "this pass uploaded and refused nothing"
+    );
+    assert_eq!(cloud.faces("p-2002").len(), 1);
+    assert_eq!(entry(&e, id)["state"], "dead", "kept until purged");
+
+    for (key, value) in [
+        ("tencent.unique_person_control", toml::Value::Integer(5)),
+        ("tencent.quality_control", toml::Value::Integer(9)),
+        ("tencent.face_match_threshold", toml::Value::Float(101.0)),
+    ] {
+        let bad = Enrolld::new(&config_with(&cloud.config("", ""), &[(key, value)]));
+        let out = bad.run(&["config", "check"]);
+        assert_eq!(out.status.code(), Some(2), "{key}");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains(key), "{key}: {said}");
+    }
+}

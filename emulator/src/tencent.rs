@@ -237,6 +237,35 @@ fn string_param<'a>(shared: &Shared, params: &'a Value, key: &str) -> Result<&'a
     }
 }
 
+/// An optional integer control (`QualityControl`, `UniquePersonControl`):
+/// 0 when absent; Tencent refuses anything but an integer 0 to 4.
+fn control_param(shared: &Shared, params: &Value, key: &str) -> Result<u64, Outcome> {
+    match params.get(key) {
+        None | Some(Value::Null) => Ok(0),
+        Some(v) => match v.as_u64() {
+            Some(n) if n <= 4 => Ok(n),
+            _ => Err(error(
+                shared,
+                "InvalidParameterValue",
+                &format!("{key} must be an integer 0 to 4, not {v}"),
+            )),
+        },
+    }
+}
+
+/// `FaceMatchThreshold`: a number 0 to 100 when given.
+fn threshold_param(shared: &Shared, params: &Value) -> Result<(), Outcome> {
+    match params.get("FaceMatchThreshold") {
+        None | Some(Value::Null) => Ok(()),
+        Some(v) if v.as_f64().is_some_and(|t| (0.0..=100.0).contains(&t)) => Ok(()),
+        Some(v) => Err(error(
+            shared,
+            "InvalidParameterValue",
+            &format!("FaceMatchThreshold must be a number 0 to 100, not {v}"),
+        )),
+    }
+}
+
 /// Checks a required id parameter (`PersonId`, `GroupId`).
 fn required_id<'a>(shared: &Shared, params: &'a Value, key: &str) -> Result<&'a str, Outcome> {
     let v = string_param(shared, params, key)?;
@@ -339,6 +368,8 @@ fn create_face(
     detector: &mut Option<SeetaDetector>,
 ) -> Result<Outcome, Outcome> {
     let person_id = required_id(shared, params, "PersonId")?.to_string();
+    control_param(shared, params, "QualityControl")?;
+    threshold_param(shared, params)?;
     let images: Vec<&str> = match params.get("Images") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
@@ -441,6 +472,8 @@ fn create_person(
     let group_id = required_id(shared, params, "GroupId")?.to_string();
     let person_id = required_id(shared, params, "PersonId")?.to_string();
     let name = required_name(shared, params)?.to_string();
+    control_param(shared, params, "QualityControl")?;
+    let unique = control_param(shared, params, "UniquePersonControl")?;
     let in_group = shared
         .lock()
         .persons
@@ -497,6 +530,19 @@ fn create_person(
     };
     let (w, h) = (checked.width, checked.height);
     let mut state = shared.lock();
+    // UniquePersonControl: a face already in the group creates nobody, and
+    // the answer names its person. The emulator's "same face" is the same
+    // image, which any of Tencent's levels 1-4 would match.
+    if unique > 0 {
+        let similar = state.persons.iter().find(|(_, p)| {
+            p.groups.contains(&group_id) && p.faces.iter().any(|f| f.image_sha256 == checked.sha256)
+        });
+        if let Some((similar, _)) = similar {
+            let fields = json!({"FaceId": "", "FaceRect": {"X": 0, "Y": 0, "Width": w, "Height": h}, "SimilarPersonId": similar});
+            drop(state);
+            return Ok(ok(shared, fields));
+        }
+    }
     let face_id = state.new_face_id();
     state.persons.insert(
         person_id.clone(),

@@ -244,6 +244,11 @@ pub fn build_uploader(
                 region: cfg.tencent.region.clone(),
                 version: cfg.tencent.version.clone(),
                 group_id: cfg.tencent.group_id.clone(),
+                gates: tencent::TencentGates {
+                    unique_person_control: cfg.tencent.unique_person_control,
+                    quality_control: cfg.tencent.quality_control,
+                    face_match_threshold: cfg.tencent.face_match_threshold,
+                },
             };
             Ok(Box::new(tencent::TencentClient::new(
                 http, &settings, secret, clock,

@@ -182,7 +182,21 @@ pub struct TencentClient {
     region: String,
     version: String,
     group_id: String,
+    gates: TencentGates,
     clock: Arc<SkewClock>,
+}
+
+/// Tencent's own gates, sent where it takes them (see `[tencent]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TencentGates {
+    pub unique_person_control: u8,
+    pub quality_control: u8,
+    pub face_match_threshold: Option<f64>,
+}
+
+/// 0 is Tencent's own default for both controls: sent only when set.
+fn is_zero(v: &u8) -> bool {
+    *v == 0
 }
 
 /// Settings of a [`TencentClient`].
@@ -193,6 +207,7 @@ pub struct TencentSettings {
     pub region: String,
     pub version: String,
     pub group_id: String,
+    pub gates: TencentGates,
 }
 
 impl TencentClient {
@@ -212,6 +227,7 @@ impl TencentClient {
             region: s.region.clone(),
             version: s.version.clone(),
             group_id: s.group_id.clone(),
+            gates: s.gates,
             clock,
         }
     }
@@ -278,6 +294,10 @@ impl TencentClient {
             person_id: &'a str,
             person_name: String,
             image: String,
+            #[serde(skip_serializing_if = "is_zero")]
+            unique_person_control: u8,
+            #[serde(skip_serializing_if = "is_zero")]
+            quality_control: u8,
         }
         let r = self.call(
             "CreatePerson",
@@ -286,8 +306,28 @@ impl TencentClient {
                 person_id: &entry.person_id,
                 person_name: rules::person_name(&entry.person_id, entry.person_name.as_deref()),
                 image: base64(image),
+                unique_person_control: self.gates.unique_person_control,
+                quality_control: self.gates.quality_control,
             },
         )?;
+        // With UniquePersonControl, a face that matches a person of the
+        // group creates nobody: the answer names the match instead.
+        if let Some(similar) = r
+            .get("SimilarPersonId")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+        {
+            return Err(UploadError::new(
+                ErrorClass::Never,
+                UploadCode::DuplicatePerson,
+                format!(
+                    "{:?} looks like {similar:?}, who is already in group {:?} (tencent.unique_person_control = {}): \
+                     nobody was created. If it is the same person, enroll more faces under {similar:?}; \
+                     if not, purge this entry (enrolld queue purge {}) and enroll it with a lower control",
+                    entry.person_id, self.group_id, self.gates.unique_person_control, entry.id
+                ),
+            ));
+        }
         entry.progress.done_images.push(index as u8);
         if let Some(face) = r.get("FaceId").and_then(Value::as_str) {
             entry.progress.uploaded_face_ids.push(face.to_string());
@@ -307,12 +347,18 @@ impl TencentClient {
         struct CreateFace<'a> {
             person_id: &'a str,
             images: Vec<String>,
+            #[serde(skip_serializing_if = "is_zero")]
+            quality_control: u8,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            face_match_threshold: Option<f64>,
         }
         let r = self.call(
             "CreateFace",
             &CreateFace {
                 person_id: &entry.person_id,
                 images: encoded,
+                quality_control: self.gates.quality_control,
+                face_match_threshold: self.gates.face_match_threshold,
             },
         )?;
         apply_create_face(entry, pending, &r)
@@ -398,10 +444,39 @@ pub fn apply_create_face(
         return Err(UploadError::new(
             ErrorClass::Never,
             format!("RetCode:{c}"),
-            "CreateFace: every image was refused (-1101 no face, -1102 decode, -1109 size, -1601 quality, -1604 not similar)",
+            format!(
+                "CreateFace refused every image: {}",
+                refused_reason(c, &entry.person_id)
+            ),
         ));
     }
+    for c in refused_codes {
+        log::warn!(
+            "entry {}: Tencent refused one image: {}; the others were added",
+            entry.id,
+            refused_reason(c, &entry.person_id)
+        );
+    }
     Ok(())
+}
+
+/// What a per-image `RetCode` means for the technician.
+fn refused_reason(code: i64, person: &str) -> String {
+    match code {
+        -1101 => "no face in the image (-1101)".into(),
+        -1102 => "the image cannot be decoded (-1102)".into(),
+        -1109 => "the image is too large or too small (-1109)".into(),
+        -1601 => {
+            "the face is below tencent.quality_control (-1601: blur, light or a covered face); \
+                  enroll again facing the camera in even light, or lower the control"
+                .into()
+        }
+        -1604 => format!(
+            "the face is not similar enough to {person:?}'s other faces (-1604, \
+             tencent.face_match_threshold): check that it is the same person, or purge this entry"
+        ),
+        c => format!("RetCode {c}"),
+    }
 }
 
 fn strings(v: Option<&Value>) -> Vec<String> {
@@ -539,6 +614,27 @@ impl Uploader for TencentClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_face_refused_for_quality_or_similarity_says_what_to_do() {
+        let mut entry: Enrollment = serde_json::from_value(serde_json::json!({
+            "format_version": 2, "id": 1, "person_id": "p-7", "provider": "tencent",
+            "group": {"id": "g", "name": ""}, "created_at_ms": 0, "attempts": 1,
+            "next_attempt_at_ms": 0, "state": "in_flight", "since_ms": 0, "last_error": null,
+            "images": []
+        }))
+        .expect("entry");
+        for (code, says) in [
+            (-1601, "tencent.quality_control"),
+            (-1604, "not similar enough to \"p-7\""),
+        ] {
+            let r = serde_json::json!({"SucFaceNum": 0, "SucFaceIds": [], "RetCode": [code]});
+            let err = apply_create_face(&mut entry, &[0], &r).expect_err("refused");
+            assert_eq!(err.class, ErrorClass::Never);
+            assert_eq!(err.code, format!("RetCode:{code}"));
+            assert!(err.message.contains(says), "{}", err.message);
+        }
+    }
 
     #[test]
     fn codes_map_to_classes() {

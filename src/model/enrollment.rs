@@ -197,6 +197,8 @@ pub enum UploadCode {
     CorruptEntry,
     /// No uploader for the entry's vendor.
     NoUploader,
+    /// Tencent's UniquePersonControl found the face in another person.
+    DuplicatePerson,
 }
 
 impl UploadCode {
@@ -212,6 +214,7 @@ impl UploadCode {
             UploadCode::BadAnswer => "bad_answer",
             UploadCode::CorruptEntry => "corrupt_entry",
             UploadCode::NoUploader => "no_uploader",
+            UploadCode::DuplicatePerson => "duplicate_person",
         }
     }
 }

@@ -565,6 +565,7 @@ impl Cloud {
             region: String::new(),
             version: "2018-03-01".into(),
             group_id: "g".into(),
+            gates: Default::default(),
         };
         let skew = Arc::new(enrolld::cloud::SkewClock::new(Arc::new(
             enrolld::clock::SystemClock,
