@@ -19,7 +19,7 @@ use crate::capture::detect::SeetaDetector;
 use crate::capture::enroll::{enroll, EnrollError, EnrollOutcome, EnrollRequest};
 use crate::clock::{Clock, Stop, SystemClock, SystemTimer, Timer};
 use crate::cloud::SkewClock;
-use crate::config::{Config, ReceivedPhoto, SourceSpec, UnarmedPolicy};
+use crate::config::{Config, ReceivedPhoto, SourceSpec};
 use crate::control::answer::{self, Answer, Armed, DaemonState, StatusReport};
 use crate::control::handler;
 use crate::control::server::{bind_socket, control_worker, Clients, Submit};
@@ -35,7 +35,7 @@ use crate::service::hardware::{
     LedPattern,
 };
 use crate::service::notify::{watchdog_interval, Notifier};
-use crate::service::state::{DrainClients, Fate, Followed};
+use crate::service::state::{on_press, DrainClients, Fate, Followed, Press};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
@@ -816,21 +816,15 @@ impl Daemon {
 
     fn button(&mut self) {
         let now = self.timer.elapsed();
-        let armed = self
-            .armed
-            .take()
-            .filter(|a| a.live_at(now))
-            .map(|a| (a.person, a.name));
-        let (person, name) = match (armed, self.config.button.unarmed) {
-            (Some(p), _) => p,
-            (None, UnarmedPolicy::Template) => (
-                person_from_template(
-                    &self.config.button.id_template,
-                    &self.config.button.device_name,
-                ),
-                None,
-            ),
-            (None, UnarmedPolicy::Reject) => {
+        let press = on_press(&mut self.armed, now, self.config.button.unarmed, || {
+            person_from_template(
+                &self.config.button.id_template,
+                &self.config.button.device_name,
+            )
+        });
+        let (person, name) = match press {
+            Press::Enroll { person, name } => (person, name),
+            Press::Refuse => {
                 log::warn!(
                     "button pressed with nobody armed; ignored (button.unarmed = \"reject\")"
                 );

@@ -6,11 +6,14 @@
 //!   since each request did.
 //! - [`Followed`]: `enroll` requests that follow their upload, until the
 //!   cloud has it, it dies, or the wait ends.
+//! - [`on_press`]: whom a button press enrolls.
 
+use crate::config::UnarmedPolicy;
 use crate::control::answer::{Answer, Event, UploadFollowed};
 use crate::control::Reply;
 use crate::model::{ErrorCode, Failure, Receipt};
 use crate::queue::drain::{DrainSummary, EntryReport};
+use crate::service::deadlines::ArmedPerson;
 use std::time::Duration;
 
 /// `drain` clients. A request takes a ticket; a pass that began after the
@@ -217,6 +220,39 @@ fn uploaded(id: u64, face_ids: Vec<String>) -> Reply {
     }))
 }
 
+/// What a button press does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Press {
+    /// Enroll this person now.
+    Enroll {
+        person: String,
+        name: Option<String>,
+    },
+    /// Nobody is armed and `button.unarmed = "reject"`.
+    Refuse,
+}
+
+/// A press at `now`: the armed person if the arming is still live (it is
+/// used up either way), else the id the template makes, or a refusal.
+pub fn on_press(
+    armed: &mut Option<ArmedPerson>,
+    now: Duration,
+    unarmed: UnarmedPolicy,
+    from_template: impl FnOnce() -> String,
+) -> Press {
+    match (armed.take().filter(|a| a.live_at(now)), unarmed) {
+        (Some(a), _) => Press::Enroll {
+            person: a.person,
+            name: a.name,
+        },
+        (None, UnarmedPolicy::Template) => Press::Enroll {
+            person: from_template(),
+            name: None,
+        },
+        (None, UnarmedPolicy::Reject) => Press::Refuse,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,6 +274,46 @@ mod tests {
             } => Some(s.uploaded),
             _ => None,
         }
+    }
+
+    #[test]
+    fn a_press_enrolls_the_armed_person_once_then_follows_the_policy() {
+        let clock = FakeClock::new(0);
+        let mut armed = Some(ArmedPerson::new(
+            "p-1".into(),
+            Some("Ann".into()),
+            60,
+            clock.elapsed(),
+        ));
+        let template = || "kiosk-1700000000".to_string();
+        assert_eq!(
+            on_press(&mut armed, clock.elapsed(), UnarmedPolicy::Reject, template),
+            Press::Enroll {
+                person: "p-1".into(),
+                name: Some("Ann".into())
+            }
+        );
+        assert!(armed.is_none(), "an arming is used once");
+        assert_eq!(
+            on_press(&mut armed, clock.elapsed(), UnarmedPolicy::Reject, template),
+            Press::Refuse
+        );
+        // An arming that ran out is not used, and is gone.
+        armed = Some(ArmedPerson::new("p-2".into(), None, 5, clock.elapsed()));
+        clock.sleep(5 * S);
+        assert_eq!(
+            on_press(
+                &mut armed,
+                clock.elapsed(),
+                UnarmedPolicy::Template,
+                template
+            ),
+            Press::Enroll {
+                person: "kiosk-1700000000".into(),
+                name: None
+            }
+        );
+        assert!(armed.is_none());
     }
 
     #[test]
