@@ -206,24 +206,22 @@ pub enum Event {
 
 impl Event {
     /// The event of an enrollment's progress.
-    pub fn of_progress(p: &Progress) -> Event {
+    pub fn of_progress(p: Progress) -> Event {
         match p {
-            Progress::Capturing { source } => Event::Capturing {
-                source: source.clone(),
-            },
+            Progress::Capturing { source } => Event::Capturing { source },
             Progress::Frame { report } => match (report.accepted, report.scores) {
                 (true, Some(scores)) => Event::FaceFound {
                     frame: report.index,
                     face_px: scores.face_px,
                     scores,
-                    report: Box::new(report.clone()),
+                    report: Box::new(report),
                 },
                 _ => Event::FrameRejected {
                     frame: report.index,
                     reason: report.rejection,
                     faces_seen: report.faces_seen,
                     scores: report.scores,
-                    report: Box::new(report.clone()),
+                    report: Box::new(report),
                 },
             },
         }

@@ -181,7 +181,6 @@ pub fn run(config_path: Option<PathBuf>, config: Config) -> Result<(), DaemonErr
             skew: skew.clone(),
             asked: drain_asked.clone(),
             stop: stop.clone(),
-            timer: timer.clone(),
         },
         &events_tx,
     )?;
@@ -350,7 +349,6 @@ struct DrainParts {
     /// The last `drain` ticket handed out (see [`Event::Drained`]).
     asked: Arc<AtomicU64>,
     stop: Arc<Stop>,
-    timer: Arc<dyn Timer>,
 }
 
 fn spawn_drain(
@@ -488,7 +486,6 @@ impl Daemon {
             };
             match event {
                 Ok(Event::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-                Ok(Event::Reload) => self.reload(),
                 Ok(event) => self.handle(event),
                 Err(RecvTimeoutError::Timeout) => {}
             }
@@ -496,7 +493,7 @@ impl Daemon {
             if self.armed.as_ref().is_some_and(|a| !a.live_at(now)) {
                 self.armed = None;
             }
-            send(self.followers.expire(now));
+            deliver(self.followers.expire(now));
             if let (Some(every), Some(at)) = (watchdog_every, watchdog_at) {
                 if now >= at {
                     self.watchdog(workers);
@@ -565,8 +562,8 @@ impl Daemon {
         } else {
             outbox.receipts().unwrap_or_default()
         };
-        send(followers.stopping(&receipts));
-        send(drain_clients.stopping());
+        deliver(followers.stopping(&receipts));
+        deliver(drain_clients.stopping());
     }
 
     fn update_status(&mut self) {
@@ -657,14 +654,14 @@ impl Daemon {
             Event::DrainEntry(report) => {
                 // Every client waiting on a drain hears of every entry; a
                 // client too slow to read misses progress, never its answer.
-                send(self.drain_clients.entry(&report));
+                deliver(self.drain_clients.entry(&report));
             }
             Event::DrainFailed(failure, served) => {
                 log::warn!("drain failed: {failure}");
-                send(self.drain_clients.failed(&failure, served));
+                deliver(self.drain_clients.failed(&failure, served));
             }
             Event::Drained(summary, served) => {
-                send(self.drain_clients.passed(&summary, served));
+                deliver(self.drain_clients.passed(&summary, served));
                 if summary.uploaded > 0 {
                     self.led.show(LedPattern::Uploaded);
                     self.counters.last_success_ms = Some(SystemClock.now_ms());
@@ -905,7 +902,7 @@ impl Daemon {
         }
         let receipts = self.outbox.receipts().unwrap_or_default();
         let outbox = &self.outbox;
-        send(self.followers.settle(|id| {
+        deliver(self.followers.settle(|id| {
             if let Some(r) = receipts.iter().find(|r| r.id == id) {
                 return Fate::Uploaded(r.face_ids.clone());
             }
@@ -921,7 +918,7 @@ impl Daemon {
 
 /// Sends each reply to its client. A client too slow to read (its channel
 /// is full) or gone misses it; the daemon never waits on a client.
-fn send(replies: Vec<(SyncSender<Reply>, Reply)>) {
+fn deliver(replies: Vec<(SyncSender<Reply>, Reply)>) {
     for (client, reply) in replies {
         let _ = client.try_send(reply);
     }
@@ -980,7 +977,7 @@ fn capture_worker(
         };
         led.show(LedPattern::Capturing);
         let outcome = enroll(&job.config, det, outbox, &job.request, cancel, &mut |p| {
-            send(Reply::Event(answer::Event::of_progress(&p)))
+            send(Reply::Event(answer::Event::of_progress(p)))
         });
         let person = &job.request.person_id;
         let (queued, result) = match outcome {
@@ -1007,23 +1004,28 @@ fn capture_worker(
                 }
                 (Some(id), format!("queued {id} for {person}"))
             }
-            Ok(rejected @ EnrollOutcome::Rejected { .. }) => {
-                let EnrollOutcome::Rejected { reason, advice, .. } = &rejected else {
-                    continue;
-                };
-                let (reason, advice) = (*reason, advice.clone());
+            Ok(EnrollOutcome::Rejected {
+                reason,
+                advice,
+                frames,
+                unreadable,
+            }) => {
                 led.show(LedPattern::Rejected(reason));
+                let message = format!("{reason}: {advice}");
                 // The whole outcome, every frame's report with it, as
                 // `enroll --json` prints it without a daemon.
-                send(Reply::Event(answer::Event::Rejected {
+                let outcome = EnrollOutcome::Rejected {
                     reason,
                     advice: advice.clone(),
-                    outcome: Box::new(rejected),
+                    frames,
+                    unreadable,
+                };
+                send(Reply::Event(answer::Event::Rejected {
+                    reason,
+                    advice,
+                    outcome: Box::new(outcome),
                 }));
-                send(Reply::error(
-                    ErrorCode::Rejected,
-                    format!("{reason}: {advice}"),
-                ));
+                send(Reply::error(ErrorCode::Rejected, message));
                 (None, format!("rejected {person}: {reason}"))
             }
             Err(e) => {
@@ -1070,7 +1072,6 @@ fn drain_worker(parts: DrainParts, commands: &Receiver<DrainCmd>, events: &SyncS
         skew,
         asked,
         stop,
-        timer,
     } = parts;
     // Every entry's outcome goes to the main loop, for the drain clients.
     let build = |config: &Config| {
@@ -1114,8 +1115,7 @@ fn drain_worker(parts: DrainParts, commands: &Receiver<DrainCmd>, events: &SyncS
         };
         let now = clock.now_ms();
         let wait = Duration::from_millis((next_pass_at(end, now) - now).max(0) as u64);
-        let until = timer.elapsed() + wait;
-        match commands.recv_timeout(until.saturating_sub(timer.elapsed())) {
+        match commands.recv_timeout(wait) {
             Ok(DrainCmd::Wake) | Err(RecvTimeoutError::Timeout) => {}
             Ok(DrainCmd::ClockStepped) => {
                 if let Err(e) = drainer.clock_stepped() {
