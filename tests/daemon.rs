@@ -651,13 +651,17 @@ fn a_socket_passed_by_systemd_is_used() {
         .stderr(Stdio::null())
         .spawn()
         .expect("systemd-socket-activate (Debian package systemd) runs");
+    // The socket file appears at bind(), a moment before listen(): until
+    // then a connection is refused, so wait for one that is accepted.
+    let mut client = None;
     assert!(
-        wait_until(EVENTUALLY, || activated.exists()),
-        "the socket is bound by the activator"
+        wait_until(EVENTUALLY, || {
+            client = Client::connect(&activated, Duration::from_secs(30)).expect("connect");
+            client.is_some()
+        }),
+        "the socket is bound and listened on by the activator"
     );
-    let mut client = Client::connect(&activated, Duration::from_secs(30))
-        .expect("connect")
-        .expect("listening");
+    let mut client = client.expect("listening");
     let last = wire(&client.call(&Request::Status {}, &mut |_| {}).expect("call"));
     assert!(
         matches!(&last, Reply::Answer { result } if result["enrolling"] == false),
