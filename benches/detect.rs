@@ -253,6 +253,7 @@ fn scenes() -> Vec<Scene> {
                     width: size,
                     height: size,
                     score: 0.0,
+                    ..Default::default()
                 });
             }
             Scene {
@@ -313,6 +314,7 @@ fn recall() {
                 width: size,
                 height: size,
                 score: 0.0,
+                ..Default::default()
             })
             .collect(),
     };
@@ -371,6 +373,7 @@ fn measure(what: &str, scenes: &[Scene]) {
                     width: (f.bbox().width() as f32 / s).round() as u32,
                     height: (f.bbox().height() as f32 / s).round() as u32,
                     score: f.score(),
+                    ..Default::default()
                 })
                 .collect()
         });

@@ -131,6 +131,10 @@ pub struct DetectConfig {
     /// scaled to `min_face_px` would be larger is searched smaller (and its
     /// smallest faces missed). Bounds detection time and memory. Default 2048.
     pub max_edge: u32,
+    /// The landmark model's confidence (0.05-0.99) a detected face needs:
+    /// a box where it finds no face this sure is not a face. Default 0.5
+    /// (MediaPipe's own default).
+    pub landmark_min_score: f64,
 }
 
 impl Default for DetectConfig {
@@ -142,6 +146,7 @@ impl Default for DetectConfig {
             pyramid_scale: 0.8,
             window_step: 4,
             max_edge: 2048,
+            landmark_min_score: 0.5,
         }
     }
 }
@@ -164,6 +169,17 @@ pub struct QualityConfig {
     pub min_sharpness: f64,
     /// More faces than this in the frame is `too_many_faces`; 0 = any number. Default 0.
     pub max_faces: u32,
+    /// Eye distance (between the eye centres, in frame pixels) below this is
+    /// `eyes_too_close`. Default 24 (Tencent's smallest face, 34 px, has
+    /// about 13; ISO/IEC 19794-5 full-frontal portraits want 90).
+    pub min_eye_distance_px: f64,
+    /// Yaw (turned left or right) or pitch (nodding) beyond this many
+    /// degrees is `pose`. Default 30 each.
+    pub max_yaw_deg: f64,
+    pub max_pitch_deg: f64,
+    /// Roll (head tilted to a shoulder) beyond this many degrees is `tilted`;
+    /// up to it the crop is turned so the eyes are level. Default 45.
+    pub max_roll_deg: f64,
 }
 
 impl Default for QualityConfig {
@@ -176,6 +192,10 @@ impl Default for QualityConfig {
             min_contrast: 18.0,
             min_sharpness: 40.0,
             max_faces: 0,
+            min_eye_distance_px: 24.0,
+            max_yaw_deg: 30.0,
+            max_pitch_deg: 30.0,
+            max_roll_deg: 45.0,
         }
     }
 }
@@ -720,12 +740,29 @@ impl Config {
         if d.max_edge < 160 {
             bad("detect.max_edge", "must be at least 160".into());
         }
+        if !(0.05..=0.99).contains(&d.landmark_min_score) {
+            bad("detect.landmark_min_score", "must be 0.05..=0.99".into());
+        }
         let q = &self.quality;
         if q.min_face_px < 20 {
             bad("quality.min_face_px", "must be at least 20".into());
         }
         if !(0.0..=2.0).contains(&q.margin) {
             bad("quality.margin", "must be 0.0..=2.0".into());
+        }
+        if !(0.0..=1000.0).contains(&q.min_eye_distance_px) {
+            bad("quality.min_eye_distance_px", "must be 0.0..=1000.0".into());
+        }
+        for (key, v) in [
+            ("quality.max_yaw_deg", q.max_yaw_deg),
+            ("quality.max_pitch_deg", q.max_pitch_deg),
+        ] {
+            if !(1.0..=90.0).contains(&v) {
+                bad(key, "must be 1.0..=90.0 degrees".into());
+            }
+        }
+        if !(0.0..=90.0).contains(&q.max_roll_deg) {
+            bad("quality.max_roll_deg", "must be 0.0..=90.0 degrees".into());
         }
         if !(0.0..=255.0).contains(&q.min_brightness)
             || !(0.0..=255.0).contains(&q.max_brightness)

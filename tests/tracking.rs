@@ -31,6 +31,7 @@ fn scene(w: u32, h: u32, i: usize, face_px: u32, x: i64, y: i64) -> (RgbImage, F
         width: face_px,
         height: face_px,
         score: 0.0,
+        ..Default::default()
     };
     (frame, face)
 }

@@ -63,11 +63,12 @@ pub fn assess_frame(
         *largest = detector.refine(&gray, largest);
         faces.sort_by_key(|f| std::cmp::Reverse(f.area()));
     }
+    let faces = detector.landmarks(&frame.image, faces);
     let a = quality::assess(&gray, &faces, qcfg);
     let candidate = match (&a.decision, a.crop, a.scores, a.thumb) {
         (Ok(()), Some(rect), Some(scores), Some(thumb)) => Some(Candidate {
             frame_index: frame.index,
-            crop: quality::crop(&frame.image, rect),
+            crop: quality::crop_levelled(&frame.image, rect, scores.pose.map_or(0.0, |p| p.roll)),
             scores,
             thumb,
         }),
@@ -345,6 +346,7 @@ mod tests {
             width: 100,
             height: 100,
             score: 3.0,
+            ..Default::default()
         }
     }
 

@@ -1,9 +1,11 @@
 //! Face detection behind a trait; the default is rustface (SeetaFace) with its
 //! model embedded in the binary at build time.
 
+use crate::capture::landmarks::Landmarker;
 use crate::config::DetectConfig;
+use crate::model::{Landmarks, Pose};
 use image::imageops::FilterType;
-use image::GrayImage;
+use image::{GrayImage, RgbImage};
 use serde::Serialize;
 use std::fmt;
 use std::path::Path;
@@ -13,7 +15,7 @@ static EMBEDDED_MODEL: &[u8] = include_bytes!(env!("ENROLLD_SEETA_MODEL_PATH"));
 
 /// A face found in a frame, in frame pixels. `x`/`y` may be negative or the
 /// box may extend past the frame: detectors report what they matched.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct FaceBox {
     pub x: i32,
     pub y: i32,
@@ -21,6 +23,14 @@ pub struct FaceBox {
     pub height: u32,
     /// Detector confidence (unit depends on the detector).
     pub score: f64,
+    /// The landmark model's points; `None` from a detector without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub landmarks: Option<Landmarks>,
+    /// Between the eye centres, in frame pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eye_distance: Option<f32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pose: Option<Pose>,
 }
 
 impl FaceBox {
@@ -56,7 +66,19 @@ pub trait FaceDetector {
     fn refine(&mut self, _gray: &GrayImage, face: &FaceBox) -> FaceBox {
         *face
     }
+
+    /// The faces the landmark model confirms, each with its landmarks, eye
+    /// distance and pose; the others are not faces. `faces` is largest
+    /// first; at most [`MAX_LANDMARKED`] are looked at, the rest kept as
+    /// they are. A detector without a landmark model keeps every face.
+    fn landmarks(&mut self, _rgb: &RgbImage, faces: Vec<FaceBox>) -> Vec<FaceBox> {
+        faces
+    }
 }
+
+/// Faces of one frame given landmarks (largest first): bounds the time a
+/// crowd costs (each is about a millisecond or two).
+pub const MAX_LANDMARKED: usize = 64;
 
 /// Tracking: how far around the previous face the next frame is searched,
 /// as a fraction of its size on each side (a face moves far less than this
@@ -157,6 +179,7 @@ pub struct SeetaDetector {
     applied: Density,
     /// Sizes in pixels of the searched image; 0 for none.
     applied_max_face: u32,
+    landmarker: Landmarker,
 }
 
 impl SeetaDetector {
@@ -183,6 +206,7 @@ impl SeetaDetector {
             density,
             applied: density,
             applied_max_face: 0,
+            landmarker: Landmarker::new(cfg.landmark_min_score).map_err(ModelError)?,
         })
     }
 
@@ -269,6 +293,7 @@ impl SeetaDetector {
                     width: (b.width() as f32 * sx).round() as u32,
                     height: (b.height() as f32 * sy).round() as u32,
                     score: f.score(),
+                    ..Default::default()
                 }
             })
             .collect()
@@ -315,6 +340,26 @@ impl FaceDetector for SeetaDetector {
         self.search(gray, region, min, max, u32::MAX)
     }
 
+    fn landmarks(&mut self, rgb: &RgbImage, faces: Vec<FaceBox>) -> Vec<FaceBox> {
+        let mut kept = Vec::with_capacity(faces.len());
+        for (i, mut face) in faces.into_iter().enumerate() {
+            if i >= MAX_LANDMARKED {
+                kept.push(face);
+                continue;
+            }
+            if let Some(found) = self
+                .landmarker
+                .locate(rgb, (face.x, face.y, face.width, face.height))
+            {
+                face.landmarks = Some(found.landmarks);
+                face.eye_distance = Some(found.eye_distance());
+                face.pose = Some(found.pose());
+                kept.push(face);
+            }
+        }
+        kept
+    }
+
     fn refine(&mut self, gray: &GrayImage, face: &FaceBox) -> FaceBox {
         let Some(region) = grown_region(face, 0.35, gray.width(), gray.height()) else {
             return *face;
@@ -351,6 +396,7 @@ impl FaceDetector for SeetaDetector {
             width: side.round() as u32,
             height: side.round() as u32,
             score: same.iter().map(|f| f.score).fold(face.score, f64::max),
+            ..*face
         }
     }
 }

@@ -78,7 +78,7 @@ impl EnrollRequest {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Progress {
     Capturing { source: String },
-    Frame { report: FrameReport },
+    Frame { report: Box<FrameReport> },
 }
 
 /// How an enrollment ended when nothing failed.
@@ -203,7 +203,11 @@ pub fn enroll(
         cfg.encode.max_edge.min(limits.max_edge_jpeg),
         &crate::clock::SystemTimer::new(),
         cancel,
-        &mut |r| on_progress(Progress::Frame { report: r.clone() }),
+        &mut |r| {
+            on_progress(Progress::Frame {
+                report: Box::new(r.clone()),
+            })
+        },
     )
     .map_err(EnrollError::Source)?;
     drop(source);

@@ -9,6 +9,7 @@ pub mod detect;
 pub mod encode;
 pub mod enroll;
 pub mod frame;
+pub mod landmarks;
 pub mod quality;
 pub mod source;
 

@@ -5,6 +5,8 @@
 use crate::capture::detect::FaceBox;
 use crate::config::QualityConfig;
 use crate::model::FaceScores;
+#[cfg(test)]
+use crate::model::Pose;
 use image::imageops::FilterType;
 use image::{GrayImage, RgbImage};
 use serde::Serialize;
@@ -35,6 +37,14 @@ pub enum Rejection {
     Blurry,
     /// More faces than `quality.max_faces`.
     TooManyFaces,
+    /// The face, or its margin, crosses the frame's edge.
+    FaceCutOff,
+    /// The eye distance is under `quality.min_eye_distance_px`.
+    EyesTooClose,
+    /// Yaw or pitch beyond `quality.max_yaw_deg` / `max_pitch_deg`.
+    Pose,
+    /// Roll beyond `quality.max_roll_deg`.
+    Tilted,
 }
 
 impl Rejection {
@@ -47,6 +57,10 @@ impl Rejection {
             Rejection::LowContrast => "low_contrast",
             Rejection::Blurry => "blurry",
             Rejection::TooManyFaces => "too_many_faces",
+            Rejection::FaceCutOff => "face_cut_off",
+            Rejection::EyesTooClose => "eyes_too_close",
+            Rejection::Pose => "pose",
+            Rejection::Tilted => "tilted",
         }
     }
 
@@ -62,6 +76,12 @@ impl Rejection {
             Rejection::LowContrast => "low contrast: improve lighting, clean the lens",
             Rejection::Blurry => "blurry: hold still, clean or focus the lens",
             Rejection::TooManyFaces => "too many faces: only one person in front of the camera",
+            Rejection::FaceCutOff => {
+                "face cut off by the edge of the picture: step into the middle of the camera's view"
+            }
+            Rejection::EyesTooClose => "eyes too close together in the picture: step closer",
+            Rejection::Pose => "head turned or nodding: face the camera, look straight into it",
+            Rejection::Tilted => "head tilted: hold the head straight, eyes level",
         }
     }
 }
@@ -129,8 +149,78 @@ pub fn crop_rect(face: &FaceBox, margin: f64, width: u32, height: u32) -> Option
         width: (i64::from(face.width) + 2 * mx).clamp(0, i64::from(u32::MAX)) as u32,
         height: (i64::from(face.height) + 2 * my).clamp(0, i64::from(u32::MAX)) as u32,
         score: face.score,
+        ..Default::default()
     };
     clamp_box(&grown, width, height)
+}
+
+/// How far a face or its margin may cross the frame's edge, as a fraction
+/// of the face's size (rounding, and detector boxes that differ by a few
+/// pixels from frame to frame).
+const CUT_TOLERANCE: f64 = 0.05;
+
+/// Whether the face, grown by `margin`, or any of its landmarks, lies
+/// partly outside a `w`x`h` frame.
+pub fn cut_off(face: &FaceBox, margin: f64, w: u32, h: u32) -> bool {
+    let size = f64::from(face.size().max(1));
+    let slack = size * CUT_TOLERANCE;
+    let (mx, my) = (
+        f64::from(face.width) * margin,
+        f64::from(face.height) * margin,
+    );
+    let x0 = f64::from(face.x) - mx;
+    let y0 = f64::from(face.y) - my;
+    let x1 = f64::from(face.x) + f64::from(face.width) + mx;
+    let y1 = f64::from(face.y) + f64::from(face.height) + my;
+    let (w, h) = (f64::from(w), f64::from(h));
+    if x0 < -slack || y0 < -slack || x1 > w + slack || y1 > h + slack {
+        return true;
+    }
+    face.landmarks.is_some_and(|l| {
+        [l.right_eye, l.left_eye, l.nose, l.mouth].iter().any(|p| {
+            let (x, y) = (f64::from(p.x), f64::from(p.y));
+            x < 0.0 || y < 0.0 || x >= w || y >= h
+        })
+    })
+}
+
+/// Cuts `rect` out of an image, turned by `roll` degrees about its centre
+/// so that a tilted head comes out level (bilinear; pixels beyond the frame
+/// repeat its edge). No turn under half a degree: a plain copy.
+pub fn crop_levelled(img: &RgbImage, rect: Rect, roll: f32) -> RgbImage {
+    if roll.abs() < 0.5 {
+        return crop(img, rect);
+    }
+    let (cx, cy) = (
+        rect.x as f32 + rect.width as f32 / 2.0,
+        rect.y as f32 + rect.height as f32 / 2.0,
+    );
+    let (sin, cos) = roll.to_radians().sin_cos();
+    let (iw, ih) = (img.width() as i64, img.height() as i64);
+    let px = |x: i64, y: i64| {
+        img.get_pixel(x.clamp(0, iw - 1) as u32, y.clamp(0, ih - 1) as u32)
+            .0
+    };
+    RgbImage::from_fn(rect.width, rect.height, |u, v| {
+        let dx = u as f32 + 0.5 - rect.width as f32 / 2.0;
+        let dy = v as f32 + 0.5 - rect.height as f32 / 2.0;
+        let x = cx + dx * cos - dy * sin - 0.5;
+        let y = cy + dx * sin + dy * cos - 0.5;
+        let (x0, y0) = (x.floor(), y.floor());
+        let (tx, ty) = (x - x0, y - y0);
+        let (x0, y0) = (x0 as i64, y0 as i64);
+        let (a, b, c, d) = (
+            px(x0, y0),
+            px(x0 + 1, y0),
+            px(x0, y0 + 1),
+            px(x0 + 1, y0 + 1),
+        );
+        image::Rgb(std::array::from_fn(|k| {
+            let top = f32::from(a[k]) * (1.0 - tx) + f32::from(b[k]) * tx;
+            let bottom = f32::from(c[k]) * (1.0 - tx) + f32::from(d[k]) * tx;
+            (top * (1.0 - ty) + bottom * ty).round().clamp(0.0, 255.0) as u8
+        }))
+    })
 }
 
 /// Cuts `rect` out of an image.
@@ -160,7 +250,15 @@ pub fn assess(gray: &GrayImage, faces: &[FaceBox], cfg: &QualityConfig) -> Asses
     let (brightness, contrast) = mean_and_stddev(&norm);
     let sharpness = laplacian_variance(&norm);
     let face_px = face.size();
-    let overall = overall_score(face_px, brightness, contrast, sharpness, cfg);
+    let mut overall = overall_score(face_px, brightness, contrast, sharpness, cfg);
+    if let Some(p) = face.pose {
+        // The best shot prefers frontal faces: a face turned by the limit
+        // ranks as a third less.
+        let turned = (f64::from(p.yaw.abs()) / cfg.max_yaw_deg)
+            .max(f64::from(p.pitch.abs()) / cfg.max_pitch_deg)
+            .min(1.0);
+        overall *= 1.0 - turned / 3.0;
+    }
     let scores = FaceScores {
         face_px,
         brightness,
@@ -169,8 +267,14 @@ pub fn assess(gray: &GrayImage, faces: &[FaceBox], cfg: &QualityConfig) -> Asses
         faces_seen,
         detector_score: face.score,
         overall,
+        eye_distance: face.eye_distance.map(f64::from),
+        pose: face.pose,
     };
-    let decision = decide(&scores, cfg);
+    let decision = if cut_off(&face, cfg.margin, w, h) {
+        Err(Rejection::FaceCutOff)
+    } else {
+        decide(&scores, cfg)
+    };
     Assessment {
         faces_seen,
         chosen: Some(face),
@@ -193,6 +297,18 @@ pub fn decide(s: &FaceScores, cfg: &QualityConfig) -> Result<(), Rejection> {
     }
     if s.face_px < cfg.min_face_px {
         return Err(Rejection::FaceTooSmall);
+    }
+    if s.eye_distance.is_some_and(|d| d < cfg.min_eye_distance_px) {
+        return Err(Rejection::EyesTooClose);
+    }
+    if let Some(p) = s.pose {
+        if f64::from(p.yaw.abs()) > cfg.max_yaw_deg || f64::from(p.pitch.abs()) > cfg.max_pitch_deg
+        {
+            return Err(Rejection::Pose);
+        }
+        if f64::from(p.roll.abs()) > cfg.max_roll_deg {
+            return Err(Rejection::Tilted);
+        }
     }
     if s.brightness < cfg.min_brightness {
         return Err(Rejection::TooDark);
@@ -287,6 +403,7 @@ mod tests {
             width: w,
             height: h,
             score: 5.0,
+            ..Default::default()
         }
     }
 
@@ -347,8 +464,34 @@ mod tests {
             faces_seen: 1,
             detector_score: 5.0,
             overall: 0.0,
+            eye_distance: Some(45.0),
+            pose: Some(Pose {
+                yaw: 3.0,
+                pitch: -4.0,
+                roll: 10.0,
+            }),
         };
         assert_eq!(decide(&good, &cfg), Ok(()));
+        let posed = |yaw, pitch, roll| {
+            let mut s = good;
+            s.pose = Some(Pose { yaw, pitch, roll });
+            decide(&s, &cfg)
+        };
+        assert_eq!(posed(31.0, 0.0, 0.0), Err(Rejection::Pose));
+        assert_eq!(posed(-31.0, 0.0, 0.0), Err(Rejection::Pose));
+        assert_eq!(posed(0.0, -31.0, 0.0), Err(Rejection::Pose));
+        assert_eq!(posed(0.0, 0.0, -44.0), Ok(()), "levelled in the crop");
+        assert_eq!(posed(0.0, 0.0, 46.0), Err(Rejection::Tilted));
+        let mut close = good;
+        close.eye_distance = Some(23.0);
+        assert_eq!(decide(&close, &cfg), Err(Rejection::EyesTooClose));
+        close.eye_distance = None;
+        close.pose = None;
+        assert_eq!(
+            decide(&close, &cfg),
+            Ok(()),
+            "no landmarks: nothing to judge them by"
+        );
         let with = |f: &dyn Fn(&mut FaceScores)| {
             let mut s = good;
             f(&mut s);

@@ -214,14 +214,14 @@ impl Event {
                     frame: report.index,
                     face_px: scores.face_px,
                     scores,
-                    report: Box::new(report),
+                    report,
                 },
                 _ => Event::FrameRejected {
                     frame: report.index,
                     reason: report.rejection,
                     faces_seen: report.faces_seen,
                     scores: report.scores,
-                    report: Box::new(report),
+                    report,
                 },
             },
         }
@@ -235,7 +235,7 @@ impl Event {
             }),
             Event::FaceFound { report, .. } | Event::FrameRejected { report, .. } => {
                 Some(Progress::Frame {
-                    report: (**report).clone(),
+                    report: report.clone(),
                 })
             }
             _ => None,

@@ -18,6 +18,6 @@ pub use enrollment::{
     UploadProgress, MAX_IMAGES,
 };
 pub use error::{exit, ErrorCode, Failure};
-pub use face::FaceScores;
+pub use face::{FaceScores, Landmarks, Point, Pose};
 pub use pixel::PixelFormat;
 pub use provider::{ImageLimits, Provider};

@@ -168,6 +168,10 @@ pub fn rejection_blinks(r: Rejection) -> u32 {
         Rejection::LowContrast => 5,
         Rejection::Blurry => 6,
         Rejection::TooManyFaces => 7,
+        Rejection::FaceCutOff => 8,
+        Rejection::EyesTooClose => 9,
+        Rejection::Pose => 10,
+        Rejection::Tilted => 11,
     }
 }
 
