@@ -79,12 +79,19 @@ pub fn pose(l: &Landmarks) -> Pose {
     }
 }
 
-/// Runs the landmark model; one per thread (it keeps its buffers).
+/// Runs the landmark model; one per thread (it keeps its buffers). It
+/// holds the model twice: a view and its mirror image run side by side.
 pub struct Landmarker {
-    net: Net,
-    input: Vec<f32>,
+    direct: Eye,
+    mirrored: Eye,
     anchors: Vec<(f32, f32)>,
     min_score: f32,
+}
+
+/// One planned copy of the model and its input.
+struct Eye {
+    net: Net,
+    input: Vec<f32>,
 }
 
 impl std::fmt::Debug for Landmarker {
@@ -171,9 +178,13 @@ impl Landmarker {
     pub fn new(min_score: f64) -> Result<Self, String> {
         let net = Net::from_onnx(blazeface_model(), &[1, SIDE, SIDE, 3])
             .map_err(|e| format!("landmark model: {e}"))?;
-        Ok(Landmarker {
+        let eye = |net| Eye {
             net,
             input: vec![0.0; SIDE * SIDE * 3],
+        };
+        Ok(Landmarker {
+            mirrored: eye(net.clone()),
+            direct: eye(net),
             anchors: anchors(),
             min_score: min_score.clamp(0.01, 0.99) as f32,
         })
@@ -206,18 +217,69 @@ impl Landmarker {
         )
     }
 
-    /// Runs the model on one view; the best detection, in frame pixels.
+    /// Runs the model on one view and on its mirror image; the face in the
+    /// middle of the view, in frame pixels. The mirror's points, mirrored
+    /// back (right and left swapped), are averaged in: the model's own
+    /// left-right bias cancels, so a mirrored photo gives the mirrored pose.
     fn look(&mut self, rgb: &RgbImage, view: View) -> Option<Located> {
-        sample(rgb, &view, &mut self.input);
+        sample(rgb, &view, &mut self.direct.input);
+        self.mirrored.input.copy_from_slice(&self.direct.input);
+        mirror(&mut self.mirrored.input);
+        let logit_min = (self.min_score / (1.0 - self.min_score)).ln();
+        let anchors = &self.anchors;
+        let (direct, mirrored) = (&mut self.direct, &mut self.mirrored);
+        // The mirror image on a thread of its own: the two runs take the
+        // time of one where there is a second core.
+        let (direct, mirrored) = std::thread::scope(|s| {
+            let other = std::thread::Builder::new()
+                .name("landmarks".into())
+                .spawn_scoped(s, || mirrored.infer(anchors, logit_min));
+            let found = direct.infer(anchors, logit_min);
+            // No thread to be had (a process at its limit): the view alone.
+            let other = other.ok().and_then(|h| h.join().ok().flatten());
+            (found, other)
+        });
+        let direct = direct?;
+        let Some(mirrored) = mirrored else {
+            return Some(direct.in_frame(&view));
+        };
+        let back = |k: usize| {
+            let (x, y) = mirrored.points[MIRROR[k]];
+            (SIDE as f32 - x, y)
+        };
+        let (wd, wm) = (direct.score, mirrored.score);
+        let mut points = direct.points;
+        for (k, p) in points.iter_mut().enumerate() {
+            let (mx, my) = back(k);
+            *p = (
+                (p.0 * wd + mx * wm) / (wd + wm),
+                (p.1 * wd + my * wm) / (wd + wm),
+            );
+        }
+        Some(
+            Raw {
+                score: wd.min(wm),
+                points,
+                ..direct
+            }
+            .in_frame(&view),
+        )
+    }
+}
+
+impl Eye {
+    /// The model on its input: the most confident detection whose centre
+    /// lies in the middle half of the view (not a neighbour's face), its
+    /// points the score-weighted mean of the detections overlapping it.
+    fn infer(&mut self, anchors: &[(f32, f32)], logit_min: f32) -> Option<Raw> {
         let outputs = self.net.run(&self.input).ok()?;
         let [scores16, scores8, boxes16, boxes8] = outputs.as_slice() else {
             return None;
         };
-        let logit_min = (self.min_score / (1.0 - self.min_score)).ln();
         let mut found: Vec<Raw> = Vec::new();
         let all = scores16.iter().chain(scores8.iter());
         let regs = boxes16.chunks_exact(16).chain(boxes8.chunks_exact(16));
-        for ((&logit, r), &(ax, ay)) in all.zip(regs).zip(&self.anchors) {
+        for ((&logit, r), &(ax, ay)) in all.zip(regs).zip(anchors) {
             if logit < logit_min {
                 continue;
             }
@@ -234,8 +296,15 @@ impl Landmarker {
                 points,
             });
         }
-        let best = *found.iter().max_by(|a, b| a.score.total_cmp(&b.score))?;
-        // Score-weighted mean of the detections overlapping the best.
+        let middle = |d: &&Raw| {
+            let quarter = SIDE as f32 / 4.0;
+            (d.cx - SIDE as f32 / 2.0).abs() <= quarter
+                && (d.cy - SIDE as f32 / 2.0).abs() <= quarter
+        };
+        let best = *found
+            .iter()
+            .filter(middle)
+            .max_by(|a, b| a.score.total_cmp(&b.score))?;
         let (mut total, mut points) = (0.0f32, [(0.0f32, 0.0f32); 6]);
         for d in found.iter().filter(|d| iou(d, &best) >= BLEND_IOU) {
             total += d.score;
@@ -244,8 +313,33 @@ impl Landmarker {
                 acc.1 += p.1 * d.score;
             }
         }
-        let at = |k: usize| view.to_frame(points[k].0 / total, points[k].1 / total);
-        Some(Located {
+        for p in points.iter_mut() {
+            *p = (p.0 / total, p.1 / total);
+        }
+        Some(Raw { points, ..best })
+    }
+}
+
+/// Which point a point becomes in the mirror image: the eyes and the ears
+/// trade sides, the nose and the mouth stay.
+const MIRROR: [usize; 6] = [1, 0, 2, 3, 5, 4];
+
+/// Mirrors the model's input (NHWC) left to right, in place.
+fn mirror(input: &mut [f32]) {
+    for row in input.chunks_exact_mut(SIDE * 3) {
+        for x in 0..SIDE / 2 {
+            for c in 0..3 {
+                row.swap(x * 3 + c, (SIDE - 1 - x) * 3 + c);
+            }
+        }
+    }
+}
+
+impl Raw {
+    /// Its points in the frame the view was cut from.
+    fn in_frame(&self, view: &View) -> Located {
+        let at = |k: usize| view.to_frame(self.points[k].0, self.points[k].1);
+        Located {
             landmarks: Landmarks {
                 right_eye: at(0),
                 left_eye: at(1),
@@ -254,8 +348,8 @@ impl Landmarker {
                 right_ear: at(4),
                 left_ear: at(5),
             },
-            score: best.score,
-        })
+            score: self.score,
+        }
     }
 }
 
@@ -264,41 +358,53 @@ impl Landmarker {
 /// square is more than twice the input's size (a box filter against
 /// aliasing), grey outside the frame.
 fn sample(rgb: &RgbImage, view: &View, out: &mut [f32]) {
-    let (w, h) = (rgb.width() as i64, rgb.height() as i64);
+    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
     let raw = rgb.as_raw();
-    let step = view.side / SIDE as f32;
-    let k = (step / 2.0).ceil().clamp(1.0, 3.0) as usize;
-    let texel = |x: i64, y: i64, c: usize| -> f32 {
-        if x < 0 || y < 0 || x >= w || y >= h {
+    let k = (view.side / SIDE as f32 / 2.0).ceil().clamp(1.0, 3.0) as usize;
+    let scale = 1.0 / (k * k) as f32 / 127.5;
+    // The view is affine: a model position (fx, fy) is at o + fx*u + fy*v.
+    let o = view.to_frame(0.0, 0.0);
+    let (eu, ev) = (view.to_frame(1.0, 0.0), view.to_frame(0.0, 1.0));
+    let (u, v) = ((eu.x - o.x, eu.y - o.y), (ev.x - o.x, ev.y - o.y));
+    let texel = |x: isize, y: isize, c: usize| -> f32 {
+        if x < 0 || y < 0 || x as usize >= w || y as usize >= h {
             127.5
         } else {
-            f32::from(raw[((y * w + x) * 3) as usize + c])
+            f32::from(raw[(y as usize * w + x as usize) * 3 + c])
         }
     };
-    for py in 0..SIDE {
-        for px in 0..SIDE {
-            let mut acc = [0.0f32; 3];
-            for sy in 0..k {
-                for sx in 0..k {
-                    let fx = px as f32 + (sx as f32 + 0.5) / k as f32;
-                    let fy = py as f32 + (sy as f32 + 0.5) / k as f32;
-                    let p = view.to_frame(fx, fy);
-                    let (x, y) = (p.x - 0.5, p.y - 0.5);
-                    let (x0, y0) = (x.floor(), y.floor());
-                    let (tx, ty) = (x - x0, y - y0);
-                    let (x0, y0) = (x0 as i64, y0 as i64);
+    for (i, o_px) in out.chunks_exact_mut(3).enumerate() {
+        let (px, py) = ((i % SIDE) as f32, (i / SIDE) as f32);
+        let mut acc = [0.0f32; 3];
+        for sy in 0..k {
+            for sx in 0..k {
+                let fx = px + (sx as f32 + 0.5) / k as f32;
+                let fy = py + (sy as f32 + 0.5) / k as f32;
+                // Pixel centres are at +0.5.
+                let x = o.x + fx * u.0 + fy * v.0 - 0.5;
+                let y = o.y + fx * u.1 + fy * v.1 - 0.5;
+                let (xf, yf) = (x.floor(), y.floor());
+                let (tx, ty) = (x - xf, y - yf);
+                let (x0, y0) = (xf as isize, yf as isize);
+                if x0 >= 0 && y0 >= 0 && (x0 as usize) + 1 < w && (y0 as usize) + 1 < h {
+                    let at = (y0 as usize * w + x0 as usize) * 3;
+                    let (top, bottom) = (&raw[at..at + 6], &raw[at + w * 3..at + w * 3 + 6]);
                     for (c, a) in acc.iter_mut().enumerate() {
-                        let top = texel(x0, y0, c) * (1.0 - tx) + texel(x0 + 1, y0, c) * tx;
-                        let bottom =
-                            texel(x0, y0 + 1, c) * (1.0 - tx) + texel(x0 + 1, y0 + 1, c) * tx;
-                        *a += top * (1.0 - ty) + bottom * ty;
+                        let t = f32::from(top[c]) * (1.0 - tx) + f32::from(top[c + 3]) * tx;
+                        let b = f32::from(bottom[c]) * (1.0 - tx) + f32::from(bottom[c + 3]) * tx;
+                        *a += t * (1.0 - ty) + b * ty;
+                    }
+                } else {
+                    for (c, a) in acc.iter_mut().enumerate() {
+                        let t = texel(x0, y0, c) * (1.0 - tx) + texel(x0 + 1, y0, c) * tx;
+                        let b = texel(x0, y0 + 1, c) * (1.0 - tx) + texel(x0 + 1, y0 + 1, c) * tx;
+                        *a += t * (1.0 - ty) + b * ty;
                     }
                 }
             }
-            let o = &mut out[(py * SIDE + px) * 3..][..3];
-            for (o, a) in o.iter_mut().zip(acc) {
-                *o = a / (k * k) as f32 / 127.5 - 1.0;
-            }
+        }
+        for (o, a) in o_px.iter_mut().zip(acc) {
+            *o = a * scale - 1.0;
         }
     }
 }
