@@ -20,6 +20,41 @@ pub const FACES: [(u32, u32, u32); 6] = [
     (765, 189, 56),
 ];
 
+/// The 29 people of the rustface sample photo (the 1927 Solvay conference,
+/// 1666x1136): one box (x, y, size) on each face, checked by eye against
+/// the photo and the names printed under it.
+pub const SOLVAY: [(i32, i32, u32); 29] = [
+    (240, 40, 53),
+    (1373, 41, 50),
+    (374, 82, 48),
+    (615, 97, 54),
+    (896, 95, 47),
+    (1011, 97, 61),
+    (1139, 98, 47),
+    (1285, 99, 42),
+    (1439, 97, 51),
+    (467, 127, 50),
+    (761, 121, 58),
+    (47, 195, 56),
+    (211, 215, 58),
+    (382, 199, 54),
+    (564, 199, 61),
+    (764, 190, 56),
+    (921, 190, 55),
+    (1084, 201, 53),
+    (1263, 208, 58),
+    (1424, 216, 54),
+    (104, 249, 57),
+    (282, 259, 61),
+    (465, 253, 58),
+    (663, 264, 61),
+    (866, 250, 62),
+    (1042, 250, 59),
+    (1167, 252, 56),
+    (1359, 260, 53),
+    (1488, 277, 57),
+];
+
 /// The group photo (1666x1136, about 30 faces).
 pub fn group_photo() -> &'static RgbImage {
     static PHOTO: OnceLock<RgbImage> = OnceLock::new();
@@ -59,6 +94,33 @@ pub fn frame_with_face(width: u32, height: u32, i: usize, face_px: u32) -> RgbIm
     let py = (height.saturating_sub(p.height())) / 2;
     image::imageops::overlay(&mut frame, &p, i64::from(px), i64::from(py));
     frame
+}
+
+/// `img` turned `degrees` about its centre (bilinear; clockwise on screen,
+/// so a line's angle atan2(dy, dx) in y-down pixels grows by `degrees`);
+/// what comes in from outside is the nearest edge pixel.
+pub fn roll(img: &RgbImage, degrees: f32) -> RgbImage {
+    if degrees == 0.0 {
+        return img.clone();
+    }
+    let (w, h) = img.dimensions();
+    let (sin, cos) = degrees.to_radians().sin_cos();
+    let (cx, cy) = (w as f32 / 2.0, h as f32 / 2.0);
+    RgbImage::from_fn(w, h, |x, y| {
+        let (dx, dy) = (x as f32 + 0.5 - cx, y as f32 + 0.5 - cy);
+        let sx = (cos * dx + sin * dy + cx - 0.5).clamp(0.0, (w - 1) as f32);
+        let sy = (-sin * dx + cos * dy + cy - 0.5).clamp(0.0, (h - 1) as f32);
+        let (x0, y0) = (sx.floor() as u32, sy.floor() as u32);
+        let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
+        let (fx, fy) = (sx - x0 as f32, sy - y0 as f32);
+        let mix = |c: usize| {
+            let p = |x, y| f32::from(img.get_pixel(x, y)[c]);
+            let top = p(x0, y0) * (1.0 - fx) + p(x1, y0) * fx;
+            let bottom = p(x0, y1) * (1.0 - fx) + p(x1, y1) * fx;
+            (top * (1.0 - fy) + bottom * fy).round() as u8
+        };
+        image::Rgb([mix(0), mix(1), mix(2)])
+    })
 }
 
 /// The lower part of the group photo: pavement and printed names, no face.
