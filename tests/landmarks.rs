@@ -13,10 +13,10 @@ use serde_json::Value;
 use support::*;
 
 /// `enrolld --json detect` of each image; the report of each.
-fn detect(e: &Enrolld, images: &[(&str, RgbImage)]) -> Vec<Value> {
+fn detect<N: AsRef<str>>(e: &Enrolld, images: &[(N, RgbImage)]) -> Vec<Value> {
     let mut args = vec!["detect".to_string()];
     for (name, img) in images {
-        let p = e.path(&format!("{name}.png"));
+        let p = e.path(&format!("{}.png", name.as_ref()));
         img.save(&p).expect("write photo");
         args.push(p.display().to_string());
     }
@@ -52,11 +52,7 @@ fn a_head_turned_by_20_and_40_degrees_reports_that_roll() {
             images.push((format!("face{i}_{angle}"), roll(&frame, angle)));
         }
     }
-    let named: Vec<(&str, RgbImage)> = images
-        .iter()
-        .map(|(n, img)| (n.as_str(), img.clone()))
-        .collect();
-    let reports = detect(&e, &named);
+    let reports = detect(&e, &images);
     for (i, per_face) in reports.chunks(5).enumerate() {
         let (upright, eyes) = chosen(&per_face[0], "roll");
         assert_eq!(per_face[0]["accepted"], true, "face {i}: {:#}", per_face[0]);
@@ -88,11 +84,7 @@ fn a_mirrored_face_turns_the_other_way_by_as_much() {
             image::imageops::flip_horizontal(&p),
         ));
     }
-    let named: Vec<(&str, RgbImage)> = images
-        .iter()
-        .map(|(n, img)| (n.as_str(), img.clone()))
-        .collect();
-    let reports = detect(&e, &named);
+    let reports = detect(&e, &images);
     let mut turned = 0;
     for (i, pair) in reports.chunks(2).enumerate() {
         let (yaw, eyes) = chosen(&pair[0], "yaw");
@@ -146,11 +138,7 @@ fn a_face_or_its_margin_cut_by_any_edge_is_rejected_as_face_cut_off() {
             images.push((format!("{name}_{edge}"), img));
         }
     }
-    let named: Vec<(&str, RgbImage)> = images
-        .iter()
-        .map(|(n, img)| (n.as_str(), img.clone()))
-        .collect();
-    for ((name, _), report) in images.iter().zip(detect(&e, &named)) {
+    for ((name, _), report) in images.iter().zip(detect(&e, &images)) {
         assert_eq!(report["accepted"], false, "{name}: {report:#}");
         let reason = report["rejection"].as_str().unwrap_or_default();
         if name.starts_with("margin") {
