@@ -284,6 +284,20 @@ impl Net {
         Ok(net)
     }
 
+    /// Gives the working buffers back to the allocator (the weights stay);
+    /// the next run makes them again. For a daemon between bursts.
+    pub fn release(&mut self) {
+        let working: Vec<usize> = self
+            .steps
+            .iter()
+            .map(|s| s.output)
+            .chain([self.input])
+            .collect();
+        for i in working {
+            self.slots[i].data = Vec::new();
+        }
+    }
+
     /// Bytes held by the working buffers (the weights not counted).
     pub fn buffer_bytes(&self) -> usize {
         self.slots.iter().map(|s| s.data.capacity() * 4).sum()

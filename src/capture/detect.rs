@@ -74,6 +74,9 @@ pub trait FaceDetector {
     fn landmarks(&mut self, _rgb: &RgbImage, faces: Vec<FaceBox>) -> Vec<FaceBox> {
         faces
     }
+
+    /// Gives back working memory between bursts (the models stay loaded).
+    fn release(&mut self) {}
 }
 
 /// Faces of one frame given landmarks (largest first): bounds the time a
@@ -338,6 +341,10 @@ impl FaceDetector for SeetaDetector {
         let max = ((size * NEAR_MAX_SIZE).round() as u32).max(min);
         self.set_density(self.density);
         self.search(gray, region, min, max, u32::MAX)
+    }
+
+    fn release(&mut self) {
+        self.landmarker.release();
     }
 
     fn landmarks(&mut self, rgb: &RgbImage, faces: Vec<FaceBox>) -> Vec<FaceBox> {

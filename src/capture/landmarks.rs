@@ -190,6 +190,13 @@ impl Landmarker {
         })
     }
 
+    /// Frees the models' working buffers (about 3 MB each) until the next
+    /// look: an idle daemon keeps only the weights.
+    pub fn release(&mut self) {
+        self.direct.net.release();
+        self.mirrored.net.release();
+    }
+
     /// The landmarks of the face a detector boxed at `(x, y)`, `width` by
     /// `height` frame pixels, or `None` when the model finds no face there.
     pub fn locate(
@@ -436,6 +443,19 @@ mod tests {
         assert_eq!(net.buffer_bytes(), bytes, "no buffer grew");
         assert!(bytes < 3 << 20, "tensors share buffers: {bytes} bytes");
         assert!(net.run(&input[1..]).is_err(), "a short input is an error");
+        net.release();
+        assert!(
+            net.buffer_bytes() < 1 << 20,
+            "released: {} bytes",
+            net.buffer_bytes()
+        );
+        let after: Vec<Vec<f32>> = net
+            .run(&input)
+            .expect("runs")
+            .iter()
+            .map(|o| o.to_vec())
+            .collect();
+        assert_eq!(first, after, "a released net runs as before");
     }
 
     #[test]

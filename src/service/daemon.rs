@@ -979,6 +979,8 @@ fn capture_worker(
         let outcome = enroll(&job.config, det, outbox, &job.request, cancel, &mut |p| {
             send(Reply::Event(answer::Event::of_progress(p)))
         });
+        // Between bursts the daemon keeps the models, not their buffers.
+        crate::capture::detect::FaceDetector::release(det);
         let person = &job.request.person_id;
         let (queued, result) = match outcome {
             Ok(EnrollOutcome::Queued {
