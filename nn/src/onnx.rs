@@ -233,7 +233,7 @@ fn attribute(buf: &[u8]) -> Result<(String, Attr), FormatError> {
     Ok((name, value))
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Node {
     pub op: String,
     pub inputs: Vec<String>,
@@ -257,12 +257,7 @@ impl Node {
 }
 
 fn node(buf: &[u8]) -> Result<Node, FormatError> {
-    let mut n = Node {
-        op: String::new(),
-        inputs: Vec::new(),
-        outputs: Vec::new(),
-        attrs: HashMap::new(),
-    };
+    let mut n = Node::default();
     for f in Fields::new(buf) {
         match f? {
             (1, Value::Bytes(b)) => n.inputs.push(text(b)?),
@@ -291,7 +286,7 @@ fn value_info_name(buf: &[u8]) -> Result<String, FormatError> {
 }
 
 /// A model's graph, its nodes in the file's (topological) order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Graph {
     pub nodes: Vec<Node>,
     pub initializers: Vec<Tensor>,
@@ -310,12 +305,7 @@ pub fn parse(model: &[u8]) -> Result<Graph, FormatError> {
     let Some(g) = graph else {
         return err("no graph: not an ONNX model");
     };
-    let mut out = Graph {
-        nodes: Vec::new(),
-        initializers: Vec::new(),
-        inputs: Vec::new(),
-        outputs: Vec::new(),
-    };
+    let mut out = Graph::default();
     for f in Fields::new(g) {
         match f? {
             (1, Value::Bytes(b)) => out.nodes.push(node(b)?),

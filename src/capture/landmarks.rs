@@ -85,7 +85,8 @@ pub struct Landmarker {
     direct: Eye,
     mirrored: Eye,
     anchors: Vec<(f32, f32)>,
-    min_score: f32,
+    /// `detect.landmark_min_score` as a logit, what the model outputs.
+    logit_min: f32,
 }
 
 /// One planned copy of the model and its input.
@@ -97,7 +98,7 @@ struct Eye {
 impl std::fmt::Debug for Landmarker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Landmarker")
-            .field("min_score", &self.min_score)
+            .field("logit_min", &self.logit_min)
             .finish()
     }
 }
@@ -186,7 +187,10 @@ impl Landmarker {
             mirrored: eye(net.clone()),
             direct: eye(net),
             anchors: anchors(),
-            min_score: min_score.clamp(0.01, 0.99) as f32,
+            logit_min: {
+                let p = min_score.clamp(0.01, 0.99) as f32;
+                (p / (1.0 - p)).ln()
+            },
         })
     }
 
@@ -232,7 +236,7 @@ impl Landmarker {
         sample(rgb, &view, &mut self.direct.input);
         self.mirrored.input.copy_from_slice(&self.direct.input);
         mirror(&mut self.mirrored.input);
-        let logit_min = (self.min_score / (1.0 - self.min_score)).ln();
+        let logit_min = self.logit_min;
         let anchors = &self.anchors;
         let (direct, mirrored) = (&mut self.direct, &mut self.mirrored);
         // The mirror image on a thread of its own: the two runs take the
@@ -424,21 +428,15 @@ mod tests {
     fn the_embedded_model_plans_and_its_buffers_are_reused() {
         let mut net = Net::from_onnx(blazeface_model(), &[1, 128, 128, 3]).expect("loads");
         let input = vec![0.25; 128 * 128 * 3];
-        let first: Vec<Vec<f32>> = net
-            .run(&input)
-            .expect("runs")
-            .iter()
-            .map(|o| o.to_vec())
-            .collect();
+        let outputs = |net: &mut Net| -> Vec<Vec<f32>> {
+            let out = net.run(&input).expect("runs");
+            out.iter().map(|o| o.to_vec()).collect()
+        };
+        let first = outputs(&mut net);
         let sizes: Vec<usize> = first.iter().map(Vec::len).collect();
         assert_eq!(sizes, [512, 384, 512 * 16, 384 * 16]);
         let bytes = net.buffer_bytes();
-        let again: Vec<Vec<f32>> = net
-            .run(&input)
-            .expect("runs")
-            .iter()
-            .map(|o| o.to_vec())
-            .collect();
+        let again = outputs(&mut net);
         assert_eq!(first, again, "a run depends on its input only");
         assert_eq!(net.buffer_bytes(), bytes, "no buffer grew");
         assert!(bytes < 3 << 20, "tensors share buffers: {bytes} bytes");
@@ -449,12 +447,7 @@ mod tests {
             "released: {} bytes",
             net.buffer_bytes()
         );
-        let after: Vec<Vec<f32>> = net
-            .run(&input)
-            .expect("runs")
-            .iter()
-            .map(|o| o.to_vec())
-            .collect();
+        let after = outputs(&mut net);
         assert_eq!(first, after, "a released net runs as before");
     }
 
