@@ -161,6 +161,7 @@ fn main() {
                         height: h,
                     }],
                     scores: vec![],
+                    consent: None,
                 })
                 .expect("enqueue");
         }

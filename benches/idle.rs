@@ -85,6 +85,7 @@ fn prefill(config: &std::path::Path, n: usize) {
                     height,
                 }],
                 scores: vec![],
+                consent: None,
             })
             .expect("enqueue");
     }

@@ -44,6 +44,7 @@ fn new_entry(bytes: Vec<u8>, w: u32, h: u32) -> NewEnrollment {
             height: h,
         }],
         scores: Vec::new(),
+        consent: None,
     }
 }
 

@@ -35,6 +35,8 @@ pub struct Config {
     pub button: ButtonConfig,
     pub led: LedConfig,
     pub metrics: MetricsConfig,
+    pub consent: ConsentConfig,
+    pub ledger: LedgerConfig,
 }
 
 impl Default for Config {
@@ -55,6 +57,8 @@ impl Default for Config {
             button: ButtonConfig::default(),
             led: LedConfig::default(),
             metrics: MetricsConfig::default(),
+            consent: ConsentConfig::default(),
+            ledger: LedgerConfig::default(),
         }
     }
 }
@@ -481,6 +485,10 @@ pub struct ButtonConfig {
     pub gpio_line: u32,
     /// The line reads low when pressed (a button to ground). Default true.
     pub gpio_active_low: bool,
+    /// A press is the person's consent, given to the notice shown on the
+    /// kiosk (`consent.notice_file`). Needed for the button to enroll when
+    /// `consent.required`. Default false.
+    pub consent: bool,
 }
 
 impl Default for ButtonConfig {
@@ -495,6 +503,74 @@ impl Default for ButtonConfig {
             gpio_chip: PathBuf::new(),
             gpio_line: 0,
             gpio_active_low: true,
+            consent: false,
+        }
+    }
+}
+
+/// `[consent]`: the person's separate consent before the photo (PIPL art.
+/// 28-29, the CAC's face-recognition measures, GDPR art. 9).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsentConfig {
+    /// Every enrollment must name its consent (`enroll --consent REF`, the
+    /// socket's `consent`, or `button.consent`); without it nothing is
+    /// captured. Default true.
+    pub required: bool,
+    /// The notice the person agrees to; its SHA-256 goes into each consent
+    /// record. Empty: none. Default empty.
+    pub notice_file: PathBuf,
+}
+
+impl Default for ConsentConfig {
+    fn default() -> Self {
+        Self {
+            required: true,
+            notice_file: PathBuf::new(),
+        }
+    }
+}
+
+/// Largest consent notice read (its SHA-256 is recorded).
+pub const MAX_NOTICE_BYTES: u64 = 1024 * 1024;
+
+impl ConsentConfig {
+    /// Hex SHA-256 of the notice file, `None` when none is configured.
+    pub fn notice_sha256(&self) -> Result<Option<String>, String> {
+        use sha2::{Digest, Sha256};
+        if self.notice_file.as_os_str().is_empty() {
+            return Ok(None);
+        }
+        let path = &self.notice_file;
+        let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if !meta.is_file() {
+            return Err(format!("{}: not a regular file", path.display()));
+        }
+        if meta.len() > MAX_NOTICE_BYTES {
+            return Err(format!(
+                "{}: {} bytes; a notice is at most {MAX_NOTICE_BYTES}",
+                path.display(),
+                meta.len()
+            ));
+        }
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Some(format!("{:x}", Sha256::digest(&bytes))))
+    }
+}
+
+/// `[ledger]`: the record of what happened to each person.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    /// Days a ledger record is kept; 0 keeps every record. Default 1095
+    /// (three years, as the CAC's measures ask).
+    pub retention_days: u32,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: 1095,
         }
     }
 }
@@ -933,6 +1009,22 @@ impl Config {
         }
         if let Err(why) = check_socket_path(&self.control.socket) {
             bad("control.socket", why);
+        }
+        if let Err(why) = self.consent.notice_sha256() {
+            bad("consent.notice_file", why);
+        }
+        let has_button = !self.button.input_device.as_os_str().is_empty()
+            || !self.button.gpio_chip.as_os_str().is_empty();
+        if has_button && self.consent.required && !self.button.consent {
+            bad(
+                "button.consent",
+                "consent.required is true and the button cannot name a consent: set button.consent = true \
+                 (a press is the consent, given to the kiosk's notice) or every press is refused"
+                    .into(),
+            );
+        }
+        if self.ledger.retention_days > 36_500 {
+            bad("ledger.retention_days", "must be 0..=36500".into());
         }
         self.check_vendor_rules(&mut bad);
         p

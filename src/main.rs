@@ -31,7 +31,8 @@ use std::sync::Arc;
 const EXIT_CODES: &str = "Exit codes: 0 success; 1 runtime failure (storage, encoding); 2 usage or configuration error; \
 3 rejected (no acceptable face); 4 queue or storage full; 5 camera or input image unreadable; 6 no such queue entry; \
 drain: 7 some uploads failed and will be retried, 8 uploads paused until an operator acts, 9 the cloud refused some enrollments (dead); \
-10 the daemon is busy with another enrollment.
+10 the daemon is busy with another enrollment; \
+person forget: 0 deleted on the device and in the cloud, 7 the cloud delete is queued and will be retried, 11 an operator must delete faces by hand (JD).
 
 Environment: ENROLLD_LOG=error|warn|info|debug|trace sets the log level on stderr (default: info for `run`, warn otherwise); HTTPS_PROXY / ALL_PROXY and NO_PROXY route uploads through a proxy (`config check` shows it); CREDENTIALS_DIRECTORY (systemd LoadCredential=) is where relative secret and key files are found; NOTIFY_SOCKET and WATCHDOG_USEC (systemd) are used by `run`.";
 
@@ -91,6 +92,26 @@ enum Command {
         /// Frames in the burst, 1 to 100 [default: burst.frames].
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
         frames: Option<u32>,
+        /// The person's consent, given before the photo: the signed form's
+        /// number or the HR system's record (needed with consent.required).
+        #[arg(long, value_name = "REF")]
+        consent: Option<String>,
+    },
+    /// A person's data on this device and in the cloud.
+    Person {
+        #[command(subcommand)]
+        command: PersonCommand,
+    },
+    /// What happened to each person: consent, queued, uploaded, dead,
+    /// withdrawn, deleted (kept ledger.retention_days).
+    Ledger {
+        /// Only this person's records.
+        #[arg(long, value_name = "ID")]
+        person: Option<String>,
+        /// Only records since this time: YYYY-MM-DD, an RFC 3339 time
+        /// (2026-12-01T08:00:00Z) or Unix seconds.
+        #[arg(long, value_name = "T", value_parser = parse_since)]
+        since: Option<i64>,
     },
     /// Inspect and manage the outbox.
     Queue {
@@ -134,6 +155,43 @@ enum QueueCommand {
         #[arg(long)]
         dead: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum PersonCommand {
+    /// The person withdrew consent: destroy every queued entry and image of
+    /// theirs on this device now, then delete what this device uploaded in
+    /// the cloud (Tencent DeletePerson / DeleteFace; JD: by hand).
+    Forget {
+        /// The person id they were enrolled under.
+        id: String,
+    },
+}
+
+/// `--since`: YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ, or Unix seconds, as Unix ms.
+fn parse_since(s: &str) -> Result<i64, String> {
+    if let Ok(secs) = s.parse::<i64>() {
+        return Ok(secs.saturating_mul(1000));
+    }
+    let bad = || format!("{s:?}: expected YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ or Unix seconds");
+    let (date, time) = s.split_once('T').unwrap_or((s, "00:00:00Z"));
+    let d: Vec<&str> = date.split('-').collect();
+    let t: Vec<&str> = time.trim_end_matches('Z').split(':').collect();
+    if d.len() != 3 || t.len() != 3 || !time.ends_with('Z') {
+        return Err(bad());
+    }
+    let num = |v: &str, max: u32| v.parse::<u32>().ok().filter(|n| *n <= max).ok_or_else(bad);
+    let (y, m, day) = (
+        d[0].parse::<i64>().map_err(|_| bad())?,
+        num(d[1], 12)?,
+        num(d[2], 31)?,
+    );
+    let (h, min, sec) = (num(t[0], 23)?, num(t[1], 59)?, num(t[2], 60)?);
+    if m == 0 || day == 0 {
+        return Err(bad());
+    }
+    let days = enrolld::clock::days_from_civil(y, m, day);
+    Ok(((days * 86_400) + i64::from(h * 3600 + min * 60 + sec)) * 1000)
 }
 
 #[derive(Subcommand)]
@@ -297,6 +355,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             source,
             provider,
             frames,
+            consent,
         } => {
             // The vendor's rules first: nothing it would refuse is captured,
             // queued or sent to the daemon.
@@ -324,6 +383,8 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                     frames: *frames,
                     follow_upload: false,
                     photo: photo.as_ref().map(|(p, _)| p.display().to_string()),
+                    consent: consent.clone(),
+                    peer_uid: None,
                 };
                 let file = photo.as_ref().map(|(_, f)| f);
                 if let Some(answer) = daemon_answer(&cli, &cfg, &req, file) {
@@ -345,6 +406,14 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 provider: provider.unwrap_or(cfg.upload.provider),
                 source,
                 frames: *frames,
+                consent: consent
+                    .clone()
+                    .map(|reference| enrolld::model::ConsentGiven {
+                        reference,
+                        via: enrolld::model::ConsentVia::CommandLine {
+                            uid: rustix::process::getuid().as_raw(),
+                        },
+                    }),
             };
             run_enroll(&cfg, &req, cli.json)
         }
@@ -366,7 +435,72 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(render(&answer, &cfg, cli.json))
         }
         Command::Keygen { output } => keygen(output, cli.json),
+        Command::Ledger { person, since } => {
+            let req = Request::Ledger {
+                person: person.clone(),
+                since_ms: *since,
+            };
+            match daemon_answer(&cli, &cfg, &req, None) {
+                Some(answer) => Ok(render(&answer?, &cfg, cli.json)),
+                None => local_queue(&cfg, &req, cli.json),
+            }
+        }
+        Command::Person {
+            command: PersonCommand::Forget { id },
+        } => forget(&cli, &cfg, id),
     }
+}
+
+/// `person forget`: the withdrawal on the device (daemon or queue), then a
+/// drain pass that sends the deletes, then what the ledger says became of
+/// each vendor's delete. The same steps and output with or without a daemon.
+fn forget(cli: &Cli, cfg: &Config, person: &str) -> Result<u8, Failure> {
+    let started = SystemClock.now_ms() - 1_000;
+    let req = Request::Forget {
+        person: person.to_string(),
+    };
+    let ask = |req: &Request| -> Result<Answer, Failure> {
+        match daemon_answer(cli, cfg, req, None) {
+            Some(answer) => answer,
+            None => {
+                let outbox = open_outbox(cfg)?;
+                handler::handle(&outbox, cfg, req).unwrap_or_else(|| {
+                    Err(Failure::new(ErrorCode::Internal, "not a queue request"))
+                })
+            }
+        }
+    };
+    let Answer::Forgotten(report) = ask(&req)? else {
+        return Err(Failure::new(
+            ErrorCode::Internal,
+            "forget: unexpected answer",
+        ));
+    };
+    if !report.cloud.is_empty() {
+        // The deletes go through the drain, with its retries and pauses;
+        // what it could not do now it does later.
+        let drained = match daemon_answer(cli, cfg, &Request::Drain {}, None) {
+            Some(answer) => answer.map(|_| ()),
+            None => {
+                open_outbox(cfg).and_then(|o| run_drain(cfg, Arc::new(o), cli.json).map(|_| ()))
+            }
+        };
+        if let Err(f) = drained {
+            log::warn!("person forget: the drain pass failed: {}", f.message);
+        }
+    }
+    let Answer::Ledger(ledger) = ask(&Request::Ledger {
+        person: Some(person.to_string()),
+        since_ms: Some(started),
+    })?
+    else {
+        return Err(Failure::new(
+            ErrorCode::Internal,
+            "forget: unexpected answer",
+        ));
+    };
+    let outcome = cli::render::forget_outcome(*report, &ledger);
+    Ok(cli::render::render_forget(&outcome, cli.json))
 }
 
 fn config_check(cfg: &Config, origin: &ConfigOrigin, json: bool) -> Result<u8, Failure> {

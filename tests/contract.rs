@@ -21,7 +21,8 @@ fn jpeg_b64(i: usize) -> String {
 enum Provoke {
     /// This call, after this fault (if any), gets this code.
     Call(&'static str, Value, Option<&'static str>),
-    /// No CreateFace, CreatePerson or GetPersonBaseInfo request of enrolld's
+    /// No CreateFace, CreatePerson, GetPersonBaseInfo, DeleteFace or
+    /// DeletePerson request of enrolld's
     /// can get it (why); the class still matters if the cloud sends it.
     Unreachable(&'static str),
 }
@@ -50,7 +51,8 @@ fn table() -> Vec<(&'static str, ErrorClass, Provoke)> {
         ("InternalError", Retry, Call("GetPersonBaseInfo", json!({"PersonId": "exists"}), Some("busy"))),
         ("InvalidParameter.InvalidParameter", Never, Call("CreateFace", json!({"PersonId": "exists", "Images": "not an array"}), None)),
         ("InvalidParameterValue.AccountFaceNumExceed", Operator, Unreachable("10 million faces in one account")),
-        ("InvalidParameterValue.DeleteFaceNumExceed", Never, Unreachable("DeleteFace")),
+        // "exists" holds one face, the emulator's first (ids are sequential).
+        ("InvalidParameterValue.DeleteFaceNumExceed", Never, Call("DeleteFace", json!({"PersonId": "exists", "FaceIds": ["2875186538564559001"]}), None)),
         ("InvalidParameterValue.GroupExDescriptionsExceed", Never, Unreachable("CreateGroup")),
         ("InvalidParameterValue.GroupExDescriptionsNameIdentical", Never, Unreachable("CreateGroup")),
         ("InvalidParameterValue.GroupExDescriptionsNameIllegal", Never, Unreachable("CreateGroup")),
@@ -328,4 +330,58 @@ fn client_and_emulator_agree_on_every_person_id_group_id_and_name() {
         checked += 1;
     }
     println!("{checked} ids and names: the client's checks and the emulator agree");
+}
+
+#[test]
+fn tencent_deletes_are_modelled_and_a_person_already_gone_counts_as_deleted() {
+    use enrolld::cloud::{ForgetRequest, Uploader};
+    let cloud = Cloud::start(Provider::Tencent);
+    let mut c = cloud.tencent_client();
+    c.call(
+        "CreatePerson",
+        &json!({"GroupId": "g", "PersonId": "two", "PersonName": "two", "Image": jpeg_b64(0)}),
+    )
+    .expect("person");
+    let added = c
+        .call(
+            "CreateFace",
+            &json!({"PersonId": "two", "Images": [jpeg_b64(1)]}),
+        )
+        .expect("face");
+    let second = added["SucFaceIds"][0]
+        .as_str()
+        .expect("face id")
+        .to_string();
+    let faces = |c: &TencentClient| c.person_faces("two").expect("lookup");
+    // DeleteFace of one of two faces: the other stays.
+    let req = |face_ids: Vec<String>, created_person: bool| ForgetRequest {
+        person_id: "two".into(),
+        face_ids,
+        created_person,
+        faces_before: None,
+    };
+    let done = c
+        .forget(&req(vec![second.clone()], false))
+        .expect("DeleteFace");
+    assert_eq!((done.how.as_str(), done.manual), ("DeleteFace", false));
+    let left = faces(&c).expect("the person stays");
+    assert_eq!(left.len(), 1);
+    assert!(!left.contains(&second));
+    // Its last face: DeleteFaceNumExceed, so the whole person goes.
+    let done = c.forget(&req(left.clone(), false)).expect("DeletePerson");
+    assert_eq!(done.how, "DeletePerson");
+    assert_eq!(faces(&c), None, "the person is gone");
+    // Gone already: both of Tencent's "no such person" answers count as deleted.
+    for created in [true, false] {
+        let done = c.forget(&req(left.clone(), created)).expect("already gone");
+        assert!(done.how.contains("no longer has"), "{}", done.how);
+    }
+    let err = c
+        .call("DeletePerson", &json!({"PersonId": "two"}))
+        .expect_err("unknown person");
+    assert_eq!(err.code, "ResourceNotFound.ErrorPersonNotExisted");
+    let err = c
+        .call("DeleteFace", &json!({"PersonId": "two", "FaceIds": "x"}))
+        .expect_err("bad FaceIds");
+    assert_eq!(err.code, "InvalidParameter.InvalidParameter");
 }

@@ -251,6 +251,8 @@ fn an_enrollment_over_the_socket_streams_progress_until_uploaded() {
         frames: None,
         follow_upload: true,
         photo: None,
+        consent: None,
+        peer_uid: None,
     });
     let names: Vec<String> = events
         .iter()
@@ -292,7 +294,7 @@ fn an_enrollment_over_the_socket_streams_progress_until_uploaded() {
 
 #[test]
 fn a_button_press_enrolls_the_armed_person_and_the_led_shows_it() {
-    let (cloud, e) = setup(Provider::Jd, "");
+    let (cloud, e) = setup(Provider::Jd, "[consent]\nrequired = true\n");
     let sysfs = e.path("sys");
     let led_dir = sysfs.join("class/leds/enrolld");
     std::fs::create_dir_all(&led_dir).expect("mkdir");
@@ -304,7 +306,18 @@ fn a_button_press_enrolls_the_armed_person_and_the_led_shows_it() {
     mkfifo(&input);
     let mut text = std::fs::read_to_string(e.path("enrolld.toml")).expect("read");
     text.push_str(&format!("[button]\ninput_device = {:?}\nkey_code = 28\ndebounce_ms = 0\n[led]\nname = \"enrolld\"\n", input.display().to_string()));
-    std::fs::write(e.path("enrolld.toml"), text).expect("write");
+    std::fs::write(e.path("enrolld.toml"), &text).expect("write");
+    // Consent is required and a press names none: the one verdict of
+    // `config check` and start-up refuses the configuration.
+    let out = e.run(&["config", "check"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("button.consent"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // With button.consent the press is the consent, given to the kiosk's notice.
+    e.configure(&[("button.consent", true.into())]);
     let d = Daemon::start(&e, Some(&sysfs));
     let press = || {
         let mut f = std::fs::OpenOptions::new()
@@ -352,6 +365,17 @@ fn a_button_press_enrolls_the_armed_person_and_the_led_shows_it() {
         .is_ok_and(|b| b.trim() == "1")),
         "the LED lit"
     );
+    let (code, ledger) = e.json(&["ledger", "--person", "btn-7"]);
+    assert_eq!(code, 0, "{ledger}");
+    let consent = &ledger["records"][0];
+    assert_eq!(
+        (
+            consent["event"].as_str(),
+            consent["consent"]["via"].as_str()
+        ),
+        (Some("consent_given"), Some("button")),
+        "{ledger}"
+    );
     let (code, _) = d.terminate(EVENTUALLY);
     assert_eq!(code, Some(0));
 }
@@ -370,6 +394,8 @@ fn sigterm_during_an_upload_then_restart_loses_nothing_and_adds_no_duplicate() {
         frames: None,
         follow_upload: true,
         photo: None,
+        consent: None,
+        peer_uid: None,
     });
     assert!(matches!(first, Reply::Answer { .. }), "{first:?}");
     cloud.push_fault("hang@CreateFace");
@@ -388,6 +414,8 @@ fn sigterm_during_an_upload_then_restart_loses_nothing_and_adds_no_duplicate() {
                 frames: None,
                 follow_upload: true,
                 photo: None,
+                consent: None,
+                peer_uid: None,
             },
             &mut |r| events.push(wire(r)),
         );
@@ -454,6 +482,8 @@ fn sighup_with_a_broken_config_keeps_the_old_one() {
         frames: None,
         follow_upload: true,
         photo: None,
+        consent: None,
+        peer_uid: None,
     });
     assert!(matches!(r, Reply::Answer { .. }), "{r:?}");
     assert_eq!(cloud.faces("hup-1").len(), 1);
@@ -586,6 +616,8 @@ fn a_second_trigger_while_enrolling_is_busy_and_cancel_stops_the_first() {
                 frames: None,
                 follow_upload: false,
                 photo: None,
+                consent: None,
+                peer_uid: None,
             },
             &mut |_| {},
         )
@@ -606,6 +638,8 @@ fn a_second_trigger_while_enrolling_is_busy_and_cancel_stops_the_first() {
         frames: None,
         follow_upload: false,
         photo: None,
+        consent: None,
+        peer_uid: None,
     });
     assert!(
         matches!(&second, Reply::Error { code, .. } if *code == ErrorCode::Busy),
@@ -787,6 +821,8 @@ fn sigkill_loop_loses_no_acknowledged_enrollment_and_adds_no_face_twice() {
             frames: Some(1),
             follow_upload: false,
             photo: None,
+            consent: None,
+            peer_uid: None,
         });
         assert!(matches!(last, Reply::Answer { .. }), "{last:?}");
         let took = t.elapsed();
@@ -825,6 +861,8 @@ fn sigkill_loop_loses_no_acknowledged_enrollment_and_adds_no_face_twice() {
                         frames: Some(1),
                         follow_upload: false,
                         photo: None,
+                        consent: None,
+                        peer_uid: None,
                     };
                     let mut queued = false;
                     let outcome = c
@@ -992,6 +1030,8 @@ fn the_largest_frames_allowed_fit_the_units_memory_max() {
         frames: None,
         follow_upload: false,
         photo: None,
+        consent: None,
+        peer_uid: None,
     });
     let Reply::Answer { result } = &last else {
         panic!("{last:?} after {events:?}")
@@ -1067,6 +1107,8 @@ fn every_queue_command_prints_and_exits_the_same_with_or_without_a_daemon() {
         vec!["queue", "show", "999"],
         vec!["queue", "retry", "999"],
         vec!["queue", "purge", "999"],
+        vec!["ledger"],
+        vec!["ledger", "--person", "p-1", "--since", "2020-01-01"],
         // Usage errors and refusals before anything is asked of a daemon:
         // the same text, JSON and exit code whether one runs or not.
         vec!["--bogus"],
@@ -1076,6 +1118,7 @@ fn every_queue_command_prints_and_exits_the_same_with_or_without_a_daemon() {
         vec!["enroll", "--person", "p-9", "--frames", "101"],
         vec!["enroll", "--person", "p-9", "--provider", "tencent"],
         vec!["enroll", "--person", "bad id with spaces\u{7}"],
+        vec!["ledger", "--since", "tomorrow"],
     ];
     let d = Daemon::start(&e, None);
     // The start-up pass has tried both entries once.
@@ -1115,7 +1158,7 @@ fn every_queue_command_prints_and_exits_the_same_with_or_without_a_daemon() {
         assert_eq!(err["error"], "not_found", "{err}");
     }
     // Every refusal exits 2 and, with --json, is one error document on stdout.
-    for (args, out) in commands.iter().zip(&without).skip(8) {
+    for (args, out) in commands.iter().zip(&without).skip(10) {
         assert_eq!(
             out[0].0,
             Some(2),
@@ -1211,6 +1254,8 @@ fn a_photo_is_enrolled_through_a_running_daemon_which_reads_what_the_client_open
         frames: None,
         follow_upload: false,
         photo: Some("fifo.jpg".into()),
+        consent: None,
+        peer_uid: None,
     };
     let mut client = Client::connect(&d.socket, EVENTUALLY)
         .expect("connect")
@@ -1401,6 +1446,8 @@ fn the_socket_refuses_what_the_command_line_refuses() {
         frames,
         follow_upload: false,
         photo: None,
+        consent: None,
+        peer_uid: None,
     };
     for (req, code, says) in [
         (enroll(None, Some(0)), "invalid_request", "1 to 100 frames"),
@@ -1739,4 +1786,94 @@ fn drain_streams_every_entry_and_tells_the_same_story_with_or_without_a_daemon()
             );
         }
     }
+}
+
+#[test]
+fn the_socket_asks_for_consent_and_a_withdrawal_during_the_upload_deletes_the_person_in_the_cloud()
+{
+    let (cloud, e) = setup(Provider::Tencent, "[consent]\nrequired = true\n");
+    let d = Daemon::start(&e, None);
+    let enroll = |person: &str, consent: Option<&str>| Request::Enroll {
+        person: person.into(),
+        name: None,
+        provider: None,
+        frames: None,
+        follow_upload: false,
+        photo: None,
+        consent: consent.map(str::to_string),
+        peer_uid: None,
+    };
+    // No consent: refused before anything is captured, nothing queued.
+    let (events, last) = d.call(&enroll("sock-1", None));
+    let Reply::Error { code, message } = &last else {
+        panic!("{last:?}");
+    };
+    assert_eq!(*code, ErrorCode::ConsentRequired);
+    assert!(
+        message.contains("--consent") && message.contains("\"consent\""),
+        "{message}"
+    );
+    assert!(
+        !events.iter().any(|r| matches!(r, Reply::Event { .. })),
+        "nothing captured: {events:?}"
+    );
+    let (_, list) = e.json(&["queue", "list"]);
+    assert_eq!(list["entries"], serde_json::json!([]), "{list}");
+    // With consent, while the cloud is slow to answer CreatePerson: the
+    // person withdraws during the upload.
+    cloud.push_fault("slow:3000@CreatePerson");
+    let (_, last) = d.call(&enroll("sock-1", Some("HR-2291")));
+    let Reply::Answer { result } = last else {
+        panic!("{last:?}");
+    };
+    let id = result["queued"].as_u64().expect("queued id");
+    let in_flight = wait_until(EVENTUALLY, || {
+        let (_, list) = e.json(&["queue", "list"]);
+        list["entries"][0]["state"] == "in_flight"
+    });
+    assert!(in_flight, "the upload started");
+    let (_, shown) = e.json(&["queue", "show", &id.to_string()]);
+    let record = &shown["consent_record"];
+    assert_eq!(record["reference"], "HR-2291", "{shown}");
+    assert_eq!(record["via"], "socket");
+    assert_eq!(record["uid"], rustix::process::getuid().as_raw());
+    assert_eq!(record["scope"]["provider"], "tencent");
+    let (code, forgot) = e.json(&["person", "forget", "sock-1"]);
+    assert_eq!(code, 0, "{forgot}");
+    assert_eq!(forgot["in_flight"], serde_json::json!([id]), "{forgot}");
+    assert_eq!(forgot["cloud_outcome"][0]["state"], "deleted", "{forgot}");
+    assert_eq!(
+        forgot["cloud_outcome"][0]["how"], "DeletePerson",
+        "{forgot}"
+    );
+    // The upload landed, then the person was deleted with it.
+    assert_eq!(cloud.requests("CreatePerson"), 1);
+    assert_eq!(cloud.requests("DeletePerson"), 1);
+    assert!(cloud
+        .emulator
+        .with_state(|s| !s.persons.contains_key("sock-1")));
+    let (_, list) = e.json(&["queue", "list"]);
+    assert_eq!(list["entries"], serde_json::json!([]), "{list}");
+    let (_, receipts) = e.json(&["queue", "receipts"]);
+    assert_eq!(receipts["receipts"], serde_json::json!([]), "{receipts}");
+    let (_, ledger) = e.json(&["ledger", "--person", "sock-1"]);
+    let events: Vec<&str> = ledger["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .filter_map(|r| r["event"].as_str())
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "consent_given",
+            "queued",
+            "withdrawn",
+            "uploaded",
+            "deleted_in_cloud"
+        ],
+        "{ledger}"
+    );
+    let (code, _) = d.terminate(EVENTUALLY);
+    assert_eq!(code, Some(0));
 }

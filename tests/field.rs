@@ -356,6 +356,7 @@ fn rot_fixture(dir: &Path) -> Vec<(u64, Vec<u8>)> {
                     height: 100,
                 }],
                 scores: Vec::new(),
+                consent: None,
             })
             .expect("enqueue");
         live.push((e.id, image));

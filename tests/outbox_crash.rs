@@ -62,6 +62,7 @@ fn run_writer(dir: &str, start: u64) -> ! {
                 height: 1,
             }],
             scores: Vec::new(),
+            consent: None,
         };
         let id = outbox.enqueue(new).expect("enqueue").id;
         writeln!(out, "ACK {id} {seq}")

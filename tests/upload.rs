@@ -299,6 +299,7 @@ fn enqueue_raw(e: &Enrolld, person: &str, provider: Provider, bytes: Vec<u8>) ->
                 height: 400,
             }],
             scores: vec![],
+            consent: None,
         })
         .expect("enqueue")
         .id

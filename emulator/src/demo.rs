@@ -98,6 +98,9 @@ pub fn run(opts: &DemoOptions) -> Result<u8, String> {
         opts.person.as_str(),
         "--source",
         source.as_str(),
+        // Consent is required (the default): the demo names its form.
+        "--consent",
+        "demo consent form 1",
     ];
     let code = run_enrolld(&enrolld, &config, &enroll)?;
     if code != 0 {
@@ -116,6 +119,8 @@ pub fn run(opts: &DemoOptions) -> Result<u8, String> {
         opts.person
     );
     run_enrolld(&enrolld, &config, &["queue", "receipts"])?;
+    println!("demo: what happened to the person, as the ledger keeps it:  (enrolld ledger)");
+    run_enrolld(&enrolld, &config, &["ledger"])?;
     Ok(code)
 }
 

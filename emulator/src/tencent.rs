@@ -195,6 +195,8 @@ pub(crate) fn handle(
                 "CreateFace" => create_face(shared, &params, version, detector),
                 "CreatePerson" => create_person(shared, &params, version, detector),
                 "GetPersonBaseInfo" => get_person(shared, &params),
+                "DeletePerson" => delete_person(shared, &params, version),
+                "DeleteFace" => delete_face(shared, &params),
                 _ => Err(error(
                     shared,
                     "UnsupportedOperation.UnknowMethod",
@@ -558,6 +560,85 @@ fn create_person(
         fields["FaceModelVersion"] = json!("3.0");
     }
     Ok(ok(shared, fields))
+}
+
+/// DeletePerson: the person leaves every group with all its faces. An
+/// unknown person is refused as the 2018 docs' example shows it
+/// (`ResourceNotFound.ErrorPersonNotExisted`), or as version 2020 does.
+fn delete_person(shared: &Shared, params: &Value, version: &str) -> Result<Outcome, Outcome> {
+    let person_id = required_id(shared, params, "PersonId")?.to_string();
+    if shared.lock().persons.remove(&person_id).is_none() {
+        return Err(if version == "2018-03-01" {
+            error(
+                shared,
+                "ResourceNotFound.ErrorPersonNotExisted",
+                "the person does not exist",
+            )
+        } else {
+            error(
+                shared,
+                "InvalidParameterValue.PersonIdNotExist",
+                "the person does not exist",
+            )
+        });
+    }
+    Ok(ok(shared, json!({})))
+}
+
+/// DeleteFace: removes the named faces that the person has; refused as a
+/// whole when it would leave the person no face.
+fn delete_face(shared: &Shared, params: &Value) -> Result<Outcome, Outcome> {
+    let person_id = required_id(shared, params, "PersonId")?.to_string();
+    let ids: Vec<String> = match params.get("FaceIds") {
+        Some(Value::Array(a)) if !a.is_empty() && a.iter().all(Value::is_string) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        None | Some(Value::Null) => {
+            return Err(error(
+                shared,
+                "MissingParameter.ErrorParameterEmpty",
+                "FaceIds is required",
+            ))
+        }
+        Some(_) => {
+            return Err(error(
+                shared,
+                "InvalidParameter.InvalidParameter",
+                "FaceIds must be a non-empty array of strings",
+            ))
+        }
+    };
+    let mut state = shared.lock();
+    let Some(person) = state.persons.get_mut(&person_id) else {
+        drop(state);
+        return Err(error(
+            shared,
+            "InvalidParameterValue.PersonIdNotExist",
+            "the person does not exist",
+        ));
+    };
+    let deleted: Vec<String> = person
+        .faces
+        .iter()
+        .filter(|f| ids.contains(&f.face_id))
+        .map(|f| f.face_id.clone())
+        .collect();
+    if deleted.len() == person.faces.len() {
+        drop(state);
+        return Err(error(
+            shared,
+            "InvalidParameterValue.DeleteFaceNumExceed",
+            "删除人脸数量超出限制。每个人员至少需要包含一张人脸。",
+        ));
+    }
+    person.faces.retain(|f| !deleted.contains(&f.face_id));
+    drop(state);
+    Ok(ok(
+        shared,
+        json!({"SucDeletedNum": deleted.len(), "SucFaceIds": deleted}),
+    ))
 }
 
 fn get_person(shared: &Shared, params: &Value) -> Result<Outcome, Outcome> {

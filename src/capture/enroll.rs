@@ -6,11 +6,12 @@ use crate::capture::encode::{encode_for, EncodeError, EncodedImage};
 use crate::capture::frame::DecodeLimits;
 use crate::capture::quality::Rejection;
 use crate::capture::source::{self, SourceError};
+use crate::clock::Clock;
 use crate::config::{Config, SourceSpec};
 use crate::model::rules::RuleViolation;
 use crate::model::ErrorCode;
 use crate::model::Provider;
-use crate::model::{Enrollment, Group};
+use crate::model::{check_reference, Consent, ConsentGiven, ConsentScope, Enrollment, Group};
 use crate::queue::outbox::{NewEnrollment, NewImage, Outbox, OutboxError};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -25,6 +26,8 @@ pub struct EnrollRequest {
     pub source: SourceSpec,
     /// Overrides `burst.frames`.
     pub frames: Option<u32>,
+    /// The person's consent, as the door that asked gave it.
+    pub consent: Option<ConsentGiven>,
 }
 
 impl EnrollRequest {
@@ -33,6 +36,11 @@ impl EnrollRequest {
     /// credentials of a provider other than `upload.provider`. The one verdict for the command line and the
     /// socket, given before anything is captured.
     pub fn check(&self, cfg: &Config) -> Result<(), EnrollError> {
+        match &self.consent {
+            None if cfg.consent.required => return Err(EnrollError::ConsentRequired),
+            Some(c) => check_reference(&c.reference).map_err(EnrollError::InvalidConsent)?,
+            None => {}
+        }
         self.provider
             .check_person(&self.person_id, self.person_name.as_deref())
             .map_err(EnrollError::InvalidPerson)?;
@@ -112,6 +120,10 @@ pub enum EnrollError {
     ProviderUnusable(String),
     /// A burst of 0 or more than 100 frames.
     InvalidFrames(u32),
+    /// `consent.required` and the request names no consent.
+    ConsentRequired,
+    /// A consent reference that cannot name one, or a notice that cannot be read.
+    InvalidConsent(String),
     Source(SourceError),
     Encode(EncodeError),
     Outbox(OutboxError),
@@ -125,6 +137,8 @@ impl EnrollError {
             EnrollError::GroupMissing(_) => ErrorCode::GroupMissing,
             EnrollError::ProviderUnusable(_) => ErrorCode::ConfigInvalid,
             EnrollError::InvalidFrames(_) => ErrorCode::InvalidRequest,
+            EnrollError::ConsentRequired => ErrorCode::ConsentRequired,
+            EnrollError::InvalidConsent(_) => ErrorCode::InvalidRequest,
             EnrollError::Source(e) => e.code(),
             EnrollError::Encode(_) => ErrorCode::EncodeFailed,
             EnrollError::Outbox(e) => e.code(),
@@ -149,6 +163,12 @@ impl fmt::Display for EnrollError {
                 "frames {n}: a burst takes 1 to {} frames",
                 crate::config::MAX_BURST_FRAMES
             ),
+            EnrollError::ConsentRequired => f.write_str(
+                "consent.required: nothing was captured without the person's consent. Record it first, \
+                 then name it: enrolld enroll --consent REF (the signed form or the HR record), \
+                 \"consent\": \"REF\" on the socket, or button.consent = true for a kiosk whose notice the press accepts",
+            ),
+            EnrollError::InvalidConsent(why) => f.write_str(why),
             EnrollError::Source(e) => e.fmt(f),
             EnrollError::Encode(e) => e.fmt(f),
             EnrollError::Outbox(e) => e.fmt(f),
@@ -183,6 +203,13 @@ pub fn enroll(
 ) -> Result<EnrollOutcome, EnrollError> {
     req.check(cfg)?;
     let group = group_for(cfg, req.provider);
+    let notice_sha256 = match &req.consent {
+        Some(_) => cfg
+            .consent
+            .notice_sha256()
+            .map_err(|e| EnrollError::InvalidConsent(format!("consent.notice_file: {e}")))?,
+        None => None,
+    };
     let mut source = source::open(&req.source, &cfg.camera, DecodeLimits::default())
         .map_err(EnrollError::Source)?;
     on_progress(Progress::Capturing {
@@ -229,7 +256,7 @@ pub fn enroll(
             person_id: req.person_id.clone(),
             person_name: req.person_name.clone(),
             provider: req.provider,
-            group,
+            group: group.clone(),
             images: encoded
                 .iter()
                 .map(|e| NewImage {
@@ -239,6 +266,24 @@ pub fn enroll(
                 })
                 .collect(),
             scores: burst.chosen.iter().map(|c| c.scores).collect(),
+            consent: req.consent.as_ref().map(|c| Consent {
+                reference: c.reference.clone(),
+                via: c.via.clone(),
+                at_ms: crate::clock::SystemClock.now_ms(),
+                notice_sha256: notice_sha256.clone(),
+                scope: ConsentScope {
+                    provider: req.provider,
+                    region: match req.provider {
+                        Provider::Tencent => cfg.tencent.region.clone(),
+                        Provider::Jd => String::new(),
+                    },
+                    group: if group.id.is_empty() {
+                        group.name.clone()
+                    } else {
+                        group.id.clone()
+                    },
+                },
+            }),
         })
         .map_err(EnrollError::Outbox)?;
     Ok(EnrollOutcome::Queued {

@@ -5,11 +5,13 @@
 use enrolld::capture::enroll::EnrollOutcome;
 use enrolld::clock::rfc3339;
 use enrolld::config::Config;
-use enrolld::control::answer::{Answer, Enrolled, StatusReport, UploadFollowed};
+use enrolld::control::answer::{Answer, Enrolled, OpenedConsent, StatusReport, UploadFollowed};
 use enrolld::model::rules::BrokenRule;
 use enrolld::model::{exit, ErrorCode};
-use enrolld::model::{Enrollment, EntryState};
+use enrolld::model::{ConsentVia, Enrollment, EntryState, Provider};
 use enrolld::queue::drain::{DrainSummary, EntryReport};
+use enrolld::queue::ledger::{LedgerEvent, LedgerRead};
+use enrolld::queue::outbox::ForgetReport;
 use enrolld::queue::outbox::{HealthReport, SalvageReport};
 
 /// Prints `answer` on stdout and returns the command's exit code.
@@ -94,8 +96,25 @@ pub fn text(answer: &Answer, cfg: &Config) -> String {
         }
         Answer::Entry(e) => {
             out.push(serde_json::to_string_pretty(e).unwrap_or_default());
-            out.push(format!("created {}", rfc3339(e.created_at_ms)));
+            out.push(format!("created {}", rfc3339(e.entry.created_at_ms)));
+            if let Some(OpenedConsent::Record(c)) = &e.consent_record {
+                out.push(format!(
+                    "consent {:?} given {} ({}) for {} group {:?}",
+                    c.reference,
+                    rfc3339(c.at_ms),
+                    via(&c.via),
+                    c.scope.provider,
+                    c.scope.group
+                ));
+            }
         }
+        Answer::Forgotten(r) => out.push(format!(
+            "person {:?}: {} entr(ies) destroyed on the device; cloud deletes queued: {}",
+            r.person,
+            r.destroyed.len() + r.in_flight.len(),
+            r.cloud.len()
+        )),
+        Answer::Ledger(l) => ledger(&mut out, l),
         Answer::Retried { retried } => out.push(format!("entry {retried} is pending and due now")),
         Answer::Purged { purged } => out.push(match purged.as_slice() {
             [id] => format!("purged entry {id} and its images"),
@@ -150,6 +169,190 @@ pub fn text(answer: &Answer, cfg: &Config) -> String {
     let mut text = out.join("\n");
     text.push('\n');
     text
+}
+
+fn via(v: &ConsentVia) -> String {
+    match v {
+        ConsentVia::CommandLine { uid } => format!("command line, uid {uid}"),
+        ConsentVia::Socket { uid } => format!("control socket, uid {uid}"),
+        ConsentVia::Button => "button press".into(),
+    }
+}
+
+fn ledger(out: &mut Vec<String>, l: &LedgerRead) {
+    out.push(format!(
+        "{} record(s), {} distinct person(s) in the ledger",
+        l.records.len(),
+        l.persons
+    ));
+    if l.left_out > 0 {
+        out.push(format!(
+            "{} older matching record(s) left out (narrow with --person or --since)",
+            l.left_out
+        ));
+    }
+    if l.unreadable > 0 {
+        out.push(format!(
+            "{} damaged record(s) cannot be read; the others are intact",
+            l.unreadable
+        ));
+    }
+    for r in &l.records {
+        let what = match &r.event {
+            LedgerEvent::ConsentGiven { consent } => format!(
+                "consent {:?} ({}) for {} group {:?}",
+                consent.reference,
+                via(&consent.via),
+                consent.scope.provider,
+                consent.scope.group
+            ),
+            LedgerEvent::Queued { images } => format!("queued, {images} image(s)"),
+            LedgerEvent::Uploaded { face_ids } => format!("uploaded: face {}", face_ids.join(",")),
+            LedgerEvent::Dead { code, reason } => format!("dead: {code} {reason}"),
+            LedgerEvent::Purged { why } => format!("purged ({why})"),
+            LedgerEvent::Withdrawn { destroyed, cloud } => format!(
+                "withdrawn: {} entr(ies) destroyed on the device; cloud deletes for {}",
+                destroyed.len(),
+                if cloud.is_empty() {
+                    "none (nothing was uploaded)".to_string()
+                } else {
+                    cloud
+                        .iter()
+                        .map(|p| p.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ),
+            LedgerEvent::DeletedInCloud { how, face_ids } => {
+                format!("deleted in the cloud ({how}): face {}", face_ids.join(","))
+            }
+            LedgerEvent::DeleteByHand { how, .. } => format!("delete by hand: {how}"),
+        };
+        out.push(format!(
+            "{}  {:<8} {:<16} {}{}",
+            rfc3339(r.at_ms),
+            r.provider.map_or("-", |p| p.as_str()),
+            r.person,
+            r.entry.map_or(String::new(), |e| format!("entry {e}: ")),
+            what
+        ));
+    }
+}
+
+/// What became of one vendor's delete, after `person forget`'s drain pass.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CloudOutcome {
+    pub provider: Provider,
+    pub entry: u64,
+    /// `deleted`, `pending` (queued; the drain retries it) or `by_hand`.
+    pub state: &'static str,
+    pub how: String,
+    pub face_ids: Vec<String>,
+}
+
+/// `person forget`'s whole answer.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ForgetOutcome {
+    #[serde(flatten)]
+    pub device: ForgetReport,
+    pub cloud_outcome: Vec<CloudOutcome>,
+}
+
+/// Joins the withdrawal's report with what the ledger says of each delete.
+pub fn forget_outcome(device: ForgetReport, ledger: &LedgerRead) -> ForgetOutcome {
+    let cloud_outcome = device
+        .cloud
+        .iter()
+        .map(|d| {
+            let done = ledger.records.iter().rev().find_map(|r| {
+                (r.entry == Some(d.entry))
+                    .then_some(&r.event)
+                    .and_then(|e| match e {
+                        LedgerEvent::DeletedInCloud { how, face_ids } => {
+                            Some(("deleted", how.clone(), face_ids.clone()))
+                        }
+                        LedgerEvent::DeleteByHand { how, face_ids } => {
+                            Some(("by_hand", how.clone(), face_ids.clone()))
+                        }
+                        _ => None,
+                    })
+            });
+            let (state, how, face_ids) = done.unwrap_or((
+                "pending",
+                format!(
+                    "queued as entry {}: the drain sends it, with retries (enrolld queue show {})",
+                    d.entry, d.entry
+                ),
+                Vec::new(),
+            ));
+            CloudOutcome {
+                provider: d.provider,
+                entry: d.entry,
+                state,
+                how,
+                face_ids,
+            }
+        })
+        .collect();
+    ForgetOutcome {
+        device,
+        cloud_outcome,
+    }
+}
+
+/// Prints `person forget`'s outcome; exit 0 when the cloud side is done,
+/// 7 when a delete is pending, 11 when faces must be deleted by hand.
+pub fn render_forget(o: &ForgetOutcome, json: bool) -> u8 {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(o).unwrap_or_else(|e| format!(
+                r#"{{"error":"internal","message":"the answer cannot be printed: {e}"}}"#
+            ))
+        );
+    } else {
+        let d = &o.device;
+        let mut destroyed: Vec<u64> = d.destroyed.clone();
+        destroyed.extend(&d.in_flight);
+        println!(
+            "person {:?} withdrawn: {} on this device",
+            d.person,
+            if destroyed.is_empty() {
+                "nothing was queued".to_string()
+            } else {
+                format!(
+                    "entr(ies) {} destroyed with their images",
+                    destroyed
+                        .iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        );
+        if o.cloud_outcome.is_empty() {
+            println!("cloud: nothing of this person was uploaded from this device");
+        }
+        for c in &o.cloud_outcome {
+            println!(
+                "{}: {}: {}",
+                c.provider,
+                match c.state {
+                    "deleted" => "deleted in the cloud",
+                    "by_hand" => "DELETE BY HAND",
+                    _ => "delete pending",
+                },
+                c.how
+            );
+        }
+    }
+    if o.cloud_outcome.iter().any(|c| c.state == "pending") {
+        exit::RETRY_PENDING
+    } else if o.cloud_outcome.iter().any(|c| c.state == "by_hand") {
+        exit::MANUAL
+    } else {
+        exit::OK
+    }
 }
 
 /// "queued enrollment 7 for person "p" (jd, 1 image(s): 380x380 31522 bytes q92)".
@@ -225,6 +428,9 @@ fn status(out: &mut Vec<String>, s: &StatusReport, cfg: &Config) {
         "queue: {} pending, {} in flight, {} dead, {} bytes",
         u.pending, u.in_flight, u.dead, u.bytes
     ));
+    if let Some(n) = s.persons {
+        out.push(format!("persons: {n} in the ledger (enrolld ledger)"));
+    }
     broken_rules(out, &s.rule_violations);
     if let Some(salvage) = &s.storage_salvage {
         out.push(salvage_line(salvage));
@@ -319,6 +525,23 @@ pub fn entry_report(r: &EntryReport, json: bool) -> String {
             "entry {id} uploaded to {provider} (person {person:?}): face {}",
             face_ids.join(",")
         ),
+        EntryReport::Deleted {
+            id,
+            person,
+            provider,
+            how,
+            face_ids,
+            by_hand,
+        } => {
+            if *by_hand {
+                format!("entry {id}: person {person:?} withdrew; {provider}: {how}")
+            } else {
+                format!(
+                    "entry {id}: person {person:?} withdrew; deleted in {provider} ({how}): face {}",
+                    face_ids.join(",")
+                )
+            }
+        }
         EntryReport::Retry {
             id,
             person,

@@ -229,6 +229,28 @@ impl Uploader for JdClient {
         Provider::Jd
     }
 
+    /// JD NeuHub documents no call that deletes a face `faceCreate` added
+    /// (only `faceGroupDelete`, which deletes a whole group): the faces are
+    /// recorded for an operator to delete in the JD console.
+    fn forget(
+        &mut self,
+        req: &super::ForgetRequest,
+    ) -> Result<crate::model::CloudDeletion, UploadError> {
+        Ok(crate::model::CloudDeletion {
+            how: format!(
+                "JD documents no delete for faceCreate's faces: delete face id(s) {} of outerId {:?} by hand in the JD console",
+                if req.face_ids.is_empty() {
+                    "(none known: look the person up)".to_string()
+                } else {
+                    req.face_ids.join(", ")
+                },
+                req.person_id
+            ),
+            face_ids: req.face_ids.clone(),
+            manual: true,
+        })
+    }
+
     fn send(
         &mut self,
         entry: &mut Enrollment,

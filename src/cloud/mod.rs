@@ -10,7 +10,7 @@ pub mod tls;
 
 use crate::clock::{Clock, UnixMillis};
 use crate::cloud::http::{HttpError, HttpErrorKind};
-use crate::model::{Enrollment, ErrorClass, Provider, UploadCode};
+use crate::model::{CloudDeletion, Enrollment, ErrorClass, Provider, UploadCode};
 use serde::Serialize;
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -129,6 +129,34 @@ pub trait Uploader: Send {
     /// Uploads the entry's images that are not done yet.
     fn send(&mut self, entry: &mut Enrollment, images: &[Vec<u8>])
         -> Result<Uploaded, UploadError>;
+
+    /// Deletes what this device uploaded of a person who withdrew. A
+    /// person or face the cloud no longer has counts as deleted. The
+    /// default is a vendor with no documented delete: the faces are for an
+    /// operator to delete by hand.
+    fn forget(&mut self, req: &ForgetRequest) -> Result<CloudDeletion, UploadError> {
+        Ok(CloudDeletion {
+            how: format!(
+                "{} documents no delete call for these faces: delete them by hand in its console",
+                self.provider()
+            ),
+            face_ids: req.face_ids.clone(),
+            manual: true,
+        })
+    }
+}
+
+/// What a withdrawal asks a vendor to delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForgetRequest {
+    pub person_id: String,
+    /// The faces this device uploaded (receipts and interrupted uploads).
+    pub face_ids: Vec<String>,
+    /// This device created the person: delete the person, all faces.
+    pub created_person: bool,
+    /// An upload's outcome is unknown: the person's faces before it. Any
+    /// face not among them may be that upload's and is deleted too.
+    pub faces_before: Option<Vec<String>>,
 }
 
 /// The device clock corrected by what the servers' `Date` headers say.

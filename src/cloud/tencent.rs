@@ -4,15 +4,23 @@
 //! `iai` whatever the endpoint's host. Errors come with HTTP 200 as
 //! `{"Response": {"Error": {"Code", "Message"}, "RequestId"}}`.
 //!
+//! Withdrawal: `DeletePerson` for a person this device created, else
+//! `DeleteFace` of the faces it uploaded (`DeletePerson` when that would
+//! leave the person no face); a person the cloud no longer has is deleted.
+//!
 //! No duplicates: before the first send the person's face ids are recorded
 //! (`face_ids_before`). When an upload's outcome is unknown, the next attempt
 //! asks `GetPersonBaseInfo` first: new face ids mean it landed.
 
 use super::sign::{tc3_sign, Tc3Request, TC3_CONTENT_TYPE};
-use super::{base64, classify_http_status, SkewClock, UploadError, Uploaded, Uploader};
+use super::{
+    base64, classify_http_status, ForgetRequest, SkewClock, UploadError, Uploaded, Uploader,
+};
 use crate::cloud::http::{host_of, HttpClient};
 use crate::config::Secret;
-use crate::model::{rules::tencent as rules, Enrollment, ErrorClass, Provider, UploadCode};
+use crate::model::{
+    rules::tencent as rules, CloudDeletion, Enrollment, ErrorClass, Provider, UploadCode,
+};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -20,6 +28,11 @@ use std::sync::Arc;
 pub const SERVICE: &str = "iai";
 
 const PERSON_NOT_EXIST: &str = "InvalidParameterValue.PersonIdNotExist";
+/// DeletePerson's answer for an unknown person in the 2018 docs' example;
+/// it and [`PERSON_NOT_EXIST`] both mean "already gone".
+const PERSON_NOT_EXISTED: &str = "ResourceNotFound.ErrorPersonNotExisted";
+/// DeleteFace refuses to leave a person without a face.
+const DELETE_FACE_NUM_EXCEED: &str = "InvalidParameterValue.DeleteFaceNumExceed";
 /// CreatePerson's answers for a person that exists already (in this group
 /// or another): add faces to it instead.
 const PERSON_EXISTS: [&str; 3] = [
@@ -328,6 +341,7 @@ impl TencentClient {
                 ),
             ));
         }
+        entry.progress.created_person = true;
         entry.progress.done_images.push(index as u8);
         if let Some(face) = r.get("FaceId").and_then(Value::as_str) {
             entry.progress.uploaded_face_ids.push(face.to_string());
@@ -362,6 +376,76 @@ impl TencentClient {
             },
         )?;
         apply_create_face(entry, pending, &r)
+    }
+
+    /// `DeletePerson`: the person leaves every group with all its faces.
+    fn delete_person(
+        &self,
+        person_id: &str,
+        face_ids: Vec<String>,
+    ) -> Result<CloudDeletion, UploadError> {
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct DeletePerson<'a> {
+            person_id: &'a str,
+        }
+        match self.call("DeletePerson", &DeletePerson { person_id }) {
+            Ok(_) => Ok(CloudDeletion {
+                how: "DeletePerson".into(),
+                face_ids,
+                manual: false,
+            }),
+            Err(e) if e.code == PERSON_NOT_EXIST || e.code == PERSON_NOT_EXISTED => {
+                Ok(CloudDeletion {
+                    how: "DeletePerson: the cloud no longer has the person".into(),
+                    face_ids,
+                    manual: false,
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `DeleteFace` of `faces`; `DeletePerson` when Tencent refuses to
+    /// leave the person without a face.
+    fn delete_faces(
+        &self,
+        person_id: &str,
+        faces: Vec<String>,
+    ) -> Result<CloudDeletion, UploadError> {
+        #[derive(serde::Serialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct DeleteFace<'a> {
+            person_id: &'a str,
+            face_ids: &'a [String],
+        }
+        match self.call(
+            "DeleteFace",
+            &DeleteFace {
+                person_id,
+                face_ids: &faces,
+            },
+        ) {
+            Ok(_) => Ok(CloudDeletion {
+                how: "DeleteFace".into(),
+                face_ids: faces,
+                manual: false,
+            }),
+            Err(e) if e.code == DELETE_FACE_NUM_EXCEED => {
+                log::info!(
+                    "{person_id:?}: DeleteFace would leave the person no face; deleting the person"
+                );
+                self.delete_person(person_id, faces)
+            }
+            Err(e) if e.code == PERSON_NOT_EXIST || e.code == PERSON_NOT_EXISTED => {
+                Ok(CloudDeletion {
+                    how: "DeleteFace: the cloud no longer has the person".into(),
+                    face_ids: faces,
+                    manual: false,
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -493,6 +577,39 @@ fn strings(v: Option<&Value>) -> Vec<String> {
 impl Uploader for TencentClient {
     fn provider(&self) -> Provider {
         Provider::Tencent
+    }
+
+    fn forget(&mut self, req: &ForgetRequest) -> Result<CloudDeletion, UploadError> {
+        if req.created_person {
+            return self.delete_person(&req.person_id, req.face_ids.clone());
+        }
+        let mut faces = req.face_ids.clone();
+        if let Some(before) = &req.faces_before {
+            match self.person_faces(&req.person_id)? {
+                None => {
+                    return Ok(CloudDeletion {
+                        how: "the cloud no longer has the person".into(),
+                        face_ids: faces,
+                        manual: false,
+                    })
+                }
+                Some(now) => {
+                    for f in now {
+                        if !before.contains(&f) && !faces.contains(&f) {
+                            faces.push(f);
+                        }
+                    }
+                }
+            }
+        }
+        if faces.is_empty() {
+            return Ok(CloudDeletion {
+                how: "nothing of this device's is in the cloud".into(),
+                face_ids: faces,
+                manual: false,
+            });
+        }
+        self.delete_faces(&req.person_id, faces)
     }
 
     fn prepare(&mut self, entry: &mut Enrollment) -> Result<Option<Uploaded>, UploadError> {

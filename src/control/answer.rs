@@ -10,9 +10,10 @@ use crate::capture::encode::EncodedImage;
 use crate::capture::enroll::{EnrollOutcome, Progress};
 use crate::capture::quality::Rejection;
 use crate::model::rules::BrokenRule;
-use crate::model::{Enrollment, FaceScores, Provider, Receipt};
+use crate::model::{Consent, Enrollment, FaceScores, Provider, Receipt};
 use crate::queue::drain::{DrainSummary, EntryReport};
-use crate::queue::outbox::{HealthReport, SalvageReport, Usage};
+use crate::queue::ledger::LedgerRead;
+use crate::queue::outbox::{ForgetReport, HealthReport, SalvageReport, Usage};
 use serde::{Deserialize, Serialize};
 
 /// The configured bounds of the queue, shown with its usage.
@@ -62,6 +63,10 @@ pub struct StatusReport {
     /// Set while the wall clock is before the trusted time floor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub clock_warning: Option<String>,
+    /// Distinct persons in the ledger (the CAC's measures ask for a filing
+    /// at 100,000); absent when the ledger cannot be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persons: Option<u64>,
     /// Present when the daemon runs.
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
     pub state: Option<DaemonState>,
@@ -108,6 +113,32 @@ pub struct UploadFollowed {
     pub face_ids: Vec<String>,
 }
 
+/// `queue show`: the entry, and its consent record opened.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShownEntry {
+    #[serde(flatten)]
+    pub entry: Enrollment,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent_record: Option<OpenedConsent>,
+}
+
+/// A consent record as read back: the record, or why it cannot be read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OpenedConsent {
+    Record(Consent),
+    Unreadable { unreadable: String },
+}
+
+impl From<Result<Consent, String>> for OpenedConsent {
+    fn from(r: Result<Consent, String>) -> Self {
+        match r {
+            Ok(c) => OpenedConsent::Record(c),
+            Err(unreadable) => OpenedConsent::Unreadable { unreadable },
+        }
+    }
+}
+
 /// The answer to a request, as the daemon sends it (`result`) and as the
 /// commands render it. Serialized without a tag: each request kind has one
 /// answer shape, and [`super::protocol::decode_answer`] reads it by the
@@ -117,7 +148,7 @@ pub struct UploadFollowed {
 pub enum Answer {
     Status(Box<StatusReport>),
     Queue(Box<QueueListing>),
-    Entry(Box<Enrollment>),
+    Entry(Box<ShownEntry>),
     Retried {
         retried: u64,
     },
@@ -129,6 +160,11 @@ pub enum Answer {
     },
     Health(Box<HealthReport>),
     Drained(Box<DrainSummary>),
+    /// `person forget`: what was destroyed on the device, which deletes
+    /// were queued for the cloud.
+    Forgotten(Box<ForgetReport>),
+    /// The ledger's records.
+    Ledger(Box<LedgerRead>),
     /// An enrollment was queued.
     Enrolled(Box<Enrolled>),
     /// An enrollment was queued and its upload followed.

@@ -4,7 +4,7 @@
 //! [`Answer`](super::answer::Answer), so a command prints the same thing and exits the same way
 //! with or without a daemon.
 
-use super::answer::{Answer, QueueBounds, QueueListing, StatusReport};
+use super::answer::{Answer, QueueBounds, QueueListing, ShownEntry, StatusReport};
 use super::protocol::Request;
 use crate::config::Config;
 use crate::model::rules::broken_rules;
@@ -28,6 +28,7 @@ pub fn status(outbox: &Outbox, state_dir: &std::path::Path) -> StatusReport {
             std::sync::Arc::new(crate::clock::SystemClock),
         )
         .warning(),
+        persons: outbox.ledger().persons().ok(),
         state: None,
     }
 }
@@ -47,7 +48,18 @@ pub fn handle(outbox: &Outbox, cfg: &Config, req: &Request) -> Option<Result<Ans
                 entries,
             }))
         }),
-        Request::QueueShow { id } => outbox.get(*id).map(|e| Answer::Entry(Box::new(e))),
+        Request::QueueShow { id } => outbox.get(*id).map(|e| {
+            let consent_record = e.consent.as_ref().map(|c| {
+                outbox
+                    .open_consent(e.id, c)
+                    .map_err(|x| x.to_string())
+                    .into()
+            });
+            Answer::Entry(Box::new(ShownEntry {
+                entry: e,
+                consent_record,
+            }))
+        }),
         Request::Retry { id } => outbox.retry(*id).map(|e| Answer::Retried { retried: e.id }),
         Request::Purge { id, dead } => match (id, dead) {
             (Some(id), false) => outbox
@@ -65,6 +77,36 @@ pub fn handle(outbox: &Outbox, cfg: &Config, req: &Request) -> Option<Result<Ans
             .receipts()
             .map(|receipts| Answer::Receipts { receipts }),
         Request::QueueCheck {} => outbox.check().map(|r| Answer::Health(Box::new(r))),
+        Request::Forget { person } => {
+            // An id no vendor takes was never enrolled: say why, as enroll would.
+            let valid = crate::model::Provider::ALL
+                .iter()
+                .any(|p| p.check_person_id(person).is_ok());
+            if let (false, Err(e)) = (valid, cfg.upload.provider.check_person_id(person)) {
+                return Some(Err(Failure::new(e.code(), format!("invalid {e}"))));
+            }
+            outbox
+                .forget(person)
+                .map(|r| Answer::Forgotten(Box::new(r)))
+        }
+        Request::Ledger { person, since_ms } => {
+            let filter = crate::queue::ledger::LedgerFilter {
+                person: person.clone(),
+                since_ms: *since_ms,
+            };
+            return Some(
+                outbox
+                    .ledger()
+                    .read(&filter)
+                    .map(|r| Answer::Ledger(Box::new(r)))
+                    .map_err(|e| {
+                        Failure::new(
+                            ErrorCode::StorageError,
+                            format!("{}: {e}", outbox.ledger().path().display()),
+                        )
+                    }),
+            );
+        }
         Request::Status {}
         | Request::Enroll { .. }
         | Request::Arm { .. }

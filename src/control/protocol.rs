@@ -52,6 +52,14 @@ pub enum Request {
         /// request (`SCM_RIGHTS`), not from the camera.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         photo: Option<String>,
+        /// The person's consent: the signed form or the HR system's record
+        /// (needed with `consent.required`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        consent: Option<String>,
+        /// Who asked, from the socket's peer credentials: set by the
+        /// daemon, never read from the request.
+        #[serde(skip)]
+        peer_uid: Option<u32>,
     },
     /// The next button press within `ttl_s` seconds enrolls this person.
     Arm {
@@ -85,6 +93,16 @@ pub enum Request {
     QueueCheck {},
     /// Upload every due enrollment now; the answer is the pass's summary.
     Drain {},
+    /// The person withdrew consent: destroy their entries and images on the
+    /// device, queue the deletes in the cloud.
+    Forget { person: String },
+    /// The ledger's records, of one person or all, since a time.
+    Ledger {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        person: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since_ms: Option<i64>,
+    },
 }
 
 /// One line from the daemon.
@@ -187,6 +205,8 @@ pub fn decode_answer(req: &Request, result: &str) -> Result<Answer, serde_json::
         Request::QueueShow { .. } => Answer::Entry(read(result)?),
         Request::QueueCheck {} => Answer::Health(read(result)?),
         Request::Drain {} => Answer::Drained(read(result)?),
+        Request::Forget { .. } => Answer::Forgotten(read(result)?),
+        Request::Ledger { .. } => Answer::Ledger(read(result)?),
         Request::Retry { .. } => Answer::Retried {
             retried: read::<Retried>(result)?.retried,
         },
@@ -320,6 +340,8 @@ mod tests {
                     frames: None,
                     follow_upload: false,
                     photo: None,
+                    consent: None,
+                    peer_uid: None,
                 },
             ),
             (
@@ -460,6 +482,8 @@ mod tests {
                 frames: None,
                 follow_upload: false,
                 photo: None,
+                consent: None,
+                peer_uid: None,
             },
             Request::Arm {
                 person: "p".into(),
@@ -492,7 +516,9 @@ mod tests {
                 | Request::Cancel {}
                 | Request::QueueReceipts {}
                 | Request::QueueCheck {}
-                | Request::Drain {} => {}
+                | Request::Drain {}
+                | Request::Forget { .. }
+                | Request::Ledger { .. } => {}
             }
             let wire = serde_json::to_value(&req).expect("ser");
             let cmd = format!("{{\"cmd\":{}", wire["cmd"]);

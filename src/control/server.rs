@@ -164,7 +164,7 @@ pub fn control_worker(
             );
             break;
         }
-        match rustix::net::sockopt::socket_peercred(&stream) {
+        let peer_uid = match rustix::net::sockopt::socket_peercred(&stream) {
             Ok(cred)
                 if peer_allowed(
                     cred.uid.as_raw(),
@@ -172,7 +172,10 @@ pub fn control_worker(
                     own_uid,
                     &config.control.allowed_uids,
                     &config.control.allowed_gids,
-                ) => {}
+                ) =>
+            {
+                cred.uid.as_raw()
+            }
             Ok(cred) => {
                 log::warn!(
                     "control socket: refused uid {} gid {} (pid {})",
@@ -193,7 +196,7 @@ pub fn control_worker(
                 log::warn!("control socket: cannot read peer credentials: {e}");
                 continue;
             }
-        }
+        };
         // A client holds a slot only once it has asked something: the
         // oldest of those still silent makes room for a new one.
         let Some(ticket) = waiting.admit(&stream, max) else {
@@ -208,7 +211,7 @@ pub fn control_worker(
         let spawned = std::thread::Builder::new()
             .name("client".into())
             .spawn(move || {
-                serve_client(stream, &*submit, timeout, |req| {
+                serve_client(stream, peer_uid, &*submit, timeout, |req| {
                     waiting.leave(ticket);
                     // Requests that wait on the cloud (drain, an enrollment
                     // followed to its upload) leave two slots free, so that
@@ -345,6 +348,7 @@ fn refuse(mut stream: UnixStream, reply: Reply) {
 /// request is read: it takes a client slot or says why there is none.
 fn serve_client(
     stream: UnixStream,
+    peer_uid: u32,
     submit: &(dyn Fn(Request, Option<std::fs::File>, SyncSender<Reply>) -> bool + Send + Sync),
     timeout: Duration,
     slot: impl FnOnce(&Request) -> Result<SlotGuard, Reply>,
@@ -365,7 +369,10 @@ fn serve_client(
         photo: None,
     });
     let failure = match read_request(&mut reader) {
-        Ok(req) => 'served: {
+        Ok(mut req) => 'served: {
+            if let Request::Enroll { peer_uid: uid, .. } = &mut req {
+                *uid = Some(peer_uid);
+            }
             let _slot = match slot(&req) {
                 Ok(guard) => guard,
                 Err(reply) => break 'served reply,

@@ -3,7 +3,7 @@
 //! of upload failure that decide what happens next.
 
 use crate::clock::{BootStamp, UnixMillis};
-use crate::model::{FaceScores, Provider};
+use crate::model::{FaceScores, Provider, Sealed};
 use serde::{Deserialize, Serialize};
 
 /// Most images one enrollment may hold (Tencent takes 4 per call).
@@ -56,6 +56,29 @@ pub struct UploadProgress {
     /// to tell after an unanswered upload whether it landed.
     #[serde(default)]
     pub face_ids_before: Option<Vec<String>>,
+    /// This device created the person in the cloud (Tencent
+    /// `CreatePerson`): a withdrawal deletes the whole person.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub created_person: bool,
+}
+
+/// What an entry asks of the cloud.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    /// Upload its images.
+    #[default]
+    Enroll,
+    /// Delete what this device uploaded of the person (`person forget`):
+    /// no images; what to delete is read from the person's receipts when
+    /// the delete is sent, so an upload that was in flight is included.
+    Forget,
+}
+
+impl Task {
+    pub fn is_enroll(&self) -> bool {
+        *self == Task::Enroll
+    }
 }
 
 /// Where the enrollment should go in the provider's account.
@@ -147,12 +170,36 @@ pub struct Enrollment {
     /// Scores of the chosen faces, for audit.
     #[serde(default)]
     pub scores: Vec<FaceScores>,
+    /// An upload (absent in records of earlier releases) or a delete.
+    #[serde(default, skip_serializing_if = "Task::is_enroll")]
+    pub task: Task,
+    /// The person's consent ([`crate::model::Consent`]), sealed with the
+    /// queue key and bound to this entry's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<Sealed>,
+    /// The person withdrew while this upload was in flight: when the
+    /// attempt ends it is not tried again (a success is kept as a receipt,
+    /// for the delete that follows).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub withdrawn: bool,
 }
 
 impl Enrollment {
     pub fn image_bytes(&self) -> u64 {
         self.images.iter().map(|i| i.len).sum()
     }
+}
+
+/// What became of a withdrawn person's faces at one vendor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloudDeletion {
+    /// The call that deleted them (`DeletePerson`, `DeleteFace`), or why
+    /// they must be deleted by hand.
+    pub how: String,
+    /// The faces this device had uploaded.
+    pub face_ids: Vec<String>,
+    /// The vendor documents no delete: an operator must delete them in its console.
+    pub manual: bool,
 }
 
 /// What is kept of an enrollment once the cloud has it: no image.
@@ -170,6 +217,12 @@ pub struct Receipt {
     pub created_boot: Option<BootStamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uploaded_boot: Option<BootStamp>,
+    /// The entry's consent record, still sealed to the entry's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<Sealed>,
+    /// This device created the person in the cloud.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub created_person: bool,
 }
 
 /// enrolld's own codes for a failed upload, beside the vendors' (which stay

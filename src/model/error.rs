@@ -19,6 +19,8 @@ pub mod exit {
     pub const PAUSED: u8 = 8;
     pub const DEAD: u8 = 9;
     pub const BUSY: u8 = 10;
+    /// `person forget`: what the cloud holds must be deleted by hand (JD).
+    pub const MANUAL: u8 = 11;
 }
 
 macro_rules! error_codes {
@@ -71,6 +73,7 @@ error_codes! {
     Usage "usage" USAGE "the command line is not valid (`enrolld --help`)",
     ConfigInvalid "config_invalid" USAGE "the configuration file is invalid",
     InvalidConfig "invalid_config" USAGE "a configured value breaks a vendor rule",
+    ConsentRequired "consent_required" USAGE "`consent.required`: the enrollment names no consent (`--consent REF`, socket `consent`, `button.consent`)",
     InvalidPerson "invalid_person" USAGE "the person id or name breaks the vendor's rules",
     InvalidImages "invalid_images" USAGE "the images break the vendor's rules",
     InvalidSource "invalid_source" USAGE "the frame source is not a valid `file:` or `v4l2:` source",

@@ -6,6 +6,7 @@
 //! [`crate::trust`]: it imports nothing else of the crate, and every other
 //! module imports it downward (see docs/design.md).
 
+mod consent;
 mod enrollment;
 mod error;
 mod face;
@@ -13,9 +14,12 @@ mod pixel;
 mod provider;
 pub mod rules;
 
+pub use consent::{
+    check_reference, Consent, ConsentGiven, ConsentScope, ConsentVia, Sealed, MAX_REFERENCE_BYTES,
+};
 pub use enrollment::{
-    Enrollment, EntryState, ErrorClass, Group, ImageMeta, LastError, Receipt, UploadCode,
-    UploadProgress, MAX_IMAGES,
+    CloudDeletion, Enrollment, EntryState, ErrorClass, Group, ImageMeta, LastError, Receipt, Task,
+    UploadCode, UploadProgress, MAX_IMAGES,
 };
 pub use error::{exit, ErrorCode, Failure};
 pub use face::{FaceScores, Landmarks, Point, Pose};

@@ -8,7 +8,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A face-recognition service enrollments are uploaded to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
     /// JD NeuHub `faceCreate`.

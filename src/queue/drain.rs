@@ -11,7 +11,7 @@ use crate::clock::{Clock, UnixMillis};
 use crate::cloud::{SkewClock, UploadError, Uploader};
 use crate::model::LastError;
 use crate::model::Provider;
-use crate::model::{ErrorClass, UploadCode};
+use crate::model::{ErrorClass, Task, UploadCode};
 use crate::queue::outbox::{Outbox, OutboxError};
 use crate::queue::retry::{self, Decision, Jitter, PauseRecheck, RetryPolicy, TokenBucket};
 use serde::{Deserialize, Serialize};
@@ -55,6 +55,9 @@ pub struct Failure {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrainSummary {
     pub uploaded: u64,
+    /// Withdrawn persons' deletes done (or handed to an operator).
+    #[serde(default)]
+    pub deleted: u64,
     pub retried: u64,
     pub dead: u64,
     pub paused: Vec<Pause>,
@@ -109,6 +112,17 @@ pub enum EntryReport {
         code: String,
         message: String,
     },
+    /// A withdrawn person's delete is done: the cloud deleted what this
+    /// device uploaded, or (`by_hand`) the vendor has no delete and an
+    /// operator must delete `face_ids` in its console.
+    Deleted {
+        id: u64,
+        person: String,
+        provider: Provider,
+        how: String,
+        face_ids: Vec<String>,
+        by_hand: bool,
+    },
     /// Its failure paused every upload to `provider` until the cause is
     /// fixed; it stays pending.
     Paused {
@@ -128,6 +142,7 @@ impl DrainSummary {
     /// (the most recent 20 kept), and the queue's state is the later one's.
     pub fn merge(&mut self, later: &DrainSummary) {
         self.uploaded += later.uploaded;
+        self.deleted += later.deleted;
         self.retried += later.retried;
         self.dead += later.dead;
         self.receipts_expired += later.receipts_expired;
@@ -194,6 +209,8 @@ pub struct Retention {
     pub receipts_ms: i64,
     /// Dead entries, with their images, counted from when they died.
     pub dead_ms: i64,
+    /// Ledger records (`ledger.retention_days`); 0 keeps them all.
+    pub ledger_ms: i64,
 }
 
 impl Retention {
@@ -202,6 +219,7 @@ impl Retention {
         Self {
             receipts_ms: i64::from(config.upload.receipt_retention_days) * DAY_MS,
             dead_ms: i64::from(config.queue.dead_retention_days) * DAY_MS,
+            ledger_ms: i64::from(config.ledger.retention_days) * DAY_MS,
         }
     }
 }
@@ -441,6 +459,16 @@ impl Drainer {
                 }
                 summary.dead_expired = expired.len();
             }
+            if self.retention.ledger_ms > 0 {
+                let ledger = self.outbox.ledger();
+                match ledger.expire(now - self.retention.ledger_ms) {
+                    Ok(0) => {}
+                    Ok(n) => log::info!(
+                        "{n} ledger record(s) reached ledger.retention_days and were dropped"
+                    ),
+                    Err(e) => log::warn!("ledger {}: {e}", ledger.path().display()),
+                }
+            }
             self.receipts_expired_at = Some(now);
         }
         self.start_due_checks(now);
@@ -449,9 +477,18 @@ impl Drainer {
             self.unreachable.retain(|_, until| *until > now);
             let paused: Vec<Provider> = self.paused.keys().copied().collect();
             let held: Vec<Provider> = self.unreachable.keys().copied().collect();
-            let due = self.outbox.due_where(now, 32, |e| {
+            let open = |e: &crate::model::Enrollment| {
                 !paused.contains(&e.provider) && !held.contains(&e.provider)
-            })?;
+            };
+            // A withdrawn person's deletes go before the uploads: the law
+            // asks for them without delay, and nothing of that person is
+            // left to upload.
+            let mut due = self
+                .outbox
+                .due_where(now, 32, |e| e.task == Task::Forget && open(e))?;
+            if due.is_empty() {
+                due = self.outbox.due_where(now, 32, open)?;
+            }
             if due.is_empty() {
                 break;
             }
@@ -559,6 +596,9 @@ impl Drainer {
             Err(OutboxError::NotFound(_) | OutboxError::InvalidState { .. }) => return Ok(()),
             Err(e) => return Err(e),
         };
+        if entry.task == Task::Forget {
+            return self.attempt_forget(entry, summary);
+        }
         // Written by an older release that did not know a vendor rule: the
         // cloud would refuse it for good, so it dies here, unsent.
         if let Err(v) = crate::model::rules::check_entry(&entry) {
@@ -576,13 +616,7 @@ impl Drainer {
         };
         let started = std::time::Instant::now();
         let result = match self.uploaders.get_mut(&provider) {
-            None => Err(self.unavailable.get(&provider).cloned().unwrap_or_else(|| {
-                UploadError::new(
-                    ErrorClass::Operator,
-                    UploadCode::NoUploader,
-                    format!("no uploader for {provider}"),
-                )
-            })),
+            None => Err(self.no_uploader(provider)),
             Some(uploader) => {
                 let mut tries = 1;
                 let mut result = run_upload(uploader.as_mut(), &mut entry, &images, &self.outbox);
@@ -626,89 +660,180 @@ impl Drainer {
                     );
                 }
             }
-            Err(e) => {
-                entry.progress.outcome_unknown |= e.outcome_unknown;
-                self.record(summary, id, &e);
-                let now = self.clock.now_ms();
-                let last = self.last_error(&e);
-                match self.policy.decide(
-                    e.class,
-                    entry.attempts,
-                    now,
-                    e.not_before_ms,
-                    self.jitter.unit(),
-                ) {
-                    Decision::RetryAt(at) => {
-                        // An unanswered request may still be applied: check
-                        // its outcome only after the cloud has settled.
-                        let at = if e.outcome_unknown {
-                            retry::settled(at, now)
-                        } else {
-                            at
-                        };
-                        self.outbox.reschedule(
-                            id,
-                            at,
-                            Some(last),
-                            entry.progress.outcome_unknown,
-                        )?;
-                        summary.retried += 1;
-                        log::warn!(
-                            "entry {id} to {provider}: {e}; attempt {} failed, next at {}",
-                            entry.attempts,
-                            crate::clock::rfc3339(at)
-                        );
-                        self.tell(EntryReport::Retry {
-                            id,
-                            person: entry.person_id.clone(),
-                            provider,
-                            class: e.class,
-                            code: e.code.clone(),
-                            message: e.message.clone(),
-                            next_attempt_ms: at,
-                        });
-                        if e.code == UploadCode::Network && !e.outcome_unknown {
-                            if !self.unreachable.contains_key(&provider) {
-                                log::warn!(
-                                    "{provider} cannot be reached ({}); entry {id} tries again in {} s, the others wait for it",
-                                    e.message,
-                                    (at - now).max(0) / 1000
-                                );
-                            }
-                            self.unreachable.insert(provider, at);
-                        }
-                    }
-                    Decision::Dead => {
-                        self.outbox.mark_dead(id, &e.code, Some(last))?;
-                        summary.dead += 1;
-                        log::warn!(
-                            "entry {id} to {provider} is dead: {e}; kept with its images (enrolld queue show {id})"
-                        );
-                        self.tell(EntryReport::Dead {
-                            id,
-                            person: entry.person_id.clone(),
-                            provider,
-                            code: e.code.clone(),
-                            message: e.message.clone(),
-                        });
-                    }
-                    Decision::Pause => {
-                        self.outbox.reschedule(
-                            id,
-                            now,
-                            Some(last),
-                            entry.progress.outcome_unknown,
-                        )?;
-                        self.pause(provider, &e, now);
-                        self.tell(EntryReport::Paused {
-                            id,
-                            person: entry.person_id.clone(),
-                            provider,
-                            code: e.code.clone(),
-                            message: e.message.clone(),
-                        });
-                    }
+            Err(e) => self.failed(&mut entry, &e, summary)?,
+        }
+        Ok(())
+    }
+
+    /// A withdrawn person's delete at one vendor: once no upload of the
+    /// person is in flight, what the receipts and interrupted uploads name
+    /// is deleted; the receipts go with the entry.
+    fn attempt_forget(
+        &mut self,
+        mut entry: crate::model::Enrollment,
+        summary: &mut DrainSummary,
+    ) -> Result<(), OutboxError> {
+        let (id, provider) = (entry.id, entry.provider);
+        self.outbox.sweep_withdrawn()?;
+        if self.outbox.person_in_flight(&entry.person_id)? {
+            // Another drainer's upload of this person: after it.
+            let at = self.clock.now_ms() + 1_000;
+            self.outbox.reschedule(id, at, None, false)?;
+            return Ok(());
+        }
+        // What an interrupted upload carried into the delete is read again:
+        // the claim's copy may predate it.
+        entry.progress = self.outbox.get(id)?.progress;
+        let receipts = self.outbox.person_receipts(&entry.person_id, provider)?;
+        let mut req = crate::cloud::ForgetRequest {
+            person_id: entry.person_id.clone(),
+            face_ids: entry.progress.uploaded_face_ids.clone(),
+            created_person: entry.progress.created_person,
+            faces_before: entry
+                .progress
+                .outcome_unknown
+                .then(|| entry.progress.face_ids_before.clone())
+                .flatten(),
+        };
+        for r in &receipts {
+            req.created_person |= r.created_person;
+            for f in &r.face_ids {
+                if !req.face_ids.contains(f) {
+                    req.face_ids.push(f.clone());
                 }
+            }
+        }
+        let result = match self.uploaders.get_mut(&provider) {
+            None => Err(self.no_uploader(provider)),
+            Some(uploader) => {
+                let mut result = uploader.forget(&req);
+                if matches!(&result, Err(e) if retry::retry_at_once(e.class, 1)) {
+                    result = uploader.forget(&req);
+                }
+                result
+            }
+        };
+        match result {
+            Ok(done) => {
+                let ids: Vec<u64> = receipts.iter().map(|r| r.id).collect();
+                self.outbox.complete_forget(id, &ids, &done)?;
+                summary.deleted += 1;
+                if done.manual {
+                    log::warn!("entry {id}: {} withdrew; {}", entry.person_id, done.how);
+                } else {
+                    log::info!(
+                        "entry {id}: {} withdrew; deleted in {provider} ({}): face id(s) {}",
+                        entry.person_id,
+                        done.how,
+                        done.face_ids.join(", ")
+                    );
+                }
+                self.tell(EntryReport::Deleted {
+                    id,
+                    person: entry.person_id.clone(),
+                    provider,
+                    how: done.how,
+                    face_ids: done.face_ids,
+                    by_hand: done.manual,
+                });
+                self.unreachable.remove(&provider);
+                self.checking.remove(&provider);
+            }
+            Err(e) => self.failed(&mut entry, &e, summary)?,
+        }
+        Ok(())
+    }
+
+    fn no_uploader(&self, provider: Provider) -> UploadError {
+        self.unavailable.get(&provider).cloned().unwrap_or_else(|| {
+            UploadError::new(
+                ErrorClass::Operator,
+                UploadCode::NoUploader,
+                format!("no uploader for {provider}"),
+            )
+        })
+    }
+
+    /// A failed attempt: retried later, dead, or a pause of its vendor.
+    fn failed(
+        &mut self,
+        entry: &mut crate::model::Enrollment,
+        e: &UploadError,
+        summary: &mut DrainSummary,
+    ) -> Result<(), OutboxError> {
+        let (id, provider) = (entry.id, entry.provider);
+        entry.progress.outcome_unknown |= e.outcome_unknown;
+        self.record(summary, id, e);
+        let now = self.clock.now_ms();
+        let last = self.last_error(e);
+        match self.policy.decide(
+            e.class,
+            entry.attempts,
+            now,
+            e.not_before_ms,
+            self.jitter.unit(),
+        ) {
+            Decision::RetryAt(at) => {
+                // An unanswered request may still be applied: check
+                // its outcome only after the cloud has settled.
+                let at = if e.outcome_unknown {
+                    retry::settled(at, now)
+                } else {
+                    at
+                };
+                self.outbox
+                    .reschedule(id, at, Some(last), entry.progress.outcome_unknown)?;
+                summary.retried += 1;
+                log::warn!(
+                    "entry {id} to {provider}: {e}; attempt {} failed, next at {}",
+                    entry.attempts,
+                    crate::clock::rfc3339(at)
+                );
+                self.tell(EntryReport::Retry {
+                    id,
+                    person: entry.person_id.clone(),
+                    provider,
+                    class: e.class,
+                    code: e.code.clone(),
+                    message: e.message.clone(),
+                    next_attempt_ms: at,
+                });
+                if e.code == UploadCode::Network && !e.outcome_unknown {
+                    if !self.unreachable.contains_key(&provider) {
+                        log::warn!(
+                            "{provider} cannot be reached ({}); entry {id} tries again in {} s, the others wait for it",
+                            e.message,
+                            (at - now).max(0) / 1000
+                        );
+                    }
+                    self.unreachable.insert(provider, at);
+                }
+            }
+            Decision::Dead => {
+                self.outbox.mark_dead(id, &e.code, Some(last))?;
+                summary.dead += 1;
+                log::warn!(
+                    "entry {id} to {provider} is dead: {e}; kept with its images (enrolld queue show {id})"
+                );
+                self.tell(EntryReport::Dead {
+                    id,
+                    person: entry.person_id.clone(),
+                    provider,
+                    code: e.code.clone(),
+                    message: e.message.clone(),
+                });
+            }
+            Decision::Pause => {
+                self.outbox
+                    .reschedule(id, now, Some(last), entry.progress.outcome_unknown)?;
+                self.pause(provider, e, now);
+                self.tell(EntryReport::Paused {
+                    id,
+                    person: entry.person_id.clone(),
+                    provider,
+                    code: e.code.clone(),
+                    message: e.message.clone(),
+                });
             }
         }
         Ok(())
@@ -896,6 +1021,7 @@ mod tests {
                     height: 100,
                 }],
                 scores: vec![],
+                consent: None,
             })
             .expect("enqueue")
             .id

@@ -5,6 +5,7 @@
 //! ([`retry`]) and the loop that uploads due entries ([`drain`]).
 
 pub mod drain;
+pub mod ledger;
 pub mod outbox;
 pub mod retry;
 pub mod seal;

@@ -87,6 +87,7 @@ struct Trigger {
     frames: Option<u32>,
     /// A photo the client passed; none enrolls from the camera.
     photo: Option<ReceivedPhoto>,
+    consent: Option<crate::model::ConsentGiven>,
 }
 
 /// What the drain thread is told.
@@ -612,6 +613,9 @@ impl Daemon {
             .last_drain
             .as_ref()
             .map_or(&[][..], |d| d.paused.as_slice());
+        if let Ok(n) = self.outbox.ledger().persons() {
+            self.counters.persons = n;
+        }
         let text = crate::service::metrics::render(
             usage,
             &self.counters,
@@ -689,6 +693,7 @@ impl Daemon {
             provider,
             frames,
             photo,
+            consent,
         } = trigger;
         if self.busy {
             return Err(Reply::error(
@@ -707,6 +712,7 @@ impl Daemon {
             provider,
             source,
             frames,
+            consent,
         };
         // The command line's verdict, before anything is captured.
         request
@@ -737,12 +743,20 @@ impl Daemon {
                 frames,
                 follow_upload,
                 photo: photo_name,
+                consent,
+                peer_uid,
             } => {
                 let trigger = Trigger {
                     person,
                     name,
                     provider,
                     frames,
+                    consent: consent.map(|reference| crate::model::ConsentGiven {
+                        reference,
+                        via: crate::model::ConsentVia::Socket {
+                            uid: peer_uid.unwrap_or(u32::MAX),
+                        },
+                    }),
                     photo: photo_name.zip(photo).map(|(name, file)| ReceivedPhoto {
                         name,
                         file: Arc::new(file),
@@ -786,9 +800,14 @@ impl Daemon {
             | Request::Retry { .. }
             | Request::Purge { .. }
             | Request::QueueReceipts {}
-            | Request::QueueCheck {} => {
+            | Request::QueueCheck {}
+            | Request::Forget { .. }
+            | Request::Ledger { .. } => {
                 let result = handler::handle(&self.outbox, &self.config, &req);
-                if matches!((&req, &result), (Request::Retry { .. }, Some(Ok(_)))) {
+                if matches!(
+                    (&req, &result),
+                    (Request::Retry { .. } | Request::Forget { .. }, Some(Ok(_)))
+                ) {
                     let _ = self.drain_tx.try_send(DrainCmd::Wake);
                 }
                 answer(match result {
@@ -830,12 +849,26 @@ impl Daemon {
                 return;
             }
         };
+        // With button.consent the press is the consent, given to the
+        // notice on the kiosk; the reference names the press.
+        let consent = self
+            .config
+            .button
+            .consent
+            .then(|| crate::model::ConsentGiven {
+                reference: format!(
+                    "button press {}",
+                    crate::clock::rfc3339(SystemClock.now_ms())
+                ),
+                via: crate::model::ConsentVia::Button,
+            });
         let trigger = Trigger {
             person,
             name,
             provider: None,
             frames: None,
             photo: None,
+            consent,
         };
         if let Err(e) = self.start_enroll(trigger, None, false) {
             log::warn!("button: {e:?}");

@@ -17,6 +17,8 @@ pub struct Counters {
     pub last_success_ms: Option<i64>,
     /// Entries lost when a damaged store was last rebuilt.
     pub salvage_lost: u64,
+    /// Distinct persons in the ledger.
+    pub persons: u64,
 }
 
 /// Renders the metrics.
@@ -46,6 +48,12 @@ pub fn render(
         "gauge",
         "Enrollments the cloud refused, kept until purged.",
         &[("", usage.dead as f64)],
+    );
+    metric(
+        "enrolld_persons",
+        "gauge",
+        "Distinct persons whose faces this device processed (in the ledger).",
+        &[("", counters.persons as f64)],
     );
     metric(
         "enrolld_queue_bytes",
@@ -187,6 +195,7 @@ mod tests {
             pauses: 0,
             last_success_ms: Some(20_000),
             salvage_lost: 1,
+            persons: 4,
         };
         let pause = Pause {
             provider: crate::model::Provider::Jd,
@@ -209,6 +218,7 @@ mod tests {
         assert!(!text.contains("arrears"), "messages stay out of labels");
         assert!(text.contains("enrolld_queue_lost_entries 1\n"), "{text}");
         assert!(text.contains("enrolld_queue_pending 2\n"), "{text}");
+        assert!(text.contains("enrolld_persons 4\n"), "{text}");
         assert!(text.contains("enrolld_oldest_pending_age_seconds 60\n"));
         assert!(text.contains("enrolld_upload_failures_total{class=\"retry\"} 2\n"));
         assert!(text.contains("enrolld_last_upload_success_timestamp_seconds 20\n"));

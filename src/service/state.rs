@@ -426,6 +426,8 @@ mod tests {
             attempts: 1,
             created_boot: None,
             uploaded_boot: None,
+            consent: None,
+            created_person: false,
         };
         let told = f.stopping(&[receipt]);
         assert!(matches!(&told[0].1, Reply::Answer { result: Answer::Followed(u) } if u.uploaded));

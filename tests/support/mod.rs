@@ -316,8 +316,16 @@ impl Enrolld {
             }
             None => format!("{extra}\n[queue]\n{key_line}"),
         };
+        // Consent is required by default; the tests of other features
+        // enroll without it (tests/consent.rs tests the default through
+        // every door), unless they say otherwise.
+        let consent = if extra.contains("[consent]") || extra.contains("consent.required") {
+            ""
+        } else {
+            "[consent]\nrequired = false\n"
+        };
         let config = format!(
-            "state_dir = {:?}\n{extra}\n{jd}",
+            "state_dir = {:?}\n{extra}\n{jd}{consent}",
             dir.path().join("state").display().to_string()
         );
         // A burst's time budget is wall-clock time, so it would decide how

@@ -6,7 +6,10 @@
 //!   of the image sealed with the device key (see [`crate::queue::seal`]; the
 //!   associated data is the id and index, so images cannot be swapped)
 //! - tree `receipts`: id (u64) -> JSON [`Receipt`] of an uploaded enrollment
-//!   (no image), kept for audit until its retention ends
+//!   (no image), kept for audit until its retention ends or the person
+//!   withdraws and the cloud has deleted what it names
+//! - beside the store, the ledger (`state_dir/ledger`, [`crate::queue::ledger`])
+//!   of what happened to each person
 //! - default tree:   `format_version` -> u32 of the database layout, and
 //!   `key_check` -> a known value sealed with the device key, so a wrong key
 //!   is refused at open instead of failing image by image
@@ -27,15 +30,19 @@
 //! - Images are never stored in the clear. Format 1 (plain images) is
 //!   migrated to format 2 (sealed) when first opened with a key.
 
+mod forget;
 mod migrate;
 mod room;
 mod salvage;
 
+pub use forget::{CloudDelete, ForgetReport};
+
 use crate::clock::{BootStamp, Clock, UnixMillis};
 use crate::model::{
-    Enrollment, EntryState, ErrorCode, FaceScores, Group, ImageMeta, LastError, Provider, Receipt,
-    UploadProgress, MAX_IMAGES,
+    Consent, Enrollment, EntryState, ErrorCode, FaceScores, Group, ImageMeta, LastError, Provider,
+    Receipt, Sealed, Task, UploadProgress, MAX_IMAGES,
 };
+use crate::queue::ledger::{Ledger, LedgerEvent, LedgerRecord};
 use crate::queue::seal::QueueKey;
 use crate::queue::spool::Spool;
 use serde::{Deserialize, Serialize};
@@ -90,6 +97,8 @@ pub struct NewEnrollment {
     pub group: Group,
     pub images: Vec<NewImage>,
     pub scores: Vec<FaceScores>,
+    /// The person's consent (none: `consent.required` is off).
+    pub consent: Option<Consent>,
 }
 
 /// Capacity limits.
@@ -426,6 +435,7 @@ pub struct Outbox {
     /// The id the next entry gets (taken under the `usage` lock).
     next_id: std::sync::atomic::AtomicU64,
     path: PathBuf,
+    ledger: Ledger,
 }
 
 impl fmt::Debug for Outbox {
@@ -558,6 +568,7 @@ impl Outbox {
         sync_dir(&path)?;
         sync_dir(state_dir)?;
         let next_id = first_free_id(&db, &entries, &receipts)?;
+        let key_for_ledger = key.clone();
         let outbox = Outbox {
             db,
             log_file,
@@ -572,6 +583,7 @@ impl Outbox {
             next_id: std::sync::atomic::AtomicU64::new(next_id),
             spool: Spool::new(state_dir),
             path,
+            ledger: Ledger::new(state_dir, key_for_ledger),
         };
         let recovery = outbox.recover()?;
         Ok((outbox, recovery))
@@ -658,6 +670,8 @@ impl Outbox {
             );
         }
         *usage = self.scan_usage()?;
+        drop(usage);
+        self.sweep_withdrawn()?;
         Ok(rec)
     }
 
@@ -855,6 +869,11 @@ impl Outbox {
         self.check_room(&usage, needed)?;
         let id = self.next_id.load(std::sync::atomic::Ordering::SeqCst);
         let now = self.clock.now_ms();
+        let consent = new
+            .consent
+            .as_ref()
+            .map(|c| self.seal_consent(id, c))
+            .transpose()?;
         let record = Enrollment {
             format_version: FORMAT_VERSION,
             id,
@@ -881,6 +900,9 @@ impl Outbox {
                 })
                 .collect(),
             scores: new.scores,
+            task: Task::Enroll,
+            consent,
+            withdrawn: false,
         };
         let json = serde_json::to_vec(&record).map_err(|e| OutboxError::Storage(e.to_string()))?;
         // The second copy first: an entry is acknowledged only with both.
@@ -931,6 +953,18 @@ impl Outbox {
         usage.pending += 1;
         // The new entry is last in queue order: oldest only if it is alone.
         usage.oldest_pending_ms.get_or_insert(now);
+        drop(usage);
+        let mut notes = Vec::new();
+        if let Some(c) = new.consent {
+            notes.push(self.ledger_record(&record, LedgerEvent::ConsentGiven { consent: c }));
+        }
+        notes.push(self.ledger_record(
+            &record,
+            LedgerEvent::Queued {
+                images: record.images.len(),
+            },
+        ));
+        self.ledger.note(&notes);
         Ok(record)
     }
 
@@ -1136,7 +1170,11 @@ impl Outbox {
             }
             let (_, value) = item.map_err(storage_error)?;
             if let Ok(e) = serde_json::from_slice::<Enrollment>(&value) {
-                if e.state == EntryState::Pending && e.next_attempt_at_ms <= now && keep(&e) {
+                if e.state == EntryState::Pending
+                    && !e.withdrawn
+                    && e.next_attempt_at_ms <= now
+                    && keep(&e)
+                {
                     out.push(e);
                 }
             }
@@ -1187,6 +1225,13 @@ impl Outbox {
                     wanted: "only pending entries can be uploaded",
                 });
             }
+            if e.withdrawn {
+                return Err(OutboxError::InvalidState {
+                    id,
+                    state: "withdrawn",
+                    wanted: "the person withdrew: it is never uploaded",
+                });
+            }
             e.state = EntryState::InFlight { since_ms: now };
             e.attempts += 1;
             Ok(())
@@ -1201,6 +1246,9 @@ impl Outbox {
         error: Option<LastError>,
         outcome_unknown: bool,
     ) -> Result<Enrollment, OutboxError> {
+        if let Some(e) = self.end_withdrawn(id, outcome_unknown)? {
+            return Ok(e);
+        }
         self.update(id, |e| {
             e.state = EntryState::Pending;
             e.next_attempt_at_ms = next_attempt_at_ms;
@@ -1219,8 +1267,15 @@ impl Outbox {
         reason: &str,
         error: Option<LastError>,
     ) -> Result<Enrollment, OutboxError> {
+        if let Some(e) = self.end_withdrawn(id, false)? {
+            return Ok(e);
+        }
         let now = self.clock.now_ms();
-        self.update(id, |e| {
+        let message = error
+            .as_ref()
+            .map(|l| l.message.clone())
+            .unwrap_or_default();
+        let e = self.update(id, |e| {
             e.state = EntryState::Dead {
                 reason: reason.to_string(),
                 since_ms: now,
@@ -1229,7 +1284,15 @@ impl Outbox {
                 e.last_error = error;
             }
             Ok(())
-        })
+        })?;
+        self.ledger.note(&[self.ledger_record(
+            &e,
+            LedgerEvent::Dead {
+                code: reason.to_string(),
+                reason: message,
+            },
+        )]);
+        Ok(e)
     }
 
     /// Makes an entry due now: a dead entry becomes pending again.
@@ -1282,6 +1345,8 @@ impl Outbox {
             attempts: e.attempts,
             created_boot: e.created_boot.clone(),
             uploaded_boot: BootStamp::now(),
+            consent: e.consent.clone(),
+            created_person: e.progress.created_person,
         };
         let json = serde_json::to_vec(&receipt).map_err(|x| OutboxError::Storage(x.to_string()))?;
         let image_keys = self.image_keys(id)?;
@@ -1299,6 +1364,13 @@ impl Outbox {
             .map_err(tx_error)?;
         self.persist()?;
         self.account(&mut usage, Some(&e), None)?;
+        drop(usage);
+        self.ledger.note(&[self.ledger_record(
+            &e,
+            LedgerEvent::Uploaded {
+                face_ids: face_ids.to_vec(),
+            },
+        )]);
         Ok(receipt)
     }
 
@@ -1407,6 +1479,13 @@ impl Outbox {
         self.remove_records(id)?;
         self.persist()?;
         self.account(&mut usage, Some(&e), None)?;
+        drop(usage);
+        self.ledger.note(&[self.ledger_record(
+            &e,
+            LedgerEvent::Purged {
+                why: "queue purge".into(),
+            },
+        )]);
         Ok(e)
     }
 
@@ -1419,14 +1498,25 @@ impl Outbox {
     pub fn purge_dead_before(&self, before_ms: UnixMillis) -> Result<Vec<u64>, OutboxError> {
         let mut usage = self.lock();
         let mut purged = Vec::new();
+        let mut notes = Vec::new();
+        let why = if before_ms == UnixMillis::MAX {
+            "queue purge --dead"
+        } else {
+            "queue.dead_retention_days"
+        };
         for e in self.list()? {
             if matches!(e.state, EntryState::Dead { since_ms, .. } if since_ms < before_ms) {
                 self.remove_records(e.id)?;
                 purged.push(e.id);
+                notes.push(self.ledger_record(&e, LedgerEvent::Purged { why: why.into() }));
             }
         }
         self.persist()?;
         *usage = self.scan_usage()?;
+        drop(usage);
+        if !notes.is_empty() {
+            self.ledger.note(&notes);
+        }
         Ok(purged)
     }
 }
@@ -1461,6 +1551,7 @@ mod tests {
                 height: 10,
             }],
             scores: Vec::new(),
+            consent: None,
         }
     }
 
@@ -1825,6 +1916,138 @@ mod tests {
         assert_eq!(ob.purge_receipts_before(9_000).expect("purge"), 0);
         assert_eq!(ob.purge_receipts_before(9_001).expect("purge"), 1);
         assert!(ob.receipts().expect("receipts").is_empty());
+    }
+
+    fn consent() -> Consent {
+        Consent {
+            reference: "form-7".into(),
+            via: crate::model::ConsentVia::CommandLine { uid: 1000 },
+            at_ms: 5_000,
+            notice_sha256: None,
+            scope: crate::model::ConsentScope {
+                provider: Provider::Jd,
+                region: String::new(),
+                group: "g".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn the_consent_is_sealed_to_its_entry_kept_in_the_receipt_and_in_the_ledger() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = FakeClock::new(5_000);
+        let ob = open(dir.path(), &clock, BIG);
+        let e = ob
+            .enqueue(NewEnrollment {
+                consent: Some(consent()),
+                ..new("p", vec![3; 100])
+            })
+            .expect("enqueue");
+        let sealed = e.consent.clone().expect("sealed");
+        assert!(!sealed.0.contains("form-7"), "sealed, not in the clear");
+        assert_eq!(ob.open_consent(e.id, &sealed).expect("opens"), consent());
+        assert!(
+            ob.open_consent(e.id + 1, &sealed).is_err(),
+            "bound to its entry"
+        );
+        ob.claim(e.id).expect("claim");
+        let r = ob.complete(e.id, &["f1".into()]).expect("complete");
+        assert_eq!(
+            ob.open_consent(r.id, &r.consent.expect("kept"))
+                .expect("opens"),
+            consent()
+        );
+        let events: Vec<&str> = ob
+            .ledger()
+            .read(&crate::queue::ledger::LedgerFilter::default())
+            .expect("ledger")
+            .records
+            .iter()
+            .map(|r| r.event.name())
+            .collect();
+        assert_eq!(events, ["consent_given", "queued", "uploaded"]);
+    }
+
+    #[test]
+    fn forget_destroys_the_person_at_once_and_queues_a_delete_that_survives_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = FakeClock::new(5_000);
+        let ob = open(dir.path(), &clock, BIG);
+        let uploaded = ob.enqueue(new("p", vec![1; 100])).expect("enqueue");
+        ob.claim(uploaded.id).expect("claim");
+        ob.complete(uploaded.id, &["f1".into()]).expect("complete");
+        let queued = ob.enqueue(new("p", vec![2; 100])).expect("enqueue");
+        let flying = ob.enqueue(new("p", vec![3; 100])).expect("enqueue");
+        let other = ob.enqueue(new("q", vec![4; 100])).expect("enqueue");
+        ob.claim(flying.id).expect("claim");
+        let report = ob.forget("p").expect("forget");
+        assert_eq!(report.destroyed, vec![queued.id]);
+        assert_eq!(report.in_flight, vec![flying.id]);
+        assert_eq!(report.receipts, vec![uploaded.id]);
+        assert_eq!(report.cloud.len(), 1);
+        let task = report.cloud[0].entry;
+        assert!(matches!(ob.get(queued.id), Err(OutboxError::NotFound(_))));
+        assert!(ob.image_keys(queued.id).expect("keys").is_empty());
+        assert!(
+            ob.image_keys(flying.id).expect("keys").is_empty(),
+            "in-flight images go at once"
+        );
+        assert!(ob.get(flying.id).expect("still in flight").withdrawn);
+        assert!(ob.claim(other.id).is_ok(), "another person is untouched");
+        // The upload in flight fails: it is not tried again, it is gone.
+        ob.reschedule(flying.id, 0, None, true).expect("ends");
+        assert!(matches!(ob.get(flying.id), Err(OutboxError::NotFound(_))));
+        assert!(
+            ob.get(task).expect("task").progress.outcome_unknown,
+            "its unknown outcome goes to the delete"
+        );
+        drop(ob);
+        // A crash now: the delete is durable, nothing of p comes back.
+        let ob = open(dir.path(), &clock, BIG);
+        let left: Vec<(u64, Task)> = ob
+            .list()
+            .expect("list")
+            .iter()
+            .map(|e| (e.id, e.task))
+            .collect();
+        assert_eq!(left, vec![(other.id, Task::Enroll), (task, Task::Forget)]);
+        ob.complete_forget(
+            task,
+            &[uploaded.id],
+            &crate::model::CloudDeletion {
+                how: "DeletePerson".into(),
+                face_ids: vec!["f1".into()],
+                manual: false,
+            },
+        )
+        .expect("done");
+        assert!(ob.receipts().expect("receipts").is_empty());
+        let events: Vec<&str> = ob
+            .ledger()
+            .read(&crate::queue::ledger::LedgerFilter {
+                person: Some("p".into()),
+                since_ms: None,
+            })
+            .expect("ledger")
+            .records
+            .iter()
+            .map(|r| r.event.name())
+            .collect();
+        assert_eq!(
+            events,
+            [
+                "queued",
+                "uploaded",
+                "queued",
+                "queued",
+                "withdrawn",
+                "purged",
+                "deleted_in_cloud"
+            ]
+        );
+        // Nothing uploaded, nothing to delete in the cloud.
+        ob.enqueue(new("r", vec![5; 100])).expect("enqueue");
+        assert!(ob.forget("r").expect("forget").cloud.is_empty());
     }
 
     #[test]
