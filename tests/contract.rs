@@ -385,3 +385,35 @@ fn tencent_deletes_are_modelled_and_a_person_already_gone_counts_as_deleted() {
         .expect_err("bad FaceIds");
     assert_eq!(err.code, "InvalidParameter.InvalidParameter");
 }
+
+#[test]
+fn quality_control_refuses_a_dark_face_that_no_control_lets_through() {
+    let cloud = Cloud::start(Provider::Tencent);
+    let c = cloud.tencent_client();
+    let dark = base64(&encode(
+        &exposure(&portrait(0, 3.0), 0.2),
+        image::ImageFormat::Jpeg,
+    ));
+    let person = |id: &str, control: u8| json!({"GroupId": "g", "PersonId": id, "PersonName": id, "Image": dark, "QualityControl": control});
+    let err = c
+        .call("CreatePerson", &person("dim-1", 4))
+        .expect_err("refused");
+    assert_eq!(err.code, "FailedOperation.FaceQualityNotQualified");
+    assert_eq!(err.class, ErrorClass::Never);
+    c.call("CreatePerson", &person("dim-1", 0))
+        .expect("no control: created");
+    let r = c
+        .call(
+            "CreateFace",
+            &json!({"PersonId": "dim-1", "Images": [dark, jpeg_b64(1)], "QualityControl": 3}),
+        )
+        .expect("a partial answer");
+    assert_eq!(r["RetCode"], json!([-1601, 0]), "{r}");
+    // A fair portrait passes the strictest level.
+    c.call(
+        "CreateFace",
+        &json!({"PersonId": "dim-1", "Images": [jpeg_b64(2)], "QualityControl": 4}),
+    )
+    .map(|r| assert_eq!(r["RetCode"], json!([0]), "{r}"))
+    .expect("accepted");
+}

@@ -315,6 +315,22 @@ pub(crate) struct ImageCheck {
     pub width: u32,
     pub height: u32,
     pub faces: Option<usize>,
+    /// Mean and standard deviation of the image's luma (0-255).
+    pub luma_mean: f64,
+    pub luma_std: f64,
+}
+
+impl ImageCheck {
+    /// Tencent's `QualityControl` (0 none, 1-4 ever stricter), as this
+    /// emulator stands in for it: light and contrast. Level L wants a mean
+    /// luma within 10+5L..=245-5L and a deviation of at least 10+3L, so
+    /// a dark, washed-out or flat photo fails where a fair portrait passes.
+    pub fn meets_quality(&self, level: u64) -> bool {
+        let l = level.min(4) as f64;
+        level == 0
+            || ((10.0 + 5.0 * l..=245.0 - 5.0 * l).contains(&self.luma_mean)
+                && self.luma_std >= 10.0 + 3.0 * l)
+    }
 }
 
 pub(crate) enum ImageProblem {
@@ -352,6 +368,15 @@ pub(crate) fn check_image(
     if w.max(h) > max_edge {
         return Err(ImageProblem::TooLarge);
     }
+    let gray = image::imageops::grayscale(&img);
+    let n = gray.len().max(1) as f64;
+    let luma_mean = gray.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+    let luma_std = (gray
+        .iter()
+        .map(|&v| (f64::from(v) - luma_mean).powi(2))
+        .sum::<f64>()
+        / n)
+        .sqrt();
     let faces = if check_faces {
         if detector.is_none() {
             let cfg = DetectConfig {
@@ -360,9 +385,7 @@ pub(crate) fn check_image(
             };
             *detector = SeetaDetector::new(&cfg).ok();
         }
-        let n = detector
-            .as_mut()
-            .map_or(0, |d| d.detect(&image::imageops::grayscale(&img)).len());
+        let n = detector.as_mut().map_or(0, |d| d.detect(&gray).len());
         if n == 0 {
             return Err(ImageProblem::NoFace);
         }
@@ -375,6 +398,8 @@ pub(crate) fn check_image(
         width: w,
         height: h,
         faces,
+        luma_mean,
+        luma_std,
     })
 }
 

@@ -370,7 +370,7 @@ fn create_face(
     detector: &mut Option<SeetaDetector>,
 ) -> Result<Outcome, Outcome> {
     let person_id = required_id(shared, params, "PersonId")?.to_string();
-    control_param(shared, params, "QualityControl")?;
+    let quality = control_param(shared, params, "QualityControl")?;
     threshold_param(shared, params)?;
     let images: Vec<&str> = match params.get("Images") {
         None | Some(Value::Null) => Vec::new(),
@@ -440,6 +440,7 @@ fn create_face(
             Err(_) | Ok(Err(ImageProblem::Decode)) => -1102,
             Ok(Err(ImageProblem::TooSmall | ImageProblem::TooLarge)) => -1109,
             Ok(Err(ImageProblem::NoFace)) => -1101,
+            Ok(Ok(c)) if !c.meets_quality(quality) => -1601,
             Ok(Ok(c)) => {
                 added.push(c);
                 0
@@ -474,7 +475,7 @@ fn create_person(
     let group_id = required_id(shared, params, "GroupId")?.to_string();
     let person_id = required_id(shared, params, "PersonId")?.to_string();
     let name = required_name(shared, params)?.to_string();
-    control_param(shared, params, "QualityControl")?;
+    let quality = control_param(shared, params, "QualityControl")?;
     let unique = control_param(shared, params, "UniquePersonControl")?;
     let in_group = shared
         .lock()
@@ -530,6 +531,13 @@ fn create_person(
             ))
         }
     };
+    if !checked.meets_quality(quality) {
+        return Err(error(
+            shared,
+            "FailedOperation.FaceQualityNotQualified",
+            "人脸质量不满足要求。",
+        ));
+    }
     let (w, h) = (checked.width, checked.height);
     let mut state = shared.lock();
     // UniquePersonControl: a face already in the group creates nobody, and

@@ -33,6 +33,8 @@ const PERSON_NOT_EXIST: &str = "InvalidParameterValue.PersonIdNotExist";
 const PERSON_NOT_EXISTED: &str = "ResourceNotFound.ErrorPersonNotExisted";
 /// DeleteFace refuses to leave a person without a face.
 const DELETE_FACE_NUM_EXCEED: &str = "InvalidParameterValue.DeleteFaceNumExceed";
+/// CreatePerson's refusal under `QualityControl` (CreateFace says -1601).
+const QUALITY_NOT_QUALIFIED: &str = "FailedOperation.FaceQualityNotQualified";
 /// CreatePerson's answers for a person that exists already (in this group
 /// or another): add faces to it instead.
 const PERSON_EXISTS: [&str; 3] = [
@@ -312,17 +314,25 @@ impl TencentClient {
             #[serde(skip_serializing_if = "is_zero")]
             quality_control: u8,
         }
-        let r = self.call(
-            "CreatePerson",
-            &CreatePerson {
-                group_id: &self.group_id,
-                person_id: &entry.person_id,
-                person_name: rules::person_name(&entry.person_id, entry.person_name.as_deref()),
-                image: base64(image),
-                unique_person_control: self.gates.unique_person_control,
-                quality_control: self.gates.quality_control,
-            },
-        )?;
+        let r = self
+            .call(
+                "CreatePerson",
+                &CreatePerson {
+                    group_id: &self.group_id,
+                    person_id: &entry.person_id,
+                    person_name: rules::person_name(&entry.person_id, entry.person_name.as_deref()),
+                    image: base64(image),
+                    unique_person_control: self.gates.unique_person_control,
+                    quality_control: self.gates.quality_control,
+                },
+            )
+            .map_err(|mut e| {
+                if e.code == QUALITY_NOT_QUALIFIED {
+                    e.message =
+                        format!("CreatePerson: {}", refused_reason(-1601, &entry.person_id));
+                }
+                e
+            })?;
         // With UniquePersonControl, a face that matches a person of the
         // group creates nobody: the answer names the match instead.
         if let Some(similar) = r
