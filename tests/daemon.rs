@@ -1820,8 +1820,11 @@ fn the_socket_asks_for_consent_and_a_withdrawal_during_the_upload_deletes_the_pe
     let (_, list) = e.json(&["queue", "list"]);
     assert_eq!(list["entries"], serde_json::json!([]), "{list}");
     // With consent, while the cloud is slow to answer CreatePerson: the
-    // person withdraws during the upload.
-    cloud.push_fault("slow:3000@CreatePerson");
+    // person withdraws during the upload. The upload stays in flight for
+    // as long as this machine takes for 20 start-ups (at least 3 s), well
+    // under the upload's receive timeout (30 s).
+    let slow_ms = d.prompt().as_millis().min(25_000);
+    cloud.push_fault(&format!("slow:{slow_ms}@CreatePerson"));
     let (_, last) = d.call(&enroll("sock-1", Some("HR-2291")));
     let Reply::Answer { result } = last else {
         panic!("{last:?}");
@@ -1874,6 +1877,41 @@ fn the_socket_asks_for_consent_and_a_withdrawal_during_the_upload_deletes_the_pe
         ],
         "{ledger}"
     );
+    let (code, _) = d.terminate(EVENTUALLY);
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn a_daemon_killed_between_the_shred_and_the_cloud_delete_sends_the_delete_after_restart() {
+    let (cloud, e) = setup(Provider::Tencent, "");
+    assert_eq!(e.enroll_portrait("kill-1", 0, &[]).0, 0);
+    assert_eq!(e.json(&["drain"]).0, 0);
+    assert_eq!(cloud.faces("kill-1").len(), 1);
+    // The cloud cannot be reached: the withdrawal is done on the device
+    // and its delete waits, queued.
+    let endpoint = cloud.emulator.endpoint();
+    e.configure(&[("tencent.endpoint", text("https://127.0.0.1:9"))]);
+    let d = Daemon::start(&e, None);
+    let (code, forgot) = e.json(&["person", "forget", "kill-1"]);
+    assert_eq!(code, 7, "{forgot}");
+    assert_eq!(forgot["cloud_outcome"][0]["state"], "pending", "{forgot}");
+    // Power cut: SIGKILL, no shutdown.
+    d.signal(rustix::process::Signal::KILL);
+    drop(d);
+    e.configure(&[("tencent.endpoint", text(endpoint))]);
+    let d = Daemon::start(&e, None);
+    let gone = wait_until(EVENTUALLY, || {
+        cloud
+            .emulator
+            .with_state(|s| !s.persons.contains_key("kill-1"))
+    });
+    assert!(gone, "the delete was sent after the restart");
+    let (_, ledger) = e.json(&["ledger", "--person", "kill-1"]);
+    let last = ledger["records"]
+        .as_array()
+        .and_then(|r| r.last())
+        .expect("records");
+    assert_eq!(last["event"], "deleted_in_cloud", "{ledger}");
     let (code, _) = d.terminate(EVENTUALLY);
     assert_eq!(code, Some(0));
 }

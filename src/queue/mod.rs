@@ -1,6 +1,7 @@
 //! The durable queue on the device: the sled store and the rebuilding of a
 //! damaged one ([`outbox`]), images
 //! sealed at rest ([`seal`]), the second copy of every entry ([`spool`]),
+//! the ledger of what happened to each person ([`ledger`]),
 //! the pure retry rules
 //! ([`retry`]) and the loop that uploads due entries ([`drain`]).
 
