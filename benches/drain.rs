@@ -1,6 +1,10 @@
 //! `cargo bench --bench drain`: uploads per second and CPU time per upload
-//! when draining 200 queued enrollments of about 150 KB to the local
-//! emulator, for both vendors.
+//! when draining 100 queued enrollments of about 85 KB (a face crop as
+//! enrolld sends it) to the local emulator, for both vendors; and, when
+//! Tencent's official Python SDK is installed (`scripts/setup-bench` puts
+//! it in target/bench-data/venv), the same 100 crops uploaded by a script
+//! on that SDK (`benches/tencent_sdk.py`) to a fresh emulator, side by
+//! side, with the ratio of the two CPU figures.
 //!
 //! The emulator runs in a separate process, this benchmark started again
 //! as `enrolld-emulator serve` would run (it still
@@ -25,10 +29,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
-const ENTRIES: usize = 200;
+const ENTRIES: usize = 100;
 
-/// User + system CPU time of this process, in seconds.
-fn cpu_seconds() -> f64 {
+/// User and system CPU time of this process, in seconds.
+fn cpu_seconds() -> (f64, f64) {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // Fields after the command name (which may contain spaces).
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
@@ -40,24 +44,112 @@ fn cpu_seconds() -> f64 {
             .unwrap_or(0.0)
     };
     // utime and stime are fields 14 and 15 of stat; 12 and 13 after ')'.
-    (ticks(11) + ticks(12)) / 100.0
+    (ticks(11) / 100.0, ticks(12) / 100.0)
 }
 
-/// A real photo, JPEG-encoded to about 150 KB.
-fn image_150k() -> (Vec<u8>, u32, u32) {
+/// A real photo, JPEG-encoded to about 85 KB.
+fn image_85k() -> (Vec<u8>, u32, u32) {
     let photo = support::group_photo();
     let crop = image::imageops::crop_imm(photo, 300, 0, 700, 560).to_image();
     let mut best = Vec::new();
-    for q in (50..=98).rev() {
+    for q in (30..=98).rev() {
         let mut out = Vec::new();
         let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, q);
         crop.write_with_encoder(enc).expect("encode");
         best = out;
-        if best.len() <= 160_000 {
+        if best.len() <= 87_000 {
             break;
         }
     }
     (best, crop.width(), crop.height())
+}
+
+/// Starts the emulator process for `vendor`; its https:// endpoint.
+fn start_emulator(
+    vendor: Provider,
+    ca: &std::path::Path,
+    secret: &std::path::Path,
+) -> (std::process::Child, String) {
+    let mut emulator = Command::new(std::env::current_exe().expect("current_exe"))
+        .env(
+            SERVE_ENV,
+            format!("{} {} {}", vendor.as_str(), ca.display(), secret.display()),
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the emulator");
+    let mut line = String::new();
+    BufReader::new(emulator.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("emulator banner");
+    let endpoint = line
+        .split_whitespace()
+        .find(|w| w.starts_with("https://"))
+        .expect("endpoint")
+        .to_string();
+    (emulator, endpoint)
+}
+
+/// The Python SDK script's CPU per upload (ms) on the same crops, or why
+/// it did not run.
+fn sdk_cpu_ms(
+    image: &[u8],
+    dir: &std::path::Path,
+    secret: &std::path::Path,
+) -> Result<f64, String> {
+    let python =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data/venv/bin/python");
+    let has_sdk = Command::new(&python)
+        .args(["-c", "import tencentcloud.iai"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_sdk {
+        return Err(format!(
+            "Tencent's Python SDK is not installed in {} (scripts/setup-bench installs it)",
+            python.display()
+        ));
+    }
+    let ca = dir.join("sdk-ca.pem");
+    let (mut emulator, endpoint) = start_emulator(Provider::Tencent, &ca, secret);
+    let files: Vec<String> = (0..ENTRIES)
+        .map(|i| {
+            let p = dir.join(format!("crop-{i}.jpg"));
+            std::fs::write(&p, image).expect("write crop");
+            p.display().to_string()
+        })
+        .collect();
+    let out = Command::new(&python)
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/tencent_sdk.py"))
+        .arg(endpoint.trim_start_matches("https://"))
+        .arg(&ca)
+        .arg(support::KEY_ID)
+        .arg(secret)
+        .arg("bench")
+        .args(&files)
+        .output()
+        .map_err(|e| e.to_string());
+    let _ = emulator.kill();
+    let _ = emulator.wait();
+    let out = out?;
+    if !out.status.success() {
+        return Err(format!(
+            "the SDK script failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+    let n = v["uploads"].as_f64().unwrap_or(0.0);
+    let cpu = v["cpu_s"].as_f64().unwrap_or(0.0);
+    println!(
+        "sdk      {n} uploads in {:.2} s: client CPU {:.2} ms per upload (user {:.2}, system {:.2}; {}, tencentcloud-sdk-python-iai, CreatePerson each, after start-up)",
+        v["wall_s"].as_f64().unwrap_or(0.0),
+        cpu * 1000.0 / n.max(1.0),
+        v["user_s"].as_f64().unwrap_or(0.0) * 1000.0 / n.max(1.0),
+        v["system_s"].as_f64().unwrap_or(0.0) * 1000.0 / n.max(1.0),
+        String::from_utf8_lossy(&Command::new(&python).arg("--version").output().map(|o| o.stdout).unwrap_or_default()).trim()
+    );
+    Ok(cpu * 1000.0 / n.max(1.0))
 }
 
 /// Set in the emulator's process: `VENDOR CA_PATH SECRET_PATH`.
@@ -93,30 +185,14 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let (image, w, h) = image_150k();
+    let (image, w, h) = image_85k();
     println!("enrolld drain benchmark: {ENTRIES} enrollments of {} KB each, emulator in a separate process", image.len() / 1024);
     for vendor in [Provider::Jd, Provider::Tencent] {
         let dir = tempfile::tempdir().expect("tempdir");
         let secret = dir.path().join("secret");
         support::write_private(&secret, support::SECRET);
         let ca = dir.path().join("ca.pem");
-        let mut emulator = Command::new(std::env::current_exe().expect("current_exe"))
-            .env(
-                SERVE_ENV,
-                format!("{} {} {}", vendor.as_str(), ca.display(), secret.display()),
-            )
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the emulator");
-        let mut line = String::new();
-        BufReader::new(emulator.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("emulator banner");
-        let endpoint = line
-            .split_whitespace()
-            .find(|w| w.starts_with("https://"))
-            .expect("endpoint")
-            .to_string();
+        let (mut emulator, endpoint) = start_emulator(vendor, &ca, &secret);
 
         let mut cfg = Config {
             state_dir: dir.path().join("state"),
@@ -128,7 +204,7 @@ fn main() {
         cfg.jd.secret_key_file = secret.clone();
         cfg.tencent.endpoint = endpoint;
         cfg.tencent.secret_id = support::KEY_ID.into();
-        cfg.tencent.secret_key_file = secret;
+        cfg.tencent.secret_key_file = secret.clone();
         cfg.tencent.group_id = "bench".into();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let outbox = Arc::new(
@@ -185,22 +261,31 @@ fn main() {
             std::thread::sleep(d);
             true
         });
-        let (wall, cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
+        let cpu1 = cpu_seconds();
+        let (user, sys) = (cpu1.0 - cpu0.0, cpu1.1 - cpu0.1);
+        let (wall, cpu) = (t0.elapsed().as_secs_f64(), user + sys);
         let _ = emulator.kill();
         let _ = emulator.wait();
         let summary = summary.expect("drain");
         assert_eq!(summary.uploaded as usize, ENTRIES, "{summary:?}");
-        let calls = if vendor == Provider::Tencent {
-            "GetPersonBaseInfo + CreatePerson each"
-        } else {
-            "faceCreate each"
-        };
         println!(
-            "{:<8} {ENTRIES} uploads in {wall:.2} s: {:.1} uploads/s, client CPU {:.2} ms per upload ({:.0}% of one core), {calls}",
+            "{:<8} {ENTRIES} uploads in {wall:.2} s: {:.1} uploads/s, client CPU {:.2} ms per upload (user {:.2}, system {:.2}; {:.0}% of one core)",
             vendor.as_str(),
             ENTRIES as f64 / wall,
             cpu * 1000.0 / ENTRIES as f64,
+            user * 1000.0 / ENTRIES as f64,
+            sys * 1000.0 / ENTRIES as f64,
             100.0 * cpu / wall
         );
+        if vendor == Provider::Tencent {
+            let ours = cpu * 1000.0 / ENTRIES as f64;
+            match sdk_cpu_ms(&image, dir.path(), &secret) {
+                Ok(sdk) => println!(
+                    "tencent: enrolld's CPU per upload is {:.2}x the SDK script's ({ours:.2} ms / {sdk:.2} ms)",
+                    ours / sdk
+                ),
+                Err(why) => println!("sdk      not measured: {why}"),
+            }
+        }
     }
 }

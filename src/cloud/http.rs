@@ -101,6 +101,69 @@ impl fmt::Display for HttpError {
 impl std::error::Error for HttpError {}
 
 /// The shared HTTPS client.
+/// ureq's resolver, which answers a lookup with a deadline from a thread
+/// of its own (one thread per request, even on a kept-alive connection),
+/// with an IP address answered at once and a host's addresses kept for
+/// [`RESOLVED_TTL`]: one thread per host and half minute, not per upload.
+#[derive(Debug, Default)]
+struct CachingResolver {
+    inner: ureq::unversioned::resolver::DefaultResolver,
+    cache: std::sync::Mutex<
+        std::collections::HashMap<
+            String,
+            (
+                std::time::Instant,
+                ureq::unversioned::resolver::ResolvedSocketAddrs,
+            ),
+        >,
+    >,
+}
+
+/// How long resolved addresses are used again.
+const RESOLVED_TTL: Duration = Duration::from_secs(30);
+/// Hosts remembered at most (a device talks to one or two).
+const RESOLVED_MAX: usize = 16;
+
+impl ureq::unversioned::resolver::Resolver for CachingResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: ureq::unversioned::transport::NextTimeout,
+    ) -> Result<ureq::unversioned::resolver::ResolvedSocketAddrs, ureq::Error> {
+        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+            return self.inner.resolve(uri, config, timeout);
+        };
+        let port = authority
+            .port_u16()
+            .unwrap_or(if scheme == "http" { 80 } else { 443 });
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+            let mut out = self.empty();
+            out.push(std::net::SocketAddr::new(ip, port));
+            return Ok(out);
+        }
+        let key = format!("{scheme}://{host}:{port}");
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, addrs)) = cache.get(&key) {
+            if at.elapsed() < RESOLVED_TTL {
+                return Ok(addrs.clone());
+            }
+        }
+        drop(cache);
+        let addrs = self.inner.resolve(uri, config, timeout)?;
+        cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= RESOLVED_MAX {
+            cache.clear();
+        }
+        cache.insert(key, (std::time::Instant::now(), addrs.clone()));
+        Ok(addrs)
+    }
+}
+
 pub struct HttpClient {
     agent: ureq::Agent,
     max_body: u64,
@@ -178,11 +241,7 @@ impl HttpClient {
             .chain(ConnectProxyConnector::default())
             .chain(TcpConnector::default())
             .chain(crate::cloud::tls::FloorTlsConnector { config: tls });
-        let agent = ureq::Agent::with_parts(
-            config,
-            connector,
-            ureq::unversioned::resolver::DefaultResolver::default(),
-        );
+        let agent = ureq::Agent::with_parts(config, connector, CachingResolver::default());
         Ok(Self {
             agent,
             max_body: cfg.max_body_bytes,

@@ -506,6 +506,9 @@ impl Drainer {
             }
         }
         self.end_checks(self.clock.now_ms());
+        if let Err(e) = self.outbox.ledger().sync() {
+            log::error!("ledger {}: {e}", self.outbox.ledger().path().display());
+        }
         self.correct_times()?;
         summary.paused = self.paused();
         let usage = self.outbox.usage();
@@ -590,13 +593,18 @@ impl Drainer {
         provider: Provider,
         summary: &mut DrainSummary,
     ) -> Result<(), OutboxError> {
-        let mut entry = match self.outbox.claim(id) {
-            Ok(e) => e,
+        let mut entry = match self.outbox.get(id) {
+            Ok(e) if e.state == crate::model::EntryState::Pending && !e.withdrawn => e,
             // Purged or changed since it was listed.
-            Err(OutboxError::NotFound(_) | OutboxError::InvalidState { .. }) => return Ok(()),
+            Ok(_) | Err(OutboxError::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
         if entry.task == Task::Forget {
+            let entry = match self.outbox.claim(id) {
+                Ok(e) => e,
+                Err(OutboxError::NotFound(_) | OutboxError::InvalidState { .. }) => return Ok(()),
+                Err(e) => return Err(e),
+            };
             return self.attempt_forget(entry, summary);
         }
         // Written by an older release that did not know a vendor rule: the
@@ -615,22 +623,43 @@ impl Drainer {
             Err(e) => return Err(e),
         };
         let started = std::time::Instant::now();
+        let mut claimed = false;
         let result = match self.uploaders.get_mut(&provider) {
             None => Err(self.no_uploader(provider)),
             Some(uploader) => {
                 let mut tries = 1;
-                let mut result = run_upload(uploader.as_mut(), &mut entry, &images, &self.outbox);
+                let mut result = run_upload(
+                    uploader.as_mut(),
+                    &mut entry,
+                    &images,
+                    &self.outbox,
+                    &mut claimed,
+                );
                 while let Err(e) = &result {
                     if !retry::retry_at_once(e.class, tries) {
                         break;
                     }
                     log::warn!("entry {id}: the cloud says the device clock is wrong; retrying with the corrected time");
                     tries += 1;
-                    result = run_upload(uploader.as_mut(), &mut entry, &images, &self.outbox);
+                    result = run_upload(
+                        uploader.as_mut(),
+                        &mut entry,
+                        &images,
+                        &self.outbox,
+                        &mut claimed,
+                    );
                 }
                 result
             }
         };
+        // A failure before anything was sent still counts as an attempt.
+        if result.is_err() && !claimed {
+            match self.outbox.claim_with(id, Some(&entry.progress)) {
+                Ok(stored) => entry.attempts = stored.attempts,
+                Err(OutboxError::NotFound(_) | OutboxError::InvalidState { .. }) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
         match result {
             Ok(uploaded) => {
                 self.outbox.complete(id, &uploaded.face_ids)?;
@@ -782,7 +811,7 @@ impl Drainer {
                     at
                 };
                 self.outbox
-                    .reschedule(id, at, Some(last), entry.progress.outcome_unknown)?;
+                    .reschedule_with(id, at, Some(last), &entry.progress)?;
                 summary.retried += 1;
                 log::warn!(
                     "entry {id} to {provider}: {e}; attempt {} failed, next at {}",
@@ -810,6 +839,9 @@ impl Drainer {
                 }
             }
             Decision::Dead => {
+                // Faces some images got stay known (a retry by an operator
+                // sends only the others).
+                self.outbox.save_progress(entry)?;
                 self.outbox.mark_dead(id, &e.code, Some(last))?;
                 summary.dead += 1;
                 log::warn!(
@@ -825,7 +857,7 @@ impl Drainer {
             }
             Decision::Pause => {
                 self.outbox
-                    .reschedule(id, now, Some(last), entry.progress.outcome_unknown)?;
+                    .reschedule_with(id, now, Some(last), &entry.progress)?;
                 self.pause(provider, e, now);
                 self.tell(EntryReport::Paused {
                     id,
@@ -884,27 +916,38 @@ impl Drainer {
     }
 }
 
-/// prepare -> save progress -> send -> save progress.
+/// prepare -> claim (in flight, with what prepare learned, in one durable
+/// write) -> send. A retry of an entry already claimed stores its progress
+/// first. The outcome is stored by whoever handles it: `complete` on
+/// success, `reschedule_with` or `mark_dead` (after `save_progress`) on
+/// failure, so a success costs two durable writes.
 fn run_upload(
     uploader: &mut dyn Uploader,
     entry: &mut crate::model::Enrollment,
     images: &[Vec<u8>],
     outbox: &Outbox,
+    claimed: &mut bool,
 ) -> Result<crate::cloud::Uploaded, UploadError> {
     let storage =
         |e: OutboxError| UploadError::new(ErrorClass::Retry, e.code().as_str(), e.to_string());
-    let result = match uploader.prepare(entry) {
-        Ok(Some(done)) => Ok(done),
-        Ok(None) => {
-            outbox.save_progress(entry).map_err(storage)?;
-            uploader.send(entry, images)
-        }
-        Err(e) => Err(e),
-    };
+    // Lookups only: nothing is sent that could land.
+    if let Some(done) = uploader.prepare(entry)? {
+        return Ok(done);
+    }
+    if *claimed {
+        outbox.save_progress(entry).map_err(storage)?;
+    } else {
+        let stored = outbox
+            .claim_with(entry.id, Some(&entry.progress))
+            .map_err(storage)?;
+        entry.attempts = stored.attempts;
+        entry.state = stored.state;
+        *claimed = true;
+    }
+    let result = uploader.send(entry, images);
     if let Err(e) = &result {
         entry.progress.outcome_unknown |= e.outcome_unknown;
     }
-    outbox.save_progress(entry).map_err(storage)?;
     result
 }
 

@@ -112,6 +112,16 @@ pub struct Ledger {
     /// Hashes of the persons in the ledger, counted on first use and kept
     /// up to date by appends (8 bytes a person).
     persons: Mutex<Option<std::collections::HashSet<u64>>>,
+    /// Lines written and not yet synced.
+    unsynced: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        if let Err(e) = self.sync() {
+            log::error!("ledger {}: {e}", self.path.display());
+        }
+    }
 }
 
 fn person_hash(person: &str) -> u64 {
@@ -137,6 +147,7 @@ impl Ledger {
             key,
             file: Mutex::new(None),
             persons: Mutex::new(None),
+            unsynced: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -170,6 +181,39 @@ impl Ledger {
 
     /// Appends records and makes them durable (one `fdatasync`).
     pub fn append(&self, records: &[LedgerRecord]) -> std::io::Result<()> {
+        self.write(records, true)
+    }
+
+    /// Makes what [`Ledger::note_unsynced`] wrote durable.
+    pub fn sync(&self) -> std::io::Result<()> {
+        let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        if !self
+            .unsynced
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Ok(());
+        }
+        match guard.as_mut() {
+            Some(f) => f.sync_data(),
+            None => Ok(()),
+        }
+    }
+
+    /// Appends without waiting for the disk: for records whose facts the
+    /// store already holds durably (an upload's receipt). They are synced
+    /// with the next durable record, at the end of a drain pass
+    /// ([`Ledger::sync`]) or when the ledger is closed.
+    pub fn note_unsynced(&self, records: &[LedgerRecord]) {
+        if let Err(e) = self.write(records, false) {
+            log::error!(
+                "ledger {}: {e}; {} record(s) not written",
+                self.path.display(),
+                records.len()
+            );
+        }
+    }
+
+    fn write(&self, records: &[LedgerRecord], durable: bool) -> std::io::Result<()> {
         let mut text = Vec::new();
         for r in records {
             let json = serde_json::to_vec(r).map_err(std::io::Error::other)?;
@@ -196,7 +240,17 @@ impl Ledger {
         let Some(f) = guard.as_mut() else {
             return Err(std::io::Error::other("ledger not open"));
         };
-        let written = f.write_all(&text).and_then(|()| f.sync_data());
+        let written = f.write_all(&text).and_then(|()| {
+            if durable {
+                self.unsynced
+                    .store(false, std::sync::atomic::Ordering::SeqCst);
+                f.sync_data()
+            } else {
+                self.unsynced
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            }
+        });
         if written.is_err() {
             // Reopen next time: a torn line stays one damaged record.
             *guard = None;

@@ -112,9 +112,10 @@ impl Spool {
 
     /// Removes the copy (staged or committed) of an entry gone from the queue.
     pub fn remove(&self, id: u64) -> std::io::Result<()> {
+        // A committed copy has no staged one beside it (commit renames it).
         for path in [self.path(id), self.dir.join(format!("{id}.tmp"))] {
             match std::fs::remove_file(path) {
-                Ok(()) => {}
+                Ok(()) => return Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }

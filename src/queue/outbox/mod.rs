@@ -423,6 +423,9 @@ pub struct Outbox {
     log_file: std::fs::File,
     /// Blob files already fsynced (sled writes each one once).
     synced_blobs: Mutex<std::collections::HashSet<std::ffi::OsString>>,
+    /// The `blobs/` directory's mtime at the last listing, if it was
+    /// settled then (see `sync_blobs`).
+    blobs_listed: Mutex<Option<std::time::SystemTime>>,
     entries: sled::Tree,
     images: sled::Tree,
     receipts: sled::Tree,
@@ -573,6 +576,7 @@ impl Outbox {
             db,
             log_file,
             synced_blobs: Mutex::new(std::collections::HashSet::new()),
+            blobs_listed: Mutex::new(None),
             entries,
             images,
             receipts,
@@ -607,6 +611,16 @@ impl Outbox {
     /// fsyncs blob files sled wrote since the last call, and their directory.
     fn sync_blobs(&self) -> Result<(), OutboxError> {
         let dir = self.path.join("blobs");
+        // A directory not changed since the last listing (and not within
+        // the last second, finer than its mtime can tell) has no new file.
+        let mtime = std::fs::metadata(&dir).and_then(|m| m.modified()).ok();
+        let settled = mtime.filter(|t| t.elapsed().is_ok_and(|age| age > Duration::from_secs(1)));
+        {
+            let listed = self.blobs_listed.lock().unwrap_or_else(|p| p.into_inner());
+            if settled.is_some() && *listed == settled {
+                return Ok(());
+            }
+        }
         let listing = match std::fs::read_dir(&dir) {
             Ok(l) => l,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -633,6 +647,7 @@ impl Outbox {
         if new_files {
             sync_dir(&dir)?;
         }
+        *self.blobs_listed.lock().unwrap_or_else(|p| p.into_inner()) = settled;
         Ok(())
     }
 
@@ -1135,7 +1150,10 @@ impl Outbox {
                     id,
                     why: format!("image {i}: {e}"),
                 })?;
-            if bytes.len() as u64 != meta.len || sha256_hex(&bytes) != meta.sha256 {
+            // The seal's tag already proves these are the bytes sealed for
+            // this entry and index (a flipped bit fails `open`), so the
+            // SHA-256 of the record is not computed again on this path.
+            if bytes.len() as u64 != meta.len {
                 return Err(OutboxError::Corrupt {
                     id,
                     why: format!("image {i} is missing or fails its checksum"),
@@ -1216,6 +1234,17 @@ impl Outbox {
 
     /// Marks a pending entry in flight (an upload starts).
     pub fn claim(&self, id: u64) -> Result<Enrollment, OutboxError> {
+        self.claim_with(id, None)
+    }
+
+    /// [`Outbox::claim`], storing what the upload learned before it
+    /// (`progress`, e.g. the person's faces before the first send) in the
+    /// same durable write.
+    pub fn claim_with(
+        &self,
+        id: u64,
+        progress: Option<&UploadProgress>,
+    ) -> Result<Enrollment, OutboxError> {
         let now = self.clock.now_ms();
         self.update(id, |e| {
             if e.state != EntryState::Pending {
@@ -1234,6 +1263,9 @@ impl Outbox {
             }
             e.state = EntryState::InFlight { since_ms: now };
             e.attempts += 1;
+            if let Some(p) = progress {
+                e.progress.clone_from(p);
+            }
             Ok(())
         })
     }
@@ -1253,6 +1285,34 @@ impl Outbox {
             e.state = EntryState::Pending;
             e.next_attempt_at_ms = next_attempt_at_ms;
             e.progress.outcome_unknown = outcome_unknown;
+            if error.is_some() {
+                e.last_error = error;
+            }
+            Ok(())
+        })
+    }
+
+    /// [`Outbox::reschedule`] with what the attempt learned (`progress`,
+    /// its `outcome_unknown` included), in the same durable write.
+    pub fn reschedule_with(
+        &self,
+        id: u64,
+        next_attempt_at_ms: UnixMillis,
+        error: Option<LastError>,
+        progress: &UploadProgress,
+    ) -> Result<Enrollment, OutboxError> {
+        if self.get(id)?.withdrawn {
+            // What it learned goes with it into the person's delete.
+            self.update(id, |e| {
+                e.progress.clone_from(progress);
+                Ok(())
+            })?;
+            return self.reschedule(id, next_attempt_at_ms, error, progress.outcome_unknown);
+        }
+        self.update(id, |e| {
+            e.state = EntryState::Pending;
+            e.next_attempt_at_ms = next_attempt_at_ms;
+            e.progress.clone_from(progress);
             if error.is_some() {
                 e.last_error = error;
             }
@@ -1365,7 +1425,9 @@ impl Outbox {
         self.persist()?;
         self.account(&mut usage, Some(&e), None)?;
         drop(usage);
-        self.ledger.note(&[self.ledger_record(
+        // The receipt holds the same facts, durably: the line waits for the
+        // next sync (the end of the drain pass at the latest).
+        self.ledger.note_unsynced(&[self.ledger_record(
             &e,
             LedgerEvent::Uploaded {
                 face_ids: face_ids.to_vec(),
