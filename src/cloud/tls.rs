@@ -73,6 +73,7 @@ impl<In: Transport> Connector<In> for FloorTlsConnector {
                 details.config.output_buffer_size(),
             ),
             stream: StreamOwned { conn, sock },
+            sealed: Vec::new(),
         })))
     }
 }
@@ -80,6 +81,9 @@ impl<In: Transport> Connector<In> for FloorTlsConnector {
 pub struct FloorTlsTransport {
     buffers: LazyBuffers,
     stream: StreamOwned<ClientConnection, TransportAdapter>,
+    /// TLS records waiting to be written, reused between requests: at most
+    /// rustls's buffer limit (64 KiB) of plaintext, sealed.
+    sealed: Vec<u8>,
 }
 
 impl std::fmt::Debug for FloorTlsTransport {
@@ -94,9 +98,27 @@ impl Transport for FloorTlsTransport {
     }
 
     fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
-        self.stream.get_mut().set_timeout(timeout);
-        let output = &self.buffers.output()[..amount];
-        self.stream.write_all(output)?;
+        let StreamOwned { conn, sock } = &mut self.stream;
+        sock.set_timeout(timeout);
+        let mut output = &self.buffers.output()[..amount];
+        // rustls's own `Stream` writes one TLS record (16 KiB) per send(2)
+        // (the adapter has no vectored write): an image's body took eight
+        // sends. Sealed here into one buffer, it takes one per 64 KiB.
+        while !output.is_empty() {
+            let n = conn.writer().write(output)?;
+            output = &output[n..];
+            self.sealed.clear();
+            while conn.wants_write() {
+                conn.write_tls(&mut self.sealed)?;
+            }
+            if n == 0 && self.sealed.is_empty() {
+                return Err(ureq::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::WriteZero,
+                    "TLS accepted no data",
+                )));
+            }
+            sock.write_all(&self.sealed)?;
+        }
         Ok(())
     }
 
