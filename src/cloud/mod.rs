@@ -113,11 +113,22 @@ pub struct Uploaded {
 
 /// A vendor's enrollment API.
 ///
-/// The drain loop claims an entry, calls `prepare`, persists the entry (so
-/// what `prepare` learned survives a crash), then calls `send`, and persists
-/// the entry again whatever the result: both may record progress in it.
+/// The drain loop calls `prepare`, claims the entry with what `prepare`
+/// learned (one durable write, so it survives a crash), then calls `send`,
+/// and stores the entry again whatever the result: both may record progress
+/// in it.
 pub trait Uploader: Send {
     fn provider(&self) -> Provider;
+
+    /// Whether `prepare` looks every interrupted or unanswered upload up in
+    /// the cloud before it is sent again, so that no crash can make it a
+    /// duplicate. Then the drain claims several entries in one durable write
+    /// and leaves their outcomes to the next one (a crash costs lookups).
+    /// A vendor without such a lookup (JD) has each claim and each outcome
+    /// durable before the next send.
+    fn looks_up_before_resend(&self) -> bool {
+        false
+    }
 
     /// Work that must happen before sending, so a resend cannot duplicate a
     /// face. May find that an earlier, unanswered upload did land.

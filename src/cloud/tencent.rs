@@ -622,6 +622,12 @@ impl Uploader for TencentClient {
         self.delete_faces(&req.person_id, faces)
     }
 
+    /// `prepare` asks `GetPersonBaseInfo` after every interruption and
+    /// compares with the snapshot taken before the first send.
+    fn looks_up_before_resend(&self) -> bool {
+        true
+    }
+
     fn prepare(&mut self, entry: &mut Enrollment) -> Result<Option<Uploaded>, UploadError> {
         if !entry.progress.outcome_unknown && entry.progress.face_ids_before.is_some() {
             return Ok(None);

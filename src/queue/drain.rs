@@ -12,7 +12,7 @@ use crate::cloud::{SkewClock, UploadError, Uploader};
 use crate::model::LastError;
 use crate::model::Provider;
 use crate::model::{ErrorClass, Task, UploadCode};
-use crate::queue::outbox::{Outbox, OutboxError};
+use crate::queue::outbox::{Durability, Outbox, OutboxError};
 use crate::queue::retry::{self, Decision, Jitter, PauseRecheck, RetryPolicy, TokenBucket};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -492,20 +492,16 @@ impl Drainer {
             if due.is_empty() {
                 break;
             }
-            for entry in due {
-                if self.paused.contains_key(&entry.provider)
-                    || self.unreachable.contains_key(&entry.provider)
-                {
-                    continue;
-                }
-                if !self.take_token(entry.provider, wait) {
+            for batch in self.batches(due) {
+                if !self.attempt_batch(&batch, &mut summary, wait)? {
                     summary.stopped = true;
                     break 'passes;
                 }
-                self.attempt(entry.id, entry.provider, &mut summary)?;
             }
         }
         self.end_checks(self.clock.now_ms());
+        // The outcomes left to the next durable write (see `batches`).
+        self.outbox.sync()?;
         if let Err(e) = self.outbox.ledger().sync() {
             log::error!("ledger {}: {e}", self.outbox.ledger().path().display());
         }
@@ -586,110 +582,275 @@ impl Drainer {
         }
     }
 
-    /// One attempt at one entry.
-    fn attempt(
+    /// The due entries in the order they are tried: a delete alone; for a
+    /// vendor that looks every unanswered upload up before it sends again
+    /// ([`Uploader::looks_up_before_resend`]), uploads in batches of up to
+    /// [`BATCH`] (claimed in one durable write, their outcomes written with
+    /// the next one: a crash costs lookups, never a duplicate); for one that
+    /// does not (JD), one upload at a time, each claim and outcome durable
+    /// before the next send. A batch holds one entry per person, so that no
+    /// entry's snapshot of the person's faces misses a face another entry
+    /// of the batch adds (an entry left out waits for the next round).
+    fn batches(&self, due: Vec<crate::model::Enrollment>) -> Vec<Vec<u64>> {
+        let mut out: Vec<Vec<u64>> = Vec::new();
+        let mut open: HashMap<Provider, (usize, Vec<String>)> = HashMap::new();
+        for e in due {
+            let batched = e.task == Task::Enroll
+                && self
+                    .uploaders
+                    .get(&e.provider)
+                    .is_some_and(|u| u.looks_up_before_resend());
+            if !batched {
+                out.push(vec![e.id]);
+                continue;
+            }
+            match open.get_mut(&e.provider) {
+                Some((i, persons)) if out[*i].len() < BATCH => {
+                    if !persons.contains(&e.person_id) {
+                        out[*i].push(e.id);
+                        persons.push(e.person_id);
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    open.insert(e.provider, (out.len(), vec![e.person_id]));
+                    out.push(vec![e.id]);
+                }
+            }
+        }
+        out
+    }
+
+    /// One attempt at each entry of a batch (see [`Drainer::batches`]):
+    /// prepare each (lookups only), claim them all, send each. False when
+    /// `wait` said stop.
+    fn attempt_batch(
         &mut self,
-        id: u64,
-        provider: Provider,
+        ids: &[u64],
         summary: &mut DrainSummary,
-    ) -> Result<(), OutboxError> {
-        let mut entry = match self.outbox.get(id) {
-            Ok(e) if e.state == crate::model::EntryState::Pending && !e.withdrawn => e,
-            // Purged or changed since it was listed.
-            Ok(_) | Err(OutboxError::NotFound(_)) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        if entry.task == Task::Forget {
-            let entry = match self.outbox.claim(id) {
-                Ok(e) => e,
-                Err(OutboxError::NotFound(_) | OutboxError::InvalidState { .. }) => return Ok(()),
+        wait: &mut dyn FnMut(Duration) -> bool,
+    ) -> Result<bool, OutboxError> {
+        let mut ready = Vec::new();
+        for &id in ids {
+            let entry = match self.outbox.get(id) {
+                Ok(e) if e.state == crate::model::EntryState::Pending && !e.withdrawn => e,
+                // Purged or changed since it was listed.
+                Ok(_) | Err(OutboxError::NotFound(_)) => continue,
                 Err(e) => return Err(e),
             };
-            return self.attempt_forget(entry, summary);
+            if self.held(entry.provider) {
+                break;
+            }
+            if !self.take_token(entry.provider, wait) {
+                self.send_batch(ready, summary)?;
+                return Ok(false);
+            }
+            if entry.task == Task::Forget {
+                let entry = match self.outbox.claim(id) {
+                    Ok(e) => e,
+                    Err(OutboxError::NotFound(_) | OutboxError::InvalidState { .. }) => continue,
+                    Err(e) => return Err(e),
+                };
+                self.attempt_forget(entry, summary)?;
+                continue;
+            }
+            if let Some(r) = self.prepare(entry, summary)? {
+                ready.push(r);
+            }
         }
+        self.send_batch(ready, summary)?;
+        Ok(true)
+    }
+
+    /// A vendor paused or held back by an unreachable network.
+    fn held(&self, provider: Provider) -> bool {
+        self.paused.contains_key(&provider) || self.unreachable.contains_key(&provider)
+    }
+
+    /// Everything before the claim: the vendor rules, the images, the
+    /// uploader's lookups. `None` when the entry is done with (dead,
+    /// found uploaded, or failed before anything was sent).
+    fn prepare(
+        &mut self,
+        mut entry: crate::model::Enrollment,
+        summary: &mut DrainSummary,
+    ) -> Result<Option<Ready>, OutboxError> {
+        let (id, provider) = (entry.id, entry.provider);
         // Written by an older release that did not know a vendor rule: the
         // cloud would refuse it for good, so it dies here, unsent.
         if let Err(v) = crate::model::rules::check_entry(&entry) {
             let err = UploadError::new(ErrorClass::Never, v.code().as_str(), v.to_string());
-            return self.give_up(summary, &entry, &err);
+            self.give_up(summary, &entry, &err)?;
+            return Ok(None);
         }
         let images = match self.outbox.images(id) {
             Ok(i) => i,
             Err(e @ OutboxError::Corrupt { .. }) => {
                 let err =
                     UploadError::new(ErrorClass::Never, UploadCode::CorruptEntry, e.to_string());
-                return self.give_up(summary, &entry, &err);
+                self.give_up(summary, &entry, &err)?;
+                return Ok(None);
             }
             Err(e) => return Err(e),
         };
         let started = std::time::Instant::now();
-        let mut claimed = false;
+        let mut tries = 1;
         let result = match self.uploaders.get_mut(&provider) {
             None => Err(self.no_uploader(provider)),
             Some(uploader) => {
-                let mut tries = 1;
-                let mut result = run_upload(
-                    uploader.as_mut(),
-                    &mut entry,
-                    &images,
-                    &self.outbox,
-                    &mut claimed,
-                );
-                while let Err(e) = &result {
-                    if !retry::retry_at_once(e.class, tries) {
-                        break;
-                    }
+                // Lookups only: nothing is sent that could land.
+                let mut result = uploader.prepare(&mut entry);
+                while matches!(&result, Err(e) if retry::retry_at_once(e.class, tries)) {
                     log::warn!("entry {id}: the cloud says the device clock is wrong; retrying with the corrected time");
                     tries += 1;
-                    result = run_upload(
-                        uploader.as_mut(),
-                        &mut entry,
-                        &images,
-                        &self.outbox,
-                        &mut claimed,
-                    );
+                    result = uploader.prepare(&mut entry);
                 }
                 result
             }
         };
-        // A failure before anything was sent still counts as an attempt.
-        if result.is_err() && !claimed {
-            match self.outbox.claim_with(id, Some(&entry.progress)) {
-                Ok(stored) => entry.attempts = stored.attempts,
-                Err(OutboxError::NotFound(_) | OutboxError::InvalidState { .. }) => return Ok(()),
-                Err(e) => return Err(e),
+        match result {
+            Ok(None) => Ok(Some(Ready {
+                entry,
+                images,
+                started,
+                tries,
+            })),
+            Ok(Some(done)) => {
+                summary.uploaded += 1;
+                self.succeeded(&entry, &images, &done, started, Durability::Now)?;
+                Ok(None)
+            }
+            Err(e) => {
+                // A failure before anything was sent still counts as an attempt.
+                match self.outbox.claim_with(id, Some(&entry.progress)) {
+                    Ok(stored) => entry.attempts = stored.attempts,
+                    Err(OutboxError::NotFound(_) | OutboxError::InvalidState { .. }) => {
+                        return Ok(None)
+                    }
+                    Err(e) => return Err(e),
+                }
+                self.failed(&mut entry, &e, summary)?;
+                Ok(None)
             }
         }
-        match result {
-            Ok(uploaded) => {
-                self.outbox.complete(id, &uploaded.face_ids)?;
-                summary.uploaded += 1;
-                log::info!(
-                    "entry {id} uploaded to {provider} (person {}, attempt {}, {} image(s), {} bytes, {} ms): face id(s) {}",
-                    entry.person_id,
-                    entry.attempts,
-                    images.len(),
-                    images.iter().map(Vec::len).sum::<usize>(),
-                    started.elapsed().as_millis(),
-                    uploaded.face_ids.join(", ")
-                );
-                self.tell(EntryReport::Uploaded {
-                    id,
-                    person: entry.person_id.clone(),
-                    provider,
-                    face_ids: uploaded.face_ids.clone(),
-                });
-                self.unreachable.remove(&provider);
-                if let Some(pause) = self.checking.remove(&provider) {
-                    log::info!(
-                        "uploads to {provider} resumed: entry {id} was uploaded; they were paused {} s ({} {})",
-                        (self.clock.now_ms() - pause.since_ms).max(0) / 1000,
-                        pause.code,
-                        pause.message
-                    );
+    }
+
+    /// Claims the prepared entries (in flight, with what their lookups
+    /// learned, in one durable write), then sends each.
+    fn send_batch(
+        &mut self,
+        ready: Vec<Ready>,
+        summary: &mut DrainSummary,
+    ) -> Result<(), OutboxError> {
+        if ready.is_empty() {
+            return Ok(());
+        }
+        let claims: Vec<(u64, &crate::model::UploadProgress)> = ready
+            .iter()
+            .map(|r| (r.entry.id, &r.entry.progress))
+            .collect();
+        let claimed = self.outbox.claim_many(&claims)?;
+        for (i, (mut r, stored)) in ready.into_iter().zip(claimed).enumerate() {
+            let id = r.entry.id;
+            match stored {
+                Ok(stored) => {
+                    r.entry.attempts = stored.attempts;
+                    r.entry.state = stored.state;
+                }
+                // Purged or withdrawn since it was prepared.
+                Err(OutboxError::NotFound(_) | OutboxError::InvalidState { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+            if i > 0 {
+                // Its turn comes after other sends: its vendor may have
+                // paused, or its person withdrawn, meanwhile.
+                if self.held(r.entry.provider) {
+                    self.outbox.release(id)?;
+                    continue;
+                }
+                if self.outbox.get(id).is_ok_and(|e| e.withdrawn) {
+                    self.outbox
+                        .reschedule(id, self.clock.now_ms(), None, false)?;
+                    continue;
                 }
             }
-            Err(e) => self.failed(&mut entry, &e, summary)?,
+            self.send(r, summary)?;
+        }
+        Ok(())
+    }
+
+    /// Sends one claimed entry and stores the outcome.
+    fn send(&mut self, r: Ready, summary: &mut DrainSummary) -> Result<(), OutboxError> {
+        let Ready {
+            mut entry,
+            images,
+            started,
+            mut tries,
+        } = r;
+        let (id, provider) = (entry.id, entry.provider);
+        let mut durability = Durability::Now;
+        let result = match self.uploaders.get_mut(&provider) {
+            None => Err(self.no_uploader(provider)),
+            Some(uploader) => {
+                if uploader.looks_up_before_resend() {
+                    durability = Durability::Deferred;
+                }
+                let mut result = uploader.send(&mut entry, &images);
+                if let Err(e) = &result {
+                    entry.progress.outcome_unknown |= e.outcome_unknown;
+                }
+                while matches!(&result, Err(e) if retry::retry_at_once(e.class, tries)) {
+                    log::warn!("entry {id}: the cloud says the device clock is wrong; retrying with the corrected time");
+                    tries += 1;
+                    result = run_upload(uploader.as_mut(), &mut entry, &images, &self.outbox);
+                }
+                result
+            }
+        };
+        match result {
+            Ok(uploaded) => {
+                summary.uploaded += 1;
+                self.succeeded(&entry, &images, &uploaded, started, durability)
+            }
+            Err(e) => self.failed(&mut entry, &e, summary),
+        }
+    }
+
+    /// Stores an upload's success and says so.
+    fn succeeded(
+        &mut self,
+        entry: &crate::model::Enrollment,
+        images: &[Vec<u8>],
+        uploaded: &crate::cloud::Uploaded,
+        started: std::time::Instant,
+        durability: Durability,
+    ) -> Result<(), OutboxError> {
+        let (id, provider) = (entry.id, entry.provider);
+        self.outbox
+            .complete_as(id, &uploaded.face_ids, durability)?;
+        log::info!(
+            "entry {id} uploaded to {provider} (person {}, attempt {}, {} image(s), {} bytes, {} ms): face id(s) {}",
+            entry.person_id,
+            entry.attempts,
+            images.len(),
+            images.iter().map(Vec::len).sum::<usize>(),
+            started.elapsed().as_millis(),
+            uploaded.face_ids.join(", ")
+        );
+        self.tell(EntryReport::Uploaded {
+            id,
+            person: entry.person_id.clone(),
+            provider,
+            face_ids: uploaded.face_ids.clone(),
+        });
+        self.unreachable.remove(&provider);
+        if let Some(pause) = self.checking.remove(&provider) {
+            log::info!(
+                "uploads to {provider} resumed: entry {id} was uploaded; they were paused {} s ({} {})",
+                (self.clock.now_ms() - pause.since_ms).max(0) / 1000,
+                pause.code,
+                pause.message
+            );
         }
         Ok(())
     }
@@ -916,17 +1077,25 @@ impl Drainer {
     }
 }
 
-/// prepare -> claim (in flight, with what prepare learned, in one durable
-/// write) -> send. A retry of an entry already claimed stores its progress
-/// first. The outcome is stored by whoever handles it: `complete` on
-/// success, `reschedule_with` or `mark_dead` (after `save_progress`) on
-/// failure, so a success costs two durable writes.
+/// Uploads at most this many entries per claim (see [`Drainer::batches`]).
+pub const BATCH: usize = 8;
+
+/// An entry ready to be claimed and sent: what `prepare` read and learned.
+struct Ready {
+    entry: crate::model::Enrollment,
+    images: Vec<Vec<u8>>,
+    started: std::time::Instant,
+    /// Requests tried so far (a clock error is retried at once, once).
+    tries: u32,
+}
+
+/// The retry of a claimed entry after the cloud said the clock was wrong:
+/// prepare again, store what it learned, send.
 fn run_upload(
     uploader: &mut dyn Uploader,
     entry: &mut crate::model::Enrollment,
     images: &[Vec<u8>],
     outbox: &Outbox,
-    claimed: &mut bool,
 ) -> Result<crate::cloud::Uploaded, UploadError> {
     let storage =
         |e: OutboxError| UploadError::new(ErrorClass::Retry, e.code().as_str(), e.to_string());
@@ -934,16 +1103,7 @@ fn run_upload(
     if let Some(done) = uploader.prepare(entry)? {
         return Ok(done);
     }
-    if *claimed {
-        outbox.save_progress(entry).map_err(storage)?;
-    } else {
-        let stored = outbox
-            .claim_with(entry.id, Some(&entry.progress))
-            .map_err(storage)?;
-        entry.attempts = stored.attempts;
-        entry.state = stored.state;
-        *claimed = true;
-    }
+    outbox.save_progress(entry).map_err(storage)?;
     let result = uploader.send(entry, images);
     if let Err(e) = &result {
         entry.progress.outcome_unknown |= e.outcome_unknown;
@@ -986,6 +1146,151 @@ mod tests {
                     face_ids: vec!["f".into()],
                 }))
         }
+    }
+
+    /// Logs every `prepare` and `send`; looks up before resending as
+    /// `looks` says; the first `fail` sends fail with `class`.
+    struct Logging {
+        provider: Provider,
+        looks: bool,
+        fail: usize,
+        class: ErrorClass,
+        calls: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Uploader for Logging {
+        fn provider(&self) -> Provider {
+            self.provider
+        }
+        fn looks_up_before_resend(&self) -> bool {
+            self.looks
+        }
+        fn prepare(
+            &mut self,
+            entry: &mut crate::model::Enrollment,
+        ) -> Result<Option<Uploaded>, UploadError> {
+            let call = format!("prepare {}", entry.person_id);
+            self.calls.lock().expect("lock").push(call);
+            Ok(None)
+        }
+        fn send(
+            &mut self,
+            entry: &mut crate::model::Enrollment,
+            _: &[Vec<u8>],
+        ) -> Result<Uploaded, UploadError> {
+            let call = format!("send {}", entry.person_id);
+            self.calls.lock().expect("lock").push(call);
+            if self.fail > 0 {
+                self.fail -= 1;
+                return Err(UploadError::new(self.class, "code", "m"));
+            }
+            Ok(Uploaded {
+                face_ids: vec![format!("face-{}", entry.id)],
+            })
+        }
+    }
+
+    fn logging(
+        r: &mut Rig,
+        looks: bool,
+        fail: usize,
+        class: ErrorClass,
+    ) -> Arc<Mutex<Vec<String>>> {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        r.drainer.set_uploader(
+            Provider::Tencent,
+            Ok(Box::new(Logging {
+                provider: Provider::Tencent,
+                looks,
+                fail,
+                class,
+                calls: calls.clone(),
+            })),
+            ProviderLimits { qps: 1000.0 },
+        );
+        calls
+    }
+
+    #[test]
+    fn a_vendor_that_looks_up_is_claimed_in_batches_of_one_entry_per_person() {
+        let mut r = rig();
+        let calls = logging(&mut r, true, 0, ErrorClass::Retry);
+        for p in ["p1", "p2", "p1", "p3"] {
+            enqueue(&r, p, Provider::Tencent);
+        }
+        let s = r.drainer.drain(&mut no_wait).expect("drain");
+        assert_eq!(s.uploaded, 4, "{s:?}");
+        // All lookups of a batch before its sends; the second entry of p1
+        // waits for a batch after the first one's send.
+        let want = [
+            "prepare p1",
+            "prepare p2",
+            "prepare p3",
+            "send p1",
+            "send p2",
+            "send p3",
+            "prepare p1",
+            "send p1",
+        ];
+        assert_eq!(*calls.lock().expect("lock"), want);
+        assert_eq!(r.outbox.receipts().expect("receipts").len(), 4);
+        assert!(r.outbox.list().expect("list").is_empty());
+    }
+
+    #[test]
+    fn a_vendor_without_a_lookup_is_claimed_and_sent_one_at_a_time() {
+        let mut r = rig();
+        let calls = logging(&mut r, false, 0, ErrorClass::Retry);
+        for p in ["p1", "p2"] {
+            enqueue(&r, p, Provider::Tencent);
+        }
+        let s = r.drainer.drain(&mut no_wait).expect("drain");
+        assert_eq!(s.uploaded, 2, "{s:?}");
+        let want = ["prepare p1", "send p1", "prepare p2", "send p2"];
+        assert_eq!(*calls.lock().expect("lock"), want);
+    }
+
+    #[test]
+    fn a_pause_in_a_batch_gives_the_unsent_claims_back_without_an_attempt() {
+        let mut r = rig();
+        let calls = logging(&mut r, true, 1, ErrorClass::Operator);
+        let ids: Vec<u64> = ["p1", "p2", "p3"]
+            .iter()
+            .map(|p| enqueue(&r, p, Provider::Tencent))
+            .collect();
+        let s = r.drainer.drain(&mut no_wait).expect("drain");
+        assert_eq!((s.uploaded, s.paused.len()), (0, 1), "{s:?}");
+        let want = ["prepare p1", "prepare p2", "prepare p3", "send p1"];
+        assert_eq!(*calls.lock().expect("lock"), want);
+        let attempts: Vec<(EntryState, u32)> = ids
+            .iter()
+            .map(|id| {
+                let e = r.outbox.get(*id).expect("kept");
+                (e.state, e.attempts)
+            })
+            .collect();
+        assert_eq!(
+            attempts,
+            [
+                (EntryState::Pending, 1),
+                (EntryState::Pending, 0),
+                (EntryState::Pending, 0)
+            ]
+        );
+        r.drainer.resume();
+        let s = r.drainer.drain(&mut no_wait).expect("drain");
+        assert_eq!(s.uploaded, 3, "{s:?}");
+    }
+
+    #[test]
+    fn an_outcome_left_to_the_next_write_is_durable_when_the_pass_ends() {
+        let mut r = rig();
+        logging(&mut r, true, 0, ErrorClass::Retry);
+        let id = enqueue(&r, "p1", Provider::Tencent);
+        r.drainer.drain(&mut no_wait).expect("drain");
+        // The pass ended with a sync: nothing is waiting for a durable write.
+        assert!(!r.outbox.has_unsynced());
+        assert!(matches!(r.outbox.get(id), Err(OutboxError::NotFound(_))));
     }
 
     struct Rig {

@@ -416,6 +416,16 @@ pub struct Recovery {
     pub corrupt: u64,
 }
 
+/// When a write must be on the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Before the call returns.
+    Now,
+    /// With the next durable write, or [`Outbox::sync`] (the drain's pass
+    /// does it at its end).
+    Deferred,
+}
+
 /// The outbox. Cheap to share behind an `Arc`.
 pub struct Outbox {
     db: sled::Db,
@@ -439,6 +449,18 @@ pub struct Outbox {
     next_id: std::sync::atomic::AtomicU64,
     path: PathBuf,
     ledger: Ledger,
+    /// Something was written without `persist` since the last one (see
+    /// [`Outbox::sync`]).
+    unsynced: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for Outbox {
+    /// What was left to the next durable write is made durable.
+    fn drop(&mut self) {
+        if let Err(e) = self.sync() {
+            log::error!("outbox {}: {e}", self.path.display());
+        }
+    }
 }
 
 impl fmt::Debug for Outbox {
@@ -585,6 +607,7 @@ impl Outbox {
             key,
             usage: Mutex::new(Usage::default()),
             next_id: std::sync::atomic::AtomicU64::new(next_id),
+            unsynced: std::sync::atomic::AtomicBool::new(false),
             spool: Spool::new(state_dir),
             path,
             ledger: Ledger::new(state_dir, key_for_ledger),
@@ -601,11 +624,46 @@ impl Outbox {
 
     /// Makes everything written so far durable.
     fn persist(&self) -> Result<(), OutboxError> {
-        self.db.flush().map_err(storage_error)?;
-        self.sync_blobs()?;
-        self.log_file
-            .sync_data()
-            .map_err(|e| io_error(&self.path, e))
+        use std::sync::atomic::Ordering;
+        // Cleared first: a write that lands during the flush sets it again.
+        let was = self.unsynced.swap(false, Ordering::AcqRel);
+        let done = self.db.flush().map_err(storage_error).and_then(|_| {
+            self.sync_blobs()?;
+            self.log_file
+                .sync_data()
+                .map_err(|e| io_error(&self.path, e))
+        });
+        if done.is_err() && was {
+            self.unsynced.store(true, Ordering::Release);
+        }
+        done
+    }
+
+    /// Makes the writes that were left to the next durable write
+    /// ([`Durability::Deferred`]) durable now, if no write has since.
+    pub fn sync(&self) -> Result<(), OutboxError> {
+        if self.unsynced.load(std::sync::atomic::Ordering::Acquire) {
+            self.persist()?;
+        }
+        Ok(())
+    }
+
+    /// Whether a write is waiting for the next durable one.
+    #[cfg(test)]
+    pub(crate) fn has_unsynced(&self) -> bool {
+        self.unsynced.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Persists now, or leaves it to the next durable write.
+    fn persist_as(&self, durability: Durability) -> Result<(), OutboxError> {
+        match durability {
+            Durability::Now => self.persist(),
+            Durability::Deferred => {
+                self.unsynced
+                    .store(true, std::sync::atomic::Ordering::Release);
+                Ok(())
+            }
+        }
     }
 
     /// fsyncs blob files sled wrote since the last call, and their directory.
@@ -1206,6 +1264,15 @@ impl Outbox {
         id: u64,
         f: impl FnOnce(&mut Enrollment) -> Result<(), OutboxError>,
     ) -> Result<Enrollment, OutboxError> {
+        self.update_as(id, Durability::Now, f)
+    }
+
+    fn update_as(
+        &self,
+        id: u64,
+        durability: Durability,
+        f: impl FnOnce(&mut Enrollment) -> Result<(), OutboxError>,
+    ) -> Result<Enrollment, OutboxError> {
         let mut usage = self.lock();
         let before = self.get(id)?;
         let mut e = before.clone();
@@ -1214,7 +1281,7 @@ impl Outbox {
         self.entries
             .insert(id.to_be_bytes(), json)
             .map_err(storage_error)?;
-        self.persist()?;
+        self.persist_as(durability)?;
         self.account(&mut usage, Some(&before), Some(&e))?;
         Ok(e)
     }
@@ -1245,8 +1312,56 @@ impl Outbox {
         id: u64,
         progress: Option<&UploadProgress>,
     ) -> Result<Enrollment, OutboxError> {
+        self.claim_as(id, progress, Durability::Now)
+    }
+
+    /// Claims several entries, each with its progress, in one durable
+    /// write (for a vendor that looks every unanswered upload up before it
+    /// sends again: a crash then leaves entries in flight that were never
+    /// sent, which costs a lookup each, never a duplicate). One result per
+    /// claim, in order; a storage failure fails them all.
+    pub fn claim_many(
+        &self,
+        claims: &[(u64, &UploadProgress)],
+    ) -> Result<Vec<Result<Enrollment, OutboxError>>, OutboxError> {
+        let out: Vec<_> = claims
+            .iter()
+            .map(|(id, p)| self.claim_as(*id, Some(p), Durability::Deferred))
+            .collect();
+        self.persist()?;
+        Ok(out)
+    }
+
+    /// Gives back a claimed entry that was not sent (its vendor paused or
+    /// went away before its turn): pending again, the attempt not counted.
+    /// Not durable by itself: a crash before the next durable write leaves
+    /// it in flight, and it is looked up before it is sent.
+    pub fn release(&self, id: u64) -> Result<Enrollment, OutboxError> {
+        if let Some(e) = self.end_withdrawn(id, false)? {
+            return Ok(e);
+        }
+        self.update_as(id, Durability::Deferred, |e| {
+            if !matches!(e.state, EntryState::InFlight { .. }) {
+                return Err(OutboxError::InvalidState {
+                    id,
+                    state: e.state.name(),
+                    wanted: "only an entry in flight can be released",
+                });
+            }
+            e.state = EntryState::Pending;
+            e.attempts = e.attempts.saturating_sub(1);
+            Ok(())
+        })
+    }
+
+    fn claim_as(
+        &self,
+        id: u64,
+        progress: Option<&UploadProgress>,
+        durability: Durability,
+    ) -> Result<Enrollment, OutboxError> {
         let now = self.clock.now_ms();
-        self.update(id, |e| {
+        self.update_as(id, durability, |e| {
             if e.state != EntryState::Pending {
                 return Err(OutboxError::InvalidState {
                     id,
@@ -1392,6 +1507,19 @@ impl Outbox {
     /// receipt. One transaction, so there is never an entry without images
     /// or a receipt next to a live entry.
     pub fn complete(&self, id: u64, face_ids: &[String]) -> Result<Receipt, OutboxError> {
+        self.complete_as(id, face_ids, Durability::Now)
+    }
+
+    /// [`Outbox::complete`], durable now or with the next durable write
+    /// (for a vendor that looks an interrupted upload up before it sends
+    /// again: a crash first leaves the entry in flight, and the lookup
+    /// finds its face).
+    pub fn complete_as(
+        &self,
+        id: u64,
+        face_ids: &[String],
+        durability: Durability,
+    ) -> Result<Receipt, OutboxError> {
         let mut usage = self.lock();
         let e = self.get(id)?;
         let receipt = Receipt {
@@ -1422,7 +1550,7 @@ impl Outbox {
                 Ok::<(), sled::transaction::ConflictableTransactionError<OutboxError>>(())
             })
             .map_err(tx_error)?;
-        self.persist()?;
+        self.persist_as(durability)?;
         self.account(&mut usage, Some(&e), None)?;
         drop(usage);
         // The receipt holds the same facts, durably: the line waits for the
