@@ -149,6 +149,87 @@ fn sdk_cpu_ms(
     Ok(cpu * 1000.0 / n.max(1.0))
 }
 
+/// The whole `enrolld drain` process (start-up included: config, key,
+/// store, TLS roots) on `ENTRIES` crops queued for persons `cli-N`: its CPU
+/// per upload in ms, (user, system), or why it did not run.
+fn cli_cpu_ms(
+    image: &[u8],
+    (w, h): (u32, u32),
+    dir: &std::path::Path,
+    endpoint: &str,
+    ca: &std::path::Path,
+    secret: &std::path::Path,
+) -> Result<(f64, f64), String> {
+    let state = dir.join("cli-state");
+    let key = dir.join("cli-queue-key");
+    support::write_private(&key, format!("{}\n", support::QUEUE_KEY_HEX));
+    let config = dir.join("cli.toml");
+    support::write_private(
+        &config,
+        format!(
+            "state_dir = {state:?}\n[upload]\nprovider = \"tencent\"\n[tencent]\nendpoint = {endpoint:?}\nsecret_id = {:?}\nsecret_key_file = {secret:?}\ngroup_id = \"bench\"\nqps = 1000.0\n[tls]\nextra_ca_file = {ca:?}\n[queue]\nkey_file = {key:?}\n[consent]\nrequired = false\n",
+            support::KEY_ID
+        ),
+    );
+    {
+        let outbox = support::open_queue(&state).map_err(|e| e.to_string())?;
+        for i in 0..ENTRIES {
+            outbox
+                .enqueue(new_enrollment(
+                    format!("cli-{i}"),
+                    Provider::Tencent,
+                    image,
+                    (w, h),
+                ))
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    let child = Command::new(env!("CARGO_BIN_EXE_enrolld"))
+        .arg("--config")
+        .arg(&config)
+        .arg("drain")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    // SAFETY: wait4 only writes the status and the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let mut status = 0;
+    if unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut ru) } < 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        return Err(format!("enrolld drain failed (wait status {status})"));
+    }
+    let ms = |t: libc::timeval| (t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3) / ENTRIES as f64;
+    Ok((ms(ru.ru_utime), ms(ru.ru_stime)))
+}
+
+fn new_enrollment(
+    person: String,
+    vendor: Provider,
+    image: &[u8],
+    (w, h): (u32, u32),
+) -> NewEnrollment {
+    NewEnrollment {
+        person_id: person,
+        person_name: None,
+        provider: vendor,
+        group: Group {
+            id: "bench".into(),
+            name: "bench".into(),
+        },
+        images: vec![NewImage {
+            bytes: image.to_vec(),
+            width: w,
+            height: h,
+        }],
+        scores: vec![],
+        consent: None,
+    }
+}
+
 /// Set in the emulator's process: `VENDOR CA_PATH SECRET_PATH`.
 const SERVE_ENV: &str = "ENROLLD_BENCH_SERVE";
 
@@ -220,22 +301,7 @@ fn main() {
         );
         for i in 0..ENTRIES {
             outbox
-                .enqueue(NewEnrollment {
-                    person_id: format!("bench-{i}"),
-                    person_name: None,
-                    provider: vendor,
-                    group: Group {
-                        id: "bench".into(),
-                        name: "bench".into(),
-                    },
-                    images: vec![NewImage {
-                        bytes: image.clone(),
-                        width: w,
-                        height: h,
-                    }],
-                    scores: vec![],
-                    consent: None,
-                })
+                .enqueue(new_enrollment(format!("bench-{i}"), vendor, &image, (w, h)))
                 .expect("enqueue");
         }
         let skew = Arc::new(SkewClock::new(clock.clone()));
@@ -261,6 +327,17 @@ fn main() {
         let cpu1 = cpu_seconds();
         let (user, sys) = (cpu1.0 - cpu0.0, cpu1.1 - cpu0.1);
         let (wall, cpu) = (t0.elapsed().as_secs_f64(), user + sys);
+        let cli = (vendor == Provider::Tencent).then(|| {
+            let ca = cfg.tls.extra_ca_file.clone().unwrap_or_default();
+            cli_cpu_ms(
+                &image,
+                (w, h),
+                dir.path(),
+                &cfg.tencent.endpoint,
+                &ca,
+                &secret,
+            )
+        });
         let _ = emulator.kill();
         let _ = emulator.wait();
         let summary = summary.expect("drain");
@@ -274,13 +351,34 @@ fn main() {
             sys * 1000.0 / ENTRIES as f64,
             100.0 * cpu / wall
         );
-        if vendor == Provider::Tencent {
+        if let Some(cli) = cli {
             let ours = cpu * 1000.0 / ENTRIES as f64;
+            let cli = match cli {
+                Ok((user, sys)) => {
+                    println!(
+                        "cli      `enrolld drain`, whole process, start-up included: CPU {:.2} ms per upload (user {user:.2}, system {sys:.2})",
+                        user + sys
+                    );
+                    Some(user + sys)
+                }
+                Err(why) => {
+                    println!("cli      not measured: {why}");
+                    None
+                }
+            };
             match sdk_cpu_ms(&image, dir.path(), &secret) {
-                Ok(sdk) => println!(
-                    "tencent: enrolld's CPU per upload is {:.2}x the SDK script's ({ours:.2} ms / {sdk:.2} ms)",
-                    ours / sdk
-                ),
+                Ok(sdk) => {
+                    println!(
+                        "tencent: enrolld's CPU per upload is {:.2}x the SDK script's ({ours:.2} ms / {sdk:.2} ms)",
+                        ours / sdk
+                    );
+                    if let Some(cli) = cli {
+                        println!(
+                            "tencent: the whole `enrolld drain` process is {:.2}x the SDK script's uploads ({cli:.2} ms / {sdk:.2} ms)",
+                            cli / sdk
+                        );
+                    }
+                }
                 Err(why) => println!("sdk      not measured: {why}"),
             }
         }
