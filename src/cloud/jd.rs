@@ -5,7 +5,7 @@
 //! per call, so an entry's images are sent one by one.
 
 use super::sign::jd_sign;
-use super::{base64, classify_http_status, SkewClock, UploadError, Uploaded, Uploader};
+use super::{classify_http_status, SkewClock, UploadError, Uploaded, Uploader};
 use crate::clock::UnixMillis;
 use crate::cloud::http::HttpClient;
 use crate::config::Secret;
@@ -179,14 +179,18 @@ impl JdClient {
             #[serde(skip_serializing_if = "str::is_empty")]
             group_name: &'a str,
             outer_id: &'a str,
-            image_base64: String,
         }
-        let body = serde_json::to_vec(&FaceCreate {
-            group_id: &entry.group.id,
-            group_name: &entry.group.name,
-            outer_id: &entry.person_id,
-            image_base64: base64(image),
-        })
+        // ... and `imageBase64`, written into the body as it is encoded.
+        let body = super::json_with_base64(
+            &FaceCreate {
+                group_id: &entry.group.id,
+                group_name: &entry.group.name,
+                outer_id: &entry.person_id,
+            },
+            "imageBase64",
+            &[image],
+            false,
+        )
         .map_err(|e| UploadError::new(ErrorClass::Never, UploadCode::Encode, e.to_string()))?;
         let resp = self
             .http

@@ -13,9 +13,7 @@
 //! asks `GetPersonBaseInfo` first: new face ids mean it landed.
 
 use super::sign::{tc3_sign, Tc3Request, TC3_CONTENT_TYPE};
-use super::{
-    base64, classify_http_status, ForgetRequest, SkewClock, UploadError, Uploaded, Uploader,
-};
+use super::{classify_http_status, ForgetRequest, SkewClock, UploadError, Uploaded, Uploader};
 use crate::cloud::http::{host_of, HttpClient};
 use crate::config::Secret;
 use crate::model::{
@@ -249,8 +247,11 @@ impl TencentClient {
 
     /// One signed API call; the `Response` object of a success.
     pub fn call(&self, action: &str, params: &impl serde::Serialize) -> Result<Value, UploadError> {
-        let body = serde_json::to_vec(params)
-            .map_err(|e| UploadError::new(ErrorClass::Never, UploadCode::Encode, e.to_string()))?;
+        self.call_body(action, serde_json::to_vec(params).map_err(encode_error)?)
+    }
+
+    /// [`TencentClient::call`] with its JSON body made.
+    fn call_body(&self, action: &str, body: Vec<u8>) -> Result<Value, UploadError> {
         let timestamp = self.clock.now_ms().div_euclid(1000);
         let sig = tc3_sign(&Tc3Request {
             secret_id: &self.secret_id,
@@ -308,31 +309,31 @@ impl TencentClient {
             group_id: &'a str,
             person_id: &'a str,
             person_name: String,
-            image: String,
             #[serde(skip_serializing_if = "is_zero")]
             unique_person_control: u8,
             #[serde(skip_serializing_if = "is_zero")]
             quality_control: u8,
         }
-        let r = self
-            .call(
-                "CreatePerson",
-                &CreatePerson {
-                    group_id: &self.group_id,
-                    person_id: &entry.person_id,
-                    person_name: rules::person_name(&entry.person_id, entry.person_name.as_deref()),
-                    image: base64(image),
-                    unique_person_control: self.gates.unique_person_control,
-                    quality_control: self.gates.quality_control,
-                },
-            )
-            .map_err(|mut e| {
-                if e.code == QUALITY_NOT_QUALIFIED {
-                    e.message =
-                        format!("CreatePerson: {}", refused_reason(-1601, &entry.person_id));
-                }
-                e
-            })?;
+        // ... and `Image`, written into the body as it is encoded.
+        let body = super::json_with_base64(
+            &CreatePerson {
+                group_id: &self.group_id,
+                person_id: &entry.person_id,
+                person_name: rules::person_name(&entry.person_id, entry.person_name.as_deref()),
+                unique_person_control: self.gates.unique_person_control,
+                quality_control: self.gates.quality_control,
+            },
+            "Image",
+            &[image],
+            false,
+        )
+        .map_err(encode_error)?;
+        let r = self.call_body("CreatePerson", body).map_err(|mut e| {
+            if e.code == QUALITY_NOT_QUALIFIED {
+                e.message = format!("CreatePerson: {}", refused_reason(-1601, &entry.person_id));
+            }
+            e
+        })?;
         // With UniquePersonControl, a face that matches a person of the
         // group creates nobody: the answer names the match instead.
         if let Some(similar) = r
@@ -365,26 +366,29 @@ impl TencentClient {
         pending: &[usize],
         images: &[Vec<u8>],
     ) -> Result<(), UploadError> {
-        let encoded: Vec<String> = pending.iter().map(|&i| base64(&images[i])).collect();
         #[derive(serde::Serialize)]
         #[serde(rename_all = "PascalCase")]
         struct CreateFace<'a> {
             person_id: &'a str,
-            images: Vec<String>,
             #[serde(skip_serializing_if = "is_zero")]
             quality_control: u8,
             #[serde(skip_serializing_if = "Option::is_none")]
             face_match_threshold: Option<f64>,
         }
-        let r = self.call(
-            "CreateFace",
+        // ... and `Images`, written into the body as they are encoded.
+        let pending_images: Vec<&[u8]> = pending.iter().map(|&i| images[i].as_slice()).collect();
+        let body = super::json_with_base64(
             &CreateFace {
                 person_id: &entry.person_id,
-                images: encoded,
                 quality_control: self.gates.quality_control,
                 face_match_threshold: self.gates.face_match_threshold,
             },
-        )?;
+            "Images",
+            &pending_images,
+            true,
+        )
+        .map_err(encode_error)?;
+        let r = self.call_body("CreateFace", body)?;
         apply_create_face(entry, pending, &r)
     }
 
@@ -742,6 +746,10 @@ impl Uploader for TencentClient {
             face_ids: entry.progress.uploaded_face_ids.clone(),
         })
     }
+}
+
+fn encode_error(e: serde_json::Error) -> UploadError {
+    UploadError::new(ErrorClass::Never, UploadCode::Encode, e.to_string())
 }
 
 #[cfg(test)]

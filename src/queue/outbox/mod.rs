@@ -709,11 +709,35 @@ impl Outbox {
         Ok(())
     }
 
+    /// Removes an entry's image chunks, then the entry.
+    fn finish_removal(&self, id: u64, image_keys: &[sled::IVec]) -> Result<(), OutboxError> {
+        for k in image_keys {
+            self.images.remove(k).map_err(storage_error)?;
+        }
+        self.entries
+            .remove(id.to_be_bytes())
+            .map_err(storage_error)?;
+        Ok(())
+    }
+
     fn recover(&self) -> Result<Recovery, OutboxError> {
         let mut usage = self.lock();
         let mut rec = Recovery::default();
+        let mut finished = 0u64;
         for item in self.entries.iter() {
             let (key, value) = item.map_err(storage_error)?;
+            // A receipt next to a live entry: a crash while `complete_as`
+            // removed it. The cloud has it; finish the removal.
+            if self.receipts.contains_key(&key).map_err(storage_error)? {
+                let Some(id) = id_from_key(&key) else {
+                    continue;
+                };
+                let _ = self.spool.remove(id);
+                let image_keys = self.image_keys(id)?;
+                self.finish_removal(id, &image_keys)?;
+                finished += 1;
+                continue;
+            }
             let Ok(mut e) = serde_json::from_slice::<Enrollment>(&value) else {
                 rec.corrupt += 1;
                 let id = id_from_key(&key).unwrap_or(0);
@@ -735,7 +759,12 @@ impl Outbox {
                 rec.requeued += 1;
             }
         }
-        if rec.requeued > 0 {
+        if finished > 0 {
+            log::info!(
+                "outbox: {finished} uploaded entr(ies) interrupted while being removed are removed"
+            );
+        }
+        if rec.requeued > 0 || finished > 0 {
             self.persist()?;
             log::warn!(
                 "outbox: {} upload(s) interrupted by a restart are pending again",
@@ -1539,17 +1568,14 @@ impl Outbox {
         let json = serde_json::to_vec(&receipt).map_err(|x| OutboxError::Storage(x.to_string()))?;
         let image_keys = self.image_keys(id)?;
         self.drop_copy(id);
-        use sled::Transactional;
-        (&self.entries, &self.images, &self.receipts)
-            .transaction(|(entries, imgs, receipts)| {
-                entries.remove(&id.to_be_bytes())?;
-                for k in &image_keys {
-                    imgs.remove(k)?;
-                }
-                receipts.insert(&id.to_be_bytes(), json.as_slice())?;
-                Ok::<(), sled::transaction::ConflictableTransactionError<OutboxError>>(())
-            })
-            .map_err(tx_error)?;
+        // Three plain writes, not a transaction (which makes sled write its
+        // log buffer out twice): the receipt first, so a crash between them
+        // leaves a live entry next to its receipt, which the next open
+        // finishes (see `recover`), never an entry without images.
+        self.receipts
+            .insert(id.to_be_bytes(), json)
+            .map_err(storage_error)?;
+        self.finish_removal(id, &image_keys)?;
         self.persist_as(durability)?;
         self.account(&mut usage, Some(&e), None)?;
         drop(usage);
@@ -2077,6 +2103,61 @@ mod tests {
         fields.remove("uploaded_face_ids");
         let back: Enrollment = serde_json::from_value(old).expect("a record without a field");
         assert_eq!(back, e, "missing progress fields default as before");
+    }
+
+    #[test]
+    fn a_crash_between_the_receipt_and_the_removal_is_finished_at_the_next_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = FakeClock::new(5_000);
+        let (id, kept) = {
+            let ob = open(dir.path(), &clock, BIG);
+            let done = ob.enqueue(new("p", vec![3; 200_000])).expect("enqueue");
+            let kept = ob.enqueue(new("q", vec![4; 1_000])).expect("enqueue").id;
+            let claimed = ob.claim(done.id).expect("claim");
+            // What `complete_as` has written when the power goes: the
+            // receipt, one image chunk of several removed, the entry in
+            // flight and its spool copy gone.
+            let receipt = serde_json::to_vec(&Receipt {
+                id: claimed.id,
+                person_id: "p".into(),
+                provider: Provider::Jd,
+                group: claimed.group.clone(),
+                face_ids: vec!["f".into()],
+                created_at_ms: 5_000,
+                uploaded_at_ms: 6_000,
+                attempts: 1,
+                created_boot: None,
+                uploaded_boot: None,
+                consent: None,
+                created_person: false,
+            })
+            .expect("json");
+            ob.receipts
+                .insert(claimed.id.to_be_bytes(), receipt)
+                .expect("receipt");
+            let keys = ob.image_keys(claimed.id).expect("keys");
+            assert!(keys.len() > 1, "the image spans chunks");
+            ob.images.remove(&keys[0]).expect("one chunk");
+            ob.drop_copy(claimed.id);
+            ob.persist().expect("persist");
+            (claimed.id, kept)
+        };
+        let (ob, rec) =
+            Outbox::open(dir.path(), BIG, Arc::new(clock.clone()), test_key()).expect("reopens");
+        assert_eq!(rec.requeued, 0, "an uploaded entry is not sent again");
+        assert!(matches!(ob.get(id), Err(OutboxError::NotFound(_))));
+        assert!(
+            ob.image_keys(id).expect("keys").is_empty(),
+            "every chunk goes"
+        );
+        assert_eq!(ob.receipts().expect("receipts").len(), 1);
+        assert_eq!(ob.usage().entries, 1);
+        let other = ob.get(kept).expect("the other entry");
+        assert_eq!(
+            ob.stored_images(&other).expect("its image"),
+            vec![vec![4; 1_000]]
+        );
+        assert!(!ob.spool.ids().expect("spool").contains(&id));
     }
 
     #[test]
