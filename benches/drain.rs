@@ -103,7 +103,7 @@ fn sdk_cpu_ms(
         .is_ok_and(|s| s.success());
     if !has_sdk {
         return Err(format!(
-            "Tencent's Python SDK is not installed in {} (scripts/setup-bench installs it)",
+            "not measured: Tencent's Python SDK is not installed in {} (scripts/setup-bench installs it)",
             python.display()
         ));
     }
@@ -131,7 +131,7 @@ fn sdk_cpu_ms(
     let out = out?;
     if !out.status.success() {
         return Err(format!(
-            "the SDK script failed: {}",
+            "not measured: the SDK script failed: {}",
             String::from_utf8_lossy(&out.stderr)
         ));
     }
@@ -146,6 +146,18 @@ fn sdk_cpu_ms(
         v["system_s"].as_f64().unwrap_or(0.0) * 1000.0 / n.max(1.0),
         String::from_utf8_lossy(&Command::new(&python).arg("--version").output().map(|o| o.stdout).unwrap_or_default()).trim()
     );
+    let machine = Command::new(&python)
+        .args(["-c", "import platform; print(platform.machine())"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let ours = std::env::consts::ARCH;
+    let same = machine == ours || (ours == "arm" && machine.starts_with("armv"));
+    if !same {
+        return Err(format!(
+            "not compared: the SDK ran natively on {machine}, enrolld on {ours} (under emulation?)"
+        ));
+    }
     Ok(cpu * 1000.0 / n.max(1.0))
 }
 
@@ -379,7 +391,7 @@ fn main() {
                         );
                     }
                 }
-                Err(why) => println!("sdk      not measured: {why}"),
+                Err(why) => println!("sdk      {why}"),
             }
         }
     }
