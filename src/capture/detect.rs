@@ -4,7 +4,6 @@
 use crate::capture::landmarks::Landmarker;
 use crate::config::DetectConfig;
 use crate::model::{Landmarks, Pose};
-use image::imageops::FilterType;
 use image::{GrayImage, RgbImage};
 use serde::Serialize;
 use std::fmt;
@@ -265,7 +264,7 @@ impl SeetaDetector {
         let img = if (sw, sh) == area.dimensions() {
             area
         } else {
-            resized = image::imageops::resize(area, sw, sh, FilterType::Triangle);
+            resized = crate::capture::scale::resize_gray(area, sw, sh);
             &resized
         };
         let max_scaled = if max_face == 0 {

@@ -1,6 +1,7 @@
 //! From the camera to a queued enrollment: frame sources ([`source`]),
 //! bounded decoding ([`frame`]), face detection ([`detect`]), scoring and
-//! rejection reasons ([`quality`]), the best shot of a burst ([`burst`]),
+//! rejection reasons ([`quality`]), grey images shrunk by area
+//! ([`scale`]), the best shot of a burst ([`burst`]),
 //! JPEG within each vendor's limits ([`encode`]), and the pipeline that
 //! ties them together ([`enroll`]).
 
@@ -11,6 +12,7 @@ pub mod enroll;
 pub mod frame;
 pub mod landmarks;
 pub mod quality;
+pub mod scale;
 pub mod source;
 
 /// Where the rustface package's sample group photo was on the build machine

@@ -7,7 +7,6 @@ use crate::config::QualityConfig;
 use crate::model::FaceScores;
 #[cfg(test)]
 use crate::model::Pose;
-use image::imageops::FilterType;
 use image::{GrayImage, RgbImage};
 use serde::Serialize;
 use std::fmt;
@@ -246,7 +245,7 @@ pub fn assess(gray: &GrayImage, faces: &[FaceBox], cfg: &QualityConfig) -> Asses
     };
     let region =
         image::imageops::crop_imm(gray, inner.x, inner.y, inner.width, inner.height).to_image();
-    let norm = image::imageops::resize(&region, NORM_SIDE, NORM_SIDE, FilterType::Triangle);
+    let norm = crate::capture::scale::resize_gray(&region, NORM_SIDE, NORM_SIDE);
     let (brightness, contrast) = mean_and_stddev(&norm);
     let sharpness = laplacian_variance(&norm);
     let face_px = face.size();
@@ -281,11 +280,8 @@ pub fn assess(gray: &GrayImage, faces: &[FaceBox], cfg: &QualityConfig) -> Asses
         scores: Some(scores),
         decision,
         crop: crop_rect(&face, cfg.margin, w, h),
-        thumb: Some(image::imageops::resize(
-            &norm,
-            THUMB_SIDE,
-            THUMB_SIDE,
-            FilterType::Triangle,
+        thumb: Some(crate::capture::scale::resize_gray(
+            &norm, THUMB_SIDE, THUMB_SIDE,
         )),
     }
 }
