@@ -54,8 +54,9 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with('-'))
         .collect();
-    let parts: [(&str, fn()); 6] = [
+    let parts: [(&str, fn()); 7] = [
         ("speed", speed),
+        ("following", following),
         ("largest", largest),
         ("recall", recall),
         ("landmarks", landmark_error),
@@ -176,6 +177,88 @@ fn speed() {
             tracked,
             peak_rss_mib()
         );
+    }
+}
+
+/// Where a following 1280x720 frame's time goes, stage by stage (the
+/// stages `assess_frame` runs, each timed alone). `ENROLLD_BENCH_RUNS`
+/// sets the runs (default 101), e.g. to hold it still under `perf`.
+fn following() {
+    let runs = std::env::var("ENROLLD_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(101usize);
+    let cfg = DetectConfig::default();
+    let qcfg = QualityConfig::default();
+    let mut detector = SeetaDetector::new(&cfg).expect("detector");
+    let (w, h) = (1280u32, 720u32);
+    let face_px = h * 3 / 10;
+    let first = image::imageops::grayscale(&frame_with_face_at(w, h, 0, face_px, 0));
+    let next_rgb = frame_with_face_at(w, h, 0, face_px, 12);
+    let next = image::imageops::grayscale(&next_rgb);
+    let face = detector
+        .detect(&first)
+        .into_iter()
+        .max_by_key(|f| f.area())
+        .expect("a face in the first frame");
+    let near = detector.detect_near(&next, &face);
+    let tracked = *near.first().expect("the face tracked");
+    let refined = detector.refine(&next, &tracked);
+    let judged = detector.landmarks(&next_rgb, vec![refined]);
+    assert!(judged.first().is_some_and(|f| f.landmarks.is_some()));
+    let a = enrolld::capture::quality::assess(&next, &judged, &qcfg);
+    let rect = a.crop.expect("a crop");
+    let roll = a.scores.and_then(|s| s.pose).map_or(0.0, |p| p.roll);
+    let frame = enrolld::capture::frame::Frame {
+        image: next_rgb.clone(),
+        index: 0,
+        origin: "bench".into(),
+    };
+    let stages: [(&str, Duration); 8] = [
+        (
+            "grey (image)",
+            time_n(runs, || image::imageops::grayscale(&next_rgb)),
+        ),
+        (
+            "grey",
+            time_n(runs, || enrolld::capture::scale::grey(&next_rgb)),
+        ),
+        (
+            "tracked search",
+            time_n(runs, || detector.detect_near(&next, &face)),
+        ),
+        ("refine", time_n(runs, || detector.refine(&next, &tracked))),
+        (
+            "landmarks",
+            time_n(runs, || detector.landmarks(&next_rgb, vec![refined])),
+        ),
+        (
+            "quality",
+            time_n(runs, || {
+                enrolld::capture::quality::assess(&next, &judged, &qcfg)
+            }),
+        ),
+        (
+            "crop",
+            time_n(runs, || {
+                enrolld::capture::quality::crop_levelled(&next_rgb, rect, roll)
+            }),
+        ),
+        (
+            "whole frame",
+            time_n(runs, || {
+                enrolld::capture::burst::assess_frame(&frame, &mut detector, &qcfg, Some(&face))
+            }),
+        ),
+    ];
+    println!(
+        "a following {w}x{h} frame (face {} px, crop {}x{}, roll {roll:.1}), median of {runs} runs:",
+        face.size(),
+        rect.width,
+        rect.height
+    );
+    for (name, t) in stages {
+        println!("  {name:<15} {:>7} ms", ms(t));
     }
 }
 

@@ -51,7 +51,7 @@ pub fn assess_frame(
     qcfg: &QualityConfig,
     near: Option<&FaceBox>,
 ) -> (FrameReport, Option<Candidate>) {
-    let gray = image::imageops::grayscale(&frame.image);
+    let gray = crate::capture::scale::grey(&frame.image);
     let tracked_faces = near
         .map(|f| detector.detect_near(&gray, f))
         .filter(|found| !found.is_empty());

@@ -1,4 +1,5 @@
-//! Shrinking a grey image by area averaging, in integers.
+//! Shrinking a grey image by area averaging, in integers; and the grey
+//! image of a colour frame, in one pass over its bytes.
 //!
 //! `image::imageops::resize` with a Triangle filter works in `f32` and, when
 //! it shrinks by a factor `r`, reads `2r` source pixels per output pixel in
@@ -9,7 +10,7 @@
 //! no ringing. Enlarging still goes through `image`'s Triangle filter.
 
 use image::imageops::FilterType;
-use image::GrayImage;
+use image::{GrayImage, RgbImage};
 
 /// Fixed-point one of a weight.
 const ONE: u32 = 1 << 14;
@@ -62,6 +63,20 @@ pub fn resize_gray(src: &GrayImage, dw: u32, dh: u32) -> GrayImage {
     }
     GrayImage::from_raw(dw as u32, dh as u32, out)
         .unwrap_or_else(|| image::imageops::resize(src, dw as u32, dh as u32, FilterType::Triangle))
+}
+
+/// The grey image of `rgb`, pixel for pixel what `image::imageops::grayscale`
+/// gives (sRGB luma, 2126/7152/722 over 10000, truncated), in one pass over
+/// the raw bytes: `grayscale` goes pixel by pixel through generic
+/// conversions and took 1.85 ms of a following 1280x720 frame.
+pub fn grey(rgb: &RgbImage) -> GrayImage {
+    let mut out = vec![0u8; rgb.as_raw().len() / 3];
+    for (o, p) in out.iter_mut().zip(rgb.as_raw().chunks_exact(3)) {
+        let l = 2126 * u32::from(p[0]) + 7152 * u32::from(p[1]) + 722 * u32::from(p[2]);
+        *o = (l / 10000) as u8;
+    }
+    GrayImage::from_raw(rgb.width(), rgb.height(), out)
+        .unwrap_or_else(|| image::imageops::grayscale(rgb))
 }
 
 /// For each output pixel of one direction, the first source pixel it covers
@@ -160,6 +175,20 @@ mod tests {
         );
         assert_eq!(out.get_pixel(39, 10).0[0], 0);
         assert_eq!(out.get_pixel(40, 10).0[0], 250);
+    }
+
+    #[test]
+    fn grey_is_images_grayscale_byte_for_byte() {
+        let rgb = RgbImage::from_fn(97, 61, |x, y| {
+            image::Rgb([
+                (x * 7 + y) as u8,
+                (x * 3 + y * 11) as u8,
+                (255 - x - y) as u8,
+            ])
+        });
+        assert_eq!(grey(&rgb), image::imageops::grayscale(&rgb));
+        let white = RgbImage::from_pixel(3, 2, image::Rgb([255, 255, 255]));
+        assert_eq!(grey(&white), image::imageops::grayscale(&white));
     }
 
     #[test]

@@ -263,7 +263,7 @@ mod tests {
             ..Default::default()
         })
         .expect("detector");
-        let mut faces = |img: &image::RgbImage| det.detect(&imageops::grayscale(img)).len();
+        let mut faces = |img: &image::RgbImage| det.detect(&crate::capture::scale::grey(img)).len();
         let upright = faces(&photo);
         assert!(upright >= 5, "the group photo has faces: {upright}");
         let as_delivered = faces(&next(&mut frame(sideways.clone())));
