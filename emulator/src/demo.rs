@@ -88,7 +88,7 @@ pub fn run(opts: &DemoOptions) -> Result<u8, String> {
         enrolld.display()
     );
     println!(
-        "demo: queue and config in {}/ (minimum face size lowered to 40 px for the group photo)",
+        "demo: queue and config in {}/ (minimum face size lowered to 40 px and eye distance to 12 px for the group photo)",
         dir.display()
     );
     let source = format!("file:{}", photo.display());
@@ -134,7 +134,13 @@ fn config_text(dir: &Path, key: &Path, secret: &Path, ca: &Path, endpoint: &str)
     t.insert("state_dir".into(), path(dir));
     t.insert("queue".into(), table(vec![("key_file", path(key))]));
     t.insert("detect".into(), table(vec![("min_face_px", 40.into())]));
-    t.insert("quality".into(), table(vec![("min_face_px", 40.into())]));
+    t.insert(
+        "quality".into(),
+        table(vec![
+            ("min_face_px", 40.into()),
+            ("min_eye_distance_px", 12.0.into()),
+        ]),
+    );
     t.insert("burst".into(), table(vec![("frames", 1.into())]));
     t.insert("tls".into(), table(vec![("extra_ca_file", path(ca))]));
     t.insert(
