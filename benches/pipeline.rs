@@ -100,10 +100,10 @@ fn main() {
             time(|| raw_to_rgb(PixelFormat::Yuyv, w, h, &yuyv, &decode_limits).expect("yuyv"));
         let rgb = decode_untrusted(&mjpeg, &decode_limits).expect("decode");
         let detect = time(|| {
-            let gray = image::imageops::grayscale(&rgb);
+            let gray = enrolld::capture::scale::grey(&rgb);
             detector.detect(&gray)
         });
-        let gray = image::imageops::grayscale(&rgb);
+        let gray = enrolld::capture::scale::grey(&rgb);
         let faces = detector.detect(&gray);
         assert!(!faces.is_empty(), "{w}x{h}: no face found");
         let select = time(|| {
@@ -144,7 +144,7 @@ fn main() {
     let mjpeg = support::encode(&frame, ImageFormat::Jpeg);
     let whole = time(|| {
         let rgb = decode_untrusted(&mjpeg, &decode_limits).expect("decode");
-        let gray = image::imageops::grayscale(&rgb);
+        let gray = enrolld::capture::scale::grey(&rgb);
         let faces = detector.detect(&gray);
         let a = quality::assess(&gray, &faces, &quality_cfg);
         let crop = quality::crop(&rgb, a.crop.expect("face"));

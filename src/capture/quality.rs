@@ -336,7 +336,6 @@ pub fn decide(s: &FaceScores, cfg: &QualityConfig) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// 0-100: bigger, sharper, well exposed, contrasty faces rank higher.
 /// The pose estimate's precision: a frame and its slightly softened copy
 /// differ by 2-3 degrees of yaw, so the preference counts whole steps.
 const POSE_STEP_DEG: f64 = 5.0;
@@ -352,6 +351,7 @@ fn frontal_factor(yaw: f32, pitch: f32, cfg: &QualityConfig) -> f64 {
     1.0 - turned / 3.0
 }
 
+/// 0-100: bigger, sharper, well exposed, contrasty faces rank higher.
 fn overall_score(
     face_px: u32,
     brightness: f64,
