@@ -90,7 +90,7 @@ fn speed() {
         "8-frame burst",
         "peak MiB"
     );
-    println!("  first / following: a whole frame judged (grey, detection, refinement, landmarks, quality); the landmarks of its face alone after");
+    println!("  first / following: a whole frame judged (first: grey, detection, refinement, landmarks, quality; following: grey, the face followed through the landmark model, quality); the landmarks of its face alone after");
     for (w, h) in [(640u32, 480u32), (1280, 720), (1920, 1080)] {
         reset_peak_rss();
         let face_px = h * 3 / 10;
@@ -117,12 +117,21 @@ fn speed() {
         let t_whole_first = time_n(ITERATIONS, || {
             enrolld::capture::burst::assess_frame(&first_frame, &mut detector, &quality_cfg, None)
         });
+        let judged =
+            enrolld::capture::burst::assess_frame(&first_frame, &mut detector, &quality_cfg, None)
+                .0
+                .chosen
+                .expect("the first frame's face judged");
+        let followed = enrolld::capture::burst::Followed {
+            previous: judged,
+            anchor: judged,
+        };
         let t_whole_next = time_n(ITERATIONS, || {
             let (report, _) = enrolld::capture::burst::assess_frame(
                 &next_frame,
                 &mut detector,
                 &quality_cfg,
-                Some(&face),
+                Some(&followed),
             );
             assert!(report.tracked && report.faces.iter().all(|f| f.landmarks.is_some()));
         });
@@ -201,6 +210,17 @@ fn following() {
         .into_iter()
         .max_by_key(|f| f.area())
         .expect("a face in the first frame");
+    let first_rgb = frame_with_face_at(w, h, 0, face_px, 0);
+    let first_refined = detector.refine(&first, &face);
+    let anchor = detector
+        .landmarks(&first_rgb, vec![first_refined])
+        .into_iter()
+        .next()
+        .expect("landmarks on the first frame's face");
+    let followed = enrolld::capture::burst::Followed {
+        previous: anchor,
+        anchor,
+    };
     let near = detector.detect_near(&next, &face);
     let tracked = *near.first().expect("the face tracked");
     let refined = detector.refine(&next, &tracked);
@@ -214,7 +234,11 @@ fn following() {
         index: 0,
         origin: "bench".into(),
     };
-    let stages: [(&str, Duration); 8] = [
+    assert!(
+        detector.track(&next_rgb, &anchor, &anchor).is_some(),
+        "the face followed through its landmarks"
+    );
+    let stages: [(&str, Duration); 9] = [
         (
             "grey (image)",
             time_n(runs, || image::imageops::grayscale(&next_rgb)),
@@ -222,6 +246,10 @@ fn following() {
         (
             "grey",
             time_n(runs, || enrolld::capture::scale::grey(&next_rgb)),
+        ),
+        (
+            "follow",
+            time_n(runs, || detector.track(&next_rgb, &anchor, &anchor)),
         ),
         (
             "tracked search",
@@ -247,7 +275,13 @@ fn following() {
         (
             "whole frame",
             time_n(runs, || {
-                enrolld::capture::burst::assess_frame(&frame, &mut detector, &qcfg, Some(&face))
+                let (report, _) = enrolld::capture::burst::assess_frame(
+                    &frame,
+                    &mut detector,
+                    &qcfg,
+                    Some(&followed),
+                );
+                assert!(report.followed);
             }),
         ),
     ];
@@ -257,6 +291,7 @@ fn following() {
         rect.width,
         rect.height
     );
+    println!("  (follow: the landmark model around the previous face, the box moved with its points; when it fails, the tracked search, refine and landmarks run instead)");
     for (name, t) in stages {
         println!("  {name:<15} {:>7} ms", ms(t));
     }

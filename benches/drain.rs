@@ -11,6 +11,12 @@
 //! verifies every signature and decodes every image, but skips face
 //! detection), so this process's CPU time is the client's own: signing,
 //! base64, TLS, JSON, and the durable outbox updates of every attempt.
+//!
+//! `ENROLLD_BENCH_CLI_WRAP` runs the whole-process `enrolld drain` under a
+//! command, to see where its time goes, e.g.
+//! `ENROLLD_BENCH_CLI_WRAP="strace -f -c -o /tmp/drain.strace"` or
+//! `"perf record --call-graph dwarf -o /tmp/drain.perf"` (its CPU figure
+//! then includes the wrapper's).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -196,7 +202,14 @@ fn cli_cpu_ms(
                 .map_err(|e| e.to_string())?;
         }
     }
-    let child = Command::new(env!("CARGO_BIN_EXE_enrolld"))
+    let mut wrapper = std::env::var("ENROLLD_BENCH_CLI_WRAP")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(String::from)
+        .collect::<Vec<_>>();
+    wrapper.push(env!("CARGO_BIN_EXE_enrolld").to_string());
+    let child = Command::new(&wrapper[0])
+        .args(&wrapper[1..])
         .arg("--config")
         .arg(&config)
         .arg("drain")

@@ -140,6 +140,11 @@ fn a_burst_follows_the_face_as_it_moves_and_keeps_its_box() {
     }
     for report in &r.frames[1..] {
         assert!(report.tracked, "frame {} was searched whole", report.index);
+        assert!(
+            report.followed,
+            "frame {} was not followed through its landmarks",
+            report.index
+        );
     }
     // The box keeps its size from frame to frame, tracked or not.
     let (min, max) = (
@@ -195,4 +200,59 @@ fn the_refined_box_is_where_the_whole_frame_search_puts_it() {
     let again = detector.refine(&gray, &refined);
     let iou = enrolld::capture::detect::overlap(&refined, &again);
     assert!(iou > 0.85, "{refined:?} then {again:?}");
+}
+
+#[test]
+fn a_box_followed_through_the_landmarks_is_where_the_detector_puts_it() {
+    // Two people of the sample set, each drifting across a burst: the box
+    // each followed frame reports against the detector's refined box on
+    // the same frame, as if that frame had been searched whole.
+    for (i, size) in [(0usize, 200u32), (3, 220)] {
+        let shots: Vec<RgbImage> = (0..5)
+            .map(|k| scene(1280, 720, i, size, 380 + k * 20, 70 + k * 6).0)
+            .collect();
+        let mut detector = SeetaDetector::new(&DetectConfig::default()).expect("detector");
+        let r = burst(
+            &mut detector,
+            &mut frames(shots.clone()),
+            &QualityConfig::default(),
+        );
+        for (report, shot) in r.frames.iter().zip(&shots).skip(1) {
+            assert!(report.followed, "face {i}, frame {}", report.index);
+            let followed = report.chosen.expect("a face");
+            assert!(followed.landmarks.is_some() && followed.pose.is_some());
+            let gray = image::imageops::grayscale(shot);
+            let found = detector.detect(&gray);
+            let face = found.iter().max_by_key(|f| f.area()).expect("a face");
+            let boxed = detector.refine(&gray, face);
+            let iou = enrolld::capture::detect::overlap(&followed, &boxed);
+            assert!(
+                iou > 0.8,
+                "face {i}, frame {}: followed {followed:?}, detector {boxed:?} (IoU {iou:.2})",
+                report.index
+            );
+        }
+    }
+}
+
+#[test]
+fn a_face_that_grew_past_what_following_allows_is_boxed_by_the_detector_again() {
+    // The person steps closer: 180 px, then 250 px around the same place
+    // (1.39 times, past the 1.25 that following allows).
+    let (a, _) = scene(1280, 720, 2, 180, 460, 120);
+    let (b, near) = scene(1280, 720, 2, 250, 420, 60);
+    let mut detector = SeetaDetector::new(&DetectConfig::default()).expect("detector");
+    let r = burst(
+        &mut detector,
+        &mut frames(vec![a, b]),
+        &QualityConfig::default(),
+    );
+    let second = &r.frames[1];
+    assert!(!second.followed, "{second:?}");
+    let chosen = second.chosen.expect("boxed again");
+    assert!(
+        chosen.size() * 10 >= near.size() * 8,
+        "{chosen:?} for a {} px face",
+        near.size()
+    );
 }

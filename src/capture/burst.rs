@@ -30,6 +30,20 @@ pub struct FrameReport {
     /// Searched only around the face of the previous frame (tracking).
     #[serde(default)]
     pub tracked: bool,
+    /// Boxed through the landmark model alone, from the face as the
+    /// detector last boxed it ([`FaceDetector::track`]); the burst's own
+    /// bookkeeping, not reported.
+    #[serde(skip)]
+    pub followed: bool,
+}
+
+/// The face a burst follows into its next frame.
+#[derive(Debug, Clone, Copy)]
+pub struct Followed {
+    /// Where it was in the previous frame.
+    pub previous: FaceBox,
+    /// As the detector last boxed it, with its landmarks.
+    pub anchor: FaceBox,
 }
 
 /// An acceptable face crop from one frame.
@@ -42,28 +56,36 @@ pub struct Candidate {
 }
 
 /// Detects, chooses and scores the face of one frame. With `near` (the face
-/// of the previous frame) only its region is searched, unless the face is
-/// not found there; the chosen face's box is then refined at full
-/// resolution.
+/// of the previous frame) the face is first followed through the landmark
+/// model ([`FaceDetector::track`]); failing that, only its region is
+/// searched, and the whole frame when the face is not found there either.
+/// A box the detector found is then refined at full resolution.
 pub fn assess_frame(
     frame: &Frame,
     detector: &mut dyn FaceDetector,
     qcfg: &QualityConfig,
-    near: Option<&FaceBox>,
+    near: Option<&Followed>,
 ) -> (FrameReport, Option<Candidate>) {
     let gray = crate::capture::scale::grey(&frame.image);
-    let tracked_faces = near
-        .map(|f| detector.detect_near(&gray, f))
-        .filter(|found| !found.is_empty());
-    let tracked = tracked_faces.is_some();
-    let mut faces = tracked_faces.unwrap_or_else(|| detector.detect(&gray));
-    // Detectors promise no order; reports list the largest first.
-    faces.sort_by_key(|f| std::cmp::Reverse(f.area()));
-    if let Some(largest) = faces.first_mut() {
-        *largest = detector.refine(&gray, largest);
-        faces.sort_by_key(|f| std::cmp::Reverse(f.area()));
-    }
-    let faces = detector.landmarks(&frame.image, faces);
+    let followed = near.and_then(|n| detector.track(&frame.image, &n.previous, &n.anchor));
+    let (faces, tracked) = match followed {
+        Some(face) => (vec![face], true),
+        None => {
+            let tracked_faces = near
+                .map(|n| detector.detect_near(&gray, &n.previous))
+                .filter(|found| !found.is_empty());
+            let tracked = tracked_faces.is_some();
+            let mut faces = tracked_faces.unwrap_or_else(|| detector.detect(&gray));
+            // Detectors promise no order; reports list the largest first.
+            faces.sort_by_key(|f| std::cmp::Reverse(f.area()));
+            if let Some(largest) = faces.first_mut() {
+                *largest = detector.refine(&gray, largest);
+                faces.sort_by_key(|f| std::cmp::Reverse(f.area()));
+            }
+            (detector.landmarks(&frame.image, faces), tracked)
+        }
+    };
+    let followed = followed.is_some();
     let a = quality::assess(&gray, &faces, qcfg);
     let candidate = match (&a.decision, a.crop, a.scores, a.thumb) {
         (Ok(()), Some(rect), Some(scores), Some(thumb)) => Some(Candidate {
@@ -87,6 +109,7 @@ pub fn assess_frame(
         accepted: a.decision.is_ok(),
         rejection: a.decision.err(),
         tracked,
+        followed,
     };
     (report, candidate)
 }
@@ -109,9 +132,11 @@ pub struct BurstResult {
 /// and keeps the best `keep` distinct ones. `on_frame` sees every report as it
 /// is made (progress for the socket and the LED).
 ///
-/// After a frame with a face, the next is searched around that face
-/// ([`FaceDetector::detect_near`]), the whole frame again when it is lost;
-/// never when `quality.max_faces` is set, which needs every face counted.
+/// After a frame with a face, the face is followed into the next through
+/// the landmark model ([`FaceDetector::track`]), searched around its old
+/// place when that fails ([`FaceDetector::detect_near`]), and in the whole
+/// frame when it is lost; never when `quality.max_faces` is set, which
+/// needs every face counted.
 ///
 /// Memory: one frame at a time; a candidate keeps only its crop, scaled so
 /// its long edge is at most `crop_max_edge` (the encoder would scale it so
@@ -136,7 +161,7 @@ pub fn run_burst(
     let mut last_error = None;
     let keep = keep.clamp(1, 4);
     let track = qcfg.max_faces == 0;
-    let mut previous: Option<FaceBox> = None;
+    let mut previous: Option<Followed> = None;
     let mut device_failed = false;
     let mut cancelled = false;
     read_frames(source, cfg.frames, &mut |read| {
@@ -173,7 +198,13 @@ pub fn run_burst(
         let near = previous.as_ref().filter(|_| track);
         let (report, candidate) = assess_frame(&frame, detector, qcfg, near);
         drop(frame);
-        previous = report.chosen;
+        previous = report.chosen.map(|face| Followed {
+            previous: face,
+            anchor: match previous {
+                Some(p) if report.followed => p.anchor,
+                _ => face,
+            },
+        });
         on_frame(&report);
         frames.push(report);
         if let Some(mut c) = candidate {

@@ -66,6 +66,23 @@ pub trait FaceDetector {
         *face
     }
 
+    /// Follows a face into this frame through the landmark model alone, with
+    /// no detection: the model looks at the view around `previous` (the face
+    /// of the previous frame), and the box is `anchor` (the face as the
+    /// detector last boxed it, with its landmarks) moved, turned and scaled
+    /// as its landmarks moved (see [`follow`]). `None` when the model does
+    /// not find a face there or finds it changed more than a burst's motion
+    /// explains; the caller then searches with the detector. A detector
+    /// without a landmark model never follows.
+    fn track(
+        &mut self,
+        _rgb: &RgbImage,
+        _previous: &FaceBox,
+        _anchor: &FaceBox,
+    ) -> Option<FaceBox> {
+        None
+    }
+
     /// The faces the landmark model confirms, each with its landmarks, eye
     /// distance and pose; the others are not faces. `faces` is largest
     /// first; at most [`MAX_LANDMARKED`] are looked at, the rest kept as
@@ -91,6 +108,65 @@ const NEAR_MAX_SIZE: f32 = 1.45;
 /// Refinement: the sizes searched around the chosen face.
 const REFINE_MIN_SIZE: f32 = 0.8;
 const REFINE_MAX_SIZE: f32 = 1.25;
+
+/// Following through landmarks ([`follow`]): the face's size may change
+/// by at most this factor either way from its anchor, and its roll by at
+/// most this many degrees, before the detector boxes it again.
+const FOLLOW_MAX_SCALE: f32 = 1.25;
+const FOLLOW_MAX_TURN_DEG: f32 = 20.0;
+
+/// The box of a face whose landmarks moved from `from` to `to`, given its
+/// box `anchor` when its landmarks were `from`: the similarity (shift,
+/// turn in the image plane, scale) that takes the eyes, nose and mouth of
+/// `from` onto those of `to`, applied to the anchor's centre and size. The
+/// ears are left out: the model places them least surely. `None` when the
+/// face grew or shrank by more than [`FOLLOW_MAX_SCALE`] or turned by more
+/// than [`FOLLOW_MAX_TURN_DEG`]: then the detector should box it again.
+pub fn follow(anchor: &FaceBox, from: &Landmarks, to: &Landmarks) -> Option<FaceBox> {
+    let points = |l: &Landmarks| [l.right_eye, l.left_eye, l.nose, l.mouth];
+    let (a, b) = (points(from), points(to));
+    let centroid = |p: &[crate::model::Point; 4]| {
+        (
+            p.iter().map(|q| q.x).sum::<f32>() / 4.0,
+            p.iter().map(|q| q.y).sum::<f32>() / 4.0,
+        )
+    };
+    let (ma, mb) = (centroid(&a), centroid(&b));
+    // Least squares: b - mb = s R (a - ma), with s R = [[p, -q], [q, p]].
+    let (mut num_p, mut num_q, mut den) = (0.0f32, 0.0f32, 0.0f32);
+    for (pa, pb) in a.iter().zip(&b) {
+        let (ax, ay) = (pa.x - ma.0, pa.y - ma.1);
+        let (bx, by) = (pb.x - mb.0, pb.y - mb.1);
+        num_p += ax * bx + ay * by;
+        num_q += ax * by - ay * bx;
+        den += ax * ax + ay * ay;
+    }
+    if den <= f32::EPSILON {
+        return None;
+    }
+    let (p, q) = (num_p / den, num_q / den);
+    let scale = p.hypot(q);
+    let turn = q.atan2(p).to_degrees();
+    if !(1.0 / FOLLOW_MAX_SCALE..=FOLLOW_MAX_SCALE).contains(&scale)
+        || turn.abs() > FOLLOW_MAX_TURN_DEG
+    {
+        return None;
+    }
+    let cx = anchor.x as f32 + anchor.width as f32 / 2.0 - ma.0;
+    let cy = anchor.y as f32 + anchor.height as f32 / 2.0 - ma.1;
+    let (nx, ny) = (mb.0 + p * cx - q * cy, mb.1 + q * cx + p * cy);
+    let (w, h) = (anchor.width as f32 * scale, anchor.height as f32 * scale);
+    Some(FaceBox {
+        x: (nx - w / 2.0).round() as i32,
+        y: (ny - h / 2.0).round() as i32,
+        width: w.round() as u32,
+        height: h.round() as u32,
+        score: anchor.score,
+        landmarks: Some(*to),
+        eye_distance: Some(to.right_eye.distance(to.left_eye)),
+        pose: Some(crate::capture::landmarks::pose(to)),
+    })
+}
 
 /// A region of a frame, in its pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -366,6 +442,15 @@ impl FaceDetector for SeetaDetector {
         kept
     }
 
+    fn track(&mut self, rgb: &RgbImage, previous: &FaceBox, anchor: &FaceBox) -> Option<FaceBox> {
+        let from = anchor.landmarks?;
+        let found = self.landmarker.locate(
+            rgb,
+            (previous.x, previous.y, previous.width, previous.height),
+        )?;
+        follow(anchor, &from, &found.landmarks)
+    }
+
     fn refine(&mut self, gray: &GrayImage, face: &FaceBox) -> FaceBox {
         let Some(region) = grown_region(face, 0.35, gray.width(), gray.height()) else {
             return *face;
@@ -427,5 +512,99 @@ pub struct FixedDetector(pub Vec<FaceBox>);
 impl FaceDetector for FixedDetector {
     fn detect(&mut self, _gray: &GrayImage) -> Vec<FaceBox> {
         self.0.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Point;
+
+    fn points(centre: (f32, f32), scale: f32, turn_deg: f32) -> Landmarks {
+        let (s, c) = turn_deg.to_radians().sin_cos();
+        let at = |x: f32, y: f32| Point {
+            x: centre.0 + scale * (c * x - s * y),
+            y: centre.1 + scale * (s * x + c * y),
+        };
+        Landmarks {
+            right_eye: at(-30.0, -20.0),
+            left_eye: at(30.0, -20.0),
+            nose: at(2.0, 8.0),
+            mouth: at(0.0, 35.0),
+            right_ear: at(-70.0, 0.0),
+            left_ear: at(70.0, 0.0),
+        }
+    }
+
+    #[test]
+    fn a_followed_box_moves_turns_and_scales_with_the_landmarks() {
+        let anchor = FaceBox {
+            x: 100,
+            y: 50,
+            width: 200,
+            height: 200,
+            score: 7.5,
+            ..Default::default()
+        };
+        // The eyes, nose and mouth of `from` centre on (210.5, 130.75): the
+        // box's centre (200, 150) is (-10.5, 19.25) from them.
+        let from = points((210.0, 130.0), 1.0, 0.0);
+        // Moved by (40, -10) and 1.2 times larger: their centre is at
+        // (250.6, 120.9), the box's 1.2 times as far from it, at (238, 144).
+        let moved = follow(&anchor, &from, &points((250.0, 120.0), 1.2, 0.0)).expect("followed");
+        assert_eq!(
+            (moved.x, moved.y, moved.width, moved.height),
+            (118, 24, 240, 240)
+        );
+        assert_eq!(moved.score, 7.5, "the detector's confidence in the anchor");
+        assert!(moved.landmarks.is_some() && moved.eye_distance.is_some() && moved.pose.is_some());
+        // Turned by 15 degrees about (210, 130): the offset turns with them.
+        let turned = follow(&anchor, &from, &points((210.0, 130.0), 1.0, 15.0)).expect("followed");
+        let (s, c) = 15f32.to_radians().sin_cos();
+        let turn = |x: f32, y: f32| (c * x - s * y, s * x + c * y);
+        let (mx, my) = turn(0.5, 0.75);
+        let (ox, oy) = turn(-10.5, 19.25);
+        let (ex, ey) = (210.0 + mx + ox, 130.0 + my + oy);
+        let (cx, cy) = (turned.x as f32 + 100.0, turned.y as f32 + 100.0);
+        assert!(
+            (cx - ex).abs() <= 0.5 && (cy - ey).abs() <= 0.5,
+            "({cx}, {cy}) vs ({ex}, {ey})"
+        );
+        assert_eq!((turned.width, turned.height), (200, 200));
+    }
+
+    #[test]
+    fn a_face_that_changed_more_than_a_burst_explains_is_not_followed() {
+        let anchor = FaceBox {
+            x: 0,
+            y: 0,
+            width: 100,
+            height: 100,
+            ..Default::default()
+        };
+        let from = points((50.0, 50.0), 1.0, 0.0);
+        for (scale, turn) in [(1.3, 0.0), (0.75, 0.0), (1.0, 25.0), (1.0, -25.0)] {
+            assert!(
+                follow(&anchor, &from, &points((50.0, 50.0), scale, turn)).is_none(),
+                "scale {scale}, turn {turn}"
+            );
+        }
+        for (scale, turn) in [(1.2, 0.0), (0.82, 0.0), (1.0, 18.0), (1.1, -15.0)] {
+            assert!(
+                follow(&anchor, &from, &points((50.0, 50.0), scale, turn)).is_some(),
+                "scale {scale}, turn {turn}"
+            );
+        }
+        // All points in one place: no scale to be had.
+        let p = Point { x: 5.0, y: 5.0 };
+        let flat = Landmarks {
+            right_eye: p,
+            left_eye: p,
+            nose: p,
+            mouth: p,
+            right_ear: p,
+            left_ear: p,
+        };
+        assert!(follow(&anchor, &flat, &from).is_none());
     }
 }
