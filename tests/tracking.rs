@@ -80,6 +80,16 @@ fn burst(
     .expect("burst")
 }
 
+/// A burst over `images` with the default detector and quality settings.
+fn default_burst(images: Vec<RgbImage>) -> enrolld::capture::burst::BurstResult {
+    let mut detector = SeetaDetector::new(&DetectConfig::default()).expect("detector");
+    burst(
+        &mut detector,
+        &mut frames(images),
+        &QualityConfig::default(),
+    )
+}
+
 #[test]
 fn a_face_smaller_than_the_detectors_window_is_found_when_asked_for() {
     // rustface's window is 40 px: a 28 px face is found only because the
@@ -159,12 +169,7 @@ fn a_burst_follows_the_face_as_it_moves_and_keeps_its_box() {
 fn a_face_that_jumped_away_is_searched_for_in_the_whole_frame() {
     let (a, _) = scene(1280, 720, 2, 180, 60, 60);
     let (b, far) = scene(1280, 720, 2, 180, 820, 200);
-    let mut detector = SeetaDetector::new(&DetectConfig::default()).expect("detector");
-    let r = burst(
-        &mut detector,
-        &mut frames(vec![a, b]),
-        &QualityConfig::default(),
-    );
+    let r = default_burst(vec![a, b]);
     let second = &r.frames[1];
     assert!(!second.tracked, "lost near the old place: searched whole");
     let chosen = second.chosen.expect("found in the whole frame");
@@ -241,12 +246,7 @@ fn a_face_that_grew_past_what_following_allows_is_boxed_by_the_detector_again() 
     // (1.39 times, past the 1.25 that following allows).
     let (a, _) = scene(1280, 720, 2, 180, 460, 120);
     let (b, near) = scene(1280, 720, 2, 250, 420, 60);
-    let mut detector = SeetaDetector::new(&DetectConfig::default()).expect("detector");
-    let r = burst(
-        &mut detector,
-        &mut frames(vec![a, b]),
-        &QualityConfig::default(),
-    );
+    let r = default_burst(vec![a, b]);
     let second = &r.frames[1];
     assert!(!second.followed, "{second:?}");
     let chosen = second.chosen.expect("boxed again");
