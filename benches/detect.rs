@@ -202,7 +202,8 @@ fn following() {
     let mut detector = SeetaDetector::new(&cfg).expect("detector");
     let (w, h) = (1280u32, 720u32);
     let face_px = h * 3 / 10;
-    let first = image::imageops::grayscale(&frame_with_face_at(w, h, 0, face_px, 0));
+    let first_rgb = frame_with_face_at(w, h, 0, face_px, 0);
+    let first = image::imageops::grayscale(&first_rgb);
     let next_rgb = frame_with_face_at(w, h, 0, face_px, 12);
     let next = image::imageops::grayscale(&next_rgb);
     let face = detector
@@ -210,7 +211,6 @@ fn following() {
         .into_iter()
         .max_by_key(|f| f.area())
         .expect("a face in the first frame");
-    let first_rgb = frame_with_face_at(w, h, 0, face_px, 0);
     let first_refined = detector.refine(&first, &face);
     let anchor = detector
         .landmarks(&first_rgb, vec![first_refined])

@@ -67,8 +67,9 @@ pub fn assess_frame(
     near: Option<&Followed>,
 ) -> (FrameReport, Option<Candidate>) {
     let gray = crate::capture::scale::grey(&frame.image);
-    let followed = near.and_then(|n| detector.track(&frame.image, &n.previous, &n.anchor));
-    let (faces, tracked) = match followed {
+    let followed_face = near.and_then(|n| detector.track(&frame.image, &n.previous, &n.anchor));
+    let followed = followed_face.is_some();
+    let (faces, tracked) = match followed_face {
         Some(face) => (vec![face], true),
         None => {
             let tracked_faces = near
@@ -85,7 +86,6 @@ pub fn assess_frame(
             (detector.landmarks(&frame.image, faces), tracked)
         }
     };
-    let followed = followed.is_some();
     let a = quality::assess(&gray, &faces, qcfg);
     let candidate = match (&a.decision, a.crop, a.scores, a.thumb) {
         (Ok(()), Some(rect), Some(scores), Some(thumb)) => Some(Candidate {

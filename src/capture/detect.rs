@@ -1,7 +1,7 @@
 //! Face detection behind a trait; the default is rustface (SeetaFace) with its
 //! model embedded in the binary at build time.
 
-use crate::capture::landmarks::Landmarker;
+use crate::capture::landmarks::{Landmarker, Located};
 use crate::config::DetectConfig;
 use crate::model::{Landmarks, Pose};
 use image::{GrayImage, RgbImage};
@@ -33,6 +33,16 @@ pub struct FaceBox {
 }
 
 impl FaceBox {
+    /// This box with what the landmark model found in it.
+    fn judged(self, found: &Located) -> FaceBox {
+        FaceBox {
+            landmarks: Some(found.landmarks),
+            eye_distance: Some(found.eye_distance()),
+            pose: Some(found.pose()),
+            ..self
+        }
+    }
+
     pub fn area(&self) -> u64 {
         u64::from(self.width) * u64::from(self.height)
     }
@@ -115,16 +125,17 @@ const REFINE_MAX_SIZE: f32 = 1.25;
 const FOLLOW_MAX_SCALE: f32 = 1.25;
 const FOLLOW_MAX_TURN_DEG: f32 = 20.0;
 
-/// The box of a face whose landmarks moved from `from` to `to`, given its
-/// box `anchor` when its landmarks were `from`: the similarity (shift,
-/// turn in the image plane, scale) that takes the eyes, nose and mouth of
-/// `from` onto those of `to`, applied to the anchor's centre and size. The
+/// The box of a face whose landmarks moved from `from` to those `to` found,
+/// given its box `anchor` when its landmarks were `from`: the similarity
+/// (shift, turn in the image plane, scale) that takes the eyes, nose and
+/// mouth of `from` onto those of `to`, applied to the anchor's centre and
+/// size, with `to`'s landmarks, eye distance and pose. The
 /// ears are left out: the model places them least surely. `None` when the
 /// face grew or shrank by more than [`FOLLOW_MAX_SCALE`] or turned by more
 /// than [`FOLLOW_MAX_TURN_DEG`]: then the detector should box it again.
-pub fn follow(anchor: &FaceBox, from: &Landmarks, to: &Landmarks) -> Option<FaceBox> {
+pub fn follow(anchor: &FaceBox, from: &Landmarks, to: &Located) -> Option<FaceBox> {
     let points = |l: &Landmarks| [l.right_eye, l.left_eye, l.nose, l.mouth];
-    let (a, b) = (points(from), points(to));
+    let (a, b) = (points(from), points(&to.landmarks));
     let centroid = |p: &[crate::model::Point; 4]| {
         (
             p.iter().map(|q| q.x).sum::<f32>() / 4.0,
@@ -156,16 +167,15 @@ pub fn follow(anchor: &FaceBox, from: &Landmarks, to: &Landmarks) -> Option<Face
     let cy = anchor.y as f32 + anchor.height as f32 / 2.0 - ma.1;
     let (nx, ny) = (mb.0 + p * cx - q * cy, mb.1 + q * cx + p * cy);
     let (w, h) = (anchor.width as f32 * scale, anchor.height as f32 * scale);
-    Some(FaceBox {
+    let moved = FaceBox {
         x: (nx - w / 2.0).round() as i32,
         y: (ny - h / 2.0).round() as i32,
         width: w.round() as u32,
         height: h.round() as u32,
         score: anchor.score,
-        landmarks: Some(*to),
-        eye_distance: Some(to.right_eye.distance(to.left_eye)),
-        pose: Some(crate::capture::landmarks::pose(to)),
-    })
+        ..FaceBox::default()
+    };
+    Some(moved.judged(to))
 }
 
 /// A region of a frame, in its pixels.
@@ -424,7 +434,7 @@ impl FaceDetector for SeetaDetector {
 
     fn landmarks(&mut self, rgb: &RgbImage, faces: Vec<FaceBox>) -> Vec<FaceBox> {
         let mut kept = Vec::with_capacity(faces.len());
-        for (i, mut face) in faces.into_iter().enumerate() {
+        for (i, face) in faces.into_iter().enumerate() {
             if i >= MAX_LANDMARKED {
                 kept.push(face);
                 continue;
@@ -433,10 +443,7 @@ impl FaceDetector for SeetaDetector {
                 .landmarker
                 .locate(rgb, (face.x, face.y, face.width, face.height))
             {
-                face.landmarks = Some(found.landmarks);
-                face.eye_distance = Some(found.eye_distance());
-                face.pose = Some(found.pose());
-                kept.push(face);
+                kept.push(face.judged(&found));
             }
         }
         kept
@@ -448,7 +455,7 @@ impl FaceDetector for SeetaDetector {
             rgb,
             (previous.x, previous.y, previous.width, previous.height),
         )?;
-        follow(anchor, &from, &found.landmarks)
+        follow(anchor, &from, &found)
     }
 
     fn refine(&mut self, gray: &GrayImage, face: &FaceBox) -> FaceBox {
@@ -520,6 +527,13 @@ mod tests {
     use super::*;
     use crate::model::Point;
 
+    fn found(landmarks: Landmarks) -> Located {
+        Located {
+            landmarks,
+            score: 0.9,
+        }
+    }
+
     fn points(centre: (f32, f32), scale: f32, turn_deg: f32) -> Landmarks {
         let (s, c) = turn_deg.to_radians().sin_cos();
         let at = |x: f32, y: f32| Point {
@@ -551,7 +565,8 @@ mod tests {
         let from = points((210.0, 130.0), 1.0, 0.0);
         // Moved by (40, -10) and 1.2 times larger: their centre is at
         // (250.6, 120.9), the box's 1.2 times as far from it, at (238, 144).
-        let moved = follow(&anchor, &from, &points((250.0, 120.0), 1.2, 0.0)).expect("followed");
+        let moved =
+            follow(&anchor, &from, &found(points((250.0, 120.0), 1.2, 0.0))).expect("followed");
         assert_eq!(
             (moved.x, moved.y, moved.width, moved.height),
             (118, 24, 240, 240)
@@ -559,7 +574,8 @@ mod tests {
         assert_eq!(moved.score, 7.5, "the detector's confidence in the anchor");
         assert!(moved.landmarks.is_some() && moved.eye_distance.is_some() && moved.pose.is_some());
         // Turned by 15 degrees about (210, 130): the offset turns with them.
-        let turned = follow(&anchor, &from, &points((210.0, 130.0), 1.0, 15.0)).expect("followed");
+        let turned =
+            follow(&anchor, &from, &found(points((210.0, 130.0), 1.0, 15.0))).expect("followed");
         let (s, c) = 15f32.to_radians().sin_cos();
         let turn = |x: f32, y: f32| (c * x - s * y, s * x + c * y);
         let (mx, my) = turn(0.5, 0.75);
@@ -585,13 +601,13 @@ mod tests {
         let from = points((50.0, 50.0), 1.0, 0.0);
         for (scale, turn) in [(1.3, 0.0), (0.75, 0.0), (1.0, 25.0), (1.0, -25.0)] {
             assert!(
-                follow(&anchor, &from, &points((50.0, 50.0), scale, turn)).is_none(),
+                follow(&anchor, &from, &found(points((50.0, 50.0), scale, turn))).is_none(),
                 "scale {scale}, turn {turn}"
             );
         }
         for (scale, turn) in [(1.2, 0.0), (0.82, 0.0), (1.0, 18.0), (1.1, -15.0)] {
             assert!(
-                follow(&anchor, &from, &points((50.0, 50.0), scale, turn)).is_some(),
+                follow(&anchor, &from, &found(points((50.0, 50.0), scale, turn))).is_some(),
                 "scale {scale}, turn {turn}"
             );
         }
@@ -605,6 +621,6 @@ mod tests {
             right_ear: p,
             left_ear: p,
         };
-        assert!(follow(&anchor, &flat, &from).is_none());
+        assert!(follow(&anchor, &flat, &found(from)).is_none());
     }
 }

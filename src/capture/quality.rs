@@ -209,9 +209,10 @@ pub fn crop_levelled(img: &RgbImage, rect: Rect, roll: f32) -> RgbImage {
     // x86-64's baseline, and were most of this crop's time).
     const FIX: f32 = 65536.0;
     let (step_x, step_y) = ((cos * FIX).round() as i64, (sin * FIX).round() as i64);
+    // Each row starts at its first pixel's centre.
+    let dx = 0.5 - rect.width as f32 / 2.0;
     for (v, line) in out.chunks_exact_mut(rw * 3).enumerate() {
         let dy = v as f32 + 0.5 - rect.height as f32 / 2.0;
-        let dx = 0.5 - rect.width as f32 / 2.0;
         let mut fx = ((cx + dx * cos - dy * sin - 0.5) * FIX).round() as i64;
         let mut fy = ((cy + dx * sin + dy * cos - 0.5) * FIX).round() as i64;
         for p in line.chunks_exact_mut(3) {
