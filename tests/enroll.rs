@@ -24,7 +24,7 @@ fn a_photo_is_enrolled_durably_and_listed() {
     assert_eq!(v["entry"]["person_id"], "alice-01");
     assert_eq!(v["entry"]["provider"], "jd");
     assert_eq!(v["entry"]["state"], "pending");
-    assert_eq!(v["entry"]["format_version"], 2);
+    assert_eq!(v["entry"]["format_version"], 3);
     let list = queue_list(&e);
     assert_eq!(list["usage"]["entries"], 1);
     assert_eq!(list["entries"][0]["id"], id);

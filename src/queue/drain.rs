@@ -483,9 +483,12 @@ impl Drainer {
             // A withdrawn person's deletes go before the uploads: the law
             // asks for them without delay, and nothing of that person is
             // left to upload.
-            let mut due = self
-                .outbox
-                .due_where(now, 32, |e| e.task == Task::Forget && open(e))?;
+            let mut due = Vec::new();
+            if self.outbox.usage().forget_tasks > 0 {
+                due = self
+                    .outbox
+                    .due_where(now, 32, |e| e.task == Task::Forget && open(e))?;
+            }
             if due.is_empty() {
                 due = self.outbox.due_where(now, 32, open)?;
             }

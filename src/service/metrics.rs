@@ -187,6 +187,7 @@ mod tests {
             dead: 1,
             corrupt: 0,
             oldest_pending_ms: Some(10_000),
+            forget_tasks: 0,
         };
         let c = Counters {
             uploads: 5,

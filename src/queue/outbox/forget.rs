@@ -226,10 +226,6 @@ impl Outbox {
                 .remove(e.id)
                 .map_err(|x| io_error(self.spool.dir(), x))?;
         }
-        let mut image_keys = Vec::new();
-        for e in destroyed.iter().chain(&withdrawn) {
-            image_keys.extend(self.image_keys(e.id)?);
-        }
         let mut records = Vec::new();
         for mut w in withdrawn.clone() {
             w.withdrawn = true;
@@ -249,13 +245,10 @@ impl Outbox {
             .collect::<Result<_, _>>()?;
         use sled::Transactional;
         let meta: &sled::Tree = &self.db;
-        (&self.entries, &self.images, meta)
-            .transaction(|(entries, imgs, meta)| {
+        (&self.entries, meta)
+            .transaction(|(entries, meta)| {
                 for e in &destroyed {
                     entries.remove(&e.id.to_be_bytes())?;
-                }
-                for k in &image_keys {
-                    imgs.remove(k)?;
                 }
                 for (key, json) in &records {
                     entries.insert(key, json.as_slice())?;
@@ -264,6 +257,10 @@ impl Outbox {
                 Ok::<(), sled::transaction::ConflictableTransactionError<OutboxError>>(())
             })
             .map_err(tx_error)?;
+        // The image files go as soon as the records no longer name them.
+        for e in destroyed.iter().chain(&withdrawn) {
+            self.forget_images(e.id);
+        }
         self.persist()?;
         self.next_id
             .fetch_max(next, std::sync::atomic::Ordering::SeqCst);
@@ -314,7 +311,6 @@ impl Outbox {
         self.spool
             .remove(id)
             .map_err(|x| io_error(self.spool.dir(), x))?;
-        let image_keys = self.image_keys(id)?;
         let task_json = match task {
             Some(mut t) => {
                 carry(&mut t.progress, &e.progress);
@@ -325,19 +321,16 @@ impl Outbox {
             }
             None => None,
         };
-        use sled::Transactional;
-        (&self.entries, &self.images)
-            .transaction(|(entries, imgs)| {
+        self.entries
+            .transaction(|entries| {
                 entries.remove(&id.to_be_bytes())?;
-                for k in &image_keys {
-                    imgs.remove(k)?;
-                }
                 if let Some((key, json)) = &task_json {
                     entries.insert(key, json.as_slice())?;
                 }
                 Ok::<(), sled::transaction::ConflictableTransactionError<OutboxError>>(())
             })
             .map_err(tx_error)?;
+        self.forget_images(id);
         self.persist()?;
         *usage = self.scan_usage()?;
         drop(usage);

@@ -64,3 +64,46 @@ pub(super) fn migrate_seal_images(
     }
     Ok(())
 }
+
+/// Format 2 -> 3: every entry's images move from sled's tree `images` to
+/// its image file (see [`super::files`]), sealed bytes as they are. Each
+/// file is durable before the format is recorded and the tree cleared (by
+/// `open_store`); a migration cut short starts again, and an entry whose
+/// file already holds its images, or whose chunks are gone, is left as it
+/// is.
+pub(super) fn move_images_to_files(
+    entries: &sled::Tree,
+    images: &sled::Tree,
+    files: &files::ImageFiles,
+) -> Result<(), OutboxError> {
+    if images.is_empty() {
+        return Ok(());
+    }
+    let mut moved = 0u64;
+    for item in entries.iter() {
+        let (k, value) = item.map_err(storage_error)?;
+        let (Some(id), Ok(entry)) = (
+            id_from_key(&k),
+            serde_json::from_slice::<Enrollment>(&value),
+        ) else {
+            continue;
+        };
+        if entry.images.is_empty() || files.read(id, entry.images.len()).is_ok() {
+            continue;
+        }
+        let mut sealed = Vec::with_capacity(entry.images.len());
+        for (i, meta) in entry.images.iter().enumerate() {
+            sealed.push(read_chunks(images, id, i as u8, meta.len)?);
+        }
+        if sealed.iter().all(Vec::is_empty) {
+            log::error!("outbox entry {id}: no stored image to move; left to its spool copy");
+            continue;
+        }
+        files.write(id, &sealed)?;
+        moved += 1;
+    }
+    if moved > 0 {
+        log::info!("outbox: moved the images of {moved} entr(ies) from the store to image files");
+    }
+    Ok(())
+}

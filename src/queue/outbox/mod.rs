@@ -2,9 +2,12 @@
 //!
 //! Layout (all keys big-endian so iteration is oldest first):
 //! - tree `entries`: id (u64) -> JSON [`Enrollment`] (carries `format_version`)
-//! - tree `images`:  id (u64) ++ image index (u8) ++ chunk (u16) -> up to 4 KiB
-//!   of the image sealed with the device key (see [`crate::queue::seal`]; the
-//!   associated data is the id and index, so images cannot be swapped)
+//! - beside the store, one file of images per entry (`state_dir/images`,
+//!   [`files`]): each image sealed with the device key (see
+//!   [`crate::queue::seal`]; the associated data is the id and index, so
+//!   images cannot be swapped). Queues of format 2 and older kept them in
+//!   sled's tree `images` (id ++ index ++ chunk -> up to 4 KiB); they move
+//!   to files when first opened.
 //! - tree `receipts`: id (u64) -> JSON [`Receipt`] of an uploaded enrollment
 //!   (no image), kept for audit until its retention ends or the person
 //!   withdraws and the cloud has deleted what it names
@@ -21,20 +24,18 @@
 //!   over ~128 KiB to files in `blobs/` that it never fsyncs. So `persist()`
 //!   flushes, fsyncs every blob file not yet synced and the `blobs/`
 //!   directory, then `fdatasync`s the log file.
-//! - Images are stored in 4 KiB chunks. A sled leaf holds up to 17 values,
-//!   so an image leaf (under 70 KiB) stays in sled's log instead of a blob
-//!   file: no file per page to write, fsync, read back at open and delete,
-//!   and each rewrite of a leaf copies at most 70 KiB, not 1 MiB (queues
-//!   written with 64 KiB chunks read the same: chunks are read in order,
-//!   whatever their size).
+//! - An entry's image file is durable before its record is written, and
+//!   is unlinked only once the record's removal is durable (`persist`).
 //! - On open, whatever a crash left in flight goes back to pending, marked
 //!   `outcome_unknown` so the uploader checks the cloud before sending again.
 //! - The queue is bounded by entries and image bytes; a full queue refuses new
 //!   enrollments with `queue_full` and never touches what is queued.
 //! - All writes go through one lock, so the usage counters stay exact.
 //! - Images are never stored in the clear. Format 1 (plain images) is
-//!   migrated to format 2 (sealed) when first opened with a key.
+//!   migrated to format 2 (sealed) when first opened with a key, format 2
+//!   (images in sled) to format 3 (image files).
 
+mod files;
 mod forget;
 mod migrate;
 mod room;
@@ -58,7 +59,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 /// Layout version of records and database. Bump with a migration in `open`.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 const META_FORMAT_KEY: &[u8] = b"format_version";
 const META_KEY_CHECK: &[u8] = b"key_check";
@@ -82,7 +83,7 @@ const SLED_REWRITE_BYTES: u64 = 512 * 1024;
 /// `queue_locked`.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
 
-/// Image bytes per stored value.
+/// Image bytes per stored value in queues of format 2 (images in sled).
 pub const CHUNK_BYTES: usize = 4 * 1024;
 
 /// One image to enqueue.
@@ -138,6 +139,10 @@ pub struct Usage {
     pub corrupt: u64,
     /// Creation time of the oldest pending entry (the first in queue order).
     pub oldest_pending_ms: Option<UnixMillis>,
+    /// Deletes of withdrawn persons' faces ([`Task::Forget`] entries), in
+    /// any state: the drain looks for due ones only when there are some.
+    #[serde(skip)]
+    pub forget_tasks: u64,
 }
 
 /// Outbox failures; `code()` gives the stable name.
@@ -442,8 +447,12 @@ pub struct Outbox {
     /// settled then (see `sync_blobs`).
     blobs_listed: Mutex<Option<std::time::SystemTime>>,
     entries: sled::Tree,
-    images: sled::Tree,
     receipts: sled::Tree,
+    /// The store's copy of the images (see [`files`]).
+    files: files::ImageFiles,
+    /// Entries whose removal from sled is not yet durable: their image
+    /// files are unlinked by the next `persist`.
+    gone: Mutex<Vec<u64>>,
     limits: OutboxLimits,
     clock: Arc<dyn Clock>,
     key: QueueKey,
@@ -499,9 +508,14 @@ impl Outbox {
             ))
         });
         match opened {
-            Err(OutboxError::Damaged(why)) => salvage::rebuild(state_dir, limits, clock, key, &why),
+            Err(OutboxError::Damaged(why)) => {
+                let (outbox, recovery) = salvage::rebuild(state_dir, limits, clock, key, &why)?;
+                outbox.drop_orphan_images()?;
+                Ok((outbox, recovery))
+            }
             Ok((outbox, recovery)) => {
                 outbox.reconcile_spool()?;
+                outbox.drop_orphan_images()?;
                 Ok((outbox, recovery))
             }
             Err(e) => Err(e),
@@ -584,14 +598,25 @@ impl Outbox {
         let entries = db.open_tree("entries").map_err(storage_error)?;
         let images = db.open_tree("images").map_err(storage_error)?;
         let receipts = db.open_tree("receipts").map_err(storage_error)?;
+        let files = files::ImageFiles::new(state_dir);
         if found < 2 {
             migrate::migrate_seal_images(&entries, &images, &key)?;
+        }
+        if found < 3 {
+            migrate::move_images_to_files(&entries, &images, &files)?;
         }
         if stored != Some(FORMAT_VERSION) {
             db.insert(META_FORMAT_KEY, &FORMAT_VERSION.to_be_bytes())
                 .map_err(storage_error)?;
         }
         db.flush().map_err(storage_error)?;
+        // Only once the new format is recorded: a migration cut short finds
+        // the chunks it has not moved yet.
+        if !images.is_empty() {
+            images.clear().map_err(storage_error)?;
+            db.flush().map_err(storage_error)?;
+        }
+        drop(images);
         let log_path = path.join("db");
         let log_file = std::fs::File::open(&log_path).map_err(|e| io_error(&log_path, e))?;
         log_file.sync_all().map_err(|e| io_error(&log_path, e))?;
@@ -605,8 +630,9 @@ impl Outbox {
             synced_blobs: Mutex::new(std::collections::HashSet::new()),
             blobs_listed: Mutex::new(None),
             entries,
-            images,
             receipts,
+            files,
+            gone: Mutex::new(Vec::new()),
             limits,
             clock,
             key,
@@ -632,16 +658,30 @@ impl Outbox {
         use std::sync::atomic::Ordering;
         // Cleared first: a write that lands during the flush sets it again.
         let was = self.unsynced.swap(false, Ordering::AcqRel);
+        let gone = std::mem::take(&mut *self.gone.lock().unwrap_or_else(|p| p.into_inner()));
         let done = self.db.flush().map_err(storage_error).and_then(|_| {
             self.sync_blobs()?;
             self.log_file
                 .sync_data()
                 .map_err(|e| io_error(&self.path, e))
         });
-        if done.is_err() && was {
-            self.unsynced.store(true, Ordering::Release);
+        if done.is_err() {
+            if was {
+                self.unsynced.store(true, Ordering::Release);
+            }
+            self.gone
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(gone);
+            return done;
         }
-        done
+        // The removals are durable: the images can go.
+        for id in gone {
+            if let Err(e) = self.files.remove(id) {
+                log::warn!("outbox: image file of entry {id}: {e}; removed at the next start");
+            }
+        }
+        Ok(())
     }
 
     /// Makes the writes that were left to the next durable write
@@ -714,14 +754,42 @@ impl Outbox {
         Ok(())
     }
 
-    /// Removes an entry's image chunks, then the entry.
-    fn finish_removal(&self, id: u64, image_keys: &[sled::IVec]) -> Result<(), OutboxError> {
-        for k in image_keys {
-            self.images.remove(k).map_err(storage_error)?;
-        }
+    /// Removes an entry; its image file goes once that is durable.
+    fn finish_removal(&self, id: u64) -> Result<(), OutboxError> {
         self.entries
             .remove(id.to_be_bytes())
             .map_err(storage_error)?;
+        self.forget_images(id);
+        Ok(())
+    }
+
+    /// Leaves an entry's image file to the next `persist`, which unlinks it
+    /// once the entry's removal (or the clearing of its images) is durable.
+    fn forget_images(&self, id: u64) {
+        self.gone.lock().unwrap_or_else(|p| p.into_inner()).push(id);
+    }
+
+    /// Removes image files that no entry needs: an entry whose removal was
+    /// durable just before a crash, one never acknowledged, one lost with
+    /// both its records. Called at open, after the spool is reconciled.
+    fn drop_orphan_images(&self) -> Result<(), OutboxError> {
+        let ids = self
+            .files
+            .ids()
+            .map_err(|e| io_error(self.files.dir(), e))?;
+        for id in ids {
+            let needed = match self.get(id) {
+                Ok(e) => !e.images.is_empty(),
+                // An unreadable record keeps what it may still need.
+                Err(OutboxError::NotFound(_)) => false,
+                Err(_) => true,
+            };
+            if !needed {
+                self.files
+                    .remove(id)
+                    .map_err(|e| io_error(self.files.dir(), e))?;
+            }
+        }
         Ok(())
     }
 
@@ -738,8 +806,7 @@ impl Outbox {
                     continue;
                 };
                 let _ = self.spool.remove(id);
-                let image_keys = self.image_keys(id)?;
-                self.finish_removal(id, &image_keys)?;
+                self.finish_removal(id)?;
                 finished += 1;
                 continue;
             }
@@ -794,17 +861,8 @@ impl Outbox {
     ) -> Result<(), OutboxError> {
         let id = entry.id;
         let json = serde_json::to_vec(entry).map_err(|e| OutboxError::Storage(e.to_string()))?;
-        for (i, img) in images.iter().enumerate() {
-            let sealed = self
-                .key
-                .seal(&image_aad(id, i as u8), img)
-                .map_err(|e| OutboxError::Storage(e.to_string()))?;
-            for (c, chunk) in sealed.chunks(CHUNK_BYTES).enumerate() {
-                self.images
-                    .insert(image_key(id, i as u8, c as u16), chunk)
-                    .map_err(storage_error)?;
-            }
-        }
+        let plain: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
+        self.files.seal_and_write(&self.key, id, &plain)?;
         self.entries
             .insert(id.to_be_bytes(), json)
             .map_err(storage_error)?;
@@ -1018,28 +1076,23 @@ impl Outbox {
             .stage(&self.key, &record, &plain)
             .map_err(|e| io_error(self.spool.dir(), e))?;
         let key = id.to_be_bytes();
-        let sealed = new
-            .images
-            .iter()
-            .enumerate()
-            .map(|(i, img)| self.key.seal(&image_aad(id, i as u8), &img.bytes))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| OutboxError::Storage(e.to_string()))?;
+        // The images are durable before the record that names them.
+        if let Err(e) = self.files.seal_and_write(&self.key, id, &plain) {
+            let _ = self.spool.remove(id);
+            let _ = self.files.remove(id);
+            return Err(e);
+        }
         use sled::Transactional;
         let meta: &sled::Tree = &self.db;
-        (&self.entries, &self.images, meta)
-            .transaction(|(entries, images, meta)| {
-                for (i, img) in sealed.iter().enumerate() {
-                    for (c, chunk) in img.chunks(CHUNK_BYTES).enumerate() {
-                        images.insert(&image_key(id, i as u8, c as u16), chunk)?;
-                    }
-                }
+        (&self.entries, meta)
+            .transaction(|(entries, meta)| {
                 entries.insert(&key, json.as_slice())?;
                 meta.insert(META_NEXT_ID, &(id + 1).to_be_bytes())?;
                 Ok::<(), sled::transaction::ConflictableTransactionError<OutboxError>>(())
             })
             .map_err(|e| {
                 let _ = self.spool.remove(id);
+                let _ = self.files.remove(id);
                 tx_error(e)
             })?;
         if let Err(e) = self.persist().and_then(|()| {
@@ -1051,6 +1104,7 @@ impl Outbox {
             // Not durable, so not acknowledged: take it back out so a retry by
             // the caller cannot become a duplicate.
             let _ = self.remove_records(id);
+            let _ = self.files.remove(id);
             return Err(e);
         }
         self.next_id
@@ -1075,33 +1129,16 @@ impl Outbox {
         Ok(record)
     }
 
-    /// The keys of every image chunk of an entry.
-    fn image_keys(&self, id: u64) -> Result<Vec<sled::IVec>, OutboxError> {
-        self.images
-            .scan_prefix(id.to_be_bytes())
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(storage_error)
-    }
-
+    /// Removes an entry and its copy; its image file goes with the next
+    /// `persist`.
     fn remove_records(&self, id: u64) -> Result<(), OutboxError> {
-        let image_keys = self.image_keys(id)?;
         // The copy goes first, and if it cannot go the entry stays: a spool
         // file is then never left for an entry that is gone, so one without
         // a store record is one the store lost (see `reconcile_spool`).
         self.spool
             .remove(id)
             .map_err(|e| io_error(self.spool.dir(), e))?;
-        use sled::Transactional;
-        (&self.entries, &self.images)
-            .transaction(|(entries, imgs)| {
-                entries.remove(&id.to_be_bytes())?;
-                for k in &image_keys {
-                    imgs.remove(k)?;
-                }
-                Ok::<(), sled::transaction::ConflictableTransactionError<OutboxError>>(())
-            })
-            .map_err(tx_error)
+        self.finish_removal(id)
     }
 
     /// Removes the spool copy of an uploaded entry. A copy left behind is
@@ -1233,8 +1270,11 @@ impl Outbox {
     fn stored_images(&self, entry: &Enrollment) -> Result<Vec<Vec<u8>>, OutboxError> {
         let id = entry.id;
         let mut out = Vec::with_capacity(entry.images.len());
-        for (i, meta) in entry.images.iter().enumerate() {
-            let sealed = read_chunks(&self.images, id, i as u8, meta.len)?;
+        if entry.images.is_empty() {
+            return Ok(out);
+        }
+        let stored = self.files.read(id, entry.images.len())?;
+        for ((i, meta), sealed) in entry.images.iter().enumerate().zip(stored) {
             let bytes = self
                 .key
                 .open(&image_aad(id, i as u8), &sealed)
@@ -1571,16 +1611,16 @@ impl Outbox {
             created_person: e.progress.created_person,
         };
         let json = serde_json::to_vec(&receipt).map_err(|x| OutboxError::Storage(x.to_string()))?;
-        let image_keys = self.image_keys(id)?;
         self.drop_copy(id);
-        // Three plain writes, not a transaction (which makes sled write its
+        // Two plain writes, not a transaction (which makes sled write its
         // log buffer out twice): the receipt first, so a crash between them
         // leaves a live entry next to its receipt, which the next open
-        // finishes (see `recover`), never an entry without images.
+        // finishes (see `recover`). The image file goes once both are
+        // durable, so there is never an entry without images.
         self.receipts
             .insert(id.to_be_bytes(), json)
             .map_err(storage_error)?;
-        self.finish_removal(id, &image_keys)?;
+        self.finish_removal(id)?;
         self.persist_as(durability)?;
         self.account(&mut usage, Some(&e), None)?;
         drop(usage);
@@ -1987,11 +2027,10 @@ mod tests {
             // Write what enrolld 1 wrote: images in the clear, format 1, no key check.
             let ob = open(dir.path(), &FakeClock::new(0), BIG);
             let id = ob.enqueue(new("old", plain.clone())).expect("enqueue").id;
-            for k in ob.image_keys(id).expect("keys") {
-                ob.images.remove(k).expect("remove");
-            }
+            ob.files.remove(id).expect("no image file");
+            let images = ob.db.open_tree("images").expect("tree");
             for (c, chunk) in plain.chunks(CHUNK_BYTES).enumerate() {
-                ob.images
+                images
                     .insert(image_key(id, 0, c as u16), chunk)
                     .expect("insert");
             }
@@ -2004,9 +2043,10 @@ mod tests {
         };
         let ob = open(dir.path(), &FakeClock::new(0), BIG);
         assert_eq!(ob.images(id).expect("readable"), vec![plain.clone()]);
-        let stored = read_chunks(&ob.images, id, 0, 0).expect("stored");
-        assert_eq!(stored.len(), plain.len() + crate::queue::seal::OVERHEAD);
-        assert!(!stored.windows(64).any(|w| w == &plain[..64]));
+        let stored = ob.files.read(id, 1).expect("moved to its file");
+        assert_eq!(stored[0].len(), plain.len() + crate::queue::seal::OVERHEAD);
+        assert!(!stored[0].windows(64).any(|w| w == &plain[..64]));
+        assert!(ob.db.open_tree("images").expect("tree").is_empty());
         let v = ob.db.get(META_FORMAT_KEY).expect("get").expect("present");
         assert_eq!(v.as_ref(), FORMAT_VERSION.to_be_bytes());
         drop(ob);
@@ -2036,21 +2076,19 @@ mod tests {
     }
 
     #[test]
-    fn large_images_round_trip_inline_and_every_blob_file_is_synced() {
+    fn large_images_round_trip_through_their_file_and_every_blob_file_is_synced() {
         let dir = tempfile::tempdir().expect("tempdir");
         let ob = open(dir.path(), &FakeClock::new(0), BIG);
         let big: Vec<u8> = (0..700_000u32).map(|i| (i % 251) as u8).collect();
         let e = ob.enqueue(new("big", big.clone())).expect("enqueue");
         assert_eq!(ob.images(e.id).expect("images"), vec![big]);
+        assert_eq!(ob.files.ids().expect("files"), vec![e.id]);
         let blobs = || -> std::collections::HashSet<_> {
             std::fs::read_dir(dir.path().join("outbox").join("blobs"))
                 .map(|d| d.flatten().map(|e| e.file_name()).collect())
                 .unwrap_or_default()
         };
-        assert!(
-            blobs().is_empty(),
-            "4 KiB chunks keep a leaf of the images tree in sled's log"
-        );
+        assert!(blobs().is_empty(), "the images are not in sled");
         // A page over ~128 KiB (a queue written with 64 KiB chunks) goes to
         // a blob file: it is synced with the next durable write.
         ob.entries
@@ -2066,7 +2104,67 @@ mod tests {
         );
         ob.entries.remove(u64::MAX.to_be_bytes()).expect("remove");
         ob.purge(e.id).expect("purge");
-        assert_eq!(ob.images.len(), 0, "every chunk is removed");
+        assert!(
+            ob.files.ids().expect("files").is_empty(),
+            "the file is removed"
+        );
+    }
+
+    /// Format 2 kept each image sealed in sled, in chunks of 4 KiB (64 KiB
+    /// in older releases); opening moves them to image files, and a move
+    /// cut short (one file already written) is finished.
+    #[test]
+    fn a_format_2_queue_moves_its_images_to_files_when_opened() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a: Vec<u8> = (0..150_000u32).map(|i| (i % 241) as u8).collect();
+        let b = vec![5u8; 70_000];
+        let (ida, idb) = {
+            let ob = open(dir.path(), &FakeClock::new(0), BIG);
+            let ida = ob.enqueue(new("a", a.clone())).expect("enqueue").id;
+            let idb = ob.enqueue(new("b", b.clone())).expect("enqueue").id;
+            let images = ob.db.open_tree("images").expect("tree");
+            for (id, chunk) in [(ida, CHUNK_BYTES), (idb, 64 * 1024)] {
+                let sealed = ob.files.read(id, 1).expect("sealed").remove(0);
+                for (c, part) in sealed.chunks(chunk).enumerate() {
+                    images
+                        .insert(image_key(id, 0, c as u16), part)
+                        .expect("insert");
+                }
+            }
+            // The move had written `a`'s file when it was cut short.
+            ob.files.remove(idb).expect("no file yet");
+            ob.db
+                .insert(META_FORMAT_KEY, &2u32.to_be_bytes())
+                .expect("v2");
+            ob.db.flush().expect("flush");
+            (ida, idb)
+        };
+        let ob = open(dir.path(), &FakeClock::new(0), BIG);
+        assert_eq!(ob.images(ida).expect("a"), vec![a]);
+        assert_eq!(ob.images(idb).expect("b"), vec![b]);
+        assert_eq!(ob.files.ids().expect("files"), vec![ida, idb]);
+        assert!(ob.db.open_tree("images").expect("tree").is_empty());
+        let v = ob.db.get(META_FORMAT_KEY).expect("get").expect("present");
+        assert_eq!(v.as_ref(), FORMAT_VERSION.to_be_bytes());
+        assert!(ob.check().expect("check").problems.is_empty());
+    }
+
+    /// An image file left without an entry (an enqueue cut short before its
+    /// record, or a removal whose unlink did not happen) is removed at open.
+    #[test]
+    fn an_image_file_without_an_entry_is_removed_at_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kept = {
+            let ob = open(dir.path(), &FakeClock::new(0), BIG);
+            let kept = ob.enqueue(new("k", vec![1; 5_000])).expect("enqueue").id;
+            ob.files
+                .seal_and_write(&ob.key, kept + 1, &[&[2u8; 5_000][..]])
+                .expect("an orphan");
+            kept
+        };
+        let ob = open(dir.path(), &FakeClock::new(0), BIG);
+        assert_eq!(ob.files.ids().expect("files"), vec![kept]);
+        assert_eq!(ob.images(kept).expect("kept"), vec![vec![1; 5_000]]);
     }
 
     #[test]
@@ -2074,9 +2172,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let ob = open(dir.path(), &FakeClock::new(0), BIG);
         let e = ob.enqueue(new("p", vec![7; 100_000])).expect("enqueue");
-        ob.images
-            .insert(image_key(e.id, 0, 1), &[1u8, 2, 3][..])
-            .expect("damage");
+        let file = dir.path().join("images").join(format!("{}.img", e.id));
+        let mut bytes = std::fs::read(&file).expect("read");
+        bytes[50_000] ^= 0x01;
+        std::fs::write(&file, bytes).expect("damage");
         // The spool copy stands in for the store's.
         assert_eq!(ob.images(e.id).expect("spool copy"), vec![vec![7; 100_000]]);
         let report = ob.check().expect("check");
@@ -2130,8 +2229,8 @@ mod tests {
             let kept = ob.enqueue(new("q", vec![4; 1_000])).expect("enqueue").id;
             let claimed = ob.claim(done.id).expect("claim");
             // What `complete_as` has written when the power goes: the
-            // receipt, one image chunk of several removed, the entry in
-            // flight and its spool copy gone.
+            // receipt, the entry in flight, its spool copy gone, its image
+            // file still there.
             let receipt = serde_json::to_vec(&Receipt {
                 id: claimed.id,
                 person_id: "p".into(),
@@ -2150,9 +2249,6 @@ mod tests {
             ob.receipts
                 .insert(claimed.id.to_be_bytes(), receipt)
                 .expect("receipt");
-            let keys = ob.image_keys(claimed.id).expect("keys");
-            assert!(keys.len() > 1, "the image spans chunks");
-            ob.images.remove(&keys[0]).expect("one chunk");
             ob.drop_copy(claimed.id);
             ob.persist().expect("persist");
             (claimed.id, kept)
@@ -2162,8 +2258,8 @@ mod tests {
         assert_eq!(rec.requeued, 0, "an uploaded entry is not sent again");
         assert!(matches!(ob.get(id), Err(OutboxError::NotFound(_))));
         assert!(
-            ob.image_keys(id).expect("keys").is_empty(),
-            "every chunk goes"
+            !ob.files.ids().expect("files").contains(&id),
+            "the image file goes"
         );
         assert_eq!(ob.receipts().expect("receipts").len(), 1);
         assert_eq!(ob.usage().entries, 1);
@@ -2196,7 +2292,10 @@ mod tests {
             ("p", 9_000, 1)
         );
         assert!(matches!(ob.get(e.id), Err(OutboxError::NotFound(_))));
-        assert_eq!(ob.images.len(), 0, "the image is deleted from the device");
+        assert!(
+            ob.files.ids().expect("files").is_empty(),
+            "the image is deleted from the device"
+        );
         assert_eq!(ob.usage().entries, 0);
         assert_eq!(ob.receipts().expect("receipts"), vec![r]);
         assert_eq!(ob.purge_receipts_before(9_000).expect("purge"), 0);
@@ -2273,11 +2372,10 @@ mod tests {
         assert_eq!(report.cloud.len(), 1);
         let task = report.cloud[0].entry;
         assert!(matches!(ob.get(queued.id), Err(OutboxError::NotFound(_))));
-        assert!(ob.image_keys(queued.id).expect("keys").is_empty());
-        assert!(
-            ob.image_keys(flying.id).expect("keys").is_empty(),
-            "in-flight images go at once"
-        );
+        let files = ob.files.ids().expect("files");
+        assert!(!files.contains(&queued.id));
+        assert!(!files.contains(&flying.id), "in-flight images go at once");
+        assert!(files.contains(&other.id));
         assert!(ob.get(flying.id).expect("still in flight").withdrawn);
         assert!(ob.claim(other.id).is_ok(), "another person is untouched");
         // The upload in flight fails: it is not tried again, it is gone.

@@ -27,6 +27,9 @@ impl Outbox {
             if after.is_none() {
                 usage.entries = usage.entries.saturating_sub(1);
                 usage.bytes = usage.bytes.saturating_sub(b.image_bytes());
+                if b.task == Task::Forget {
+                    usage.forget_tasks = usage.forget_tasks.saturating_sub(1);
+                }
             }
         }
         if let Some(a) = after {
@@ -34,6 +37,9 @@ impl Outbox {
             if before.is_none() {
                 usage.entries += 1;
                 usage.bytes += a.image_bytes();
+                if a.task == Task::Forget {
+                    usage.forget_tasks += 1;
+                }
             }
         }
         let pending = |e: Option<&Enrollment>| e.is_some_and(|e| e.state == EntryState::Pending);
@@ -64,6 +70,9 @@ impl Outbox {
             match serde_json::from_slice::<Enrollment>(&value) {
                 Ok(e) => {
                     u.bytes += e.image_bytes();
+                    if e.task == Task::Forget {
+                        u.forget_tasks += 1;
+                    }
                     match e.state {
                         EntryState::Pending => {
                             u.pending += 1;
@@ -84,7 +93,8 @@ impl Outbox {
     /// free space plus what sled can reuse inside its file (it does not give
     /// space back to the filesystem when entries go, but writes into it
     /// again), estimated conservatively: twice the live records are
-    /// assumed to be in use.
+    /// assumed to be in use. Images are in files of their own, which give
+    /// their space back when they are unlinked.
     pub(super) fn check_room(&self, usage: &Usage, needed: u64) -> Result<(), OutboxError> {
         if self.limits.reserve_bytes == 0 {
             return Ok(());
@@ -93,17 +103,15 @@ impl Outbox {
             .map_err(|e| io_error(&self.path, std::io::Error::from(e)))?;
         let fs_free = vfs.f_bavail.saturating_mul(vfs.f_frsize);
         let file_len = self.log_file.metadata().map(|m| m.len()).unwrap_or(0);
-        let live = usage
-            .bytes
-            .saturating_add(usage.entries.saturating_mul(RECORD_OVERHEAD_BYTES));
+        let live = usage.entries.saturating_mul(RECORD_OVERHEAD_BYTES);
         let room = fs_free.saturating_add(file_len.saturating_sub(live.saturating_mul(2)));
-        // sled writes a value more than once (log, then page rewrite), and
-        // rewrites a large page (a blob file of up to a segment) whole
-        // before it deletes the old one.
-        // Plus the spool copy: base64 inside a sealed file.
+        // The image file (sealed, whole blocks), the record written twice by
+        // sled (log, then page rewrite), sled's rewrite of a large page
+        // (up to a segment) before it deletes the old one, and the spool
+        // copy: base64 inside a sealed file.
         let wanted = needed
             .saturating_add(RECORD_OVERHEAD_BYTES)
-            .saturating_mul(2)
+            .saturating_add(RECORD_OVERHEAD_BYTES.saturating_mul(2))
             .saturating_add(needed.saturating_mul(4) / 3 + RECORD_OVERHEAD_BYTES)
             .saturating_add(SLED_REWRITE_BYTES)
             .saturating_add(self.limits.reserve_bytes);

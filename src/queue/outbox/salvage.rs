@@ -15,6 +15,7 @@
 //! An entry is lost only when both its store record and its spool copy are
 //! damaged.
 
+use super::files::ImageFiles;
 use super::{
     image_aad, images_match, read_chunks, Outbox, OutboxError, OutboxLimits, Recovery,
     SalvageReport,
@@ -52,7 +53,7 @@ fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
 /// settings file, and reads
 /// what it can. Errors end a tree's reading; panics (sled on some damage)
 /// give up on the store: the spool still has every entry.
-fn read_damaged(damaged: &Path, scratch: &Path, key: &QueueKey) -> Readable {
+fn read_damaged(damaged: &Path, scratch: &Path, key: &QueueKey, files: &ImageFiles) -> Readable {
     let _ = std::fs::remove_dir_all(scratch);
     if let Err(e) = copy_dir(damaged, scratch) {
         log::error!("outbox salvage: cannot copy {}: {e}", damaged.display());
@@ -79,7 +80,7 @@ fn read_damaged(damaged: &Path, scratch: &Path, key: &QueueKey) -> Readable {
             let Ok(entry) = serde_json::from_slice::<Enrollment>(&value) else {
                 continue;
             };
-            let imgs = read_images(&images, key, &entry);
+            let imgs = read_images(files, &images, key, &entry);
             out.entries.push((entry, imgs));
         }
         for item in receipts.iter() {
@@ -104,14 +105,32 @@ fn read_damaged(damaged: &Path, scratch: &Path, key: &QueueKey) -> Readable {
     }
 }
 
-/// An entry's images from a store's image tree, if all pass their checks.
-fn read_images(tree: &sled::Tree, key: &QueueKey, entry: &Enrollment) -> Option<Vec<Vec<u8>>> {
-    let mut out = Vec::new();
-    for (i, meta) in entry.images.iter().enumerate() {
-        let sealed = read_chunks(tree, entry.id, i as u8, meta.len).ok()?;
-        out.push(key.open(&image_aad(entry.id, i as u8), &sealed).ok()?);
+/// An entry's images from its image file, or from the damaged store's
+/// image tree (a store of format 2), if all pass their checks.
+fn read_images(
+    files: &ImageFiles,
+    tree: &sled::Tree,
+    key: &QueueKey,
+    entry: &Enrollment,
+) -> Option<Vec<Vec<u8>>> {
+    let open = |sealed: Vec<Vec<u8>>| -> Option<Vec<Vec<u8>>> {
+        let out = sealed
+            .iter()
+            .enumerate()
+            .map(|(i, s)| key.open(&image_aad(entry.id, i as u8), s).ok())
+            .collect::<Option<Vec<_>>>()?;
+        images_match(entry, &out).then_some(out)
+    };
+    if let Some(out) = files.read(entry.id, entry.images.len()).ok().and_then(open) {
+        return Some(out);
     }
-    images_match(entry, &out).then_some(out)
+    let sealed = entry
+        .images
+        .iter()
+        .enumerate()
+        .map(|(i, meta)| read_chunks(tree, entry.id, i as u8, meta.len).ok())
+        .collect::<Option<Vec<_>>>()?;
+    open(sealed)
 }
 
 /// Moves the damaged store aside and builds a new one from what is
@@ -136,7 +155,12 @@ pub(super) fn rebuild(
             moved_to.display()
         ))
     })?;
-    let readable = read_damaged(&moved_to, &state_dir.join("salvage.tmp"), &key);
+    let readable = read_damaged(
+        &moved_to,
+        &state_dir.join("salvage.tmp"),
+        &key,
+        &ImageFiles::new(state_dir),
+    );
     let spool = Spool::new(state_dir);
     let (outbox, _) = Outbox::open_store(state_dir, limits, clock, key.clone())?;
 
