@@ -132,6 +132,32 @@ impl QueueKey {
             .decrypt(XNonce::from_slice(nonce), Payload { msg: body, aad })
             .map_err(|_| SealError::Mismatch)
     }
+
+    /// [`QueueKey::open`] without a copy: decrypts `sealed` where it lies
+    /// and returns where in it the plaintext is. The tag is checked before
+    /// anything is decrypted, so on an error the bytes are as they were.
+    pub fn open_in_place(
+        &self,
+        aad: &[u8],
+        sealed: &mut [u8],
+    ) -> Result<std::ops::Range<usize>, SealError> {
+        use chacha20poly1305::aead::AeadInPlace;
+        if sealed.len() < OVERHEAD {
+            return Err(SealError::Truncated);
+        }
+        let end = sealed.len() - TAG_BYTES;
+        let (head, tag) = sealed.split_at_mut(end);
+        let (nonce, body) = head.split_at_mut(NONCE_BYTES);
+        self.cipher
+            .decrypt_in_place_detached(
+                XNonce::from_slice(nonce),
+                aad,
+                body,
+                chacha20poly1305::Tag::from_slice(tag),
+            )
+            .map_err(|_| SealError::Mismatch)?;
+        Ok(NONCE_BYTES..end)
+    }
 }
 
 impl fmt::Debug for QueueKey {
@@ -183,6 +209,32 @@ mod tests {
         altered[30] ^= 1;
         assert_eq!(k.open(b"id-1", &altered), Err(SealError::Mismatch));
         assert_eq!(k.open(b"id-1", &sealed[..20]), Err(SealError::Truncated));
+    }
+
+    #[test]
+    fn opening_in_place_gives_the_same_bytes_and_leaves_a_refused_value_as_it_was() {
+        let k = key(7);
+        let plain: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+        let sealed = k.seal(b"id-1", &plain).expect("seal");
+        let mut buf = sealed.clone();
+        let at = k.open_in_place(b"id-1", &mut buf).expect("opens");
+        assert_eq!(&buf[at], &plain[..]);
+        for (aad, mut value) in [
+            (&b"id-2"[..], sealed.clone()),
+            (&b"id-1"[..], {
+                let mut v = sealed.clone();
+                v[5_000] ^= 1;
+                v
+            }),
+        ] {
+            let before = value.clone();
+            assert_eq!(k.open_in_place(aad, &mut value), Err(SealError::Mismatch));
+            assert_eq!(value, before, "nothing decrypted");
+        }
+        assert_eq!(
+            k.open_in_place(b"id-1", &mut buf[..20]),
+            Err(SealError::Truncated)
+        );
     }
 
     #[test]

@@ -108,10 +108,14 @@ impl ImageFiles {
         self.write(id, &sealed)
     }
 
-    /// The sealed images of entry `id`, `count` of them, as stored: a
-    /// missing, short or misframed file is `Corrupt` (the spool's copy is
-    /// then used).
-    pub(crate) fn read(&self, id: u64, count: usize) -> Result<Vec<Vec<u8>>, OutboxError> {
+    /// The sealed images of entry `id`, `count` of them, as stored: one
+    /// buffer (the file) and where in it each image is. A missing, short or
+    /// misframed file is `Corrupt` (the spool's copy is then used).
+    pub(crate) fn read_raw(
+        &self,
+        id: u64,
+        count: usize,
+    ) -> Result<(Vec<u8>, Vec<std::ops::Range<usize>>), OutboxError> {
         let path = self.path(id);
         let corrupt = |why: String| OutboxError::Corrupt {
             id,
@@ -124,25 +128,32 @@ impl ImageFiles {
                 "not an image file of {count} image(s) this release reads"
             )));
         }
-        let mut rest = &bytes[6..];
-        let mut out = Vec::with_capacity(count);
+        let mut at = 6;
+        let mut ranges = Vec::with_capacity(count);
         for i in 0..count {
-            let len = rest
-                .get(..4)
+            let short = || corrupt(format!("image {i} is cut short"));
+            let len = bytes
+                .get(at..at + 4)
                 .and_then(|l| l.try_into().ok())
                 .map(u32::from_be_bytes)
-                .ok_or_else(|| corrupt(format!("image {i} is cut short")))?
-                as usize;
-            let body = rest
-                .get(4..4 + len)
-                .ok_or_else(|| corrupt(format!("image {i} is cut short")))?;
-            out.push(body.to_vec());
-            rest = &rest[4 + len..];
+                .ok_or_else(short)? as usize;
+            let body = at + 4..at + 4 + len;
+            if body.end > bytes.len() {
+                return Err(short());
+            }
+            at = body.end;
+            ranges.push(body);
         }
-        if !rest.is_empty() {
+        if at != bytes.len() {
             return Err(corrupt("has bytes after its last image".into()));
         }
-        Ok(out)
+        Ok((bytes, ranges))
+    }
+
+    /// [`ImageFiles::read_raw`], each sealed image in a buffer of its own.
+    pub(crate) fn read(&self, id: u64, count: usize) -> Result<Vec<Vec<u8>>, OutboxError> {
+        let (bytes, ranges) = self.read_raw(id, count)?;
+        Ok(ranges.into_iter().map(|r| bytes[r].to_vec()).collect())
     }
 
     /// Unlinks an entry's file; a missing one is not an error.

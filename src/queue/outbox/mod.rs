@@ -1273,25 +1273,35 @@ impl Outbox {
         if entry.images.is_empty() {
             return Ok(out);
         }
-        let stored = self.files.read(id, entry.images.len())?;
-        for ((i, meta), sealed) in entry.images.iter().enumerate().zip(stored) {
-            let bytes = self
+        let (mut file, ranges) = self.files.read_raw(id, entry.images.len())?;
+        let single = ranges.len() == 1;
+        for (i, (meta, range)) in entry.images.iter().zip(ranges).enumerate() {
+            let start = range.start;
+            let plain = self
                 .key
-                .open(&image_aad(id, i as u8), &sealed)
+                .open_in_place(&image_aad(id, i as u8), &mut file[range])
                 .map_err(|e| OutboxError::Corrupt {
                     id,
                     why: format!("image {i}: {e}"),
                 })?;
+            let plain = start + plain.start..start + plain.end;
             // The seal's tag already proves these are the bytes sealed for
             // this entry and index (a flipped bit fails `open`), so the
             // SHA-256 of the record is not computed again on this path.
-            if bytes.len() as u64 != meta.len {
+            if plain.len() as u64 != meta.len {
                 return Err(OutboxError::Corrupt {
                     id,
                     why: format!("image {i} is missing or fails its checksum"),
                 });
             }
-            out.push(bytes);
+            if single {
+                // The file's buffer becomes the image: no copy.
+                file.truncate(plain.end);
+                file.drain(..plain.start);
+                out.push(std::mem::take(&mut file));
+            } else {
+                out.push(file[plain].to_vec());
+            }
         }
         Ok(out)
     }
