@@ -151,22 +151,35 @@ impl Spool {
     /// The ids that have a committed copy, in order; staged copies left by
     /// a crash (`*.tmp`, never acknowledged) are removed. Call at open only.
     pub fn ids(&self) -> std::io::Result<Vec<u64>> {
-        let listing = match std::fs::read_dir(&self.dir) {
-            Ok(l) => l,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        let mut ids = Vec::new();
-        for item in listing {
-            let path = item?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if let Some(id) = name.strip_suffix(".entry").and_then(|s| s.parse().ok()) {
-                ids.push(id);
-            } else if name.ends_with(".tmp") {
-                let _ = std::fs::remove_file(&path);
+        ids_in(&self.dir, ".entry", |path, name| {
+            if name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(path);
             }
-        }
-        ids.sort_unstable();
-        Ok(ids)
+        })
     }
+}
+
+/// The ids of the files `<id><suffix>` in `dir`, in order (none if `dir` is
+/// missing); `other` is shown every other name.
+pub(crate) fn ids_in(
+    dir: &Path,
+    suffix: &str,
+    mut other: impl FnMut(&Path, &str),
+) -> std::io::Result<Vec<u64>> {
+    let listing = match std::fs::read_dir(dir) {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut ids = Vec::new();
+    for item in listing {
+        let path = item?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        match name.strip_suffix(suffix).and_then(|s| s.parse().ok()) {
+            Some(id) => ids.push(id),
+            None => other(&path, name),
+        }
+    }
+    ids.sort_unstable();
+    Ok(ids)
 }

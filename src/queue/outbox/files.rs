@@ -166,23 +166,6 @@ impl ImageFiles {
 
     /// The ids that have a file, in order (other names are left alone).
     pub(crate) fn ids(&self) -> std::io::Result<Vec<u64>> {
-        let listing = match std::fs::read_dir(&self.dir) {
-            Ok(l) => l,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e),
-        };
-        let mut ids = Vec::new();
-        for item in listing {
-            let name = item?.file_name();
-            if let Some(id) = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".img"))
-                .and_then(|s| s.parse().ok())
-            {
-                ids.push(id);
-            }
-        }
-        ids.sort_unstable();
-        Ok(ids)
+        crate::queue::spool::ids_in(&self.dir, ".img", |_, _| {})
     }
 }

@@ -2,6 +2,22 @@
 
 use super::*;
 
+/// Every entry whose record reads, with its id (others are left as they
+/// are: `recover` reports them).
+fn readable_entries(entries: &sled::Tree) -> Result<Vec<(u64, Enrollment)>, OutboxError> {
+    let mut out = Vec::new();
+    for item in entries.iter() {
+        let (k, value) = item.map_err(storage_error)?;
+        if let (Some(id), Ok(entry)) = (
+            id_from_key(&k),
+            serde_json::from_slice::<Enrollment>(&value),
+        ) {
+            out.push((id, entry));
+        }
+    }
+    Ok(out)
+}
+
 /// Format 1 -> 2: seals every image stored in the clear, one entry per
 /// transaction (an interrupted migration resumes: images that already open
 /// with the key are left as they are).
@@ -11,14 +27,7 @@ pub(super) fn migrate_seal_images(
     key: &QueueKey,
 ) -> Result<(), OutboxError> {
     let mut sealed_entries = 0u64;
-    for item in entries.iter() {
-        let (k, value) = item.map_err(storage_error)?;
-        let (Some(id), Ok(entry)) = (
-            id_from_key(&k),
-            serde_json::from_slice::<Enrollment>(&value),
-        ) else {
-            continue;
-        };
+    for (id, entry) in readable_entries(entries)? {
         let mut rewrite = Vec::new();
         for (i, meta) in entry.images.iter().enumerate() {
             let stored = read_chunks(images, id, i as u8, meta.len)?;
@@ -80,14 +89,7 @@ pub(super) fn move_images_to_files(
         return Ok(());
     }
     let mut moved = 0u64;
-    for item in entries.iter() {
-        let (k, value) = item.map_err(storage_error)?;
-        let (Some(id), Ok(entry)) = (
-            id_from_key(&k),
-            serde_json::from_slice::<Enrollment>(&value),
-        ) else {
-            continue;
-        };
+    for (id, entry) in readable_entries(entries)? {
         if entry.images.is_empty() || files.read(id, entry.images.len()).is_ok() {
             continue;
         }

@@ -1156,12 +1156,18 @@ impl Outbox {
     ///   silently (sled drops a damaged blob page): it is put back, pending
     ///   with its outcome unknown, and reported like a rebuild;
     /// - an entry without a copy (a crash after the copy's removal, or a
-    ///   damaged spool) gets one again.
+    ///   damaged spool) gets one again;
+    /// - an entry whose image file is missing (removed by hand, lost by the
+    ///   filesystem) gets it again from its spool copy.
     fn reconcile_spool(&self) -> Result<(), OutboxError> {
         let ids = self
             .spool
             .ids()
             .map_err(|e| io_error(self.spool.dir(), e))?;
+        let with_file = self
+            .files
+            .ids()
+            .map_err(|e| io_error(self.files.dir(), e))?;
         let mut restored = 0u64;
         let mut lost = Vec::new();
         for id in &ids {
@@ -1192,6 +1198,9 @@ impl Outbox {
             let Some(id) = id_from_key(&key) else {
                 continue;
             };
+            if with_file.binary_search(&id).is_err() && ids.binary_search(&id).is_ok() {
+                self.restore_image_file(id)?;
+            }
             if ids.binary_search(&id).is_err() {
                 if let Ok(mut entry) = self.get(id) {
                     // Its copy goes only when it is uploaded or purged: the
@@ -1227,6 +1236,28 @@ impl Outbox {
                 lost,
             };
             self.finish_restore(&report)?;
+        }
+        Ok(())
+    }
+
+    /// Writes an entry's missing image file again from its spool copy, if
+    /// the entry has images and the copy is intact.
+    fn restore_image_file(&self, id: u64) -> Result<(), OutboxError> {
+        let Ok(entry) = self.get(id) else {
+            return Ok(());
+        };
+        if entry.images.is_empty() {
+            return Ok(());
+        }
+        match self.spool.read(&self.key, id) {
+            Ok((_, images)) if images_match(&entry, &images) => {
+                let plain: Vec<&[u8]> = images.iter().map(Vec::as_slice).collect();
+                self.files.seal_and_write(&self.key, id, &plain)?;
+                log::warn!("outbox: entry {id}: its image file was missing; written again from its spool copy");
+            }
+            _ => log::error!(
+                "outbox: entry {id}: its image file is missing and its spool copy is not intact"
+            ),
         }
         Ok(())
     }
@@ -2157,6 +2188,25 @@ mod tests {
         let v = ob.db.get(META_FORMAT_KEY).expect("get").expect("present");
         assert_eq!(v.as_ref(), FORMAT_VERSION.to_be_bytes());
         assert!(ob.check().expect("check").problems.is_empty());
+    }
+
+    /// An image file that went missing is written again from the spool at
+    /// the next open, so the entry has two copies again.
+    #[test]
+    fn a_missing_image_file_is_written_again_from_the_spool_at_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let id = {
+            let ob = open(dir.path(), &FakeClock::new(0), BIG);
+            let id = ob.enqueue(new("m", vec![6; 9_000])).expect("enqueue").id;
+            std::fs::remove_file(dir.path().join("images").join(format!("{id}.img")))
+                .expect("lost");
+            assert!(ob.check().expect("check").problems[0].contains("spool copy is intact"));
+            id
+        };
+        let ob = open(dir.path(), &FakeClock::new(0), BIG);
+        let report = ob.check().expect("check");
+        assert_eq!((report.entries, report.healthy), (1, 1), "{report:?}");
+        assert_eq!(ob.files.read(id, 1).expect("written again").len(), 1);
     }
 
     /// An image file left without an entry (an enqueue cut short before its
