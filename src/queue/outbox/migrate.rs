@@ -90,7 +90,7 @@ pub(super) fn move_images_to_files(
     }
     let mut moved = 0u64;
     for (id, entry) in readable_entries(entries)? {
-        if entry.images.is_empty() || files.read(id, entry.images.len()).is_ok() {
+        if entry.images.is_empty() || files.read_raw(id, entry.images.len()).is_ok() {
             continue;
         }
         let mut sealed = Vec::with_capacity(entry.images.len());
